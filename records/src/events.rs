@@ -1,0 +1,85 @@
+//! The session log: everything that happened in a consultation, in order.
+
+use serde::Serialize;
+use sqlx::{Any, FromRow, Transaction};
+
+use crate::error::Result;
+use crate::types::{ConsultationId, Timestamp, UserId};
+use crate::Store;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionEvent {
+    pub id: i64,
+    pub consultation_id: ConsultationId,
+    pub at: Timestamp,
+    /// `state_changed`, `joined`, `left`, `ice_state`, `stats`, `error`…
+    pub kind: String,
+    pub user_id: Option<UserId>,
+    pub data: serde_json::Value,
+}
+
+#[derive(FromRow)]
+struct Row {
+    id: i64,
+    consultation_id: ConsultationId,
+    at: Timestamp,
+    kind: String,
+    user_id: Option<UserId>,
+    data: String,
+}
+
+pub(crate) async fn append_event(
+    tx: &mut Transaction<'static, Any>,
+    consultation: ConsultationId,
+    kind: &str,
+    user: Option<UserId>,
+    data: serde_json::Value,
+) -> Result<()> {
+    sqlx::query("INSERT INTO session_events (consultation_id, at, kind, user_id, data) VALUES ($1, $2, $3, $4, $5)")
+        .bind(consultation)
+        .bind(Timestamp::now())
+        .bind(kind)
+        .bind(user)
+        .bind(data.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Appends one event to a consultation's session log.
+    pub async fn append_session_event(
+        &self,
+        consultation: ConsultationId,
+        kind: &str,
+        user: Option<UserId>,
+        data: serde_json::Value,
+    ) -> Result<()> {
+        let mut w = self.begin_write().await?;
+        append_event(&mut w.tx, consultation, kind, user, data).await?;
+        w.commit().await
+    }
+
+    /// A consultation's session log, oldest first.
+    pub async fn session_events(&self, consultation: ConsultationId) -> Result<Vec<SessionEvent>> {
+        let rows = sqlx::query_as::<_, Row>(
+            "SELECT id, consultation_id, at, kind, user_id, data FROM session_events WHERE consultation_id = $1 ORDER BY id",
+        )
+        .bind(consultation)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(SessionEvent {
+                    id: r.id,
+                    consultation_id: r.consultation_id,
+                    at: r.at,
+                    kind: r.kind,
+                    user_id: r.user_id,
+                    data: serde_json::from_str(&r.data)
+                        .map_err(|e| crate::RecordsError::Corrupt(format!("session event {}: {e}", r.id)))?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,303 @@
+//! User accounts and login sessions. Password hashing happens in the caller
+//! (signaling); this module stores the hash and never sees a password.
+
+use serde::Serialize;
+use sqlx::FromRow;
+
+use crate::audit::{record, Actor, Outcome};
+use crate::error::{map_unique, Result};
+use crate::types::{AuthSessionId, FacilityId, FacilityKind, Role, Timestamp, UserId};
+use crate::validate::{self, Errors, FieldError};
+use crate::{RecordsError, Store};
+
+#[derive(Clone, Debug, Serialize, FromRow)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    pub display_name: String,
+    pub role: Role,
+    pub facility_id: Option<FacilityId>,
+    pub active: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl User {
+    pub fn is_active(&self) -> bool {
+        self.active != 0
+    }
+}
+
+/// A user together with the stored password hash (login only).
+#[derive(Clone, FromRow)]
+pub struct UserCredentials {
+    #[sqlx(flatten)]
+    pub user: User,
+    pub password_hash: String,
+}
+
+/// A new account.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    pub username: String,
+    pub display_name: String,
+    pub password_hash: String,
+    pub role: Role,
+    pub facility_id: Option<FacilityId>,
+}
+
+/// Changes to an account; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct UserChanges {
+    pub display_name: Option<String>,
+    pub role: Option<Role>,
+    pub facility_id: Option<Option<FacilityId>>,
+    pub active: Option<bool>,
+    pub password_hash: Option<String>,
+}
+
+/// A login session, identified by the hash of its refresh token.
+#[derive(Clone, Debug, FromRow)]
+pub struct AuthSession {
+    pub id: AuthSessionId,
+    pub user_id: UserId,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+const COLUMNS: &str = "id, username, display_name, role, facility_id, active, created_at, updated_at";
+
+impl Store {
+    /// Checks that a role fits its facility: health workers belong to a
+    /// commune station, doctors to a hospital, admins anywhere or nowhere.
+    async fn check_role_facility(&self, role: Role, facility: Option<FacilityId>) -> Result<(), FieldError> {
+        let kind = match facility {
+            None => None,
+            Some(f) => match self.facility(f).await {
+                Ok(f) => Some(f.kind),
+                Err(_) => {
+                    return Err(FieldError::new(
+                        "facility_id",
+                        "unknown_facility",
+                        "Không tìm thấy cơ sở y tế này.",
+                        "No such facility.",
+                    ))
+                }
+            },
+        };
+        match (role, kind) {
+            (Role::Admin, _) => Ok(()),
+            (Role::HealthWorker, Some(FacilityKind::CommuneStation)) => Ok(()),
+            (Role::Doctor, Some(k)) if k.is_hospital() => Ok(()),
+            (Role::HealthWorker, _) => Err(FieldError::new(
+                "facility_id",
+                "wrong_facility_kind",
+                "Nhân viên y tế phải thuộc một trạm y tế xã.",
+                "A health worker must belong to a commune station.",
+            )),
+            (Role::Doctor, _) => Err(FieldError::new(
+                "facility_id",
+                "wrong_facility_kind",
+                "Bác sĩ phải thuộc một bệnh viện.",
+                "A doctor must belong to a hospital.",
+            )),
+        }
+    }
+
+    pub async fn create_user(&self, actor: &Actor, u: &NewUser) -> Result<User> {
+        let mut errs = Errors::default();
+        let username = u.username.trim().to_lowercase();
+        if username.len() < 3
+            || username.len() > 64
+            || !username
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        {
+            errs.push(FieldError::new(
+                "username",
+                "invalid_username",
+                "Tên đăng nhập dài 3–64 ký tự, chỉ gồm chữ không dấu, số và . _ -",
+                "A username has 3-64 characters: unaccented letters, digits, . _ -",
+            ));
+        }
+        let display = validate::text("display_name", &u.display_name, 200);
+        errs.check(display.as_ref().map(|_| ()).map_err(Clone::clone));
+        errs.check(self.check_role_facility(u.role, u.facility_id).await);
+        errs.finish()?;
+        let now = Timestamp::now();
+        let id = UserId::new();
+        let mut w = self.begin_write().await?;
+        let user = sqlx::query_as::<_, User>(&format!(
+            "INSERT INTO users (id, username, display_name, password_hash, role, facility_id, active, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7) RETURNING {COLUMNS}"
+        ))
+        .bind(id)
+        .bind(&username)
+        .bind(display.unwrap_or_default())
+        .bind(&u.password_hash)
+        .bind(u.role)
+        .bind(u.facility_id)
+        .bind(now)
+        .fetch_one(&mut *w.tx)
+        .await
+        .map_err(|e| map_unique(e, &["username"]))?;
+        record(&mut w.tx, actor, "user.create", "user", Some(id.to_string()), None, Outcome::Ok).await?;
+        w.commit().await?;
+        Ok(user)
+    }
+
+    pub async fn update_user(&self, actor: &Actor, id: UserId, c: &UserChanges) -> Result<User> {
+        let current = self.user(id).await?;
+        let role = c.role.unwrap_or(current.role);
+        let facility = c.facility_id.unwrap_or(current.facility_id);
+        let mut errs = Errors::default();
+        let display = match &c.display_name {
+            Some(d) => validate::text("display_name", d, 200),
+            None => Ok(current.display_name.clone()),
+        };
+        errs.check(display.as_ref().map(|_| ()).map_err(Clone::clone));
+        errs.check(self.check_role_facility(role, facility).await);
+        errs.finish()?;
+        let active = c.active.map(i64::from).unwrap_or(current.active);
+        let mut w = self.begin_write().await?;
+        let user = sqlx::query_as::<_, User>(&format!(
+            "UPDATE users SET display_name = $2, role = $3, facility_id = $4, active = $5,
+                 password_hash = COALESCE($6, password_hash), updated_at = $7
+             WHERE id = $1 RETURNING {COLUMNS}"
+        ))
+        .bind(id)
+        .bind(display.unwrap_or_default())
+        .bind(role)
+        .bind(facility)
+        .bind(active)
+        .bind(c.password_hash.clone())
+        .bind(Timestamp::now())
+        .fetch_optional(&mut *w.tx)
+        .await?
+        .ok_or(RecordsError::NotFound("user"))?;
+        if active == 0 || c.password_hash.is_some() {
+            // A deactivated account or a reset password ends every login.
+            sqlx::query("UPDATE auth_sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(Timestamp::now())
+                .execute(&mut *w.tx)
+                .await?;
+        }
+        record(&mut w.tx, actor, "user.update", "user", Some(id.to_string()), None, Outcome::Ok).await?;
+        w.commit().await?;
+        Ok(user)
+    }
+
+    pub async fn user(&self, id: UserId) -> Result<User> {
+        sqlx::query_as::<_, User>(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(RecordsError::NotFound("user"))
+    }
+
+    pub async fn users(&self) -> Result<Vec<User>> {
+        Ok(sqlx::query_as::<_, User>(&format!("SELECT {COLUMNS} FROM users ORDER BY username"))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn user_credentials(&self, username: &str) -> Result<Option<UserCredentials>> {
+        Ok(sqlx::query_as::<_, UserCredentials>(&format!(
+            "SELECT {COLUMNS}, password_hash FROM users WHERE username = $1"
+        ))
+        .bind(username.trim().to_lowercase())
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn count_admins(&self) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users WHERE role = 'admin'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n)
+    }
+
+    /// Starts a login session whose refresh token hashes to `token_hash`.
+    pub async fn create_auth_session(
+        &self,
+        actor: &Actor,
+        user_id: UserId,
+        token_hash: &str,
+        expires_at: Timestamp,
+    ) -> Result<AuthSessionId> {
+        let id = AuthSessionId::new();
+        let mut w = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO auth_sessions (id, user_id, refresh_token_hash, created_at, expires_at, client_addr)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(user_id)
+        .bind(token_hash)
+        .bind(Timestamp::now())
+        .bind(expires_at)
+        .bind(actor.client_addr.clone())
+        .execute(&mut *w.tx)
+        .await?;
+        record(&mut w.tx, actor, "auth.login", "user", Some(user_id.to_string()), None, Outcome::Ok).await?;
+        w.commit().await?;
+        Ok(id)
+    }
+
+    /// Swaps a session's refresh token for a new one (refresh-token rotation).
+    /// Returns the session if the old token was current, unexpired and not
+    /// revoked; a reused old token revokes the whole session (it was stolen
+    /// or replayed).
+    pub async fn rotate_refresh_token(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        expires_at: Timestamp,
+    ) -> Result<Option<AuthSession>> {
+        let mut w = self.begin_write().await?;
+        let now = Timestamp::now();
+        let session = sqlx::query_as::<_, AuthSession>(
+            "UPDATE auth_sessions SET refresh_token_hash = $2, expires_at = $3
+             WHERE refresh_token_hash = $1 AND revoked_at IS NULL AND expires_at > $4
+             RETURNING id, user_id, created_at, expires_at, revoked_at",
+        )
+        .bind(old_hash)
+        .bind(new_hash)
+        .bind(expires_at)
+        .bind(now)
+        .fetch_optional(&mut *w.tx)
+        .await?;
+        w.commit().await?;
+        Ok(session)
+    }
+
+    pub async fn revoke_auth_session(&self, actor: &Actor, id: AuthSessionId) -> Result<()> {
+        let mut w = self.begin_write().await?;
+        sqlx::query("UPDATE auth_sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .bind(Timestamp::now())
+            .execute(&mut *w.tx)
+            .await?;
+        if let Some(u) = actor.user_id {
+            record(&mut w.tx, actor, "auth.logout", "user", Some(u.to_string()), None, Outcome::Ok).await?;
+        }
+        w.commit().await
+    }
+
+    /// The user behind a live (unrevoked, unexpired) session of an active
+    /// account, or `None`. Checked on every request so that logout and
+    /// deactivation take effect at once, not when the access token expires.
+    pub async fn session_user(&self, session: AuthSessionId) -> Result<Option<User>> {
+        Ok(sqlx::query_as::<_, User>(
+            "SELECT u.id, u.username, u.display_name, u.role, u.facility_id, u.active, u.created_at, u.updated_at
+             FROM auth_sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 AND u.active = 1",
+        )
+        .bind(session)
+        .bind(Timestamp::now())
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the system packages the build and the tests need, when missing.
+# Debian packages only; safe to run again (does nothing when all are there).
+set -euo pipefail
+
+need=()
+command -v pkg-config >/dev/null || need+=(pkg-config)
+pkg-config --exists opus 2>/dev/null || need+=(libopus-dev)
+command -v cmake >/dev/null || need+=(cmake)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+if [ "${TELEHEALTH_BROWSER_TESTS:-1}" = 1 ] && [ -f "$(dirname "$0")/../browser/package.json" ]; then
+    command -v chromium >/dev/null || need+=(chromium)
+fi
+
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing system packages: ${need[*]}"
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
