@@ -41,6 +41,14 @@ impl RecordsError {
     pub fn field(e: FieldError) -> Self {
         RecordsError::Invalid(vec![e])
     }
+
+    /// The database could not be reached in time (not the request's fault).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            RecordsError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
+        )
+    }
 }
 
 pub type Result<T, E = RecordsError> = std::result::Result<T, E>;

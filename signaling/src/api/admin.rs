@@ -1,0 +1,190 @@
+//! Facilities, user accounts and the audit log.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use telehealth_records::{
+    AuditEntry, AuditQuery, Facility, FacilityId, FacilityInput, NewUser, PatientId, Role, Timestamp, User,
+    UserChanges, UserId,
+};
+
+use super::ApiRoutes;
+use crate::access;
+use crate::auth::{check_password_rules, hash_password, AuthUser};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{parse_id, ApiJson, ApiQuery, PathId};
+use crate::state::AppState;
+
+pub fn routes(r: ApiRoutes) -> ApiRoutes {
+    r.get("/api/facilities", list_facilities)
+        .post("/api/facilities", create_facility)
+        .get("/api/facilities/{id}", get_facility)
+        .put("/api/facilities/{id}", update_facility)
+        .get("/api/users", list_users)
+        .post("/api/users", create_user)
+        .get("/api/users/{id}", get_user)
+        .patch("/api/users/{id}", update_user)
+        .get("/api/audit", audit)
+}
+
+/// Any logged-in user may list facilities (to pick a hospital, say).
+async fn list_facilities(State(s): State<AppState>, _user: AuthUser) -> ApiResult<Json<Vec<Facility>>> {
+    Ok(Json(s.store.facilities().await?))
+}
+
+async fn get_facility(State(s): State<AppState>, _user: AuthUser, PathId(id): PathId<FacilityId>) -> ApiResult<Json<Facility>> {
+    Ok(Json(s.store.facility(id).await?))
+}
+
+async fn create_facility(
+    State(s): State<AppState>,
+    user: AuthUser,
+    ApiJson(input): ApiJson<FacilityInput>,
+) -> ApiResult<(StatusCode, Json<Facility>)> {
+    access::require_role(&user, &[Role::Admin])?;
+    Ok((StatusCode::CREATED, Json(s.store.create_facility(&user.actor(), &input).await?)))
+}
+
+async fn update_facility(
+    State(s): State<AppState>,
+    user: AuthUser,
+    PathId(id): PathId<FacilityId>,
+    ApiJson(input): ApiJson<FacilityInput>,
+) -> ApiResult<Json<Facility>> {
+    access::require_role(&user, &[Role::Admin])?;
+    Ok(Json(s.store.update_facility(&user.actor(), id, &input).await?))
+}
+
+async fn list_users(State(s): State<AppState>, user: AuthUser) -> ApiResult<Json<Vec<User>>> {
+    access::require_role(&user, &[Role::Admin])?;
+    Ok(Json(s.store.users().await?))
+}
+
+async fn get_user(State(s): State<AppState>, user: AuthUser, PathId(id): PathId<UserId>) -> ApiResult<Json<User>> {
+    access::require_role(&user, &[Role::Admin])?;
+    Ok(Json(s.store.user(id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUser {
+    username: String,
+    display_name: String,
+    password: String,
+    role: Role,
+    #[serde(default)]
+    facility_id: Option<FacilityId>,
+}
+
+async fn create_user(
+    State(s): State<AppState>,
+    user: AuthUser,
+    ApiJson(b): ApiJson<CreateUser>,
+) -> ApiResult<(StatusCode, Json<User>)> {
+    access::require_role(&user, &[Role::Admin])?;
+    check_password_rules(&b.password).map_err(|e| ApiError::Invalid(vec![e]))?;
+    let new = NewUser {
+        username: b.username,
+        display_name: b.display_name,
+        password_hash: hash_password(b.password).await?,
+        role: b.role,
+        facility_id: b.facility_id,
+    };
+    let created = s.store.create_user(&user.actor(), &new).await?;
+    tracing::info!(user = %created.id, role = %created.role, "account created");
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateUser {
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    role: Option<Role>,
+    #[serde(default)]
+    facility_id: Option<FacilityId>,
+    #[serde(default)]
+    active: Option<bool>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+async fn update_user(
+    State(s): State<AppState>,
+    user: AuthUser,
+    PathId(id): PathId<UserId>,
+    ApiJson(b): ApiJson<UpdateUser>,
+) -> ApiResult<Json<User>> {
+    access::require_role(&user, &[Role::Admin])?;
+    if id == user.user.id && (b.active == Some(false) || b.role.is_some_and(|r| r != Role::Admin)) {
+        return Err(ApiError::Invalid(vec![telehealth_records::FieldError::new(
+            "active",
+            "cannot_lock_yourself_out",
+            "Không thể tự khóa hoặc bỏ quyền quản trị của chính mình.",
+            "You cannot disable your own account or drop your own admin role.",
+        )]));
+    }
+    let password_hash = match b.password {
+        Some(p) => {
+            check_password_rules(&p).map_err(|e| ApiError::Invalid(vec![e]))?;
+            Some(hash_password(p).await?)
+        }
+        None => None,
+    };
+    let changes = UserChanges {
+        display_name: b.display_name,
+        role: b.role,
+        facility_id: b.facility_id.map(Some),
+        active: b.active,
+        password_hash,
+    };
+    Ok(Json(s.store.update_user(&user.actor(), id, &changes).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    #[serde(default)]
+    patient_id: Option<String>,
+    #[serde(default)]
+    actor_id: Option<String>,
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    before_id: Option<String>,
+    #[serde(default)]
+    limit: Option<String>,
+}
+
+fn opt<T: std::str::FromStr>(field: &str, v: Option<String>) -> ApiResult<Option<T>> {
+    v.filter(|s| !s.is_empty()).map(|s| parse_id::<T>(field, &s)).transpose()
+}
+
+async fn audit(State(s): State<AppState>, user: AuthUser, ApiQuery(p): ApiQuery<AuditParams>) -> ApiResult<Json<Vec<AuditEntry>>> {
+    access::require_role(&user, &[Role::Admin])?;
+    let time = |field: &str, v: Option<String>| -> ApiResult<Option<Timestamp>> {
+        v.filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<Timestamp>().map_err(|_| {
+                    ApiError::bad_request("invalid_time", format!("“{field}” phải ở dạng RFC 3339, ví dụ 2026-11-23T08:00:00Z."), format!("`{field}` must be RFC 3339, e.g. 2026-11-23T08:00:00Z."))
+                })
+            })
+            .transpose()
+    };
+    let q = AuditQuery {
+        patient_id: opt::<PatientId>("patient_id", p.patient_id)?,
+        actor_id: opt::<UserId>("actor_id", p.actor_id)?,
+        action: p.action.filter(|s| !s.is_empty()),
+        from: time("from", p.from)?,
+        to: time("to", p.to)?,
+        before_id: opt::<i64>("before_id", p.before_id)?,
+        limit: super::limit(p.limit.as_deref(), 200)?,
+    };
+    Ok(Json(s.store.audit_entries(&q).await?))
+}

@@ -1,0 +1,76 @@
+//! The REST API under `/api`: one module per resource, each adding its
+//! routes to an [`ApiRoutes`] that also records them, so that the OpenAPI
+//! document and the authorization matrix can be checked against the real
+//! route table.
+
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::Router;
+
+use crate::state::AppState;
+
+pub mod admin;
+pub mod consultations;
+pub mod notes;
+pub mod patients;
+pub mod system;
+
+/// A router that remembers which (method, path) pairs it serves.
+pub struct ApiRoutes {
+    router: Router<AppState>,
+    table: Vec<(Method, &'static str)>,
+}
+
+macro_rules! verb {
+    ($name:ident, $method:ident, $routing:ident) => {
+        pub fn $name<H, T>(mut self, path: &'static str, handler: H) -> Self
+        where
+            H: Handler<T, AppState>,
+            T: 'static,
+        {
+            self.table.push((Method::$method, path));
+            self.router = self.router.route(path, axum::routing::$routing(handler));
+            self
+        }
+    };
+}
+
+impl ApiRoutes {
+    fn new() -> Self {
+        Self { router: Router::new(), table: Vec::new() }
+    }
+    verb!(get, GET, get);
+    verb!(post, POST, post);
+    verb!(put, PUT, put);
+    verb!(patch, PATCH, patch);
+}
+
+/// Every route of the API.
+pub fn routes() -> ApiRoutes {
+    let r = ApiRoutes::new();
+    let r = system::routes(r);
+    let r = admin::routes(r);
+    let r = patients::routes(r);
+    let r = consultations::routes(r);
+    notes::routes(r)
+}
+
+/// The API's (method, path) table, in registration order.
+pub fn route_table() -> Vec<(Method, &'static str)> {
+    routes().table
+}
+
+/// The API router.
+pub fn router() -> Router<AppState> {
+    routes().router
+}
+
+/// Parses an optional `limit` query value.
+pub(crate) fn limit(raw: Option<&str>, default: i64) -> crate::error::ApiResult<i64> {
+    match raw {
+        None | Some("") => Ok(default),
+        Some(s) => s.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            crate::error::ApiError::bad_request("invalid_limit", "“limit” phải là số nguyên dương.", "`limit` must be a positive integer.")
+        }),
+    }
+}

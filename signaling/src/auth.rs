@@ -1,0 +1,456 @@
+//! Login, tokens and the authenticated-user extractor.
+//!
+//! A login creates a session row holding the hash of a random refresh token
+//! (12 h by default, rotated on each use) and returns a short-lived HS256 JWT
+//! access token (15 min) naming the user and the session. Browsers get both
+//! as HttpOnly, SameSite=Strict cookies; API clients read them from the body
+//! and send `Authorization: Bearer`. Each request checks that the session is
+//! still live and the account active, so logout and deactivation act at once.
+//!
+//! Repeated failures for one username or one address are slowed down, then
+//! refused for a while (in memory, per node).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::{FromRequestParts, State};
+use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use telehealth_records::{Actor, AuthSessionId, FacilityId, Outcome, Role, Timestamp, User, UserId};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ClientAddr};
+use crate::state::AppState;
+
+const ACCESS_COOKIE: &str = "th_access";
+const REFRESH_COOKIE: &str = "th_refresh";
+
+/// Signing keys and token lifetimes.
+pub struct AuthKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    pub access_ttl: chrono::Duration,
+    pub session_ttl: chrono::Duration,
+}
+
+impl AuthKeys {
+    pub fn new(secret: &[u8], access_ttl: chrono::Duration, session_ttl: chrono::Duration) -> Self {
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            access_ttl,
+            session_ttl,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: UserId,
+    sid: AuthSessionId,
+    role: Role,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fid: Option<FacilityId>,
+    iat: i64,
+    exp: i64,
+}
+
+/// Hashes a password with argon2id (on a blocking thread: it is slow on purpose).
+pub async fn hash_password(password: String) -> ApiResult<String> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| ApiError::Internal(format!("argon2: {e}")))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+}
+
+async fn verify_password(hash: Option<String>, password: String) -> bool {
+    // With no account, verify against a fixed hash anyway so that the answer
+    // takes as long as for a real account (no username probing by timing).
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    tokio::task::spawn_blocking(move || {
+        let known = hash.is_some();
+        let h = hash.unwrap_or_else(|| {
+            DUMMY
+                .get_or_init(|| {
+                    let salt = SaltString::generate(&mut OsRng);
+                    Argon2::default()
+                        .hash_password(b"no such account", &salt)
+                        .map(|h| h.to_string())
+                        .unwrap_or_default()
+                })
+                .clone()
+        });
+        let ok = PasswordHash::new(&h)
+            .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            .unwrap_or(false);
+        ok && known
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// Checks a new password is one a person can keep and an attacker cannot guess easily.
+pub fn check_password_rules(pw: &str) -> Result<(), telehealth_records::FieldError> {
+    if pw.chars().count() < 10 || pw.chars().count() > 200 {
+        return Err(telehealth_records::FieldError::new(
+            "password",
+            "weak_password",
+            "Mật khẩu cần ít nhất 10 ký tự.",
+            "A password needs at least 10 characters.",
+        ));
+    }
+    Ok(())
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The logged-in user of a request.
+#[derive(Clone, Debug)]
+pub struct AuthUser {
+    pub user: User,
+    pub session: AuthSessionId,
+    pub addr: Option<String>,
+}
+
+impl AuthUser {
+    pub fn actor(&self) -> Actor {
+        Actor::user(self.user.id, self.user.role, self.addr.clone())
+    }
+    pub fn role(&self) -> Role {
+        self.user.role
+    }
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+const NOT_LOGGED_IN: ApiError = ApiError::Unauthorized {
+    code: "not_logged_in",
+    detail: "Bạn chưa đăng nhập hoặc phiên đăng nhập đã hết hạn. Vui lòng đăng nhập lại.",
+    detail_en: "You are not logged in, or your login expired. Please log in again.",
+};
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let bearer = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        let token = bearer.or_else(|| cookie(&parts.headers, ACCESS_COOKIE)).ok_or(NOT_LOGGED_IN)?;
+        let claims = decode_access(state, token)?;
+        let user = state.store.session_user(claims.sid).await?.ok_or(ApiError::Unauthorized {
+            code: "session_ended",
+            detail: "Phiên đăng nhập đã kết thúc (đã đăng xuất hoặc tài khoản bị khóa). Vui lòng đăng nhập lại.",
+            detail_en: "This login has ended (logged out or account disabled). Please log in again.",
+        })?;
+        if user.id != claims.sub {
+            return Err(NOT_LOGGED_IN);
+        }
+        let ClientAddr(addr) = ClientAddr::from_request_parts(parts, state).await.unwrap_or(ClientAddr(None));
+        Ok(AuthUser { user, session: claims.sid, addr })
+    }
+}
+
+fn decode_access(state: &AppState, token: &str) -> ApiResult<Claims> {
+    let mut v = Validation::new(Algorithm::HS256);
+    v.leeway = 5;
+    v.set_required_spec_claims(&["exp", "sub"]);
+    jsonwebtoken::decode::<Claims>(token, &state.auth.decoding, &v)
+        .map(|d| d.claims)
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => ApiError::Unauthorized {
+                code: "token_expired",
+                detail: "Phiên làm việc đã hết hạn. Hãy làm mới hoặc đăng nhập lại.",
+                detail_en: "The access token expired. Refresh it or log in again.",
+            },
+            _ => ApiError::Unauthorized {
+                code: "invalid_token",
+                detail: "Mã đăng nhập không hợp lệ. Vui lòng đăng nhập lại.",
+                detail_en: "The access token is invalid. Please log in again.",
+            },
+        })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    username: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+pub struct TokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: i64,
+    refresh_token: String,
+    user: User,
+}
+
+fn issue(state: &AppState, user: &User, session: AuthSessionId, refresh: String) -> ApiResult<Response> {
+    let now = chrono::Utc::now();
+    let claims = Claims {
+        sub: user.id,
+        sid: session,
+        role: user.role,
+        fid: user.facility_id,
+        iat: now.timestamp(),
+        exp: (now + state.auth.access_ttl).timestamp(),
+    };
+    let access = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &state.auth.encoding)
+        .map_err(|e| ApiError::Internal(format!("jwt: {e}")))?;
+    let secure = if state.secure_cookies { "; Secure" } else { "" };
+    let access_cookie = format!(
+        "{ACCESS_COOKIE}={access}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        state.auth.access_ttl.num_seconds()
+    );
+    let refresh_cookie = format!(
+        "{REFRESH_COOKIE}={refresh}; Path=/api/auth; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        state.auth.session_ttl.num_seconds()
+    );
+    let body = TokenResponse {
+        access_token: access,
+        token_type: "Bearer",
+        expires_in: state.auth.access_ttl.num_seconds(),
+        refresh_token: refresh,
+        user: user.clone(),
+    };
+    let mut resp = (StatusCode::OK, Json(body)).into_response();
+    for c in [access_cookie, refresh_cookie] {
+        let v = HeaderValue::from_str(&c).map_err(|e| ApiError::Internal(e.to_string()))?;
+        resp.headers_mut().append(SET_COOKIE, v);
+    }
+    resp.headers_mut().insert("cache-control", HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+/// `POST /api/auth/login`
+pub async fn login(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> ApiResult<Response> {
+    let username = req.username.trim().to_lowercase();
+    let keys = [format!("u:{username}"), format!("a:{}", addr.as_deref().unwrap_or("?"))];
+    let delay = state.throttle.check(&keys)?;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let creds = state.store.user_credentials(&username).await?;
+    let ok = verify_password(creds.as_ref().map(|c| c.password_hash.clone()), req.password).await;
+    let actor = Actor { user_id: creds.as_ref().map(|c| c.user.id), role: creds.as_ref().map(|c| c.user.role), client_addr: addr.clone() };
+    match creds {
+        Some(c) if ok && c.user.is_active() => {
+            state.throttle.succeeded(&keys[0]);
+            let refresh = random_token();
+            let expires = Timestamp(chrono::Utc::now() + state.auth.session_ttl);
+            let sid = state.store.create_auth_session(&actor, c.user.id, &token_hash(&refresh), expires).await?;
+            tracing::info!(user = %c.user.id, session = %sid, "login");
+            issue(&state, &c.user, sid, refresh)
+        }
+        Some(c) if ok => {
+            state.store.audit(&actor, "auth.login", "user", Some(c.user.id.to_string()), None, Outcome::Denied).await?;
+            Err(ApiError::Forbidden {
+                code: "account_disabled",
+                detail: "Tài khoản đã bị khóa. Liên hệ quản trị viên.",
+                detail_en: "This account is disabled. Contact an administrator.",
+            })
+        }
+        _ => {
+            state.throttle.failed(&keys);
+            state
+                .store
+                .audit(&actor, "auth.login", "user", actor.user_id.map(|u| u.to_string()), None, Outcome::Denied)
+                .await?;
+            tracing::info!(known_user = actor.user_id.is_some(), "login failed");
+            Err(ApiError::Unauthorized {
+                code: "wrong_credentials",
+                detail: "Sai tên đăng nhập hoặc mật khẩu.",
+                detail_en: "Wrong username or password.",
+            })
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+/// `POST /api/auth/refresh`: swaps a refresh token (body or cookie) for new
+/// tokens. An empty body is allowed (browsers send the cookie).
+pub async fn refresh(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let req: RefreshRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RefreshRequest::default()
+    } else {
+        crate::extract::parse_json(&body)?
+    };
+    let token = req
+        .refresh_token
+        .or_else(|| cookie(&headers, REFRESH_COOKIE).map(str::to_owned))
+        .ok_or(NOT_LOGGED_IN)?;
+    let new = random_token();
+    let expires = Timestamp(chrono::Utc::now() + state.auth.session_ttl);
+    let session = state
+        .store
+        .rotate_refresh_token(&token_hash(&token), &token_hash(&new), expires)
+        .await?
+        .ok_or(NOT_LOGGED_IN)?;
+    let user = state.store.session_user(session.id).await?.ok_or(NOT_LOGGED_IN)?;
+    issue(&state, &user, session.id, new)
+}
+
+/// `POST /api/auth/logout`: ends the session and clears the cookies.
+pub async fn logout(State(state): State<AppState>, user: AuthUser) -> ApiResult<Response> {
+    state.store.revoke_auth_session(&user.actor(), user.session).await?;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    for c in [
+        format!("{ACCESS_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        format!("{REFRESH_COOKIE}=; Path=/api/auth; HttpOnly; SameSite=Strict; Max-Age=0"),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            resp.headers_mut().append(SET_COOKIE, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// `GET /api/auth/me`
+pub async fn me(user: AuthUser) -> Json<User> {
+    Json(user.user)
+}
+
+/// Login-failure bookkeeping per username and per client address.
+pub struct LoginThrottle {
+    policy: ThrottlePolicy,
+    entries: Mutex<HashMap<String, Failures>>,
+}
+
+/// How failures are punished.
+#[derive(Clone, Copy, Debug)]
+pub struct ThrottlePolicy {
+    /// Failures are counted over this window.
+    pub window: Duration,
+    /// From this many failures on, each attempt waits `step` more.
+    pub slow_after: u32,
+    pub step: Duration,
+    /// At this many failures, attempts are refused for `lockout`.
+    pub lock_after: u32,
+    pub lockout: Duration,
+}
+
+impl Default for ThrottlePolicy {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(15 * 60),
+            slow_after: 3,
+            step: Duration::from_millis(500),
+            lock_after: 10,
+            lockout: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+struct Failures {
+    count: u32,
+    first: Instant,
+    locked_until: Option<Instant>,
+}
+
+impl LoginThrottle {
+    pub fn new(policy: ThrottlePolicy) -> Self {
+        Self { policy, entries: Mutex::new(HashMap::new()) }
+    }
+
+    /// Before checking a password: refuse if locked, else say how long to wait.
+    fn check(&self, keys: &[String]) -> ApiResult<Duration> {
+        let now = Instant::now();
+        // A poisoned lock only means another request panicked mid-update;
+        // the counters are still usable.
+        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut delay = Duration::ZERO;
+        for k in keys {
+            if let Some(f) = map.get_mut(k) {
+                if let Some(until) = f.locked_until {
+                    if until > now {
+                        return Err(ApiError::TooManyRequests { retry_after_secs: (until - now).as_secs().max(1) });
+                    }
+                    f.count = 0;
+                    f.locked_until = None;
+                    f.first = now;
+                }
+                if now.duration_since(f.first) > self.policy.window {
+                    f.count = 0;
+                    f.first = now;
+                }
+                if f.count >= self.policy.slow_after {
+                    delay = delay.max(self.policy.step * (f.count - self.policy.slow_after + 1));
+                }
+            }
+        }
+        Ok(delay.min(Duration::from_secs(5)))
+    }
+
+    fn failed(&self, keys: &[String]) {
+        let now = Instant::now();
+        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 100_000 {
+            // Bound memory under a spray of addresses: forget stale entries.
+            map.retain(|_, f| now.duration_since(f.first) < self.policy.window || f.locked_until.is_some_and(|u| u > now));
+        }
+        for k in keys {
+            let f = map.entry(k.clone()).or_insert(Failures { count: 0, first: now, locked_until: None });
+            f.count += 1;
+            if f.count >= self.policy.lock_after {
+                f.locked_until = Some(now + self.policy.lockout);
+                tracing::warn!(key_kind = &k[..1], "login locked after repeated failures");
+            }
+        }
+    }
+
+    fn succeeded(&self, user_key: &str) {
+        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(user_key);
+    }
+}

@@ -1,0 +1,78 @@
+//! Configuration: flags and `TELEHEALTH_*` environment variables.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// Everything the server reads at start. Defaults run on a laptop: HTTP on
+/// 127.0.0.1:8080 and an SQLite file under `./data`.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "telehealth", version, about = "Telehealth consultation server (signaling, SFU, records)")]
+pub struct Config {
+    /// Address and port for HTTP (or HTTPS when a certificate is given).
+    #[arg(long, env = "TELEHEALTH_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Directory for the SQLite database and the generated JWT key.
+    #[arg(long, env = "TELEHEALTH_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Database URL: `sqlite://path` or `postgres://user:pass@host/db`.
+    /// Default: `sqlite://<data-dir>/telehealth.db`.
+    #[arg(long, env = "TELEHEALTH_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Secret for signing login tokens (HS256), at least 32 bytes. Default:
+    /// a random key generated once into `<data-dir>/jwt.key` (mode 0600).
+    /// All nodes of a multi-node deployment must share it.
+    #[arg(long, env = "TELEHEALTH_JWT_KEY", hide_env_values = true)]
+    pub jwt_key: Option<String>,
+
+    /// PEM certificate chain: serve HTTPS directly (browsers allow camera
+    /// access only on HTTPS or localhost).
+    #[arg(long, env = "TELEHEALTH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, env = "TELEHEALTH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// IP address announced to browsers for media (ICE host candidates).
+    /// Default: the HTTP address's IP.
+    #[arg(long, env = "TELEHEALTH_PUBLIC_IP")]
+    pub public_ip: Option<IpAddr>,
+
+    /// UDP port that carries all media (ICE UDP mux).
+    #[arg(long, env = "TELEHEALTH_MEDIA_UDP_PORT", default_value_t = 3478)]
+    pub media_udp_port: u16,
+
+    /// Take the client address from `X-Forwarded-For` (only behind a reverse
+    /// proxy that sets it; otherwise clients could forge their address).
+    #[arg(long, env = "TELEHEALTH_TRUST_PROXY", default_value_t = false)]
+    pub trust_proxy: bool,
+
+    /// Seed a demo province (two hospitals, four stations, their staff) and
+    /// print the demo passwords.
+    #[arg(long, env = "TELEHEALTH_DEMO", default_value_t = false)]
+    pub demo: bool,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "TELEHEALTH_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+
+    /// Minutes an access token lives; the browser refreshes it silently.
+    #[arg(long, env = "TELEHEALTH_ACCESS_TOKEN_MINUTES", default_value_t = 15)]
+    pub access_token_minutes: i64,
+
+    /// Hours a login lasts without activity (refresh-token lifetime).
+    #[arg(long, env = "TELEHEALTH_SESSION_HOURS", default_value_t = 12)]
+    pub session_hours: i64,
+}
+
+impl Config {
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("telehealth.db").display()),
+        }
+    }
+}

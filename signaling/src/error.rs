@@ -1,0 +1,282 @@
+//! The one error type of the HTTP edge, rendered as RFC 9457 problem+json.
+//!
+//! Client errors carry a stable `code`, a Vietnamese `detail` and an English
+//! `detail_en`, and field errors where a field is to blame. Server errors say
+//! nothing of internals: the cause goes to the log with an id the client
+//! also receives.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use telehealth_records::{FieldError, RecordsError};
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: the request could not be read (malformed JSON, bad id…).
+    BadRequest { code: &'static str, detail: String, detail_en: String, errors: Vec<FieldError> },
+    /// 401: not logged in, or the login ended.
+    Unauthorized { code: &'static str, detail: &'static str, detail_en: &'static str },
+    /// 403: logged in, but this is not yours.
+    Forbidden { code: &'static str, detail: &'static str, detail_en: &'static str },
+    /// 404.
+    NotFound(&'static str),
+    /// 405.
+    MethodNotAllowed,
+    /// 409: conflicts with the current state of the record.
+    Conflict { code: &'static str, detail: String, detail_en: String, current_version: Option<i64>, errors: Vec<FieldError> },
+    /// 413.
+    PayloadTooLarge { limit: usize },
+    /// 415.
+    UnsupportedMediaType,
+    /// 422: understood, but the values break the rules.
+    Invalid(Vec<FieldError>),
+    /// 429: too many attempts; try again after this many seconds.
+    TooManyRequests { retry_after_secs: u64 },
+    /// 500: our fault. The cause is logged, not sent.
+    Internal(String),
+    /// 503: the database cannot be reached.
+    Unavailable,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    code: &'a str,
+    detail: String,
+    detail_en: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<FieldError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current_version: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    incident_id: Option<String>,
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, detail: impl Into<String>, detail_en: impl Into<String>) -> Self {
+        ApiError::BadRequest { code, detail: detail.into(), detail_en: detail_en.into(), errors: vec![] }
+    }
+
+    pub fn forbidden_role() -> Self {
+        ApiError::Forbidden {
+            code: "forbidden_role",
+            detail: "Vai trò của bạn không được phép thực hiện thao tác này.",
+            detail_en: "Your role may not do this.",
+        }
+    }
+
+    pub fn other_facility() -> Self {
+        ApiError::Forbidden {
+            code: "other_facility",
+            detail: "Hồ sơ này thuộc cơ sở y tế khác hoặc ca tư vấn bạn không tham gia.",
+            detail_en: "This record belongs to another facility or a consultation you are not part of.",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+fn what_vi(what: &str) -> &'static str {
+    match what {
+        "patient" => "bệnh nhân",
+        "consultation" => "ca tư vấn",
+        "note" => "ghi chú",
+        "user" => "tài khoản",
+        "facility" => "cơ sở y tế",
+        "route" => "đường dẫn",
+        _ => "mục",
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let title = status.canonical_reason().unwrap_or("Error");
+        let mut retry_after = None;
+        let (code, detail, detail_en, errors, current_version, incident_id) = match self {
+            ApiError::BadRequest { code, detail, detail_en, errors } => (code, detail, detail_en, errors, None, None),
+            ApiError::Unauthorized { code, detail, detail_en } | ApiError::Forbidden { code, detail, detail_en } => {
+                (code, detail.to_owned(), detail_en.to_owned(), vec![], None, None)
+            }
+            ApiError::NotFound(what) => (
+                "not_found",
+                format!("Không tìm thấy {}.", what_vi(what)),
+                format!("No such {what}."),
+                vec![],
+                None,
+                None,
+            ),
+            ApiError::MethodNotAllowed => (
+                "method_not_allowed",
+                "Phương thức HTTP này không dùng được cho đường dẫn này.".to_owned(),
+                "This HTTP method is not allowed on this path.".to_owned(),
+                vec![],
+                None,
+                None,
+            ),
+            ApiError::Conflict { code, detail, detail_en, current_version, errors } => {
+                (code, detail, detail_en, errors, current_version, None)
+            }
+            ApiError::PayloadTooLarge { limit } => (
+                "payload_too_large",
+                format!("Dữ liệu gửi lên quá lớn (tối đa {} KB).", limit / 1024),
+                format!("The request body is too large (at most {} KB).", limit / 1024),
+                vec![],
+                None,
+                None,
+            ),
+            ApiError::UnsupportedMediaType => (
+                "unsupported_media_type",
+                "Nội dung phải ở dạng JSON (Content-Type: application/json).".to_owned(),
+                "The body must be JSON (Content-Type: application/json).".to_owned(),
+                vec![],
+                None,
+                None,
+            ),
+            ApiError::Invalid(errors) => (
+                "validation_failed",
+                "Một số thông tin chưa hợp lệ. Xem từng mục bên dưới.".to_owned(),
+                "Some fields are not valid; see each one below.".to_owned(),
+                errors,
+                None,
+                None,
+            ),
+            ApiError::TooManyRequests { retry_after_secs } => {
+                retry_after = Some(retry_after_secs);
+                (
+                    "too_many_attempts",
+                    format!("Quá nhiều lần thử. Vui lòng thử lại sau {} phút.", retry_after_secs.div_ceil(60)),
+                    format!("Too many attempts. Try again in {} minutes.", retry_after_secs.div_ceil(60)),
+                    vec![],
+                    None,
+                    None,
+                )
+            }
+            ApiError::Internal(cause) => {
+                let incident = uuid::Uuid::new_v4().to_string();
+                tracing::error!(incident = %incident, %cause, "internal error");
+                (
+                    "internal_error",
+                    "Máy chủ gặp lỗi. Dữ liệu chưa được lưu; hãy thử lại. Nếu vẫn lỗi, báo bộ phận CNTT kèm mã sự cố.".to_owned(),
+                    "The server failed; nothing was saved. Try again, and report the incident id if it persists.".to_owned(),
+                    vec![],
+                    None,
+                    Some(incident),
+                )
+            }
+            ApiError::Unavailable => (
+                "database_unavailable",
+                "Không kết nối được cơ sở dữ liệu. Hãy thử lại sau ít phút.".to_owned(),
+                "The database cannot be reached. Try again in a few minutes.".to_owned(),
+                vec![],
+                None,
+                None,
+            ),
+        };
+        let body = Problem {
+            kind: format!("/problems/{code}"),
+            title,
+            status: status.as_u16(),
+            code,
+            detail,
+            detail_en,
+            errors,
+            current_version,
+            incident_id,
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+        let mut resp = (status, json).into_response();
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(secs) = retry_after {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
+
+impl From<RecordsError> for ApiError {
+    fn from(e: RecordsError) -> Self {
+        match e {
+            RecordsError::Invalid(errs) => ApiError::Invalid(errs),
+            RecordsError::NotFound(what) => ApiError::NotFound(what),
+            RecordsError::Duplicate { field } => {
+                let (vi, en) = match field {
+                    "cccd" => ("Số CCCD này đã được đăng ký cho một bệnh nhân khác. Hãy tìm bệnh nhân theo số CCCD.", "This CCCD is already registered to another patient. Search for the patient by CCCD."),
+                    "username" => ("Tên đăng nhập này đã có người dùng.", "This username is taken."),
+                    "code" => ("Mã cơ sở này đã tồn tại.", "This facility code already exists."),
+                    "consultation_id" => ("Ca tư vấn này đã có ghi chú; hãy mở ghi chú đó để sửa.", "This consultation already has a note; open it instead."),
+                    _ => ("Giá trị này đã tồn tại.", "This value already exists."),
+                };
+                ApiError::Conflict {
+                    code: "duplicate",
+                    detail: vi.to_owned(),
+                    detail_en: en.to_owned(),
+                    current_version: None,
+                    errors: vec![FieldError::new(field, "duplicate", vi, en)],
+                }
+            }
+            RecordsError::VersionConflict { current } => ApiError::Conflict {
+                code: "version_conflict",
+                detail: "Bản ghi đã được thay đổi ở nơi khác (một thẻ hoặc máy khác). Tải lại để xem bản mới nhất trước khi lưu.".into(),
+                detail_en: "The record was changed elsewhere (another tab or device). Reload the latest version before saving.".into(),
+                current_version: Some(current),
+                errors: vec![],
+            },
+            RecordsError::Immutable(_) => ApiError::Conflict {
+                code: "note_signed",
+                detail: "Ghi chú đã ký thì không sửa được. Hãy tạo bản sửa đổi.".into(),
+                detail_en: "A signed note cannot be changed. Create an amendment instead.".into(),
+                current_version: None,
+                errors: vec![],
+            },
+            RecordsError::IllegalTransition { from, to } => ApiError::Conflict {
+                code: "illegal_transition",
+                detail: format!("Không thể chuyển ca tư vấn từ trạng thái “{from}” sang “{to}”."),
+                detail_en: format!("A consultation cannot go from {from} to {to}."),
+                current_version: None,
+                errors: vec![],
+            },
+            RecordsError::AlreadyTaken(what) => ApiError::Conflict {
+                code: "already_taken",
+                detail: if what == "note amendment" {
+                    "Ghi chú này đã có bản sửa đổi; hãy sửa đổi phiên bản mới nhất.".into()
+                } else {
+                    "Một bác sĩ khác đã nhận ca này trước.".into()
+                },
+                detail_en: if what == "note amendment" {
+                    "This note already has an amendment; amend the latest version.".into()
+                } else {
+                    "Another doctor took this consultation first.".into()
+                },
+                current_version: None,
+                errors: vec![],
+            },
+            e if e.is_unavailable() => ApiError::Unavailable,
+            RecordsError::Database(e) => ApiError::Internal(e.to_string()),
+            RecordsError::Corrupt(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

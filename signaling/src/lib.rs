@@ -1,0 +1,135 @@
+//! The signaling service: the axum application around the records store and
+//! the SFU.
+//!
+//! # Model
+//! [`app`] builds the whole HTTP surface from an [`AppState`]: the REST API
+//! under `/api` (one module per resource in [`api`]), `/healthz`, and the
+//! embedded browser app. Who may do what is decided in one place, [`access`];
+//! every error leaves as RFC 9457 problem+json through [`error::ApiError`].
+//!
+//! # Flow
+//! [`run`] is the composition root's one call: it prepares the data
+//! directory, opens the store (migrating it), makes sure an admin exists,
+//! optionally seeds the demo province, and serves HTTP or HTTPS until the
+//! shutdown future resolves, then drains requests and closes the store.
+//!
+//! # Out of scope here
+//! SQL (in `telehealth-records`) and media (in `telehealth-sfu`).
+
+pub mod access;
+pub mod api;
+pub mod auth;
+mod bootstrap;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod state;
+mod web;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+use telehealth_records::{Store, StoreOptions};
+
+pub use config::Config;
+pub use state::AppState;
+
+use crate::auth::{AuthKeys, LoginThrottle, ThrottlePolicy};
+use crate::error::ApiError;
+
+/// The whole HTTP application. Tests call this directly with their own state.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(api::router())
+        .merge(web::router())
+        .fallback(|| async { ApiError::NotFound("route") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(extract::JSON_LIMIT))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+async fn security_headers(req: Request<axum::body::Body>, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    resp
+}
+
+/// Builds the application state on an open store.
+pub fn state(store: Store, jwt_key: &[u8], config: &Config, throttle: ThrottlePolicy) -> AppState {
+    AppState {
+        store,
+        auth: Arc::new(AuthKeys::new(
+            jwt_key,
+            chrono::Duration::minutes(config.access_token_minutes),
+            chrono::Duration::hours(config.session_hours),
+        )),
+        throttle: Arc::new(LoginThrottle::new(throttle)),
+        trust_proxy: config.trust_proxy,
+        secure_cookies: config.tls_cert.is_some() || config.trust_proxy,
+    }
+}
+
+/// Sets up logging (text or JSON lines), filtered by `RUST_LOG`
+/// (default `info`).
+pub fn init_logging(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Starts everything and serves until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let jwt_key = bootstrap::jwt_key(config.jwt_key.as_deref(), &config.data_dir)?;
+    let url = config.database_url();
+    let store = Store::open(&StoreOptions::new(url.clone())).await.context("opening the database")?;
+    tracing::info!(backend = ?store.backend(), "database ready");
+    bootstrap::first_admin(&store, std::env::var("TELEHEALTH_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty())).await?;
+    if config.demo {
+        bootstrap::demo(&store).await?;
+    }
+    let app = app(state(store.clone(), &jwt_key, &config, ThrottlePolicy::default()));
+    let make = app.into_make_service_with_connect_info::<SocketAddr>();
+
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .context("reading the TLS certificate and key")?;
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+            });
+            println!("  telehealth listening on https://{}", config.http_addr);
+            axum_server::bind_rustls(config.http_addr, tls).handle(handle).serve(make).await?;
+        }
+        _ => {
+            let listener = tokio::net::TcpListener::bind(config.http_addr)
+                .await
+                .with_context(|| format!("binding {}", config.http_addr))?;
+            let addr = listener.local_addr()?;
+            println!("  telehealth listening on http://{addr}");
+            tracing::info!(%addr, "listening");
+            axum::serve(listener, make).with_graceful_shutdown(shutdown).await?;
+        }
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
