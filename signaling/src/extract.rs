@@ -60,7 +60,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             ("unknown_field", "Trường không được chấp nhận")
         } else if msg.contains("unknown variant") {
             ("invalid_value", "Giá trị không nằm trong danh sách cho phép")
-        } else if inner.is_syntax() || inner.is_eof() {
+        } else if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
+            // serde reports some type mismatches (a number where an enum
+            // belongs) as syntax errors; only text that is not JSON at all is
+            // malformed.
             ("malformed_json", "Dữ liệu JSON không đúng cú pháp")
         } else {
             ("invalid_type", "Sai kiểu dữ liệu")
@@ -68,7 +71,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let field_for_missing = msg
             .split('`')
             .nth(1)
-            .filter(|_| code == "missing_field" || code == "unknown_field")
+            .filter(|_| code == "missing_field" || (code == "unknown_field" && field.is_empty()))
             .map(|f| if field.is_empty() { f.to_owned() } else { format!("{field}.{f}") });
         let field = field_for_missing.unwrap_or(field);
         let detail_en = msg.clone();

@@ -114,15 +114,7 @@ async fn change_state(
         (Role::Doctor, InProgress | Completed | Cancelled | NoShow | Interrupted) => {
             access::consultation(&s, &user, id, ConsultationAccess::Treat).await?;
         }
-        (Role::Admin, _) => return Err(ApiError::forbidden_role()),
-        _ => {
-            return Err(ApiError::Invalid(vec![FieldError::new(
-                "state",
-                "not_allowed_for_role",
-                "Vai trò của bạn không được chuyển ca tư vấn sang trạng thái này.",
-                "Your role cannot move a consultation to this state.",
-            )]))
-        }
+        _ => return Err(ApiError::forbidden_role()),
     }
     let c = s.store.transition_consultation(&user.actor(), id, body.state).await?;
     tracing::info!(consultation = %id, state = %c.state, "consultation state changed");
