@@ -9,87 +9,63 @@ import { getLang, msg, setLang, t } from './i18n.js';
 /** @typedef {{status: number, code: string, detail?: string, detail_en?: string, errors: FieldError[]}} Problem */
 /** @typedef {{ok: true, status: number, data: unknown} | {ok: false, status: number, problem: Problem}} ApiResult */
 
-/** @type {Record<string, string>} Codes with our own sentence, for when the server sends no detail. */
-const CODE_KEYS = {
-  wrong_credentials: 'err.wrongCredentials',
-  too_many_attempts: 'err.tooMany',
-  account_disabled: 'err.disabled',
-};
+/** Problem codes with a sentence of our own (`err.<code>`), for when the server sends no detail. */
+const OWN_CODES = ['wrong_credentials', 'too_many_attempts', 'account_disabled'];
 const ROLES = ['health_worker', 'doctor', 'admin'];
 
 /** @type {Map<HTMLElement, Msg>} Elements showing a two-language message, rewritten on a switch. */
 const shown = new Map();
-/** @type {WeakSet<HTMLElement>} Elements whose request is under way. */
-const pending = new WeakSet();
 /** @type {Patient[] | null} */
 let results = null;
 let alertSeq = 0;
 
 /** @param {string} id @returns {HTMLElement} */
-function $(id) {
-  const el = document.getElementById(id);
-  if (!el) throw new Error(`missing #${id}`);
-  return el;
-}
-
+const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 /** @param {string} id @returns {HTMLFormElement} */
 const form = (id) => /** @type {HTMLFormElement} */ ($(id));
 
 /** @param {HTMLFormElement} f @param {string} name @returns {HTMLInputElement | null} */
-function input(f, name) {
-  const el = f.elements.namedItem(name);
-  return el instanceof HTMLInputElement ? el : null;
-}
+const input = (f, name) => {
+  const field = f.elements.namedItem(name);
+  return field instanceof HTMLInputElement ? field : null;
+};
 
 /**
- * Calls the JSON API. Never throws: a failure comes back as an RFC 9457 problem,
- * a network failure as code `network_error` with status 0.
- * @param {string} path
- * @param {{method?: string, body?: unknown}} [options]
+ * Calls the JSON API. Never throws: a failure comes back as an RFC 9457 problem, a network failure as code
+ * `network_error` with status 0. @param {string} path @param {{method?: string, body?: unknown}} [options]
  * @returns {Promise<ApiResult>}
  */
-export async function api(path, options = {}) {
+export async function api(path, { method = 'GET', body } = {}) {
   /** @type {Record<string, string>} */
   const headers = { Accept: 'application/json, application/problem+json' };
-  /** @type {RequestInit} */
-  const init = { method: options.method ?? 'GET', credentials: 'same-origin', headers };
-  if (options.body !== undefined) {
-    headers['Content-Type'] = 'application/json';
-    init.body = JSON.stringify(options.body);
-  }
-  /** @type {Response} */
-  let res;
-  try {
-    res = await fetch(path, init);
-  } catch {
-    return { ok: false, status: 0, problem: { status: 0, code: 'network_error', errors: [] } };
-  }
+  const json = body === undefined ? undefined : JSON.stringify(body);
+  if (json) headers['Content-Type'] = 'application/json';
+  // fetch rejects only when the network fails (offline, DNS, dropped link).
+  const res = await fetch(path, { method, credentials: 'same-origin', headers, body: json }).catch(() => null);
+  if (!res) return { ok: false, status: 0, problem: { status: 0, code: 'network_error', errors: [] } };
   const data = await res.json().catch(() => null); // 204 and non-JSON bodies give null
   if (res.ok) return { ok: true, status: res.status, data };
   const p = /** @type {Partial<Problem>} */ (data && typeof data === 'object' ? data : {});
   const text = (/** @type {unknown} */ v) => (typeof v === 'string' && v ? v : undefined);
-  const problem = {
-    status: res.status,
-    code: text(p.code) ?? `http_${res.status}`,
-    detail: text(p.detail),
-    detail_en: text(p.detail_en),
-    errors: Array.isArray(p.errors) ? p.errors : [],
-  };
-  return { ok: false, status: res.status, problem };
+  const { status } = res;
+  const errors = Array.isArray(p.errors) ? p.errors : [];
+  const code = text(p.code) ?? `http_${status}`;
+  const problem = { status, code, detail: text(p.detail), detail_en: text(p.detail_en), errors };
+  return { ok: false, status, problem };
 }
 
 /** @param {Msg} a @param {Msg} b @returns {Msg} */
 const join = (a, b) => ({ vi: `${a.vi} ${b.vi}`, en: `${a.en} ${b.en}` });
 
-/** What to tell the user about a failed call: the server's sentence when it sent one. @param {Problem} p @returns {Msg} */
+/** What to say about a failed call: the server's own sentence if any. @param {Problem} p @returns {Msg} */
 function problemMsg(p) {
   if (p.code === 'network_error') return msg('err.network');
-  const own = msg(CODE_KEYS[p.code] ?? 'err.generic');
+  const own = msg(OWN_CODES.includes(p.code) ? `err.${p.code}` : 'err.generic');
   const m = { vi: p.detail ?? own.vi, en: p.detail_en ?? own.en };
   return p.code === 'too_many_attempts' ? join(m, msg('err.temporary')) : m;
 }
 
-/** Shows `m` in `el` (or clears it) and keeps it for language switches. @param {HTMLElement} el @param {Msg | null} m */
+/** Shows `m` in `el` (or clears it), kept for language switches. @param {HTMLElement} el @param {Msg | null} m */
 function say(el, m) {
   if (m) shown.set(el, m);
   else shown.delete(el);
@@ -133,29 +109,20 @@ function showProblem(p, f) {
   first?.focus();
 }
 
-/**
- * Runs `work` for `el` unless one is already under way (double taps on slow links).
- * @template T
- * @param {HTMLElement} el
- * @param {() => Promise<T>} work
- * @returns {Promise<T | undefined>}
- */
+/** Runs `work` for `el` unless one is under way (double taps on slow links).
+ * @template T @param {HTMLElement} el @param {() => Promise<T>} work @returns {Promise<T | undefined>} */
 async function busy(el, work) {
-  if (pending.has(el)) return undefined;
-  pending.add(el);
+  if (el.hasAttribute('aria-busy')) return undefined;
   el.setAttribute('aria-busy', 'true');
   try {
     return await work();
   } finally {
-    pending.delete(el);
     el.removeAttribute('aria-busy');
   }
 }
 
 /** @param {'loading' | 'login' | 'home'} view */
-function show(view) {
-  for (const id of ['loading', 'login', 'home']) $(id).hidden = id !== view;
-}
+const show = (view) => ['loading', 'login', 'home'].forEach((id) => ($(id).hidden = id !== view));
 
 /** @param {User} user */
 function showHome(user) {
@@ -174,20 +141,16 @@ function showLogin(m = null) {
   show('login');
 }
 
-/**
- * A signed-in GET: on 401 refreshes the session once and retries.
- * Gives null, with the login form shown, when the session is over.
- * @param {string} path
- * @returns {Promise<ApiResult | null>}
- */
-async function authed(path) {
+/** A signed-in GET: on 401 refreshes the session once and retries; null (login shown) when the session is over.
+ * @param {string} path @param {Msg | null} [expired] said on the login form @returns {Promise<ApiResult | null>} */
+async function authed(path, expired = msg('err.session')) {
   let r = await api(path);
   if (r.status !== 401) return r;
   const refreshed = await api('/api/auth/refresh', { method: 'POST' });
   if (refreshed.status === 0) return refreshed;
   if (refreshed.ok) r = await api(path);
   if (r.status !== 401) return r;
-  showLogin(msg('err.session'));
+  showLogin(expired);
   return null;
 }
 
@@ -198,11 +161,7 @@ function formatDate(iso) {
 }
 
 /** @param {string} tag @param {string} text @returns {HTMLElement} */
-function el(tag, text) {
-  const e = document.createElement(tag);
-  e.textContent = text;
-  return e;
-}
+const el = (tag, text) => Object.assign(document.createElement(tag), { textContent: text });
 
 /** @param {Patient} p @returns {HTMLLIElement} */
 function patientItem(p) {
@@ -237,17 +196,13 @@ async function onLogin(e) {
   const body = { username: user.value.trim(), password: pass.value };
   const r = await busy(f, () => api('/api/auth/login', { method: 'POST', body }));
   if (!r) return;
-  if (!r.ok) {
-    showProblem(r.problem, f);
-    if (r.problem.code === 'wrong_credentials') {
-      pass.focus();
-      pass.select();
-    }
-    return;
+  if (r.ok) {
+    f.reset();
+    showHome(/** @type {{user: User}} */ (r.data).user);
+    return $('home-title').focus();
   }
-  f.reset();
-  showHome(/** @type {{user: User}} */ (r.data).user);
-  $('home-title').focus();
+  showProblem(r.problem, f);
+  if (r.problem.code === 'wrong_credentials') pass.focus();
 }
 
 async function onLogout() {
@@ -271,33 +226,29 @@ async function onSearch(e) {
   showProblem(r.problem, f);
 }
 
+const langButtons = () => document.querySelectorAll('[data-lang]');
+/** @param {Element} b @returns {Lang} */
+const langOf = (b) => (b.getAttribute('data-lang') === 'en' ? 'en' : 'vi');
+
 /** @param {Lang} lang */
 function switchLang(lang) {
   setLang(lang);
   for (const [box, m] of shown) box.textContent = m[lang];
   if (results) renderResults(results);
-  for (const b of document.querySelectorAll('[data-lang]')) {
-    b.setAttribute('aria-pressed', String(b.getAttribute('data-lang') === lang));
-  }
+  for (const b of langButtons()) b.setAttribute('aria-pressed', String(langOf(b) === lang));
 }
 
 /** Wires the page, then asks who is signed in (refreshing the session once). */
 async function start() {
   switchLang(getLang());
-  for (const b of document.querySelectorAll('[data-lang]')) {
-    b.addEventListener('click', () => switchLang(b.getAttribute('data-lang') === 'en' ? 'en' : 'vi'));
-  }
+  for (const b of langButtons()) b.addEventListener('click', () => switchLang(langOf(b)));
   form('login').addEventListener('submit', onLogin);
   form('search').addEventListener('submit', onSearch);
   $('logout').addEventListener('click', onLogout);
 
-  let me = await api('/api/auth/me');
-  if (me.status === 401) {
-    const refreshed = await api('/api/auth/refresh', { method: 'POST' });
-    me = refreshed.ok ? await api('/api/auth/me') : refreshed;
-  }
-  if (me.ok) return showHome(/** @type {User} */ (me.data));
-  showLogin(me.status === 401 ? null : problemMsg(me.problem));
+  const me = await authed('/api/auth/me', null);
+  if (me?.ok) showHome(/** @type {User} */ (me.data));
+  else if (me) showLogin(problemMsg(me.problem));
 }
 
 start();

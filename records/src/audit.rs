@@ -121,7 +121,16 @@ impl Store {
         outcome: Outcome,
     ) -> Result<()> {
         let mut w = self.begin_write().await?;
-        record(&mut w.tx, actor, action, resource_type, resource_id, patient_id, outcome).await?;
+        record(
+            &mut w.tx,
+            actor,
+            action,
+            resource_type,
+            resource_id,
+            patient_id,
+            outcome,
+        )
+        .await?;
         w.commit().await
     }
 

@@ -9,8 +9,7 @@ use crate::audit::{record, Actor, Outcome};
 use crate::error::Result;
 use crate::events::append_event;
 use crate::types::{
-    ConsultationId, ConsultationKind, ConsultationState, FacilityId, PatientId, Pii, Timestamp,
-    UserId,
+    ConsultationId, ConsultationKind, ConsultationState, FacilityId, PatientId, Pii, Timestamp, UserId,
 };
 use crate::validate::{self, FieldError};
 use crate::{RecordsError, Store};
@@ -56,7 +55,10 @@ pub struct ConsultationInput {
 pub enum ConsultationScope {
     Station(FacilityId),
     /// A doctor's own consultations and the hospital's open queue.
-    Doctor { doctor: UserId, hospital: FacilityId },
+    Doctor {
+        doctor: UserId,
+        hospital: FacilityId,
+    },
     Patient(PatientId),
 }
 
@@ -112,8 +114,24 @@ impl Store {
         .bind(now)
         .fetch_one(&mut *w.tx)
         .await?;
-        append_event(&mut w.tx, id, "state_changed", actor.user_id, serde_json::json!({"to": state})).await?;
-        record(&mut w.tx, actor, "consultation.create", "consultation", Some(id.to_string()), Some(input.patient_id), Outcome::Ok).await?;
+        append_event(
+            &mut w.tx,
+            id,
+            "state_changed",
+            actor.user_id,
+            serde_json::json!({"to": state}),
+        )
+        .await?;
+        record(
+            &mut w.tx,
+            actor,
+            "consultation.create",
+            "consultation",
+            Some(id.to_string()),
+            Some(input.patient_id),
+            Outcome::Ok,
+        )
+        .await?;
         w.commit().await?;
         Ok(c)
     }
@@ -131,8 +149,15 @@ impl Store {
     /// Reads a consultation for display, with an audit entry.
     pub async fn read_consultation(&self, actor: &Actor, id: ConsultationId) -> Result<Consultation> {
         let c = self.consultation(id).await?;
-        self.audit(actor, "consultation.read", "consultation", Some(id.to_string()), Some(c.patient_id), Outcome::Ok)
-            .await?;
+        self.audit(
+            actor,
+            "consultation.read",
+            "consultation",
+            Some(id.to_string()),
+            Some(c.patient_id),
+            Outcome::Ok,
+        )
+        .await?;
         Ok(c)
     }
 
@@ -165,7 +190,16 @@ impl Store {
         .await?;
         let mut w = self.begin_write().await?;
         for c in &rows {
-            record(&mut w.tx, actor, "consultation.list", "consultation", Some(c.id.to_string()), Some(c.patient_id), Outcome::Ok).await?;
+            record(
+                &mut w.tx,
+                actor,
+                "consultation.list",
+                "consultation",
+                Some(c.id.to_string()),
+                Some(c.patient_id),
+                Outcome::Ok,
+            )
+            .await?;
         }
         w.commit().await?;
         Ok(rows)
@@ -193,14 +227,28 @@ impl Store {
         let Some(c) = taken else {
             drop(w);
             let c = self.consultation(id).await?;
-            return Err(if c.state == ConsultationState::Requested || c.state == ConsultationState::Scheduled {
-                RecordsError::AlreadyTaken("consultation")
-            } else {
-                RecordsError::IllegalTransition { from: c.state, to: ConsultationState::InProgress }
-            });
+            return Err(
+                if c.state == ConsultationState::Requested || c.state == ConsultationState::Scheduled {
+                    RecordsError::AlreadyTaken("consultation")
+                } else {
+                    RecordsError::IllegalTransition {
+                        from: c.state,
+                        to: ConsultationState::InProgress,
+                    }
+                },
+            );
         };
         append_event(&mut w.tx, id, "accepted", Some(doctor), serde_json::json!({})).await?;
-        record(&mut w.tx, actor, "consultation.accept", "consultation", Some(id.to_string()), Some(c.patient_id), Outcome::Ok).await?;
+        record(
+            &mut w.tx,
+            actor,
+            "consultation.accept",
+            "consultation",
+            Some(id.to_string()),
+            Some(c.patient_id),
+            Outcome::Ok,
+        )
+        .await?;
         w.commit().await?;
         Ok(c)
     }
@@ -214,17 +262,29 @@ impl Store {
         to: ConsultationState,
     ) -> Result<Consultation> {
         let mut w = self.begin_write().await?;
-        let current = sqlx::query_as::<_, Consultation>(&format!("SELECT {COLUMNS} FROM consultations WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *w.tx)
-            .await?
-            .ok_or(RecordsError::NotFound("consultation"))?;
+        let current =
+            sqlx::query_as::<_, Consultation>(&format!("SELECT {COLUMNS} FROM consultations WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&mut *w.tx)
+                .await?
+                .ok_or(RecordsError::NotFound("consultation"))?;
         if !current.state.can_become(to) {
-            return Err(RecordsError::IllegalTransition { from: current.state, to });
+            return Err(RecordsError::IllegalTransition {
+                from: current.state,
+                to,
+            });
         }
         let now = Timestamp::now();
-        let started = if to == ConsultationState::InProgress && current.started_at.is_none() { Some(now) } else { current.started_at };
-        let ended = if to.is_final() { Some(now) } else { current.ended_at };
+        let started = if to == ConsultationState::InProgress && current.started_at.is_none() {
+            Some(now)
+        } else {
+            current.started_at
+        };
+        let ended = if to.is_final() {
+            Some(now)
+        } else {
+            current.ended_at
+        };
         let c = sqlx::query_as::<_, Consultation>(&format!(
             "UPDATE consultations SET state = $3, started_at = $4, ended_at = $5, updated_at = $6
              WHERE id = $1 AND state = $2 RETURNING {COLUMNS}"
@@ -238,8 +298,24 @@ impl Store {
         .fetch_optional(&mut *w.tx)
         .await?
         .ok_or(RecordsError::AlreadyTaken("consultation"))?;
-        append_event(&mut w.tx, id, "state_changed", actor.user_id, serde_json::json!({"from": current.state, "to": to})).await?;
-        record(&mut w.tx, actor, "consultation.transition", "consultation", Some(id.to_string()), Some(c.patient_id), Outcome::Ok).await?;
+        append_event(
+            &mut w.tx,
+            id,
+            "state_changed",
+            actor.user_id,
+            serde_json::json!({"from": current.state, "to": to}),
+        )
+        .await?;
+        record(
+            &mut w.tx,
+            actor,
+            "consultation.transition",
+            "consultation",
+            Some(id.to_string()),
+            Some(c.patient_id),
+            Outcome::Ok,
+        )
+        .await?;
         w.commit().await?;
         Ok(c)
     }

@@ -1,5 +1,5 @@
-use crate::validate::FieldError;
 use crate::types::ConsultationState;
+use crate::validate::FieldError;
 
 /// Everything the records store can refuse or fail at.
 #[derive(Debug, thiserror::Error)]

@@ -35,14 +35,16 @@ pub(crate) async fn append_event(
     user: Option<UserId>,
     data: serde_json::Value,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO session_events (consultation_id, at, kind, user_id, data) VALUES ($1, $2, $3, $4, $5)")
-        .bind(consultation)
-        .bind(Timestamp::now())
-        .bind(kind)
-        .bind(user)
-        .bind(data.to_string())
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO session_events (consultation_id, at, kind, user_id, data) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(consultation)
+    .bind(Timestamp::now())
+    .bind(kind)
+    .bind(user)
+    .bind(data.to_string())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

@@ -35,8 +35,7 @@ pub struct FacilityInput {
     pub province: String,
 }
 
-const COLUMNS: &str =
-    "id, code, name, kind, referral_hospital_id, province, created_at, updated_at";
+const COLUMNS: &str = "id, code, name, kind, referral_hospital_id, province, created_at, updated_at";
 
 impl Store {
     async fn check_facility_input(&self, id: Option<FacilityId>, f: &FacilityInput) -> Result<FacilityInput> {
@@ -107,12 +106,26 @@ impl Store {
         .fetch_one(&mut *w.tx)
         .await
         .map_err(|e| map_unique(e, &["code"]))?;
-        record(&mut w.tx, actor, "facility.create", "facility", Some(id.to_string()), None, Outcome::Ok).await?;
+        record(
+            &mut w.tx,
+            actor,
+            "facility.create",
+            "facility",
+            Some(id.to_string()),
+            None,
+            Outcome::Ok,
+        )
+        .await?;
         w.commit().await?;
         Ok(row)
     }
 
-    pub async fn update_facility(&self, actor: &Actor, id: FacilityId, input: &FacilityInput) -> Result<Facility> {
+    pub async fn update_facility(
+        &self,
+        actor: &Actor,
+        id: FacilityId,
+        input: &FacilityInput,
+    ) -> Result<Facility> {
         let f = self.check_facility_input(Some(id), input).await?;
         let mut w = self.begin_write().await?;
         let row = sqlx::query_as::<_, Facility>(&format!(
@@ -130,7 +143,16 @@ impl Store {
         .await
         .map_err(|e| map_unique(e, &["code"]))?
         .ok_or(RecordsError::NotFound("facility"))?;
-        record(&mut w.tx, actor, "facility.update", "facility", Some(id.to_string()), None, Outcome::Ok).await?;
+        record(
+            &mut w.tx,
+            actor,
+            "facility.update",
+            "facility",
+            Some(id.to_string()),
+            None,
+            Outcome::Ok,
+        )
+        .await?;
         w.commit().await?;
         Ok(row)
     }
@@ -144,10 +166,12 @@ impl Store {
     }
 
     pub async fn facility_by_code(&self, code: &str) -> Result<Option<Facility>> {
-        Ok(sqlx::query_as::<_, Facility>(&format!("SELECT {COLUMNS} FROM facilities WHERE code = $1"))
-            .bind(code)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as::<_, Facility>(&format!("SELECT {COLUMNS} FROM facilities WHERE code = $1"))
+                .bind(code)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn facilities(&self) -> Result<Vec<Facility>> {

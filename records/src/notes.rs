@@ -120,7 +120,12 @@ fn clean(c: &NoteContent) -> Result<NoteContent> {
     let plan = section("plan", &c.plan);
     let mut codes = Vec::new();
     if c.icd10_codes.len() > 20 {
-        errs.push(FieldError::new("icd10_codes", "too_many", "Tối đa 20 mã ICD-10.", "At most 20 ICD-10 codes."));
+        errs.push(FieldError::new(
+            "icd10_codes",
+            "too_many",
+            "Tối đa 20 mã ICD-10.",
+            "At most 20 ICD-10 codes.",
+        ));
     }
     for (i, code) in c.icd10_codes.iter().enumerate() {
         match validate::icd10(&format!("icd10_codes[{i}]"), code) {
@@ -130,7 +135,14 @@ fn clean(c: &NoteContent) -> Result<NoteContent> {
         }
     }
     errs.finish()?;
-    Ok(NoteContent { subjective, objective, assessment, plan, icd10_codes: codes, disposition: c.disposition })
+    Ok(NoteContent {
+        subjective,
+        objective,
+        assessment,
+        plan,
+        icd10_codes: codes,
+        disposition: c.disposition,
+    })
 }
 
 impl Store {
@@ -159,7 +171,8 @@ impl Store {
         content: &NoteContent,
     ) -> Result<Note> {
         let c = clean(content)?;
-        self.insert_note(actor, consultation, patient, author, &c, None, "note.create").await
+        self.insert_note(actor, consultation, patient, author, &c, None, "note.create")
+            .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -196,7 +209,16 @@ impl Store {
         .await
         .map_err(|e| map_unique(e, &["amends_note_id", "notes_one_original=consultation_id", "consultation_id"]))?
         .try_into()?;
-        record(&mut w.tx, actor, action, "note", Some(id.to_string()), Some(patient), Outcome::Ok).await?;
+        record(
+            &mut w.tx,
+            actor,
+            action,
+            "note",
+            Some(id.to_string()),
+            Some(patient),
+            Outcome::Ok,
+        )
+        .await?;
         w.commit().await?;
         Ok(note)
     }
@@ -241,11 +263,22 @@ impl Store {
                 return Err(if current.status == NoteStatus::Signed {
                     RecordsError::Immutable("signed note")
                 } else {
-                    RecordsError::VersionConflict { current: current.version }
+                    RecordsError::VersionConflict {
+                        current: current.version,
+                    }
                 });
             }
         };
-        record(&mut w.tx, actor, "note.update", "note", Some(id.to_string()), Some(note.patient_id), Outcome::Ok).await?;
+        record(
+            &mut w.tx,
+            actor,
+            "note.update",
+            "note",
+            Some(id.to_string()),
+            Some(note.patient_id),
+            Outcome::Ok,
+        )
+        .await?;
         w.commit().await?;
         Ok(note)
     }
@@ -256,14 +289,28 @@ impl Store {
     pub async fn sign_note(&self, actor: &Actor, id: NoteId, base_version: i64) -> Result<Note> {
         let current = self.note_row(id).await?;
         if current.status == NoteStatus::Signed {
-            return if current.version == base_version { Ok(current) } else { Err(RecordsError::Immutable("signed note")) };
+            return if current.version == base_version {
+                Ok(current)
+            } else {
+                Err(RecordsError::Immutable("signed note"))
+            };
         }
         let mut errs = Errors::default();
         if current.content.assessment.0.trim().is_empty() {
-            errs.push(FieldError::new("assessment", "required_to_sign", "Cần có phần đánh giá (A) trước khi ký.", "An assessment is needed before signing."));
+            errs.push(FieldError::new(
+                "assessment",
+                "required_to_sign",
+                "Cần có phần đánh giá (A) trước khi ký.",
+                "An assessment is needed before signing.",
+            ));
         }
         if current.content.disposition.is_none() {
-            errs.push(FieldError::new("disposition", "required_to_sign", "Cần chọn hướng xử trí trước khi ký.", "Choose a disposition before signing."));
+            errs.push(FieldError::new(
+                "disposition",
+                "required_to_sign",
+                "Cần chọn hướng xử trí trước khi ký.",
+                "Choose a disposition before signing.",
+            ));
         }
         errs.finish()?;
         let mut w = self.begin_write().await?;
@@ -277,10 +324,21 @@ impl Store {
         .fetch_optional(&mut *w.tx)
         .await?;
         let Some(row) = signed else {
-            return Err(RecordsError::VersionConflict { current: current.version });
+            return Err(RecordsError::VersionConflict {
+                current: current.version,
+            });
         };
         let note: Note = row.try_into()?;
-        record(&mut w.tx, actor, "note.sign", "note", Some(id.to_string()), Some(note.patient_id), Outcome::Ok).await?;
+        record(
+            &mut w.tx,
+            actor,
+            "note.sign",
+            "note",
+            Some(id.to_string()),
+            Some(note.patient_id),
+            Outcome::Ok,
+        )
+        .await?;
         w.commit().await?;
         Ok(note)
     }
@@ -297,23 +355,44 @@ impl Store {
                 "Only a signed note can be amended; edit a draft directly.",
             )));
         }
-        self.insert_note(actor, signed.consultation_id, signed.patient_id, author, &signed.content, Some(id), "note.amend")
-            .await
-            .map_err(|e| match e {
-                RecordsError::Duplicate { .. } => RecordsError::AlreadyTaken("note amendment"),
-                e => e,
-            })
+        self.insert_note(
+            actor,
+            signed.consultation_id,
+            signed.patient_id,
+            author,
+            &signed.content,
+            Some(id),
+            "note.amend",
+        )
+        .await
+        .map_err(|e| match e {
+            RecordsError::Duplicate { .. } => RecordsError::AlreadyTaken("note amendment"),
+            e => e,
+        })
     }
 
     /// Reads one note version, with an audit entry.
     pub async fn read_note(&self, actor: &Actor, id: NoteId) -> Result<Note> {
         let n = self.note_row(id).await?;
-        self.audit(actor, "note.read", "note", Some(id.to_string()), Some(n.patient_id), Outcome::Ok).await?;
+        self.audit(
+            actor,
+            "note.read",
+            "note",
+            Some(id.to_string()),
+            Some(n.patient_id),
+            Outcome::Ok,
+        )
+        .await?;
         Ok(n)
     }
 
     /// Every note version of a consultation, oldest first, with an audit entry.
-    pub async fn consultation_notes(&self, actor: &Actor, consultation: ConsultationId, signed_only: bool) -> Result<Vec<Note>> {
+    pub async fn consultation_notes(
+        &self,
+        actor: &Actor,
+        consultation: ConsultationId,
+        signed_only: bool,
+    ) -> Result<Vec<Note>> {
         let rows = sqlx::query_as::<_, Row>(&format!(
             "SELECT {COLUMNS} FROM notes WHERE consultation_id = $1 AND ($2 = 0 OR status = 'signed') ORDER BY created_at, id"
         ))
@@ -324,7 +403,16 @@ impl Store {
         let notes = rows.into_iter().map(Note::try_from).collect::<Result<Vec<_>>>()?;
         let mut w = self.begin_write().await?;
         for n in &notes {
-            record(&mut w.tx, actor, "note.read", "note", Some(n.id.to_string()), Some(n.patient_id), Outcome::Ok).await?;
+            record(
+                &mut w.tx,
+                actor,
+                "note.read",
+                "note",
+                Some(n.id.to_string()),
+                Some(n.patient_id),
+                Outcome::Ok,
+            )
+            .await?;
         }
         w.commit().await?;
         Ok(notes)

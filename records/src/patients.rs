@@ -79,7 +79,9 @@ fn clean(p: &PatientInput) -> Result<Clean> {
     let name = validate::text("full_name", &p.full_name.0, 200);
     let dob = validate::date_of_birth(&p.date_of_birth.0, today);
     let phone = non_empty(&p.phone).map(validate::phone).transpose();
-    let address = non_empty(&p.address).map(|a| validate::optional_text("address", a, 500)).transpose();
+    let address = non_empty(&p.address)
+        .map(|a| validate::optional_text("address", a, 500))
+        .transpose();
     let cccd = non_empty(&p.cccd)
         .map(|c| validate::cccd(c, dob.as_ref().ok().copied(), Some(p.sex)))
         .transpose();
@@ -95,8 +97,14 @@ fn clean(p: &PatientInput) -> Result<Clean> {
             }
         };
     }
-    let (name, dob, phone, address, cccd, bhyt) =
-        (take!(name), take!(dob), take!(phone), take!(address), take!(cccd), take!(bhyt));
+    let (name, dob, phone, address, cccd, bhyt) = (
+        take!(name),
+        take!(dob),
+        take!(phone),
+        take!(address),
+        take!(cccd),
+        take!(bhyt),
+    );
     errs.finish()?;
     // Every `take!` above succeeded, or `finish` returned the errors.
     let full_name = name.unwrap_or_default();
@@ -163,7 +171,16 @@ impl Store {
         .fetch_one(&mut *w.tx)
         .await
         .map_err(|e| map_unique(e, &["cccd"]))?;
-        record(&mut w.tx, actor, "patient.create", "patient", Some(id.to_string()), Some(id), Outcome::Ok).await?;
+        record(
+            &mut w.tx,
+            actor,
+            "patient.create",
+            "patient",
+            Some(id.to_string()),
+            Some(id),
+            Outcome::Ok,
+        )
+        .await?;
         w.commit().await?;
         Ok(p)
     }
@@ -207,7 +224,16 @@ impl Store {
                 Some((current,)) => RecordsError::VersionConflict { current },
             });
         };
-        record(&mut w.tx, actor, "patient.update", "patient", Some(id.to_string()), Some(id), Outcome::Ok).await?;
+        record(
+            &mut w.tx,
+            actor,
+            "patient.update",
+            "patient",
+            Some(id.to_string()),
+            Some(id),
+            Outcome::Ok,
+        )
+        .await?;
         w.commit().await?;
         Ok(p)
     }
@@ -220,7 +246,16 @@ impl Store {
             .fetch_optional(&mut *w.tx)
             .await?
             .ok_or(RecordsError::NotFound("patient"))?;
-        record(&mut w.tx, actor, "patient.read", "patient", Some(id.to_string()), Some(id), Outcome::Ok).await?;
+        record(
+            &mut w.tx,
+            actor,
+            "patient.read",
+            "patient",
+            Some(id.to_string()),
+            Some(id),
+            Outcome::Ok,
+        )
+        .await?;
         w.commit().await?;
         Ok(p)
     }
@@ -260,7 +295,10 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Patient>> {
         let q = query.trim();
-        let digits: String = q.chars().filter(|c| !matches!(c, ' ' | '.' | '-' | '+')).collect();
+        let digits: String = q
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '.' | '-' | '+'))
+            .collect();
         let (a, b) = scope_binds(scope);
         let scope_cond = scope_sql(scope);
         let cols = COLUMNS
@@ -303,7 +341,16 @@ impl Store {
         };
         let mut w = self.begin_write().await?;
         for p in &rows {
-            record(&mut w.tx, actor, "patient.search", "patient", Some(p.id.to_string()), Some(p.id), Outcome::Ok).await?;
+            record(
+                &mut w.tx,
+                actor,
+                "patient.search",
+                "patient",
+                Some(p.id.to_string()),
+                Some(p.id),
+                Outcome::Ok,
+            )
+            .await?;
         }
         w.commit().await?;
         Ok(rows)

@@ -324,10 +324,7 @@ impl<T: Type<Any>> Type<Any> for Pii<T> {
     }
 }
 impl<'q, T: Encode<'q, Any>> Encode<'q, Any> for Pii<T> {
-    fn encode_by_ref(
-        &self,
-        buf: &mut <Any as Database>::ArgumentBuffer<'q>,
-    ) -> Result<IsNull, BoxDynError> {
+    fn encode_by_ref(&self, buf: &mut <Any as Database>::ArgumentBuffer<'q>) -> Result<IsNull, BoxDynError> {
         self.0.encode_by_ref(buf)
     }
 }

@@ -142,7 +142,16 @@ impl Store {
         .fetch_one(&mut *w.tx)
         .await
         .map_err(|e| map_unique(e, &["username"]))?;
-        record(&mut w.tx, actor, "user.create", "user", Some(id.to_string()), None, Outcome::Ok).await?;
+        record(
+            &mut w.tx,
+            actor,
+            "user.create",
+            "user",
+            Some(id.to_string()),
+            None,
+            Outcome::Ok,
+        )
+        .await?;
         w.commit().await?;
         Ok(user)
     }
@@ -184,7 +193,16 @@ impl Store {
                 .execute(&mut *w.tx)
                 .await?;
         }
-        record(&mut w.tx, actor, "user.update", "user", Some(id.to_string()), None, Outcome::Ok).await?;
+        record(
+            &mut w.tx,
+            actor,
+            "user.update",
+            "user",
+            Some(id.to_string()),
+            None,
+            Outcome::Ok,
+        )
+        .await?;
         w.commit().await?;
         Ok(user)
     }
@@ -198,9 +216,11 @@ impl Store {
     }
 
     pub async fn users(&self) -> Result<Vec<User>> {
-        Ok(sqlx::query_as::<_, User>(&format!("SELECT {COLUMNS} FROM users ORDER BY username"))
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as::<_, User>(&format!("SELECT {COLUMNS} FROM users ORDER BY username"))
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn user_credentials(&self, username: &str) -> Result<Option<UserCredentials>> {
@@ -241,7 +261,16 @@ impl Store {
         .bind(actor.client_addr.clone())
         .execute(&mut *w.tx)
         .await?;
-        record(&mut w.tx, actor, "auth.login", "user", Some(user_id.to_string()), None, Outcome::Ok).await?;
+        record(
+            &mut w.tx,
+            actor,
+            "auth.login",
+            "user",
+            Some(user_id.to_string()),
+            None,
+            Outcome::Ok,
+        )
+        .await?;
         w.commit().await?;
         Ok(id)
     }
@@ -281,7 +310,16 @@ impl Store {
             .execute(&mut *w.tx)
             .await?;
         if let Some(u) = actor.user_id {
-            record(&mut w.tx, actor, "auth.logout", "user", Some(u.to_string()), None, Outcome::Ok).await?;
+            record(
+                &mut w.tx,
+                actor,
+                "auth.logout",
+                "user",
+                Some(u.to_string()),
+                None,
+                Outcome::Ok,
+            )
+            .await?;
         }
         w.commit().await
     }

@@ -95,7 +95,9 @@ pub fn optional_text(field: &str, value: &str, max: usize) -> Result<String, Fie
     if v.chars().count() > max {
         return Err(FieldError::too_long(field, max));
     }
-    if v.chars().any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') {
+    if v.chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
+    {
         return Err(FieldError::new(
             field,
             "control_characters",
@@ -125,9 +127,9 @@ pub fn fold_for_search(s: &str) -> String {
 /// Province codes used in the first three digits of a CCCD (Circular
 /// 07/2016/TT-BCA, 63 provinces and cities).
 const CCCD_PROVINCES: &[u16] = &[
-    1, 2, 4, 6, 8, 10, 11, 12, 14, 15, 17, 19, 20, 22, 24, 25, 26, 27, 30, 31, 33, 34, 35, 36, 37,
-    38, 40, 42, 44, 45, 46, 48, 49, 51, 52, 54, 56, 58, 60, 62, 64, 66, 67, 68, 70, 72, 74, 75, 77,
-    79, 80, 82, 83, 84, 86, 87, 89, 91, 92, 93, 94, 95, 96,
+    1, 2, 4, 6, 8, 10, 11, 12, 14, 15, 17, 19, 20, 22, 24, 25, 26, 27, 30, 31, 33, 34, 35, 36, 37, 38, 40,
+    42, 44, 45, 46, 48, 49, 51, 52, 54, 56, 58, 60, 62, 64, 66, 67, 68, 70, 72, 74, 75, 77, 79, 80, 82, 83,
+    84, 86, 87, 89, 91, 92, 93, 94, 95, 96,
 ];
 
 /// Validates a 12-digit citizen id (căn cước công dân).
@@ -289,7 +291,10 @@ pub fn icd10(field: &str, value: &str) -> Result<String, FieldError> {
         Err(FieldError::new(
             field,
             "invalid_icd10",
-            format!("“{}” không phải mã ICD-10 hợp lệ (ví dụ J18.9, A09).", value.trim()),
+            format!(
+                "“{}” không phải mã ICD-10 hợp lệ (ví dụ J18.9, A09).",
+                value.trim()
+            ),
             format!("“{}” is not a valid ICD-10 code (e.g. J18.9, A09).", value.trim()),
         ))
     }
@@ -343,7 +348,9 @@ mod tests {
         assert_eq!(cccd("003185012345", None, None).unwrap_err().code, "invalid_cccd");
         // Year mismatch and sex mismatch.
         assert_eq!(
-            cccd("001185012345", Some(d("1990-01-01")), None).unwrap_err().code,
+            cccd("001185012345", Some(d("1990-01-01")), None)
+                .unwrap_err()
+                .code,
             "cccd_mismatch"
         );
         assert_eq!(
@@ -389,8 +396,17 @@ mod tests {
     fn date_of_birth_range() {
         let today = d("2026-11-23");
         assert!(date_of_birth("1985-03-27", today).is_ok());
-        assert_eq!(date_of_birth("2027-01-01", today).unwrap_err().code, "date_out_of_range");
-        assert_eq!(date_of_birth("27/03/1985", today).unwrap_err().code, "invalid_date");
-        assert_eq!(date_of_birth("1985-02-30", today).unwrap_err().code, "invalid_date");
+        assert_eq!(
+            date_of_birth("2027-01-01", today).unwrap_err().code,
+            "date_out_of_range"
+        );
+        assert_eq!(
+            date_of_birth("27/03/1985", today).unwrap_err().code,
+            "invalid_date"
+        );
+        assert_eq!(
+            date_of_birth("1985-02-30", today).unwrap_err().code,
+            "invalid_date"
+        );
     }
 }

@@ -95,7 +95,12 @@ fn check(m: &Measurements) -> Result<()> {
     }
     for (field, v) in [("temperature_c", m.temperature_c), ("weight_kg", m.weight_kg)] {
         if v.is_some_and(|v| !v.is_finite()) {
-            e.push(FieldError::new(field, "not_a_number", "Giá trị không phải là số.", "Not a number."));
+            e.push(FieldError::new(
+                field,
+                "not_a_number",
+                "Giá trị không phải là số.",
+                "Not a number.",
+            ));
         }
     }
     e.finish()
@@ -132,7 +137,16 @@ impl Store {
         .bind(m.weight_kg)
         .fetch_one(&mut *w.tx)
         .await?;
-        record(&mut w.tx, actor, "vitals.create", "vitals", Some(id.to_string()), Some(patient), Outcome::Ok).await?;
+        record(
+            &mut w.tx,
+            actor,
+            "vitals.create",
+            "vitals",
+            Some(id.to_string()),
+            Some(patient),
+            Outcome::Ok,
+        )
+        .await?;
         w.commit().await?;
         Ok(v)
     }
@@ -145,7 +159,15 @@ impl Store {
         .bind(patient)
         .fetch_all(&self.pool)
         .await?;
-        self.audit(actor, "vitals.read", "patient", Some(patient.to_string()), Some(patient), Outcome::Ok).await?;
+        self.audit(
+            actor,
+            "vitals.read",
+            "patient",
+            Some(patient.to_string()),
+            Some(patient),
+            Outcome::Ok,
+        )
+        .await?;
         Ok(rows)
     }
 }

@@ -48,15 +48,29 @@ async fn patients_are_created_found_and_updated(store: Store) {
     assert_eq!(p.bhyt.as_ref().unwrap().0, "DN4010123456789");
 
     let scope = PatientScope::Facility(w.s1.id);
-    for q in ["dao", "NGUYEN thi", "Đào", "0912345", "001185012345", "+84912345678"] {
+    for q in [
+        "dao",
+        "NGUYEN thi",
+        "Đào",
+        "0912345",
+        "001185012345",
+        "+84912345678",
+    ] {
         let found = store.search_patients(&a, &scope, q, 20).await.unwrap();
         assert_eq!(found.len(), 1, "query {q:?}");
     }
     // Another station's scope does not see the patient.
-    let other = store.search_patients(&a, &PatientScope::Facility(w.s2.id), "dao", 20).await.unwrap();
+    let other = store
+        .search_patients(&a, &PatientScope::Facility(w.s2.id), "dao", 20)
+        .await
+        .unwrap();
     assert!(other.is_empty());
     // LIKE wildcards typed by a user match literally.
-    assert!(store.search_patients(&a, &scope, "%", 20).await.unwrap().is_empty());
+    assert!(store
+        .search_patients(&a, &scope, "%", 20)
+        .await
+        .unwrap()
+        .is_empty());
 
     // A duplicate CCCD is refused, naming the field.
     let mut dup = patient_input("Người khác");
@@ -74,7 +88,14 @@ async fn patients_are_created_found_and_updated(store: Store) {
         Err(RecordsError::VersionConflict { current }) => assert_eq!(current, 2),
         other => panic!("expected version conflict, got {other:?}"),
     }
-    assert_eq!(store.search_patients(&a, &scope, "dao hoa", 20).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .search_patients(&a, &scope, "dao hoa", 20)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 on_both!(patients_are_created_found_and_updated);
 
@@ -94,46 +115,85 @@ async fn invalid_patients_are_refused_with_every_field_named(store: Store) {
             let mut fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
             fields.sort();
             assert_eq!(fields, ["bhyt", "cccd", "date_of_birth", "full_name", "phone"]);
-            assert!(errs.iter().all(|e| !e.message.is_empty() && !e.message_en.is_empty()));
+            assert!(errs
+                .iter()
+                .all(|e| !e.message.is_empty() && !e.message_en.is_empty()));
         }
         other => panic!("expected invalid, got {other:?}"),
     }
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM patients").fetch_one(store.pool()).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM patients")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
     assert_eq!(n, 0, "nothing half-written");
 }
 on_both!(invalid_patients_are_refused_with_every_field_named);
 
 async fn doctors_see_patients_through_consultations(store: Store) {
     let w = world(&store).await;
-    let p = store.create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("Lò Văn Páo")).await.unwrap();
-    let d1 = PatientScope::Doctor { doctor: w.doc1.id, hospital: w.h1.id };
-    let d1b = PatientScope::Doctor { doctor: w.doc1b.id, hospital: w.h1.id };
-    let d2 = PatientScope::Doctor { doctor: w.doc2.id, hospital: w.h2.id };
-    assert!(!store.patient_in_scope(p.id, &d1).await.unwrap(), "no consultation yet");
+    let p = store
+        .create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("Lò Văn Páo"))
+        .await
+        .unwrap();
+    let d1 = PatientScope::Doctor {
+        doctor: w.doc1.id,
+        hospital: w.h1.id,
+    };
+    let d1b = PatientScope::Doctor {
+        doctor: w.doc1b.id,
+        hospital: w.h1.id,
+    };
+    let d2 = PatientScope::Doctor {
+        doctor: w.doc2.id,
+        hospital: w.h2.id,
+    };
+    assert!(
+        !store.patient_in_scope(p.id, &d1).await.unwrap(),
+        "no consultation yet"
+    );
     let c = urgent(&store, &w, p.id).await;
     // Queued to hospital 1: both its doctors see it; hospital 2's does not.
     assert!(store.patient_in_scope(p.id, &d1).await.unwrap());
     assert!(store.patient_in_scope(p.id, &d1b).await.unwrap());
     assert!(!store.patient_in_scope(p.id, &d2).await.unwrap());
     // Once doc1 accepts, only doc1 does.
-    store.accept_consultation(&w.actor(&w.doc1), c.id, w.doc1.id).await.unwrap();
+    store
+        .accept_consultation(&w.actor(&w.doc1), c.id, w.doc1.id)
+        .await
+        .unwrap();
     assert!(store.patient_in_scope(p.id, &d1).await.unwrap());
     assert!(!store.patient_in_scope(p.id, &d1b).await.unwrap());
-    assert_eq!(store.search_patients(&w.actor(&w.doc1), &d1, "pao", 10).await.unwrap().len(), 1);
-    assert!(store.search_patients(&w.actor(&w.doc1b), &d1b, "pao", 10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .search_patients(&w.actor(&w.doc1), &d1, "pao", 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(store
+        .search_patients(&w.actor(&w.doc1b), &d1b, "pao", 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 on_both!(doctors_see_patients_through_consultations);
 
 async fn exactly_one_doctor_wins_an_urgent_request(store: Store) {
     let w = world(&store).await;
-    let p = store.create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("A")).await.unwrap();
+    let p = store
+        .create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("A"))
+        .await
+        .unwrap();
     for _round in 0..5 {
         let c = urgent(&store, &w, p.id).await;
         let store = Arc::new(store.clone());
         let mut tasks = Vec::new();
         for d in [&w.doc1, &w.doc1b, &w.doc1, &w.doc1b] {
             let (store, actor, id) = (store.clone(), w.actor(d), d.id);
-            tasks.push(tokio::spawn(async move { store.accept_consultation(&actor, c.id, id).await }));
+            tasks.push(tokio::spawn(async move {
+                store.accept_consultation(&actor, c.id, id).await
+            }));
         }
         let mut wins = 0;
         for t in tasks {
@@ -150,39 +210,69 @@ on_both!(exactly_one_doctor_wins_an_urgent_request);
 
 async fn consultation_transitions_are_checked_and_logged(store: Store) {
     let w = world(&store).await;
-    let p = store.create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("A")).await.unwrap();
+    let p = store
+        .create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("A"))
+        .await
+        .unwrap();
     let c = urgent(&store, &w, p.id).await;
     let a = w.actor(&w.doc1);
-    match store.transition_consultation(&a, c.id, ConsultationState::Completed).await {
+    match store
+        .transition_consultation(&a, c.id, ConsultationState::Completed)
+        .await
+    {
         Err(RecordsError::IllegalTransition { from, to }) => {
-            assert_eq!((from, to), (ConsultationState::Requested, ConsultationState::Completed))
+            assert_eq!(
+                (from, to),
+                (ConsultationState::Requested, ConsultationState::Completed)
+            )
         }
         other => panic!("{other:?}"),
     }
-    let c2 = store.transition_consultation(&a, c.id, ConsultationState::InProgress).await.unwrap();
+    let c2 = store
+        .transition_consultation(&a, c.id, ConsultationState::InProgress)
+        .await
+        .unwrap();
     assert!(c2.started_at.is_some());
-    let c3 = store.transition_consultation(&a, c.id, ConsultationState::Completed).await.unwrap();
+    let c3 = store
+        .transition_consultation(&a, c.id, ConsultationState::Completed)
+        .await
+        .unwrap();
     assert!(c3.ended_at.is_some());
     let events = store.session_events(c.id).await.unwrap();
-    let states: Vec<_> = events.iter().filter(|e| e.kind == "state_changed").map(|e| e.data["to"].as_str().unwrap().to_owned()).collect();
+    let states: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "state_changed")
+        .map(|e| e.data["to"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(states, ["requested", "in_progress", "completed"]);
 }
 on_both!(consultation_transitions_are_checked_and_logged);
 
 async fn signed_notes_never_change_and_amendments_chain(store: Store) {
     let w = world(&store).await;
-    let p = store.create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("A")).await.unwrap();
+    let p = store
+        .create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("A"))
+        .await
+        .unwrap();
     let c = urgent(&store, &w, p.id).await;
     let a = w.actor(&w.doc1);
-    let n = store.create_note(&a, c.id, p.id, w.doc1.id, &content("Viêm phổi")).await.unwrap();
+    let n = store
+        .create_note(&a, c.id, p.id, w.doc1.id, &content("Viêm phổi"))
+        .await
+        .unwrap();
     assert_eq!((n.version, n.status), (1, NoteStatus::Draft));
     assert_eq!(n.content.icd10_codes, ["J18.9"]);
     // One original note per consultation.
     assert!(matches!(
         store.create_note(&a, c.id, p.id, w.doc1.id, &content("x")).await,
-        Err(RecordsError::Duplicate { field: "consultation_id" })
+        Err(RecordsError::Duplicate {
+            field: "consultation_id"
+        })
     ));
-    let n2 = store.update_note(&a, n.id, 1, &content("Viêm phổi cộng đồng")).await.unwrap();
+    let n2 = store
+        .update_note(&a, n.id, 1, &content("Viêm phổi cộng đồng"))
+        .await
+        .unwrap();
     assert_eq!(n2.version, 2);
     let signed = store.sign_note(&a, n.id, 2).await.unwrap();
     assert_eq!(signed.status, NoteStatus::Signed);
@@ -197,7 +287,10 @@ async fn signed_notes_never_change_and_amendments_chain(store: Store) {
         .execute(store.pool())
         .await;
     assert!(raw.is_err(), "trigger must refuse changing a signed note");
-    let raw = sqlx::query("DELETE FROM notes WHERE id = $1").bind(n.id).execute(store.pool()).await;
+    let raw = sqlx::query("DELETE FROM notes WHERE id = $1")
+        .bind(n.id)
+        .execute(store.pool())
+        .await;
     assert!(raw.is_err(), "trigger must refuse deleting a signed note");
 
     // Amendment: a new draft pointing at the signed note.
@@ -206,8 +299,14 @@ async fn signed_notes_never_change_and_amendments_chain(store: Store) {
     assert_eq!(am.status, NoteStatus::Draft);
     assert_eq!(am.content.assessment.0, "Viêm phổi cộng đồng");
     // Only the latest version can be amended.
-    assert!(matches!(store.amend_note(&a, n.id, w.doc1.id).await, Err(RecordsError::AlreadyTaken(_))));
-    let am = store.update_note(&a, am.id, 1, &content("Viêm phế quản")).await.unwrap();
+    assert!(matches!(
+        store.amend_note(&a, n.id, w.doc1.id).await,
+        Err(RecordsError::AlreadyTaken(_))
+    ));
+    let am = store
+        .update_note(&a, am.id, 1, &content("Viêm phế quản"))
+        .await
+        .unwrap();
     store.sign_note(&a, am.id, am.version).await.unwrap();
     let am2 = store.amend_note(&a, am.id, w.doc1.id).await.unwrap();
     let history = store.consultation_notes(&a, c.id, false).await.unwrap();
@@ -218,23 +317,35 @@ async fn signed_notes_never_change_and_amendments_chain(store: Store) {
     assert_eq!(history[2].id, am2.id);
     assert_eq!(store.consultation_notes(&a, c.id, true).await.unwrap().len(), 2);
     let original = store.read_note(&a, n.id).await.unwrap();
-    assert_eq!(original.content.assessment.0, "Viêm phổi cộng đồng", "signed text unchanged");
+    assert_eq!(
+        original.content.assessment.0, "Viêm phổi cộng đồng",
+        "signed text unchanged"
+    );
 }
 on_both!(signed_notes_never_change_and_amendments_chain);
 
 async fn concurrent_draft_saves_one_wins_one_conflicts(store: Store) {
     let w = world(&store).await;
-    let p = store.create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("A")).await.unwrap();
+    let p = store
+        .create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("A"))
+        .await
+        .unwrap();
     let c = urgent(&store, &w, p.id).await;
     let a = w.actor(&w.doc1);
-    let n = store.create_note(&a, c.id, p.id, w.doc1.id, &content("v1")).await.unwrap();
+    let n = store
+        .create_note(&a, c.id, p.id, w.doc1.id, &content("v1"))
+        .await
+        .unwrap();
     let (s1, s2) = (store.clone(), store.clone());
     let (a1, a2) = (a.clone(), a.clone());
     let t1 = tokio::spawn(async move { s1.update_note(&a1, n.id, 1, &content("tab one")).await });
     let t2 = tokio::spawn(async move { s2.update_note(&a2, n.id, 1, &content("tab two")).await });
     let r = [t1.await.unwrap(), t2.await.unwrap()];
     let ok = r.iter().filter(|r| r.is_ok()).count();
-    let conflicts = r.iter().filter(|r| matches!(r, Err(RecordsError::VersionConflict { current: 2 }))).count();
+    let conflicts = r
+        .iter()
+        .filter(|r| matches!(r, Err(RecordsError::VersionConflict { current: 2 })))
+        .count();
     assert_eq!((ok, conflicts), (1, 1), "{r:?}");
     // The winner's retry of the very same save is answered, not refused.
     let winner = r.iter().find_map(|r| r.as_ref().ok()).unwrap();
@@ -246,10 +357,16 @@ on_both!(concurrent_draft_saves_one_wins_one_conflicts);
 
 async fn signing_needs_assessment_and_disposition(store: Store) {
     let w = world(&store).await;
-    let p = store.create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("A")).await.unwrap();
+    let p = store
+        .create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("A"))
+        .await
+        .unwrap();
     let c = urgent(&store, &w, p.id).await;
     let a = w.actor(&w.doc1);
-    let n = store.create_note(&a, c.id, p.id, w.doc1.id, &NoteContent::default()).await.unwrap();
+    let n = store
+        .create_note(&a, c.id, p.id, w.doc1.id, &NoteContent::default())
+        .await
+        .unwrap();
     match store.sign_note(&a, n.id, 1).await {
         Err(RecordsError::Invalid(errs)) => {
             let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
@@ -257,7 +374,10 @@ async fn signing_needs_assessment_and_disposition(store: Store) {
         }
         other => panic!("{other:?}"),
     }
-    let bad = NoteContent { icd10_codes: vec!["J18.9".into(), "nonsense".into()], ..content("x") };
+    let bad = NoteContent {
+        icd10_codes: vec!["J18.9".into(), "nonsense".into()],
+        ..content("x")
+    };
     match store.update_note(&a, n.id, 1, &bad).await {
         Err(RecordsError::Invalid(errs)) => assert_eq!(errs[0].field, "icd10_codes[1]"),
         other => panic!("{other:?}"),
@@ -268,7 +388,10 @@ on_both!(signing_needs_assessment_and_disposition);
 async fn vitals_are_range_checked(store: Store) {
     let w = world(&store).await;
     let a = w.actor(&w.hw1);
-    let p = store.create_patient(&a, w.s1.id, &patient_input("A")).await.unwrap();
+    let p = store
+        .create_patient(&a, w.s1.id, &patient_input("A"))
+        .await
+        .unwrap();
     let good = Measurements {
         temperature_c: Some(38.5),
         pulse_bpm: Some(96),
@@ -280,7 +403,13 @@ async fn vitals_are_range_checked(store: Store) {
     };
     let v = store.record_vitals(&a, p.id, None, &good).await.unwrap();
     assert_eq!(v.measurements, good);
-    let bad = Measurements { temperature_c: Some(385.0), systolic_mmhg: Some(80), diastolic_mmhg: Some(120), spo2_pct: Some(101), ..Default::default() };
+    let bad = Measurements {
+        temperature_c: Some(385.0),
+        systolic_mmhg: Some(80),
+        diastolic_mmhg: Some(120),
+        spo2_pct: Some(101),
+        ..Default::default()
+    };
     match store.record_vitals(&a, p.id, None, &bad).await {
         Err(RecordsError::Invalid(errs)) => {
             let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
@@ -288,7 +417,10 @@ async fn vitals_are_range_checked(store: Store) {
         }
         other => panic!("{other:?}"),
     }
-    assert!(store.record_vitals(&a, p.id, None, &Measurements::default()).await.is_err());
+    assert!(store
+        .record_vitals(&a, p.id, None, &Measurements::default())
+        .await
+        .is_err());
     assert_eq!(store.patient_vitals(&a, p.id).await.unwrap().len(), 1);
 }
 on_both!(vitals_are_range_checked);
@@ -296,37 +428,136 @@ on_both!(vitals_are_range_checked);
 async fn every_patient_access_is_audited_and_the_log_is_append_only(store: Store) {
     let w = world(&store).await;
     let a = w.actor(&w.hw1);
-    let p = store.create_patient(&a, w.s1.id, &patient_input("A")).await.unwrap();
+    let p = store
+        .create_patient(&a, w.s1.id, &patient_input("A"))
+        .await
+        .unwrap();
     store.read_patient(&a, p.id).await.unwrap();
-    store.search_patients(&a, &PatientScope::Facility(w.s1.id), "a", 10).await.unwrap();
-    store.record_vitals(&a, p.id, None, &Measurements { pulse_bpm: Some(80), ..Default::default() }).await.unwrap();
+    store
+        .search_patients(&a, &PatientScope::Facility(w.s1.id), "a", 10)
+        .await
+        .unwrap();
+    store
+        .record_vitals(
+            &a,
+            p.id,
+            None,
+            &Measurements {
+                pulse_bpm: Some(80),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     store.patient_vitals(&a, p.id).await.unwrap();
-    let entries = store.audit_entries(&AuditQuery { patient_id: Some(p.id), limit: 100, ..Default::default() }).await.unwrap();
+    let entries = store
+        .audit_entries(&AuditQuery {
+            patient_id: Some(p.id),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let actions: Vec<_> = entries.iter().rev().map(|e| e.action.as_str()).collect();
-    assert_eq!(actions, ["patient.create", "patient.read", "patient.search", "vitals.create", "vitals.read"]);
-    assert!(entries.iter().all(|e| e.actor_id == Some(w.hw1.id) && e.client_addr.as_deref() == Some("127.0.0.1")));
-    assert!(sqlx::query("UPDATE audit_log SET action = 'x'").execute(store.pool()).await.is_err());
-    assert!(sqlx::query("DELETE FROM audit_log").execute(store.pool()).await.is_err());
+    assert_eq!(
+        actions,
+        [
+            "patient.create",
+            "patient.read",
+            "patient.search",
+            "vitals.create",
+            "vitals.read"
+        ]
+    );
+    assert!(entries
+        .iter()
+        .all(|e| e.actor_id == Some(w.hw1.id) && e.client_addr.as_deref() == Some("127.0.0.1")));
+    assert!(sqlx::query("UPDATE audit_log SET action = 'x'")
+        .execute(store.pool())
+        .await
+        .is_err());
+    assert!(sqlx::query("DELETE FROM audit_log")
+        .execute(store.pool())
+        .await
+        .is_err());
 }
 on_both!(every_patient_access_is_audited_and_the_log_is_append_only);
 
 async fn facilities_and_users_follow_their_rules(store: Store) {
     let w = world(&store).await;
     let sys = Actor::system();
-    let orphan = FacilityInput { code: "S9".into(), name: "Trạm".into(), kind: FacilityKind::CommuneStation, referral_hospital_id: None, province: "Lào Cai".into() };
-    assert!(matches!(store.create_facility(&sys, &orphan).await, Err(RecordsError::Invalid(_))));
-    let to_station = FacilityInput { referral_hospital_id: Some(w.s1.id), ..orphan.clone() };
-    assert!(matches!(store.create_facility(&sys, &to_station).await, Err(RecordsError::Invalid(_))));
-    let dup = FacilityInput { code: "H1".into(), kind: FacilityKind::DistrictHospital, referral_hospital_id: None, ..orphan.clone() };
-    assert!(matches!(store.create_facility(&sys, &dup).await, Err(RecordsError::Duplicate { field: "code" })));
-    let doc_at_station = NewUser { username: "d9".into(), display_name: "D".into(), password_hash: "x".into(), role: Role::Doctor, facility_id: Some(w.s1.id) };
-    assert!(matches!(store.create_user(&sys, &doc_at_station).await, Err(RecordsError::Invalid(_))));
-    let dup_user = NewUser { username: "HW1".into(), facility_id: Some(w.s1.id), role: Role::HealthWorker, ..doc_at_station };
-    assert!(matches!(store.create_user(&sys, &dup_user).await, Err(RecordsError::Duplicate { field: "username" })));
+    let orphan = FacilityInput {
+        code: "S9".into(),
+        name: "Trạm".into(),
+        kind: FacilityKind::CommuneStation,
+        referral_hospital_id: None,
+        province: "Lào Cai".into(),
+    };
+    assert!(matches!(
+        store.create_facility(&sys, &orphan).await,
+        Err(RecordsError::Invalid(_))
+    ));
+    let to_station = FacilityInput {
+        referral_hospital_id: Some(w.s1.id),
+        ..orphan.clone()
+    };
+    assert!(matches!(
+        store.create_facility(&sys, &to_station).await,
+        Err(RecordsError::Invalid(_))
+    ));
+    let dup = FacilityInput {
+        code: "H1".into(),
+        kind: FacilityKind::DistrictHospital,
+        referral_hospital_id: None,
+        ..orphan.clone()
+    };
+    assert!(matches!(
+        store.create_facility(&sys, &dup).await,
+        Err(RecordsError::Duplicate { field: "code" })
+    ));
+    let doc_at_station = NewUser {
+        username: "d9".into(),
+        display_name: "D".into(),
+        password_hash: "x".into(),
+        role: Role::Doctor,
+        facility_id: Some(w.s1.id),
+    };
+    assert!(matches!(
+        store.create_user(&sys, &doc_at_station).await,
+        Err(RecordsError::Invalid(_))
+    ));
+    let dup_user = NewUser {
+        username: "HW1".into(),
+        facility_id: Some(w.s1.id),
+        role: Role::HealthWorker,
+        ..doc_at_station
+    };
+    assert!(matches!(
+        store.create_user(&sys, &dup_user).await,
+        Err(RecordsError::Duplicate { field: "username" })
+    ));
     // Deactivating an account ends its sessions.
-    let sid = store.create_auth_session(&sys, w.hw1.id, "hash1", Timestamp(chrono::Utc::now() + chrono::Duration::hours(1))).await.unwrap();
+    let sid = store
+        .create_auth_session(
+            &sys,
+            w.hw1.id,
+            "hash1",
+            Timestamp(chrono::Utc::now() + chrono::Duration::hours(1)),
+        )
+        .await
+        .unwrap();
     assert!(store.session_user(sid).await.unwrap().is_some());
-    store.update_user(&sys, w.hw1.id, &UserChanges { active: Some(false), ..Default::default() }).await.unwrap();
+    store
+        .update_user(
+            &sys,
+            w.hw1.id,
+            &UserChanges {
+                active: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     assert!(store.session_user(sid).await.unwrap().is_none());
 }
 on_both!(facilities_and_users_follow_their_rules);
@@ -334,12 +565,27 @@ on_both!(facilities_and_users_follow_their_rules);
 async fn refresh_tokens_rotate_once(store: Store) {
     let w = world(&store).await;
     let exp = Timestamp(chrono::Utc::now() + chrono::Duration::hours(1));
-    let sid = store.create_auth_session(&Actor::system(), w.doc1.id, "old", exp).await.unwrap();
-    let s = store.rotate_refresh_token("old", "new", exp).await.unwrap().unwrap();
+    let sid = store
+        .create_auth_session(&Actor::system(), w.doc1.id, "old", exp)
+        .await
+        .unwrap();
+    let s = store
+        .rotate_refresh_token("old", "new", exp)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(s.id, sid);
-    assert!(store.rotate_refresh_token("old", "newer", exp).await.unwrap().is_none());
+    assert!(store
+        .rotate_refresh_token("old", "newer", exp)
+        .await
+        .unwrap()
+        .is_none());
     store.revoke_auth_session(&Actor::system(), sid).await.unwrap();
-    assert!(store.rotate_refresh_token("new", "newer", exp).await.unwrap().is_none());
+    assert!(store
+        .rotate_refresh_token("new", "newer", exp)
+        .await
+        .unwrap()
+        .is_none());
     assert!(store.session_user(sid).await.unwrap().is_none());
 }
 on_both!(refresh_tokens_rotate_once);

@@ -36,13 +36,33 @@ pub fn facility(user: &AuthUser) -> ApiResult<FacilityId> {
 pub fn patient_scope(user: &AuthUser) -> ApiResult<PatientScope> {
     match user.role() {
         Role::HealthWorker => Ok(PatientScope::Facility(facility(user)?)),
-        Role::Doctor => Ok(PatientScope::Doctor { doctor: user.user.id, hospital: facility(user)? }),
+        Role::Doctor => Ok(PatientScope::Doctor {
+            doctor: user.user.id,
+            hospital: facility(user)?,
+        }),
         Role::Admin => Err(ApiError::forbidden_role()),
     }
 }
 
-async fn deny(state: &AppState, user: &AuthUser, action: &str, patient: Option<PatientId>, resource: String) -> ApiError {
-    if let Err(e) = state.store.audit(&user.actor(), action, "patient", Some(resource), patient, Outcome::Denied).await {
+async fn deny(
+    state: &AppState,
+    user: &AuthUser,
+    action: &str,
+    patient: Option<PatientId>,
+    resource: String,
+) -> ApiError {
+    if let Err(e) = state
+        .store
+        .audit(
+            &user.actor(),
+            action,
+            "patient",
+            Some(resource),
+            patient,
+            Outcome::Denied,
+        )
+        .await
+    {
         tracing::error!(error = %e, "could not audit a refused access");
     }
     ApiError::other_facility()
@@ -94,7 +114,9 @@ pub async fn consultation(
     let fac = user.user.facility_id;
     let allowed = match (user.role(), want) {
         (Role::Admin, _) => return Err(ApiError::forbidden_role()),
-        (Role::HealthWorker, ConsultationAccess::Read | ConsultationAccess::Request) => fac == Some(c.station_id),
+        (Role::HealthWorker, ConsultationAccess::Read | ConsultationAccess::Request) => {
+            fac == Some(c.station_id)
+        }
         (Role::HealthWorker, _) => return Err(ApiError::forbidden_role()),
         (Role::Doctor, ConsultationAccess::Request) => return Err(ApiError::forbidden_role()),
         (Role::Doctor, ConsultationAccess::Read) => {
@@ -106,14 +128,30 @@ pub async fn consultation(
     if allowed {
         Ok(c)
     } else {
-        Err(deny(state, user, "consultation.access", Some(c.patient_id), id.to_string()).await)
+        Err(deny(
+            state,
+            user,
+            "consultation.access",
+            Some(c.patient_id),
+            id.to_string(),
+        )
+        .await)
     }
 }
 
 /// Whether the user may read this note; returns its consultation.
-pub async fn note(state: &AppState, user: &AuthUser, id: NoteId, write: bool) -> ApiResult<telehealth_records::Consultation> {
+pub async fn note(
+    state: &AppState,
+    user: &AuthUser,
+    id: NoteId,
+    write: bool,
+) -> ApiResult<telehealth_records::Consultation> {
     let (consultation_id, patient_id, author, status) = state.store.note_meta(id).await?;
-    let want = if write { ConsultationAccess::Treat } else { ConsultationAccess::Read };
+    let want = if write {
+        ConsultationAccess::Treat
+    } else {
+        ConsultationAccess::Read
+    };
     let c = consultation(state, user, consultation_id, want).await?;
     let ok = match user.role() {
         // Health workers see the doctor's note once it is signed.

@@ -97,7 +97,11 @@ async fn verify_password(hash: Option<String>, password: String) -> bool {
                 .clone()
         });
         let ok = PasswordHash::new(&h)
-            .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
             .unwrap_or(false);
         ok && known
     })
@@ -171,18 +175,31 @@ impl FromRequestParts<AppState> for AuthUser {
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-        let token = bearer.or_else(|| cookie(&parts.headers, ACCESS_COOKIE)).ok_or(NOT_LOGGED_IN)?;
+        let token = bearer
+            .or_else(|| cookie(&parts.headers, ACCESS_COOKIE))
+            .ok_or(NOT_LOGGED_IN)?;
         let claims = decode_access(state, token)?;
-        let user = state.store.session_user(claims.sid).await?.ok_or(ApiError::Unauthorized {
+        let user = state
+            .store
+            .session_user(claims.sid)
+            .await?
+            .ok_or(ApiError::Unauthorized {
             code: "session_ended",
-            detail: "Phiên đăng nhập đã kết thúc (đã đăng xuất hoặc tài khoản bị khóa). Vui lòng đăng nhập lại.",
+            detail:
+                "Phiên đăng nhập đã kết thúc (đã đăng xuất hoặc tài khoản bị khóa). Vui lòng đăng nhập lại.",
             detail_en: "This login has ended (logged out or account disabled). Please log in again.",
         })?;
         if user.id != claims.sub {
             return Err(NOT_LOGGED_IN);
         }
-        let ClientAddr(addr) = ClientAddr::from_request_parts(parts, state).await.unwrap_or(ClientAddr(None));
-        Ok(AuthUser { user, session: claims.sid, addr })
+        let ClientAddr(addr) = ClientAddr::from_request_parts(parts, state)
+            .await
+            .unwrap_or(ClientAddr(None));
+        Ok(AuthUser {
+            user,
+            session: claims.sid,
+            addr,
+        })
     }
 }
 
@@ -255,7 +272,8 @@ fn issue(state: &AppState, user: &User, session: AuthSessionId, refresh: String)
         let v = HeaderValue::from_str(&c).map_err(|e| ApiError::Internal(e.to_string()))?;
         resp.headers_mut().append(SET_COOKIE, v);
     }
-    resp.headers_mut().insert("cache-control", HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
     Ok(resp)
 }
 
@@ -266,25 +284,45 @@ pub async fn login(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Response> {
     let username = req.username.trim().to_lowercase();
-    let keys = [format!("u:{username}"), format!("a:{}", addr.as_deref().unwrap_or("?"))];
+    let keys = [
+        format!("u:{username}"),
+        format!("a:{}", addr.as_deref().unwrap_or("?")),
+    ];
     let delay = state.throttle.check(&keys)?;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     let creds = state.store.user_credentials(&username).await?;
     let ok = verify_password(creds.as_ref().map(|c| c.password_hash.clone()), req.password).await;
-    let actor = Actor { user_id: creds.as_ref().map(|c| c.user.id), role: creds.as_ref().map(|c| c.user.role), client_addr: addr.clone() };
+    let actor = Actor {
+        user_id: creds.as_ref().map(|c| c.user.id),
+        role: creds.as_ref().map(|c| c.user.role),
+        client_addr: addr.clone(),
+    };
     match creds {
         Some(c) if ok && c.user.is_active() => {
             state.throttle.succeeded(&keys[0]);
             let refresh = random_token();
             let expires = Timestamp(chrono::Utc::now() + state.auth.session_ttl);
-            let sid = state.store.create_auth_session(&actor, c.user.id, &token_hash(&refresh), expires).await?;
+            let sid = state
+                .store
+                .create_auth_session(&actor, c.user.id, &token_hash(&refresh), expires)
+                .await?;
             tracing::info!(user = %c.user.id, session = %sid, "login");
             issue(&state, &c.user, sid, refresh)
         }
         Some(c) if ok => {
-            state.store.audit(&actor, "auth.login", "user", Some(c.user.id.to_string()), None, Outcome::Denied).await?;
+            state
+                .store
+                .audit(
+                    &actor,
+                    "auth.login",
+                    "user",
+                    Some(c.user.id.to_string()),
+                    None,
+                    Outcome::Denied,
+                )
+                .await?;
             Err(ApiError::Forbidden {
                 code: "account_disabled",
                 detail: "Tài khoản đã bị khóa. Liên hệ quản trị viên.",
@@ -295,7 +333,14 @@ pub async fn login(
             state.throttle.failed(&keys);
             state
                 .store
-                .audit(&actor, "auth.login", "user", actor.user_id.map(|u| u.to_string()), None, Outcome::Denied)
+                .audit(
+                    &actor,
+                    "auth.login",
+                    "user",
+                    actor.user_id.map(|u| u.to_string()),
+                    None,
+                    Outcome::Denied,
+                )
                 .await?;
             tracing::info!(known_user = actor.user_id.is_some(), "login failed");
             Err(ApiError::Unauthorized {
@@ -343,7 +388,10 @@ pub async fn refresh(
 
 /// `POST /api/auth/logout`: ends the session and clears the cookies.
 pub async fn logout(State(state): State<AppState>, user: AuthUser) -> ApiResult<Response> {
-    state.store.revoke_auth_session(&user.actor(), user.session).await?;
+    state
+        .store
+        .revoke_auth_session(&user.actor(), user.session)
+        .await?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     for c in [
         format!("{ACCESS_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
@@ -400,7 +448,10 @@ struct Failures {
 
 impl LoginThrottle {
     pub fn new(policy: ThrottlePolicy) -> Self {
-        Self { policy, entries: Mutex::new(HashMap::new()) }
+        Self {
+            policy,
+            entries: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Before checking a password: refuse if locked, else say how long to wait.
@@ -414,7 +465,9 @@ impl LoginThrottle {
             if let Some(f) = map.get_mut(k) {
                 if let Some(until) = f.locked_until {
                     if until > now {
-                        return Err(ApiError::TooManyRequests { retry_after_secs: (until - now).as_secs().max(1) });
+                        return Err(ApiError::TooManyRequests {
+                            retry_after_secs: (until - now).as_secs().max(1),
+                        });
                     }
                     f.count = 0;
                     f.locked_until = None;
@@ -437,10 +490,16 @@ impl LoginThrottle {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() > 100_000 {
             // Bound memory under a spray of addresses: forget stale entries.
-            map.retain(|_, f| now.duration_since(f.first) < self.policy.window || f.locked_until.is_some_and(|u| u > now));
+            map.retain(|_, f| {
+                now.duration_since(f.first) < self.policy.window || f.locked_until.is_some_and(|u| u > now)
+            });
         }
         for k in keys {
-            let f = map.entry(k.clone()).or_insert(Failures { count: 0, first: now, locked_until: None });
+            let f = map.entry(k.clone()).or_insert(Failures {
+                count: 0,
+                first: now,
+                locked_until: None,
+            });
             f.count += 1;
             if f.count >= self.policy.lock_after {
                 f.locked_until = Some(now + self.policy.lockout);

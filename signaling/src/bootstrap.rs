@@ -42,7 +42,11 @@ pub fn jwt_key(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<Vec<
 }
 
 fn random_password() -> String {
-    rand::thread_rng().sample_iter(&Alphanumeric).take(16).map(char::from).collect()
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(16)
+        .map(char::from)
+        .collect()
 }
 
 /// Creates the `admin` account when there is no admin yet. The password comes
@@ -58,7 +62,9 @@ pub async fn first_admin(store: &Store, password: Option<String>) -> anyhow::Res
     let user = NewUser {
         username: "admin".into(),
         display_name: "Quản trị viên".into(),
-        password_hash: hash_password(password.clone()).await.map_err(|e| anyhow::anyhow!("{e:?}"))?,
+        password_hash: hash_password(password.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?,
         role: Role::Admin,
         facility_id: None,
     };
@@ -89,8 +95,12 @@ pub async fn demo(store: &Store) -> anyhow::Result<()> {
         referral_hospital_id: None,
         province: province.into(),
     };
-    let h1 = store.create_facility(&sys, &hospital("DEMO-H1", "Trung tâm Y tế huyện Bát Xát")).await?;
-    let h2 = store.create_facility(&sys, &hospital("DEMO-H2", "Trung tâm Y tế huyện Sa Pa")).await?;
+    let h1 = store
+        .create_facility(&sys, &hospital("DEMO-H1", "Trung tâm Y tế huyện Bát Xát"))
+        .await?;
+    let h2 = store
+        .create_facility(&sys, &hospital("DEMO-H2", "Trung tâm Y tế huyện Sa Pa"))
+        .await?;
     let stations = [
         ("DEMO-S1", "Trạm Y tế xã Y Tý", h1.id),
         ("DEMO-S2", "Trạm Y tế xã A Mú Sung", h1.id),
@@ -100,9 +110,23 @@ pub async fn demo(store: &Store) -> anyhow::Result<()> {
     let mut accounts = Vec::new();
     for (i, (code, name, h)) in stations.iter().enumerate() {
         let s = store
-            .create_facility(&sys, &FacilityInput { code: (*code).into(), name: (*name).into(), kind: FacilityKind::CommuneStation, referral_hospital_id: Some(*h), province: province.into() })
+            .create_facility(
+                &sys,
+                &FacilityInput {
+                    code: (*code).into(),
+                    name: (*name).into(),
+                    kind: FacilityKind::CommuneStation,
+                    referral_hospital_id: Some(*h),
+                    province: province.into(),
+                },
+            )
             .await?;
-        accounts.push((format!("yta{}", i + 1), format!("Y tá {}", name.trim_start_matches("Trạm Y tế ")), Role::HealthWorker, s.id));
+        accounts.push((
+            format!("yta{}", i + 1),
+            format!("Y tá {}", name.trim_start_matches("Trạm Y tế ")),
+            Role::HealthWorker,
+            s.id,
+        ));
     }
     accounts.push(("bacsi1".into(), "BS. Nguyễn Văn Minh".into(), Role::Doctor, h1.id));
     accounts.push(("bacsi2".into(), "BS. Trần Thị Lan".into(), Role::Doctor, h2.id));
@@ -112,7 +136,9 @@ pub async fn demo(store: &Store) -> anyhow::Result<()> {
         let user = NewUser {
             username: username.clone(),
             display_name: display,
-            password_hash: hash_password(password.clone()).await.map_err(|e| anyhow::anyhow!("{e:?}"))?,
+            password_hash: hash_password(password.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?,
             role,
             facility_id: Some(facility),
         };

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 /// Everything the server reads at start. Defaults run on a laptop: HTTP on
 /// 127.0.0.1:8080 and an SQLite file under `./data`.
 #[derive(Clone, Debug, clap::Parser)]
-#[command(name = "telehealth", version, about = "Telehealth consultation server (signaling, SFU, records)")]
+#[command(
+    name = "telehealth",
+    version,
+    about = "Telehealth consultation server (signaling, SFU, records)"
+)]
 pub struct Config {
     /// Address and port for HTTP (or HTTPS when a certificate is given).
     #[arg(long, env = "TELEHEALTH_HTTP_ADDR", default_value = "127.0.0.1:8080")]
@@ -72,7 +76,10 @@ impl Config {
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(u) => u.clone(),
-            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("telehealth.db").display()),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("telehealth.db").display()
+            ),
         }
     }
 }

@@ -13,17 +13,36 @@ use telehealth_records::{FieldError, RecordsError};
 #[derive(Debug)]
 pub enum ApiError {
     /// 400: the request could not be read (malformed JSON, bad id…).
-    BadRequest { code: &'static str, detail: String, detail_en: String, errors: Vec<FieldError> },
+    BadRequest {
+        code: &'static str,
+        detail: String,
+        detail_en: String,
+        errors: Vec<FieldError>,
+    },
     /// 401: not logged in, or the login ended.
-    Unauthorized { code: &'static str, detail: &'static str, detail_en: &'static str },
+    Unauthorized {
+        code: &'static str,
+        detail: &'static str,
+        detail_en: &'static str,
+    },
     /// 403: logged in, but this is not yours.
-    Forbidden { code: &'static str, detail: &'static str, detail_en: &'static str },
+    Forbidden {
+        code: &'static str,
+        detail: &'static str,
+        detail_en: &'static str,
+    },
     /// 404.
     NotFound(&'static str),
     /// 405.
     MethodNotAllowed,
     /// 409: conflicts with the current state of the record.
-    Conflict { code: &'static str, detail: String, detail_en: String, current_version: Option<i64>, errors: Vec<FieldError> },
+    Conflict {
+        code: &'static str,
+        detail: String,
+        detail_en: String,
+        current_version: Option<i64>,
+        errors: Vec<FieldError>,
+    },
     /// 413.
     PayloadTooLarge { limit: usize },
     /// 415.
@@ -57,7 +76,12 @@ struct Problem<'a> {
 
 impl ApiError {
     pub fn bad_request(code: &'static str, detail: impl Into<String>, detail_en: impl Into<String>) -> Self {
-        ApiError::BadRequest { code, detail: detail.into(), detail_en: detail_en.into(), errors: vec![] }
+        ApiError::BadRequest {
+            code,
+            detail: detail.into(),
+            detail_en: detail_en.into(),
+            errors: vec![],
+        }
     }
 
     pub fn forbidden_role() -> Self {
@@ -112,10 +136,22 @@ impl IntoResponse for ApiError {
         let title = status.canonical_reason().unwrap_or("Error");
         let mut retry_after = None;
         let (code, detail, detail_en, errors, current_version, incident_id) = match self {
-            ApiError::BadRequest { code, detail, detail_en, errors } => (code, detail, detail_en, errors, None, None),
-            ApiError::Unauthorized { code, detail, detail_en } | ApiError::Forbidden { code, detail, detail_en } => {
-                (code, detail.to_owned(), detail_en.to_owned(), vec![], None, None)
+            ApiError::BadRequest {
+                code,
+                detail,
+                detail_en,
+                errors,
+            } => (code, detail, detail_en, errors, None, None),
+            ApiError::Unauthorized {
+                code,
+                detail,
+                detail_en,
             }
+            | ApiError::Forbidden {
+                code,
+                detail,
+                detail_en,
+            } => (code, detail.to_owned(), detail_en.to_owned(), vec![], None, None),
             ApiError::NotFound(what) => (
                 "not_found",
                 format!("Không tìm thấy {}.", what_vi(what)),
@@ -132,9 +168,13 @@ impl IntoResponse for ApiError {
                 None,
                 None,
             ),
-            ApiError::Conflict { code, detail, detail_en, current_version, errors } => {
-                (code, detail, detail_en, errors, current_version, None)
-            }
+            ApiError::Conflict {
+                code,
+                detail,
+                detail_en,
+                current_version,
+                errors,
+            } => (code, detail, detail_en, errors, current_version, None),
             ApiError::PayloadTooLarge { limit } => (
                 "payload_too_large",
                 format!("Dữ liệu gửi lên quá lớn (tối đa {} KB).", limit / 1024),
@@ -163,8 +203,14 @@ impl IntoResponse for ApiError {
                 retry_after = Some(retry_after_secs);
                 (
                     "too_many_attempts",
-                    format!("Quá nhiều lần thử. Vui lòng thử lại sau {} phút.", retry_after_secs.div_ceil(60)),
-                    format!("Too many attempts. Try again in {} minutes.", retry_after_secs.div_ceil(60)),
+                    format!(
+                        "Quá nhiều lần thử. Vui lòng thử lại sau {} phút.",
+                        retry_after_secs.div_ceil(60)
+                    ),
+                    format!(
+                        "Too many attempts. Try again in {} minutes.",
+                        retry_after_secs.div_ceil(60)
+                    ),
                     vec![],
                     None,
                     None,
@@ -204,8 +250,10 @@ impl IntoResponse for ApiError {
         };
         let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
         let mut resp = (status, json).into_response();
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if let Some(secs) = retry_after {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);

@@ -72,14 +72,28 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             .split('`')
             .nth(1)
             .filter(|_| code == "missing_field" || (code == "unknown_field" && field.is_empty()))
-            .map(|f| if field.is_empty() { f.to_owned() } else { format!("{field}.{f}") });
+            .map(|f| {
+                if field.is_empty() {
+                    f.to_owned()
+                } else {
+                    format!("{field}.{f}")
+                }
+            });
         let field = field_for_missing.unwrap_or(field);
         let detail_en = msg.clone();
         ApiError::BadRequest {
             code,
-            detail: if field.is_empty() { format!("{vi}.") } else { format!("{vi}: {field}.") },
+            detail: if field.is_empty() {
+                format!("{vi}.")
+            } else {
+                format!("{vi}: {field}.")
+            },
             detail_en: detail_en.clone(),
-            errors: if field.is_empty() { vec![] } else { vec![FieldError::new(field, code, vi, detail_en)] },
+            errors: if field.is_empty() {
+                vec![]
+            } else {
+                vec![FieldError::new(field, code, vi, detail_en)]
+            },
         }
     })
 }
@@ -90,7 +104,12 @@ pub fn parse_id<T: std::str::FromStr>(field: &str, raw: &str) -> Result<T, ApiEr
         code: "malformed_id",
         detail: format!("Mã định danh “{field}” không hợp lệ."),
         detail_en: format!("`{field}` is not a valid id."),
-        errors: vec![FieldError::new(field, "malformed_id", "Mã định danh không hợp lệ.", "Not a valid id.")],
+        errors: vec![FieldError::new(
+            field,
+            "malformed_id",
+            "Mã định danh không hợp lệ.",
+            "Not a valid id.",
+        )],
     })
 }
 
@@ -103,7 +122,9 @@ impl<T: std::str::FromStr + Send, S: Send + Sync> FromRequestParts<S> for PathId
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
             .await
-            .map_err(|_| ApiError::bad_request("malformed_path", "Đường dẫn không hợp lệ.", "Malformed path."))?;
+            .map_err(|_| {
+                ApiError::bad_request("malformed_path", "Đường dẫn không hợp lệ.", "Malformed path.")
+            })?;
         parse_id("id", &raw).map(PathId)
     }
 }
@@ -172,7 +193,10 @@ impl FromRequestParts<AppState> for ClientAddr {
                 }
             }
         }
-        let addr = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+        let addr = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
         Ok(ClientAddr(addr))
     }
 }
@@ -198,12 +222,24 @@ mod tests {
             b: Option<String>,
         }
         let e = parse_json::<T>(br#"{"a":"x"}"#).unwrap_err();
-        assert!(matches!(e, ApiError::BadRequest { code: "invalid_type", ref errors, .. } if errors[0].field == "a"));
+        assert!(
+            matches!(e, ApiError::BadRequest { code: "invalid_type", ref errors, .. } if errors[0].field == "a")
+        );
         let e = parse_json::<T>(br#"{"b":"x"}"#).unwrap_err();
-        assert!(matches!(e, ApiError::BadRequest { code: "missing_field", ref errors, .. } if errors[0].field == "a"));
+        assert!(
+            matches!(e, ApiError::BadRequest { code: "missing_field", ref errors, .. } if errors[0].field == "a")
+        );
         let e = parse_json::<T>(br#"{"a":1,"zz":2}"#).unwrap_err();
-        assert!(matches!(e, ApiError::BadRequest { code: "unknown_field", ref errors, .. } if errors[0].field == "zz"));
+        assert!(
+            matches!(e, ApiError::BadRequest { code: "unknown_field", ref errors, .. } if errors[0].field == "zz")
+        );
         let e = parse_json::<T>(br#"{"a":1"#).unwrap_err();
-        assert!(matches!(e, ApiError::BadRequest { code: "malformed_json", .. }));
+        assert!(matches!(
+            e,
+            ApiError::BadRequest {
+                code: "malformed_json",
+                ..
+            }
+        ));
     }
 }

@@ -86,7 +86,11 @@ pub fn init_logging(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Starts everything and serves until `shutdown` resolves.
@@ -95,9 +99,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let jwt_key = bootstrap::jwt_key(config.jwt_key.as_deref(), &config.data_dir)?;
     let url = config.database_url();
-    let store = Store::open(&StoreOptions::new(url.clone())).await.context("opening the database")?;
+    let store = Store::open(&StoreOptions::new(url.clone()))
+        .await
+        .context("opening the database")?;
     tracing::info!(backend = ?store.backend(), "database ready");
-    bootstrap::first_admin(&store, std::env::var("TELEHEALTH_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty())).await?;
+    bootstrap::first_admin(
+        &store,
+        std::env::var("TELEHEALTH_ADMIN_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty()),
+    )
+    .await?;
     if config.demo {
         bootstrap::demo(&store).await?;
     }
@@ -117,7 +129,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                 h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
             });
             println!("  telehealth listening on https://{}", config.http_addr);
-            axum_server::bind_rustls(config.http_addr, tls).handle(handle).serve(make).await?;
+            axum_server::bind_rustls(config.http_addr, tls)
+                .handle(handle)
+                .serve(make)
+                .await?;
         }
         _ => {
             let listener = tokio::net::TcpListener::bind(config.http_addr)
@@ -126,7 +141,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             let addr = listener.local_addr()?;
             println!("  telehealth listening on http://{addr}");
             tracing::info!(%addr, "listening");
-            axum::serve(listener, make).with_graceful_shutdown(shutdown).await?;
+            axum::serve(listener, make)
+                .with_graceful_shutdown(shutdown)
+                .await?;
         }
     }
     store.close().await;

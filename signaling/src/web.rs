@@ -9,10 +9,26 @@ use crate::state::AppState;
 
 /// (path, content type, body) of every embedded file.
 const FILES: &[(&str, &str, &str)] = &[
-    ("/", "text/html; charset=utf-8", include_str!("../../web-client/index.html")),
-    ("/app.js", "text/javascript; charset=utf-8", include_str!("../../web-client/app.js")),
-    ("/i18n.js", "text/javascript; charset=utf-8", include_str!("../../web-client/i18n.js")),
-    ("/style.css", "text/css; charset=utf-8", include_str!("../../web-client/style.css")),
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("../../web-client/index.html"),
+    ),
+    (
+        "/app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web-client/app.js"),
+    ),
+    (
+        "/i18n.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web-client/i18n.js"),
+    ),
+    (
+        "/style.css",
+        "text/css; charset=utf-8",
+        include_str!("../../web-client/style.css"),
+    ),
 ];
 
 pub fn router() -> Router<AppState> {

@@ -10,53 +10,133 @@ use serde_json::{json, Value};
 use telehealth_records::Store;
 
 async fn count(store: &Store, table: &str) -> i64 {
-    let (n,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(store.pool()).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
     n
 }
 
 async fn login_sets_strict_httponly_cookies_that_authenticate(store: Store) {
     let w = world(store).await;
-    let r = call(&w.app, Method::POST, "/api/auth/login", None, Some(json!({"username": "HW1 ", "password": PASSWORD}))).await;
+    let r = call(
+        &w.app,
+        Method::POST,
+        "/api/auth/login",
+        None,
+        Some(json!({"username": "HW1 ", "password": PASSWORD})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["token_type"], "Bearer");
     assert_eq!(r.body["user"]["role"], "health_worker");
     assert!(r.body["user"].get("password_hash").is_none());
-    let cookies: Vec<_> = r.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    let cookies: Vec<_> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
     assert_eq!(cookies.len(), 2);
     for c in &cookies {
         assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict"), "{c}");
     }
     let access = cookies.iter().find(|c| c.starts_with("th_access=")).unwrap();
     let cookie = access.split(';').next().unwrap().to_owned();
-    let req = Request::builder().uri("/api/auth/me").header("cookie", &cookie).body(Body::empty()).unwrap();
+    let req = Request::builder()
+        .uri("/api/auth/me")
+        .header("cookie", &cookie)
+        .body(Body::empty())
+        .unwrap();
     let me = send(&w.app, req).await;
     assert_eq!(me.status, StatusCode::OK);
     assert_eq!(me.body["username"], "hw1");
     // Wrong password and unknown user look the same.
-    let bad = call(&w.app, Method::POST, "/api/auth/login", None, Some(json!({"username": "hw1", "password": "nope"}))).await;
-    let unknown = call(&w.app, Method::POST, "/api/auth/login", None, Some(json!({"username": "ghost", "password": "nope"}))).await;
-    assert_eq!((bad.status, bad.code()), (StatusCode::UNAUTHORIZED, "wrong_credentials"));
-    assert_eq!((unknown.status, unknown.code()), (StatusCode::UNAUTHORIZED, "wrong_credentials"));
+    let bad = call(
+        &w.app,
+        Method::POST,
+        "/api/auth/login",
+        None,
+        Some(json!({"username": "hw1", "password": "nope"})),
+    )
+    .await;
+    let unknown = call(
+        &w.app,
+        Method::POST,
+        "/api/auth/login",
+        None,
+        Some(json!({"username": "ghost", "password": "nope"})),
+    )
+    .await;
+    assert_eq!(
+        (bad.status, bad.code()),
+        (StatusCode::UNAUTHORIZED, "wrong_credentials")
+    );
+    assert_eq!(
+        (unknown.status, unknown.code()),
+        (StatusCode::UNAUTHORIZED, "wrong_credentials")
+    );
 }
 on_both!(login_sets_strict_httponly_cookies_that_authenticate);
 
 async fn refresh_rotates_and_logout_ends_the_session(store: Store) {
     let w = world(store).await;
-    let r = call(&w.app, Method::POST, "/api/auth/login", None, Some(json!({"username": "doc1", "password": PASSWORD}))).await;
+    let r = call(
+        &w.app,
+        Method::POST,
+        "/api/auth/login",
+        None,
+        Some(json!({"username": "doc1", "password": PASSWORD})),
+    )
+    .await;
     let refresh = r.body["refresh_token"].as_str().unwrap().to_owned();
-    let r2 = call(&w.app, Method::POST, "/api/auth/refresh", None, Some(json!({"refresh_token": refresh}))).await;
+    let r2 = call(
+        &w.app,
+        Method::POST,
+        "/api/auth/refresh",
+        None,
+        Some(json!({"refresh_token": refresh})),
+    )
+    .await;
     assert_eq!(r2.status, StatusCode::OK, "{}", r2.body);
     let access = r2.body["access_token"].as_str().unwrap().to_owned();
     // The old refresh token was used up.
-    let again = call(&w.app, Method::POST, "/api/auth/refresh", None, Some(json!({"refresh_token": refresh}))).await;
+    let again = call(
+        &w.app,
+        Method::POST,
+        "/api/auth/refresh",
+        None,
+        Some(json!({"refresh_token": refresh})),
+    )
+    .await;
     assert_eq!(again.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(call(&w.app, Method::GET, "/api/auth/me", Some(&access), None).await.status, StatusCode::OK);
-    assert_eq!(call(&w.app, Method::POST, "/api/auth/logout", Some(&access), None).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        call(&w.app, Method::GET, "/api/auth/me", Some(&access), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&w.app, Method::POST, "/api/auth/logout", Some(&access), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
     // The access token has not expired, but its session has ended.
     let after = call(&w.app, Method::GET, "/api/auth/me", Some(&access), None).await;
-    assert_eq!((after.status, after.code()), (StatusCode::UNAUTHORIZED, "session_ended"));
+    assert_eq!(
+        (after.status, after.code()),
+        (StatusCode::UNAUTHORIZED, "session_ended")
+    );
     let new_refresh = r2.body["refresh_token"].as_str().unwrap();
-    let r3 = call(&w.app, Method::POST, "/api/auth/refresh", None, Some(json!({"refresh_token": new_refresh}))).await;
+    let r3 = call(
+        &w.app,
+        Method::POST,
+        "/api/auth/refresh",
+        None,
+        Some(json!({"refresh_token": new_refresh})),
+    )
+    .await;
     assert_eq!(r3.status, StatusCode::UNAUTHORIZED);
 }
 on_both!(refresh_rotates_and_logout_ends_the_session);
@@ -71,17 +151,35 @@ async fn expired_and_forged_tokens_are_refused(store: Store) {
         json!({"sub": decoded["sub"], "sid": decoded["sid"], "role": "health_worker", "iat": 0, "exp": exp})
     };
     let now = chrono::Utc::now().timestamp();
-    let expired = encode(&Header::default(), &claims(now - 3600), &EncodingKey::from_secret(JWT_KEY)).unwrap();
+    let expired = encode(
+        &Header::default(),
+        &claims(now - 3600),
+        &EncodingKey::from_secret(JWT_KEY),
+    )
+    .unwrap();
     let r = call(&w.app, Method::GET, "/api/auth/me", Some(&expired), None).await;
     assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "token_expired"));
-    let forged = encode(&Header::default(), &claims(now + 3600), &EncodingKey::from_secret(b"someone-else's-key-someone-else's-key")).unwrap();
+    let forged = encode(
+        &Header::default(),
+        &claims(now + 3600),
+        &EncodingKey::from_secret(b"someone-else's-key-someone-else's-key"),
+    )
+    .unwrap();
     let r = call(&w.app, Method::GET, "/api/auth/me", Some(&forged), None).await;
     assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "invalid_token"));
     let r = call(&w.app, Method::GET, "/api/auth/me", Some("not.a.jwt"), None).await;
     assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "invalid_token"));
     // alg=none is not accepted either.
-    let none_alg = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", w.t_hw1.split('.').nth(1).unwrap());
-    assert_eq!(call(&w.app, Method::GET, "/api/auth/me", Some(&none_alg), None).await.status, StatusCode::UNAUTHORIZED);
+    let none_alg = format!(
+        "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
+        w.t_hw1.split('.').nth(1).unwrap()
+    );
+    assert_eq!(
+        call(&w.app, Method::GET, "/api/auth/me", Some(&none_alg), None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
 }
 on_both!(expired_and_forged_tokens_are_refused);
 
@@ -111,16 +209,44 @@ fn base64_url(s: &str) -> Vec<u8> {
 async fn repeated_login_failures_are_slowed_then_refused(store: Store) {
     let w = world_with(store, fast_throttle()).await;
     for _ in 0..6 {
-        let r = call(&w.app, Method::POST, "/api/auth/login", None, Some(json!({"username": "hw2", "password": "wrong"}))).await;
+        let r = call(
+            &w.app,
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({"username": "hw2", "password": "wrong"})),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }
     // Locked now, even with the right password.
-    let r = call(&w.app, Method::POST, "/api/auth/login", None, Some(json!({"username": "hw2", "password": PASSWORD}))).await;
-    assert_eq!((r.status, r.code()), (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"));
+    let r = call(
+        &w.app,
+        Method::POST,
+        "/api/auth/login",
+        None,
+        Some(json!({"username": "hw2", "password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts")
+    );
     assert!(r.headers.get("retry-after").is_some());
     // Another account is not affected (requests here carry no address).
-    let ok = call(&w.app, Method::POST, "/api/auth/login", None, Some(json!({"username": "hw1", "password": PASSWORD}))).await;
-    assert_eq!(ok.status, StatusCode::TOO_MANY_REQUESTS, "same (unknown) address is locked too");
+    let ok = call(
+        &w.app,
+        Method::POST,
+        "/api/auth/login",
+        None,
+        Some(json!({"username": "hw1", "password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(
+        ok.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "same (unknown) address is locked too"
+    );
 }
 on_both!(repeated_login_failures_are_slowed_then_refused);
 
@@ -129,7 +255,15 @@ async fn malformed_requests_get_problem_json_naming_the_problem(store: Store) {
     let t = Some(w.t_hw1.as_str());
     let before = count(&w.store, "patients").await;
     // Broken JSON.
-    let r = raw(&w.app, Method::POST, "/api/patients", t, "application/json", b"{\"full_name\": ".to_vec()).await;
+    let r = raw(
+        &w.app,
+        Method::POST,
+        "/api/patients",
+        t,
+        "application/json",
+        b"{\"full_name\": ".to_vec(),
+    )
+    .await;
     assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "malformed_json"));
     // Wrong type names the field.
     let mut p = patient_json("A");
@@ -141,43 +275,92 @@ async fn malformed_requests_get_problem_json_naming_the_problem(store: Store) {
     let mut p = patient_json("A");
     p["sex"] = json!("robot");
     let r = call(&w.app, Method::POST, "/api/patients", t, Some(p)).await;
-    assert_eq!((r.status, r.code(), r.body["errors"][0]["field"].as_str()), (StatusCode::BAD_REQUEST, "invalid_value", Some("sex")));
+    assert_eq!(
+        (r.status, r.code(), r.body["errors"][0]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_value", Some("sex"))
+    );
     // Missing and unknown fields.
-    let r = call(&w.app, Method::POST, "/api/patients", t, Some(json!({"full_name": "A", "sex": "male"}))).await;
-    assert_eq!((r.status, r.code(), r.body["errors"][0]["field"].as_str()), (StatusCode::BAD_REQUEST, "missing_field", Some("date_of_birth")));
+    let r = call(
+        &w.app,
+        Method::POST,
+        "/api/patients",
+        t,
+        Some(json!({"full_name": "A", "sex": "male"})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code(), r.body["errors"][0]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, "missing_field", Some("date_of_birth"))
+    );
     let mut p = patient_json("A");
     p["is_admin"] = json!(true);
     let r = call(&w.app, Method::POST, "/api/patients", t, Some(p)).await;
-    assert_eq!((r.status, r.code(), r.body["errors"][0]["field"].as_str()), (StatusCode::BAD_REQUEST, "unknown_field", Some("is_admin")));
+    assert_eq!(
+        (r.status, r.code(), r.body["errors"][0]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, "unknown_field", Some("is_admin"))
+    );
     // Not JSON at all.
-    let r = raw(&w.app, Method::POST, "/api/patients", t, "text/plain", b"hello".to_vec()).await;
+    let r = raw(
+        &w.app,
+        Method::POST,
+        "/api/patients",
+        t,
+        "text/plain",
+        b"hello".to_vec(),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     // Oversized body.
     let mut p = patient_json("A");
     p["address"] = json!("x".repeat(300 * 1024));
     let r = call(&w.app, Method::POST, "/api/patients", t, Some(p)).await;
-    assert_eq!((r.status, r.code()), (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"));
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
     // Malformed ids in the path and the query.
     let r = call(&w.app, Method::GET, "/api/patients/not-a-uuid", t, None).await;
     assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "malformed_id"));
-    let r = call(&w.app, Method::GET, "/api/audit?patient_id=zzz", Some(&w.t_admin), None).await;
+    let r = call(
+        &w.app,
+        Method::GET,
+        "/api/audit?patient_id=zzz",
+        Some(&w.t_admin),
+        None,
+    )
+    .await;
     assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "malformed_id"));
     let r = call(&w.app, Method::GET, "/api/patients?q=ab&limit=-4", t, None).await;
     assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "invalid_limit"));
     let r = call(&w.app, Method::GET, "/api/patients?q=ab&color=red", t, None).await;
     assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "unknown_field"));
     // Unknown id, unknown route.
-    let r = call(&w.app, Method::GET, &format!("/api/patients/{}", uuid_v4()), t, None).await;
+    let r = call(
+        &w.app,
+        Method::GET,
+        &format!("/api/patients/{}", uuid_v4()),
+        t,
+        None,
+    )
+    .await;
     assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "not_found"));
     let r = call(&w.app, Method::GET, "/api/nothing-here", t, None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    assert_eq!(count(&w.store, "patients").await, before, "no failed request wrote anything");
+    assert_eq!(
+        count(&w.store, "patients").await,
+        before,
+        "no failed request wrote anything"
+    );
 }
 on_both!(malformed_requests_get_problem_json_naming_the_problem);
 
 fn uuid_v4() -> String {
     let u = unique();
-    format!("00000000-0000-4000-8000-{:0>12}", &u[u.len().saturating_sub(12)..]).replace(|c: char| !c.is_ascii_hexdigit() && c != '-', "0")
+    format!(
+        "00000000-0000-4000-8000-{:0>12}",
+        &u[u.len().saturating_sub(12)..]
+    )
+    .replace(|c: char| !c.is_ascii_hexdigit() && c != '-', "0")
 }
 
 async fn invalid_values_are_refused_with_vietnamese_messages(store: Store) {
@@ -189,27 +372,76 @@ async fn invalid_values_are_refused_with_vietnamese_messages(store: Store) {
     p["phone"] = json!("12");
     p["date_of_birth"] = json!("2090-01-01");
     let r = call(&w.app, Method::POST, "/api/patients", t, Some(p)).await;
-    assert_eq!((r.status, r.code()), (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"));
-    let mut fields: Vec<_> = r.body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+    );
+    let mut fields: Vec<_> = r.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap().to_owned())
+        .collect();
     fields.sort();
     assert_eq!(fields, ["bhyt", "cccd", "date_of_birth", "phone"]);
-    let cccd = r.body["errors"].as_array().unwrap().iter().find(|e| e["field"] == "cccd").unwrap();
+    let cccd = r.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["field"] == "cccd")
+        .unwrap();
     assert_eq!(cccd["code"], "invalid_cccd");
     assert!(cccd["message"].as_str().unwrap().contains("12 chữ số"));
 
     // A duplicate CCCD is a 409 naming the field.
-    let r = call(&w.app, Method::POST, "/api/patients", t, Some(patient_json("Người thứ nhất"))).await;
+    let r = call(
+        &w.app,
+        Method::POST,
+        "/api/patients",
+        t,
+        Some(patient_json("Người thứ nhất")),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CREATED);
     let pid = r.body["id"].as_str().unwrap().to_owned();
-    let r = call(&w.app, Method::POST, "/api/patients", t, Some(patient_json("Người thứ hai"))).await;
-    assert_eq!((r.status, r.code(), r.body["errors"][0]["field"].as_str()), (StatusCode::CONFLICT, "duplicate", Some("cccd")));
+    let r = call(
+        &w.app,
+        Method::POST,
+        "/api/patients",
+        t,
+        Some(patient_json("Người thứ hai")),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code(), r.body["errors"][0]["field"].as_str()),
+        (StatusCode::CONFLICT, "duplicate", Some("cccd"))
+    );
 
     // Vitals out of range.
-    let r = call(&w.app, Method::POST, &format!("/api/patients/{pid}/vitals"), t, Some(json!({"temperature_c": 3.7, "spo2_pct": 120}))).await;
+    let r = call(
+        &w.app,
+        Method::POST,
+        &format!("/api/patients/{pid}/vitals"),
+        t,
+        Some(json!({"temperature_c": 3.7, "spo2_pct": 120})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let fields: Vec<_> = r.body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<_> = r.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["temperature_c", "spo2_pct"]);
-    let r = call(&w.app, Method::POST, &format!("/api/patients/{pid}/vitals"), t, Some(json!({"temperature_c": 37.2, "spo2_pct": 98}))).await;
+    let r = call(
+        &w.app,
+        Method::POST,
+        &format!("/api/patients/{pid}/vitals"),
+        t,
+        Some(json!({"temperature_c": 37.2, "spo2_pct": 98})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(count(&w.store, "vitals").await, 1);
 
@@ -217,8 +449,26 @@ async fn invalid_values_are_refused_with_vietnamese_messages(store: Store) {
     let cid = w.consultation_for(&pid).await;
     let mut n = note_json("x");
     n["icd10_codes"] = json!(["J18.9", "BANANA"]);
-    let r = call(&w.app, Method::POST, &format!("/api/consultations/{cid}/notes"), Some(&w.t_doc1), Some(n)).await;
-    assert_eq!((r.status, r.body["errors"][0]["field"].as_str(), r.body["errors"][0]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("icd10_codes[1]"), Some("invalid_icd10")));
+    let r = call(
+        &w.app,
+        Method::POST,
+        &format!("/api/consultations/{cid}/notes"),
+        Some(&w.t_doc1),
+        Some(n),
+    )
+    .await;
+    assert_eq!(
+        (
+            r.status,
+            r.body["errors"][0]["field"].as_str(),
+            r.body["errors"][0]["code"].as_str()
+        ),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("icd10_codes[1]"),
+            Some("invalid_icd10")
+        )
+    );
     assert_eq!(count(&w.store, "notes").await, 0);
 }
 on_both!(invalid_values_are_refused_with_vietnamese_messages);
@@ -226,7 +476,14 @@ on_both!(invalid_values_are_refused_with_vietnamese_messages);
 async fn patients_can_be_found_and_corrected(store: Store) {
     let w = world(store).await;
     let t = Some(w.t_hw1.as_str());
-    let r = call(&w.app, Method::POST, "/api/patients", t, Some(patient_json("Nguyễn Thị Đào"))).await;
+    let r = call(
+        &w.app,
+        Method::POST,
+        "/api/patients",
+        t,
+        Some(patient_json("Nguyễn Thị Đào")),
+    )
+    .await;
     let pid = r.body["id"].as_str().unwrap().to_owned();
     for q in ["dao", "Nguy%E1%BB%85n", "0912345678", "001185012345"] {
         let r = call(&w.app, Method::GET, &format!("/api/patients?q={q}"), t, None).await;
@@ -234,16 +491,33 @@ async fn patients_can_be_found_and_corrected(store: Store) {
         assert_eq!(r.body.as_array().unwrap().len(), 1, "{q}");
     }
     let r = call(&w.app, Method::GET, "/api/patients?q=dao", Some(&w.t_hw2), None).await;
-    assert_eq!(r.body.as_array().unwrap().len(), 0, "another station sees nothing");
+    assert_eq!(
+        r.body.as_array().unwrap().len(),
+        0,
+        "another station sees nothing"
+    );
     let r = call(&w.app, Method::GET, "/api/patients?q=d", t, None).await;
-    assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("q")));
+    assert_eq!(
+        (r.status, r.body["errors"][0]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("q"))
+    );
     let mut upd = patient_json("Nguyễn Thị Đào");
     upd["version"] = json!(1);
     upd["address"] = json!("Thôn 5");
-    let r = call(&w.app, Method::PUT, &format!("/api/patients/{pid}"), t, Some(upd.clone())).await;
+    let r = call(
+        &w.app,
+        Method::PUT,
+        &format!("/api/patients/{pid}"),
+        t,
+        Some(upd.clone()),
+    )
+    .await;
     assert_eq!((r.status, r.body["version"].as_i64()), (StatusCode::OK, Some(2)));
     let r = call(&w.app, Method::PUT, &format!("/api/patients/{pid}"), t, Some(upd)).await;
-    assert_eq!((r.status, r.code(), r.body["current_version"].as_i64()), (StatusCode::CONFLICT, "version_conflict", Some(2)));
+    assert_eq!(
+        (r.status, r.code(), r.body["current_version"].as_i64()),
+        (StatusCode::CONFLICT, "version_conflict", Some(2))
+    );
 }
 on_both!(patients_can_be_found_and_corrected);
 
@@ -251,7 +525,14 @@ async fn notes_autosave_sign_and_amend_over_http(store: Store) {
     let w = world(store).await;
     let (pid, cid) = w.patient_and_consultation("Lý Thị Sao", "001185012345").await;
     let d = Some(w.t_doc1.as_str());
-    let r = call(&w.app, Method::POST, &format!("/api/consultations/{cid}/notes"), d, Some(note_json("Viêm phổi"))).await;
+    let r = call(
+        &w.app,
+        Method::POST,
+        &format!("/api/consultations/{cid}/notes"),
+        d,
+        Some(note_json("Viêm phổi")),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CREATED);
     let nid = r.body["id"].as_str().unwrap().to_owned();
     let save = |v: i64, a: &str| {
@@ -259,35 +540,114 @@ async fn notes_autosave_sign_and_amend_over_http(store: Store) {
         n["version"] = json!(v);
         n
     };
-    let r = call(&w.app, Method::PUT, &format!("/api/notes/{nid}"), d, Some(save(1, "Viêm phổi thùy"))).await;
+    let r = call(
+        &w.app,
+        Method::PUT,
+        &format!("/api/notes/{nid}"),
+        d,
+        Some(save(1, "Viêm phổi thùy")),
+    )
+    .await;
     assert_eq!(r.body["version"], 2);
     // The same save again (a retry after a lost answer) is harmless.
-    let r = call(&w.app, Method::PUT, &format!("/api/notes/{nid}"), d, Some(save(1, "Viêm phổi thùy"))).await;
+    let r = call(
+        &w.app,
+        Method::PUT,
+        &format!("/api/notes/{nid}"),
+        d,
+        Some(save(1, "Viêm phổi thùy")),
+    )
+    .await;
     assert_eq!((r.status, r.body["version"].as_i64()), (StatusCode::OK, Some(2)));
     // A second tab still on version 1 with other text is told, not obeyed.
-    let r = call(&w.app, Method::PUT, &format!("/api/notes/{nid}"), d, Some(save(1, "Khác"))).await;
-    assert_eq!((r.status, r.code(), r.body["current_version"].as_i64()), (StatusCode::CONFLICT, "version_conflict", Some(2)));
+    let r = call(
+        &w.app,
+        Method::PUT,
+        &format!("/api/notes/{nid}"),
+        d,
+        Some(save(1, "Khác")),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code(), r.body["current_version"].as_i64()),
+        (StatusCode::CONFLICT, "version_conflict", Some(2))
+    );
     // Another doctor of the same hospital cannot write it.
-    let r = call(&w.app, Method::PUT, &format!("/api/notes/{nid}"), Some(&w.t_doc1b), Some(save(2, "x"))).await;
+    let r = call(
+        &w.app,
+        Method::PUT,
+        &format!("/api/notes/{nid}"),
+        Some(&w.t_doc1b),
+        Some(save(2, "x")),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     // The station does not see a draft…
-    let r = call(&w.app, Method::GET, &format!("/api/consultations/{cid}/notes"), Some(&w.t_hw1), None).await;
+    let r = call(
+        &w.app,
+        Method::GET,
+        &format!("/api/consultations/{cid}/notes"),
+        Some(&w.t_hw1),
+        None,
+    )
+    .await;
     assert_eq!(r.body.as_array().unwrap().len(), 0);
-    let r = call(&w.app, Method::POST, &format!("/api/notes/{nid}/sign"), d, Some(json!({"version": 2}))).await;
-    assert_eq!((r.status, r.body["status"].as_str()), (StatusCode::OK, Some("signed")));
+    let r = call(
+        &w.app,
+        Method::POST,
+        &format!("/api/notes/{nid}/sign"),
+        d,
+        Some(json!({"version": 2})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (StatusCode::OK, Some("signed"))
+    );
     // …but sees the signed note.
-    let r = call(&w.app, Method::GET, &format!("/api/consultations/{cid}/notes"), Some(&w.t_hw1), None).await;
+    let r = call(
+        &w.app,
+        Method::GET,
+        &format!("/api/consultations/{cid}/notes"),
+        Some(&w.t_hw1),
+        None,
+    )
+    .await;
     assert_eq!(r.body[0]["assessment"], "Viêm phổi thùy");
-    let r = call(&w.app, Method::PUT, &format!("/api/notes/{nid}"), d, Some(save(2, "sửa sau khi ký"))).await;
+    let r = call(
+        &w.app,
+        Method::PUT,
+        &format!("/api/notes/{nid}"),
+        d,
+        Some(save(2, "sửa sau khi ký")),
+    )
+    .await;
     assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "note_signed"));
     let r = call(&w.app, Method::POST, &format!("/api/notes/{nid}/amend"), d, None).await;
-    assert_eq!((r.status, r.body["amends_note_id"].as_str()), (StatusCode::CREATED, Some(nid.as_str())));
+    assert_eq!(
+        (r.status, r.body["amends_note_id"].as_str()),
+        (StatusCode::CREATED, Some(nid.as_str()))
+    );
     let aid = r.body["id"].as_str().unwrap().to_owned();
     let r = call(&w.app, Method::POST, &format!("/api/notes/{nid}/amend"), d, None).await;
     assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "already_taken"));
-    let r = call(&w.app, Method::PUT, &format!("/api/notes/{aid}"), d, Some(save(1, "Viêm phế quản cấp"))).await;
+    let r = call(
+        &w.app,
+        Method::PUT,
+        &format!("/api/notes/{aid}"),
+        d,
+        Some(save(1, "Viêm phế quản cấp")),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
-    let r = call(&w.app, Method::GET, &format!("/api/consultations/{cid}/notes"), d, None).await;
+    let r = call(
+        &w.app,
+        Method::GET,
+        &format!("/api/consultations/{cid}/notes"),
+        d,
+        None,
+    )
+    .await;
     let history = r.body.as_array().unwrap();
     assert_eq!(history.len(), 2);
     assert_eq!(history[0]["assessment"], "Viêm phổi thùy");
@@ -298,10 +658,24 @@ on_both!(notes_autosave_sign_and_amend_over_http);
 
 async fn two_doctors_accept_at_once_one_wins(store: Store) {
     let w = world(store).await;
-    let r = call(&w.app, Method::POST, "/api/patients", Some(&w.t_hw1), Some(patient_json("A"))).await;
+    let r = call(
+        &w.app,
+        Method::POST,
+        "/api/patients",
+        Some(&w.t_hw1),
+        Some(patient_json("A")),
+    )
+    .await;
     let pid = r.body["id"].as_str().unwrap().to_owned();
     for _ in 0..5 {
-        let r = call(&w.app, Method::POST, "/api/consultations", Some(&w.t_hw1), Some(json!({"patient_id": pid, "kind": "urgent", "reason": "Sốt"}))).await;
+        let r = call(
+            &w.app,
+            Method::POST,
+            "/api/consultations",
+            Some(&w.t_hw1),
+            Some(json!({"patient_id": pid, "kind": "urgent", "reason": "Sốt"})),
+        )
+        .await;
         let cid = r.body["id"].as_str().unwrap().to_owned();
         let url = format!("/api/consultations/{cid}/accept");
         let (a, b) = tokio::join!(
@@ -320,34 +694,92 @@ on_both!(two_doctors_accept_at_once_one_wins);
 async fn audit_log_records_who_read_which_patient(store: Store) {
     let w = world(store).await;
     let (pid, cid) = w.patient_and_consultation("Đinh Văn Lực", "001185012345").await;
-    call(&w.app, Method::GET, &format!("/api/patients/{pid}"), Some(&w.t_doc1), None).await;
+    call(
+        &w.app,
+        Method::GET,
+        &format!("/api/patients/{pid}"),
+        Some(&w.t_doc1),
+        None,
+    )
+    .await;
     // A refused look is recorded too.
-    let r = call(&w.app, Method::GET, &format!("/api/patients/{pid}"), Some(&w.t_doc2), None).await;
+    let r = call(
+        &w.app,
+        Method::GET,
+        &format!("/api/patients/{pid}"),
+        Some(&w.t_doc2),
+        None,
+    )
+    .await;
     assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "other_facility"));
-    let r = call(&w.app, Method::GET, &format!("/api/audit?patient_id={pid}"), Some(&w.t_admin), None).await;
+    let r = call(
+        &w.app,
+        Method::GET,
+        &format!("/api/audit?patient_id={pid}"),
+        Some(&w.t_admin),
+        None,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     let entries = r.body.as_array().unwrap();
     let seen = |actor: &str, action: &str, outcome: &str| {
-        entries.iter().any(|e| e["actor_id"] == actor && e["action"] == action && e["outcome"] == outcome)
+        entries
+            .iter()
+            .any(|e| e["actor_id"] == actor && e["action"] == action && e["outcome"] == outcome)
     };
     assert!(seen(&w.hw1.id.to_string(), "patient.create", "ok"));
     assert!(seen(&w.doc1.id.to_string(), "patient.read", "ok"));
     assert!(seen(&w.doc2.id.to_string(), "patient.access", "denied"));
     assert!(seen(&w.hw1.id.to_string(), "consultation.create", "ok"));
     // The admin reads the trail but not the record or the note.
-    assert_eq!(call(&w.app, Method::GET, &format!("/api/patients/{pid}"), Some(&w.t_admin), None).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(call(&w.app, Method::GET, &format!("/api/consultations/{cid}/notes"), Some(&w.t_admin), None).await.status, StatusCode::FORBIDDEN);
-    let r = call(&w.app, Method::GET, &format!("/api/audit?actor_id={}&limit=1", w.doc2.id), Some(&w.t_admin), None).await;
+    assert_eq!(
+        call(
+            &w.app,
+            Method::GET,
+            &format!("/api/patients/{pid}"),
+            Some(&w.t_admin),
+            None
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(
+            &w.app,
+            Method::GET,
+            &format!("/api/consultations/{cid}/notes"),
+            Some(&w.t_admin),
+            None
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    let r = call(
+        &w.app,
+        Method::GET,
+        &format!("/api/audit?actor_id={}&limit=1", w.doc2.id),
+        Some(&w.t_admin),
+        None,
+    )
+    .await;
     assert_eq!(r.body.as_array().unwrap().len(), 1);
 }
 on_both!(audit_log_records_who_read_which_patient);
 
 async fn healthz_answers_when_the_database_does(store: Store) {
     let app = router(store.clone(), Default::default());
-    assert_eq!(call(&app, Method::GET, "/healthz", None, None).await.status, StatusCode::OK);
+    assert_eq!(
+        call(&app, Method::GET, "/healthz", None, None).await.status,
+        StatusCode::OK
+    );
     store.close().await;
     let r = call(&app, Method::GET, "/healthz", None, None).await;
-    assert_eq!((r.status, r.code()), (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"));
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
+    );
 }
 on_both!(healthz_answers_when_the_database_does);
 
@@ -355,28 +787,86 @@ async fn admins_manage_accounts_and_facilities(store: Store) {
     let w = world(store).await;
     let a = Some(w.t_admin.as_str());
     let r = call(&w.app, Method::POST, "/api/users", a, Some(json!({"username": "yta.moi", "display_name": "Y tá mới", "password": "ngắn", "role": "health_worker", "facility_id": w.s1.id}))).await;
-    assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("password")));
+    assert_eq!(
+        (r.status, r.body["errors"][0]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("password"))
+    );
     let r = call(&w.app, Method::POST, "/api/users", a, Some(json!({"username": "yta.moi", "display_name": "Y tá mới", "password": "mật-khẩu-đủ-dài", "role": "health_worker", "facility_id": w.h1.id}))).await;
-    assert_eq!((r.status, r.body["errors"][0]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("wrong_facility_kind")));
+    assert_eq!(
+        (r.status, r.body["errors"][0]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("wrong_facility_kind"))
+    );
     let r = call(&w.app, Method::POST, "/api/users", a, Some(json!({"username": "yta.moi", "display_name": "Y tá mới", "password": "mật-khẩu-đủ-dài", "role": "health_worker", "facility_id": w.s1.id}))).await;
     assert_eq!(r.status, StatusCode::CREATED);
     let uid = r.body["id"].as_str().unwrap().to_owned();
-    let r = call(&w.app, Method::POST, "/api/auth/login", None, Some(json!({"username": "yta.moi", "password": "mật-khẩu-đủ-dài"}))).await;
+    let r = call(
+        &w.app,
+        Method::POST,
+        "/api/auth/login",
+        None,
+        Some(json!({"username": "yta.moi", "password": "mật-khẩu-đủ-dài"})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     let token = r.body["access_token"].as_str().unwrap().to_owned();
     // Disabling the account ends its login at once.
-    let r = call(&w.app, Method::PATCH, &format!("/api/users/{uid}"), a, Some(json!({"active": false}))).await;
+    let r = call(
+        &w.app,
+        Method::PATCH,
+        &format!("/api/users/{uid}"),
+        a,
+        Some(json!({"active": false})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(call(&w.app, Method::GET, "/api/auth/me", Some(&token), None).await.status, StatusCode::UNAUTHORIZED);
-    let r = call(&w.app, Method::POST, "/api/auth/login", None, Some(json!({"username": "yta.moi", "password": "mật-khẩu-đủ-dài"}))).await;
+    assert_eq!(
+        call(&w.app, Method::GET, "/api/auth/me", Some(&token), None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = call(
+        &w.app,
+        Method::POST,
+        "/api/auth/login",
+        None,
+        Some(json!({"username": "yta.moi", "password": "mật-khẩu-đủ-dài"})),
+    )
+    .await;
     assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "account_disabled"));
     // An admin cannot lock themselves out.
-    let r = call(&w.app, Method::PATCH, &format!("/api/users/{}", w.admin.id), a, Some(json!({"active": false}))).await;
+    let r = call(
+        &w.app,
+        Method::PATCH,
+        &format!("/api/users/{}", w.admin.id),
+        a,
+        Some(json!({"active": false})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let r = call(&w.app, Method::POST, "/api/facilities", a, Some(json!({"code": "S9", "name": "Trạm mới", "kind": "commune_station", "province": "Hà Giang"}))).await;
-    assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("referral_hospital_id")));
-    let r = call(&w.app, Method::POST, "/api/facilities", a, Some(json!({"code": "S1", "name": "Trùng mã", "kind": "district_hospital", "province": "Hà Giang"}))).await;
-    assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (StatusCode::CONFLICT, Some("code")));
+    let r = call(
+        &w.app,
+        Method::POST,
+        "/api/facilities",
+        a,
+        Some(json!({"code": "S9", "name": "Trạm mới", "kind": "commune_station", "province": "Hà Giang"})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["errors"][0]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("referral_hospital_id"))
+    );
+    let r = call(
+        &w.app,
+        Method::POST,
+        "/api/facilities",
+        a,
+        Some(json!({"code": "S1", "name": "Trùng mã", "kind": "district_hospital", "province": "Hà Giang"})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["errors"][0]["field"].as_str()),
+        (StatusCode::CONFLICT, Some("code"))
+    );
 }
 on_both!(admins_manage_accounts_and_facilities);
-

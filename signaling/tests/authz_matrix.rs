@@ -34,52 +34,193 @@ fn matrix() -> Vec<Row> {
     vec![
         (M::GET, "/healthz", none, [200, 200, 200, 200, 200, 200]),
         (M::GET, "/api/openapi.json", none, [200, 200, 200, 200, 200, 200]),
-        (M::POST, "/api/auth/login", |i| Some(json!({"username": i.hw1_username, "password": PASSWORD})), [200, 200, 200, 200, 200, 200]),
+        (
+            M::POST,
+            "/api/auth/login",
+            |i| Some(json!({"username": i.hw1_username, "password": PASSWORD})),
+            [200, 200, 200, 200, 200, 200],
+        ),
         // A bearer access token is not a refresh token.
-        (M::POST, "/api/auth/refresh", |_| Some(json!({})), [401, 401, 401, 401, 401, 401]),
+        (
+            M::POST,
+            "/api/auth/refresh",
+            |_| Some(json!({})),
+            [401, 401, 401, 401, 401, 401],
+        ),
         (M::POST, "/api/auth/logout", none, [204, 204, 204, 204, 204, 401]),
         (M::GET, "/api/auth/me", none, [200, 200, 200, 200, 200, 401]),
         (M::GET, "/api/facilities", none, [200, 200, 200, 200, 200, 401]),
-        (M::POST, "/api/facilities", |_| Some(json!({"code": "H9", "name": "BV mới", "kind": "district_hospital", "province": "Hà Giang"})), [403, 403, 403, 403, 201, 401]),
-        (M::GET, "/api/facilities/{id}", none, [200, 200, 200, 200, 200, 401]),
-        (M::PUT, "/api/facilities/{id}", |_| Some(json!({"code": "H1", "name": "BV đổi tên", "kind": "district_hospital", "province": "Hà Giang"})), [403, 403, 403, 403, 200, 401]),
+        (
+            M::POST,
+            "/api/facilities",
+            |_| {
+                Some(
+                    json!({"code": "H9", "name": "BV mới", "kind": "district_hospital", "province": "Hà Giang"}),
+                )
+            },
+            [403, 403, 403, 403, 201, 401],
+        ),
+        (
+            M::GET,
+            "/api/facilities/{id}",
+            none,
+            [200, 200, 200, 200, 200, 401],
+        ),
+        (
+            M::PUT,
+            "/api/facilities/{id}",
+            |_| {
+                Some(
+                    json!({"code": "H1", "name": "BV đổi tên", "kind": "district_hospital", "province": "Hà Giang"}),
+                )
+            },
+            [403, 403, 403, 403, 200, 401],
+        ),
         (M::GET, "/api/users", none, [403, 403, 403, 403, 200, 401]),
-        (M::POST, "/api/users", |i| Some(json!({"username": "new.user", "display_name": "Người mới", "password": "mat-khau-du-dai", "role": "doctor", "facility_id": i.facility})), [403, 403, 403, 403, 201, 401]),
+        (
+            M::POST,
+            "/api/users",
+            |i| {
+                Some(
+                    json!({"username": "new.user", "display_name": "Người mới", "password": "mat-khau-du-dai", "role": "doctor", "facility_id": i.facility}),
+                )
+            },
+            [403, 403, 403, 403, 201, 401],
+        ),
         (M::GET, "/api/users/{id}", none, [403, 403, 403, 403, 200, 401]),
-        (M::PATCH, "/api/users/{id}", |_| Some(json!({"display_name": "Tên mới"})), [403, 403, 403, 403, 200, 401]),
+        (
+            M::PATCH,
+            "/api/users/{id}",
+            |_| Some(json!({"display_name": "Tên mới"})),
+            [403, 403, 403, 403, 200, 401],
+        ),
         (M::GET, "/api/audit", none, [403, 403, 403, 403, 200, 401]),
-        (M::POST, "/api/patients", |_| Some(json!({"full_name": "Bệnh nhân mới", "date_of_birth": "1990-01-01", "sex": "male"})), [201, 201, 403, 403, 403, 401]),
-        (M::GET, "/api/patients?q=nguyen", none, [200, 200, 200, 200, 403, 401]),
+        (
+            M::POST,
+            "/api/patients",
+            |_| Some(json!({"full_name": "Bệnh nhân mới", "date_of_birth": "1990-01-01", "sex": "male"})),
+            [201, 201, 403, 403, 403, 401],
+        ),
+        (
+            M::GET,
+            "/api/patients?q=nguyen",
+            none,
+            [200, 200, 200, 200, 403, 401],
+        ),
         (M::GET, "/api/patients/{id}", none, [200, 403, 200, 403, 403, 401]),
-        (M::PUT, "/api/patients/{id}", |_| { let mut p = patient_json("Nguyễn Thị Mai"); p["version"] = json!(1); Some(p) }, [200, 403, 403, 403, 403, 401]),
-        (M::GET, "/api/patients/{id}/vitals", none, [200, 403, 200, 403, 403, 401]),
-        (M::POST, "/api/patients/{id}/vitals", |_| Some(json!({"pulse_bpm": 88})), [201, 403, 403, 403, 403, 401]),
-        (M::GET, "/api/patients/{id}/consultations", none, [200, 403, 200, 403, 403, 401]),
-        (M::POST, "/api/consultations", |i| Some(json!({"patient_id": i.patient, "kind": "urgent", "reason": "Đau bụng"})), [201, 403, 403, 403, 403, 401]),
+        (
+            M::PUT,
+            "/api/patients/{id}",
+            |_| {
+                let mut p = patient_json("Nguyễn Thị Mai");
+                p["version"] = json!(1);
+                Some(p)
+            },
+            [200, 403, 403, 403, 403, 401],
+        ),
+        (
+            M::GET,
+            "/api/patients/{id}/vitals",
+            none,
+            [200, 403, 200, 403, 403, 401],
+        ),
+        (
+            M::POST,
+            "/api/patients/{id}/vitals",
+            |_| Some(json!({"pulse_bpm": 88})),
+            [201, 403, 403, 403, 403, 401],
+        ),
+        (
+            M::GET,
+            "/api/patients/{id}/consultations",
+            none,
+            [200, 403, 200, 403, 403, 401],
+        ),
+        (
+            M::POST,
+            "/api/consultations",
+            |i| Some(json!({"patient_id": i.patient, "kind": "urgent", "reason": "Đau bụng"})),
+            [201, 403, 403, 403, 403, 401],
+        ),
         (M::GET, "/api/consultations", none, [200, 200, 200, 200, 403, 401]),
-        (M::GET, "/api/consultations/{id}", none, [200, 403, 200, 403, 403, 401]),
+        (
+            M::GET,
+            "/api/consultations/{id}",
+            none,
+            [200, 403, 200, 403, 403, 401],
+        ),
         // The consultation is already the assigned doctor's: 409, past the guard.
-        (M::POST, "/api/consultations/{id}/accept", none, [403, 403, 409, 403, 403, 401]),
-        (M::POST, "/api/consultations/{id}/state", |_| Some(json!({"state": "in_progress"})), [403, 403, 200, 403, 403, 401]),
-        (M::GET, "/api/consultations/{id}/notes", none, [200, 403, 200, 403, 403, 401]),
-        (M::POST, "/api/consultations/{id}/notes", |_| Some(note_json("Viêm họng")), [403, 403, 201, 403, 403, 401]),
+        (
+            M::POST,
+            "/api/consultations/{id}/accept",
+            none,
+            [403, 403, 409, 403, 403, 401],
+        ),
+        (
+            M::POST,
+            "/api/consultations/{id}/state",
+            |_| Some(json!({"state": "in_progress"})),
+            [403, 403, 200, 403, 403, 401],
+        ),
+        (
+            M::GET,
+            "/api/consultations/{id}/notes",
+            none,
+            [200, 403, 200, 403, 403, 401],
+        ),
+        (
+            M::POST,
+            "/api/consultations/{id}/notes",
+            |_| Some(note_json("Viêm họng")),
+            [403, 403, 201, 403, 403, 401],
+        ),
         // The note is a draft: the station sees it only once signed.
         (M::GET, "/api/notes/{id}", none, [403, 403, 200, 403, 403, 401]),
-        (M::PUT, "/api/notes/{id}", |_| { let mut n = note_json("Viêm phế quản"); n["version"] = json!(1); Some(n) }, [403, 403, 200, 403, 403, 401]),
-        (M::POST, "/api/notes/{id}/sign", |_| Some(json!({"version": 1})), [403, 403, 200, 403, 403, 401]),
+        (
+            M::PUT,
+            "/api/notes/{id}",
+            |_| {
+                let mut n = note_json("Viêm phế quản");
+                n["version"] = json!(1);
+                Some(n)
+            },
+            [403, 403, 200, 403, 403, 401],
+        ),
+        (
+            M::POST,
+            "/api/notes/{id}/sign",
+            |_| Some(json!({"version": 1})),
+            [403, 403, 200, 403, 403, 401],
+        ),
         // Only a signed note can be amended: 422, past the guard.
-        (M::POST, "/api/notes/{id}/amend", none, [403, 403, 422, 403, 403, 401]),
+        (
+            M::POST,
+            "/api/notes/{id}/amend",
+            none,
+            [403, 403, 422, 403, 403, 401],
+        ),
     ]
 }
 
-async fn authorization_matrix(make_store: fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Store> + Send>>) {
+async fn authorization_matrix(
+    make_store: fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Store> + Send>>,
+) {
     let rows = matrix();
     // Every route has a row, and every row is a route.
-    let mut routes: Vec<String> = telehealth_signaling::api::route_table().iter().map(|(m, p)| format!("{m} {p}")).collect();
-    let mut covered: Vec<String> = rows.iter().map(|(m, p, _, _)| format!("{m} {}", p.split('?').next().unwrap())).collect();
+    let mut routes: Vec<String> = telehealth_signaling::api::route_table()
+        .iter()
+        .map(|(m, p)| format!("{m} {p}"))
+        .collect();
+    let mut covered: Vec<String> = rows
+        .iter()
+        .map(|(m, p, _, _)| format!("{m} {}", p.split('?').next().unwrap()))
+        .collect();
     routes.sort();
     covered.sort();
-    assert_eq!(routes, covered, "the authorization matrix must have exactly one row per route");
+    assert_eq!(
+        routes, covered,
+        "the authorization matrix must have exactly one row per route"
+    );
 
     let mut failures = Vec::new();
     for (method, path, body, expected) in rows {
@@ -89,9 +230,21 @@ async fn authorization_matrix(make_store: fn() -> std::pin::Pin<Box<dyn std::fut
         // consultation of P.
         let (pid, cid) = w.patient_and_consultation("Nguyễn Thị Mai", "001185012345").await;
         let c0 = w.consultation_for(&pid).await;
-        let n = call(&w.app, Method::POST, &format!("/api/consultations/{c0}/notes"), Some(&w.t_doc1), Some(note_json("Viêm phổi"))).await;
+        let n = call(
+            &w.app,
+            Method::POST,
+            &format!("/api/consultations/{c0}/notes"),
+            Some(&w.t_doc1),
+            Some(note_json("Viêm phổi")),
+        )
+        .await;
         let nid = n.body["id"].as_str().unwrap().to_owned();
-        let ids = Ids { patient: pid.clone(), facility: w.h1.id.to_string(), user: w.hw1.id.to_string(), hw1_username: "hw1".into() };
+        let ids = Ids {
+            patient: pid.clone(),
+            facility: w.h1.id.to_string(),
+            user: w.hw1.id.to_string(),
+            hw1_username: "hw1".into(),
+        };
         let id = if path.starts_with("/api/patients/") {
             pid.clone()
         } else if path.starts_with("/api/consultations/") {
@@ -104,16 +257,44 @@ async fn authorization_matrix(make_store: fn() -> std::pin::Pin<Box<dyn std::fut
             ids.user.clone()
         };
         let url = path.replace("{id}", &id);
-        let callers = [Some(&w.t_hw1), Some(&w.t_hw2), Some(&w.t_doc1), Some(&w.t_doc2), Some(&w.t_admin), None];
-        let names = ["hw own", "hw other", "doctor assigned", "doctor other", "admin", "anonymous"];
+        let callers = [
+            Some(&w.t_hw1),
+            Some(&w.t_hw2),
+            Some(&w.t_doc1),
+            Some(&w.t_doc2),
+            Some(&w.t_admin),
+            None,
+        ];
+        let names = [
+            "hw own",
+            "hw other",
+            "doctor assigned",
+            "doctor other",
+            "admin",
+            "anonymous",
+        ];
         for ((token, name), want) in callers.into_iter().zip(names).zip(expected) {
-            let r = call(&w.app, method.clone(), &url, token.map(String::as_str), body(&ids)).await;
+            let r = call(
+                &w.app,
+                method.clone(),
+                &url,
+                token.map(String::as_str),
+                body(&ids),
+            )
+            .await;
             if r.status != StatusCode::from_u16(want).unwrap() {
-                failures.push(format!("{method} {path} as {name}: expected {want}, got {} {}", r.status, r.body));
+                failures.push(format!(
+                    "{method} {path} as {name}: expected {want}, got {} {}",
+                    r.status, r.body
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "authorization matrix mismatches:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "authorization matrix mismatches:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,8 +20,14 @@ fn openapi_document_matches_the_route_table() {
     let served: BTreeSet<String> = route_table().iter().map(|(m, p)| format!("{m} {p}")).collect();
     let undocumented: Vec<_> = served.difference(&documented).collect();
     let phantom: Vec<_> = documented.difference(&served).collect();
-    assert!(undocumented.is_empty(), "routes missing from openapi.json: {undocumented:?}");
-    assert!(phantom.is_empty(), "openapi.json documents routes that do not exist: {phantom:?}");
+    assert!(
+        undocumented.is_empty(),
+        "routes missing from openapi.json: {undocumented:?}"
+    );
+    assert!(
+        phantom.is_empty(),
+        "openapi.json documents routes that do not exist: {phantom:?}"
+    );
 }
 
 #[test]

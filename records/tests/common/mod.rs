@@ -20,7 +20,10 @@ pub async fn postgres() -> Store {
     let name = format!("t_{}", uuid_like());
     sqlx::any::install_default_drivers();
     let admin = sqlx::AnyPool::connect(&base).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
     admin.close().await;
     let url = match base.rfind('/') {
         Some(i) => format!("{}/{name}", &base[..i]),
@@ -84,10 +87,22 @@ pub async fn world(store: &Store) -> World {
         referral_hospital_id: referral,
         province: "Lào Cai".into(),
     };
-    let h1 = store.create_facility(&sys, &fac("H1", FacilityKind::DistrictHospital, None)).await.unwrap();
-    let h2 = store.create_facility(&sys, &fac("H2", FacilityKind::DistrictHospital, None)).await.unwrap();
-    let s1 = store.create_facility(&sys, &fac("S1", FacilityKind::CommuneStation, Some(h1.id))).await.unwrap();
-    let s2 = store.create_facility(&sys, &fac("S2", FacilityKind::CommuneStation, Some(h2.id))).await.unwrap();
+    let h1 = store
+        .create_facility(&sys, &fac("H1", FacilityKind::DistrictHospital, None))
+        .await
+        .unwrap();
+    let h2 = store
+        .create_facility(&sys, &fac("H2", FacilityKind::DistrictHospital, None))
+        .await
+        .unwrap();
+    let s1 = store
+        .create_facility(&sys, &fac("S1", FacilityKind::CommuneStation, Some(h1.id)))
+        .await
+        .unwrap();
+    let s2 = store
+        .create_facility(&sys, &fac("S2", FacilityKind::CommuneStation, Some(h2.id)))
+        .await
+        .unwrap();
     let user = |name: &str, role: Role, f: Option<FacilityId>| NewUser {
         username: name.into(),
         display_name: name.to_uppercase(),
@@ -95,13 +110,42 @@ pub async fn world(store: &Store) -> World {
         role,
         facility_id: f,
     };
-    let admin = store.create_user(&sys, &user("admin", Role::Admin, None)).await.unwrap();
-    let hw1 = store.create_user(&sys, &user("hw1", Role::HealthWorker, Some(s1.id))).await.unwrap();
-    let hw2 = store.create_user(&sys, &user("hw2", Role::HealthWorker, Some(s2.id))).await.unwrap();
-    let doc1 = store.create_user(&sys, &user("doc1", Role::Doctor, Some(h1.id))).await.unwrap();
-    let doc1b = store.create_user(&sys, &user("doc1b", Role::Doctor, Some(h1.id))).await.unwrap();
-    let doc2 = store.create_user(&sys, &user("doc2", Role::Doctor, Some(h2.id))).await.unwrap();
-    World { h1, h2, s1, s2, admin, hw1, hw2, doc1, doc1b, doc2 }
+    let admin = store
+        .create_user(&sys, &user("admin", Role::Admin, None))
+        .await
+        .unwrap();
+    let hw1 = store
+        .create_user(&sys, &user("hw1", Role::HealthWorker, Some(s1.id)))
+        .await
+        .unwrap();
+    let hw2 = store
+        .create_user(&sys, &user("hw2", Role::HealthWorker, Some(s2.id)))
+        .await
+        .unwrap();
+    let doc1 = store
+        .create_user(&sys, &user("doc1", Role::Doctor, Some(h1.id)))
+        .await
+        .unwrap();
+    let doc1b = store
+        .create_user(&sys, &user("doc1b", Role::Doctor, Some(h1.id)))
+        .await
+        .unwrap();
+    let doc2 = store
+        .create_user(&sys, &user("doc2", Role::Doctor, Some(h2.id)))
+        .await
+        .unwrap();
+    World {
+        h1,
+        h2,
+        s1,
+        s2,
+        admin,
+        hw1,
+        hw2,
+        doc1,
+        doc1b,
+        doc2,
+    }
 }
 
 pub fn patient_input(name: &str) -> PatientInput {

@@ -33,7 +33,11 @@ async fn list_facilities(State(s): State<AppState>, _user: AuthUser) -> ApiResul
     Ok(Json(s.store.facilities().await?))
 }
 
-async fn get_facility(State(s): State<AppState>, _user: AuthUser, PathId(id): PathId<FacilityId>) -> ApiResult<Json<Facility>> {
+async fn get_facility(
+    State(s): State<AppState>,
+    _user: AuthUser,
+    PathId(id): PathId<FacilityId>,
+) -> ApiResult<Json<Facility>> {
     Ok(Json(s.store.facility(id).await?))
 }
 
@@ -43,7 +47,10 @@ async fn create_facility(
     ApiJson(input): ApiJson<FacilityInput>,
 ) -> ApiResult<(StatusCode, Json<Facility>)> {
     access::require_role(&user, &[Role::Admin])?;
-    Ok((StatusCode::CREATED, Json(s.store.create_facility(&user.actor(), &input).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(s.store.create_facility(&user.actor(), &input).await?),
+    ))
 }
 
 async fn update_facility(
@@ -61,7 +68,11 @@ async fn list_users(State(s): State<AppState>, user: AuthUser) -> ApiResult<Json
     Ok(Json(s.store.users().await?))
 }
 
-async fn get_user(State(s): State<AppState>, user: AuthUser, PathId(id): PathId<UserId>) -> ApiResult<Json<User>> {
+async fn get_user(
+    State(s): State<AppState>,
+    user: AuthUser,
+    PathId(id): PathId<UserId>,
+) -> ApiResult<Json<User>> {
     access::require_role(&user, &[Role::Admin])?;
     Ok(Json(s.store.user(id).await?))
 }
@@ -163,16 +174,26 @@ struct AuditParams {
 }
 
 fn opt<T: std::str::FromStr>(field: &str, v: Option<String>) -> ApiResult<Option<T>> {
-    v.filter(|s| !s.is_empty()).map(|s| parse_id::<T>(field, &s)).transpose()
+    v.filter(|s| !s.is_empty())
+        .map(|s| parse_id::<T>(field, &s))
+        .transpose()
 }
 
-async fn audit(State(s): State<AppState>, user: AuthUser, ApiQuery(p): ApiQuery<AuditParams>) -> ApiResult<Json<Vec<AuditEntry>>> {
+async fn audit(
+    State(s): State<AppState>,
+    user: AuthUser,
+    ApiQuery(p): ApiQuery<AuditParams>,
+) -> ApiResult<Json<Vec<AuditEntry>>> {
     access::require_role(&user, &[Role::Admin])?;
     let time = |field: &str, v: Option<String>| -> ApiResult<Option<Timestamp>> {
         v.filter(|s| !s.is_empty())
             .map(|s| {
                 s.parse::<Timestamp>().map_err(|_| {
-                    ApiError::bad_request("invalid_time", format!("“{field}” phải ở dạng RFC 3339, ví dụ 2026-11-23T08:00:00Z."), format!("`{field}` must be RFC 3339, e.g. 2026-11-23T08:00:00Z."))
+                    ApiError::bad_request(
+                        "invalid_time",
+                        format!("“{field}” phải ở dạng RFC 3339, ví dụ 2026-11-23T08:00:00Z."),
+                        format!("`{field}` must be RFC 3339, e.g. 2026-11-23T08:00:00Z."),
+                    )
                 })
             })
             .transpose()

@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use telehealth_records::{
-    Consultation, ConsultationId, ConsultationInput, ConsultationScope, ConsultationState, FieldError,
-    Note, NoteContent, Role,
+    Consultation, ConsultationId, ConsultationInput, ConsultationScope, ConsultationState, FieldError, Note,
+    NoteContent, Role,
 };
 
 use super::ApiRoutes;
@@ -37,19 +37,39 @@ async fn create(
     let station = s.store.facility(access::facility(&user)?).await?;
     let hospital = match input.hospital_id.or(station.referral_hospital_id) {
         Some(h) => h,
-        None => return Err(ApiError::Invalid(vec![FieldError::new("hospital_id", "required", "Chọn bệnh viện nhận ca tư vấn.", "Choose the hospital.")])),
+        None => {
+            return Err(ApiError::Invalid(vec![FieldError::new(
+                "hospital_id",
+                "required",
+                "Chọn bệnh viện nhận ca tư vấn.",
+                "Choose the hospital.",
+            )]))
+        }
     };
     let hf = match s.store.facility(hospital).await {
         Ok(f) => f,
         Err(telehealth_records::RecordsError::NotFound(_)) => {
-            return Err(ApiError::Invalid(vec![FieldError::new("hospital_id", "unknown_facility", "Không tìm thấy bệnh viện này.", "No such hospital.")]))
+            return Err(ApiError::Invalid(vec![FieldError::new(
+                "hospital_id",
+                "unknown_facility",
+                "Không tìm thấy bệnh viện này.",
+                "No such hospital.",
+            )]))
         }
         Err(e) => return Err(e.into()),
     };
     if !hf.kind.is_hospital() {
-        return Err(ApiError::Invalid(vec![FieldError::new("hospital_id", "not_a_hospital", "Ca tư vấn phải gửi tới một bệnh viện.", "Consultations go to a hospital.")]));
+        return Err(ApiError::Invalid(vec![FieldError::new(
+            "hospital_id",
+            "not_a_hospital",
+            "Ca tư vấn phải gửi tới một bệnh viện.",
+            "Consultations go to a hospital.",
+        )]));
     }
-    let c = s.store.create_consultation(&user.actor(), station.id, hospital, &input).await?;
+    let c = s
+        .store
+        .create_consultation(&user.actor(), station.id, hospital, &input)
+        .await?;
     tracing::info!(consultation = %c.id, kind = %c.kind, "consultation requested");
     Ok((StatusCode::CREATED, Json(c)))
 }
@@ -63,31 +83,56 @@ struct ListQuery {
     limit: Option<String>,
 }
 
-async fn list(State(s): State<AppState>, user: AuthUser, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<Vec<Consultation>>> {
+async fn list(
+    State(s): State<AppState>,
+    user: AuthUser,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Vec<Consultation>>> {
     let scope = match user.role() {
         Role::HealthWorker => ConsultationScope::Station(access::facility(&user)?),
-        Role::Doctor => ConsultationScope::Doctor { doctor: user.user.id, hospital: access::facility(&user)? },
+        Role::Doctor => ConsultationScope::Doctor {
+            doctor: user.user.id,
+            hospital: access::facility(&user)?,
+        },
         Role::Admin => return Err(ApiError::forbidden_role()),
     };
     let state = match q.state.as_deref() {
         None | Some("") => None,
         Some(v) => Some(v.parse::<ConsultationState>().map_err(|_| {
-            ApiError::Invalid(vec![FieldError::new("state", "invalid_value", "Trạng thái không hợp lệ.", "Unknown state.")])
+            ApiError::Invalid(vec![FieldError::new(
+                "state",
+                "invalid_value",
+                "Trạng thái không hợp lệ.",
+                "Unknown state.",
+            )])
         })?),
     };
     let limit = super::limit(q.limit.as_deref(), 100)?;
-    Ok(Json(s.store.consultations(&user.actor(), &scope, state, limit).await?))
+    Ok(Json(
+        s.store.consultations(&user.actor(), &scope, state, limit).await?,
+    ))
 }
 
-async fn get(State(s): State<AppState>, user: AuthUser, PathId(id): PathId<ConsultationId>) -> ApiResult<Json<Consultation>> {
+async fn get(
+    State(s): State<AppState>,
+    user: AuthUser,
+    PathId(id): PathId<ConsultationId>,
+) -> ApiResult<Json<Consultation>> {
     access::consultation(&s, &user, id, ConsultationAccess::Read).await?;
     Ok(Json(s.store.read_consultation(&user.actor(), id).await?))
 }
 
-async fn accept(State(s): State<AppState>, user: AuthUser, PathId(id): PathId<ConsultationId>) -> ApiResult<Json<Consultation>> {
+async fn accept(
+    State(s): State<AppState>,
+    user: AuthUser,
+    PathId(id): PathId<ConsultationId>,
+) -> ApiResult<Json<Consultation>> {
     access::require_role(&user, &[Role::Doctor])?;
     access::consultation(&s, &user, id, ConsultationAccess::Accept).await?;
-    let c = s.store.accept_consultation(&user.actor(), id, user.user.id).await?;
+    let c = s
+        .store
+        .accept_consultation(&user.actor(), id, user.user.id)
+        .await?;
     tracing::info!(consultation = %id, doctor = %user.user.id, "consultation accepted");
     Ok(Json(c))
 }
@@ -116,15 +161,26 @@ async fn change_state(
         }
         _ => return Err(ApiError::forbidden_role()),
     }
-    let c = s.store.transition_consultation(&user.actor(), id, body.state).await?;
+    let c = s
+        .store
+        .transition_consultation(&user.actor(), id, body.state)
+        .await?;
     tracing::info!(consultation = %id, state = %c.state, "consultation state changed");
     Ok(Json(c))
 }
 
-async fn notes(State(s): State<AppState>, user: AuthUser, PathId(id): PathId<ConsultationId>) -> ApiResult<Json<Vec<Note>>> {
+async fn notes(
+    State(s): State<AppState>,
+    user: AuthUser,
+    PathId(id): PathId<ConsultationId>,
+) -> ApiResult<Json<Vec<Note>>> {
     let c = access::consultation(&s, &user, id, ConsultationAccess::Read).await?;
     let all_versions = user.role() == Role::Doctor && c.doctor_id == Some(user.user.id);
-    Ok(Json(s.store.consultation_notes(&user.actor(), id, !all_versions).await?))
+    Ok(Json(
+        s.store
+            .consultation_notes(&user.actor(), id, !all_versions)
+            .await?,
+    ))
 }
 
 async fn create_note(
@@ -135,8 +191,10 @@ async fn create_note(
 ) -> ApiResult<(StatusCode, Json<Note>)> {
     access::require_role(&user, &[Role::Doctor])?;
     let c = access::consultation(&s, &user, id, ConsultationAccess::Treat).await?;
-    let n = s.store.create_note(&user.actor(), id, c.patient_id, user.user.id, &content).await?;
+    let n = s
+        .store
+        .create_note(&user.actor(), id, c.patient_id, user.user.id, &content)
+        .await?;
     tracing::info!(consultation = %id, note = %n.id, "note started");
     Ok((StatusCode::CREATED, Json(n)))
 }
-

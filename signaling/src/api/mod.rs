@@ -37,7 +37,10 @@ macro_rules! verb {
 
 impl ApiRoutes {
     fn new() -> Self {
-        Self { router: Router::new(), table: Vec::new() }
+        Self {
+            router: Router::new(),
+            table: Vec::new(),
+        }
     }
     verb!(get, GET, get);
     verb!(post, POST, post);
@@ -70,7 +73,11 @@ pub(crate) fn limit(raw: Option<&str>, default: i64) -> crate::error::ApiResult<
     match raw {
         None | Some("") => Ok(default),
         Some(s) => s.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-            crate::error::ApiError::bad_request("invalid_limit", "“limit” phải là số nguyên dương.", "`limit` must be a positive integer.")
+            crate::error::ApiError::bad_request(
+                "invalid_limit",
+                "“limit” phải là số nguyên dương.",
+                "`limit` must be a positive integer.",
+            )
         }),
     }
 }

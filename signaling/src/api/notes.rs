@@ -62,7 +62,11 @@ async fn save(
         icd10_codes: b.icd10_codes,
         disposition: b.disposition,
     };
-    Ok(Json(s.store.update_note(&user.actor(), id, b.version, &content).await?))
+    Ok(Json(
+        s.store
+            .update_note(&user.actor(), id, b.version, &content)
+            .await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -84,7 +88,11 @@ async fn sign(
     Ok(Json(n))
 }
 
-async fn amend(State(s): State<AppState>, user: AuthUser, PathId(id): PathId<NoteId>) -> ApiResult<(StatusCode, Json<Note>)> {
+async fn amend(
+    State(s): State<AppState>,
+    user: AuthUser,
+    PathId(id): PathId<NoteId>,
+) -> ApiResult<(StatusCode, Json<Note>)> {
     access::require_role(&user, &[Role::Doctor])?;
     access::note(&s, &user, id, true).await?;
     let n = s.store.amend_note(&user.actor(), id, user.user.id).await?;

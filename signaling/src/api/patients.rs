@@ -6,8 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use telehealth_records::{
-    Consultation, ConsultationScope, Measurements, Patient, PatientId, PatientInput, Pii, Role, Sex,
-    Vitals,
+    Consultation, ConsultationScope, Measurements, Patient, PatientId, PatientInput, Pii, Role, Sex, Vitals,
 };
 
 use super::ApiRoutes;
@@ -48,7 +47,11 @@ struct SearchQuery {
     limit: Option<String>,
 }
 
-async fn search(State(s): State<AppState>, user: AuthUser, ApiQuery(q): ApiQuery<SearchQuery>) -> ApiResult<Json<Vec<Patient>>> {
+async fn search(
+    State(s): State<AppState>,
+    user: AuthUser,
+    ApiQuery(q): ApiQuery<SearchQuery>,
+) -> ApiResult<Json<Vec<Patient>>> {
     let scope = access::patient_scope(&user)?;
     let text = q.q.unwrap_or_default();
     if text.trim().chars().count() < 2 {
@@ -60,10 +63,18 @@ async fn search(State(s): State<AppState>, user: AuthUser, ApiQuery(q): ApiQuery
         )]));
     }
     let limit = super::limit(q.limit.as_deref(), 20)?;
-    Ok(Json(s.store.search_patients(&user.actor(), &scope, &text, limit).await?))
+    Ok(Json(
+        s.store
+            .search_patients(&user.actor(), &scope, &text, limit)
+            .await?,
+    ))
 }
 
-async fn get(State(s): State<AppState>, user: AuthUser, PathId(id): PathId<PatientId>) -> ApiResult<Json<Patient>> {
+async fn get(
+    State(s): State<AppState>,
+    user: AuthUser,
+    PathId(id): PathId<PatientId>,
+) -> ApiResult<Json<Patient>> {
     access::patient(&s, &user, id, PatientAccess::Read).await?;
     Ok(Json(s.store.read_patient(&user.actor(), id).await?))
 }
@@ -102,10 +113,18 @@ async fn update(
         cccd: u.cccd,
         bhyt: u.bhyt,
     };
-    Ok(Json(s.store.update_patient(&user.actor(), id, u.version, &input).await?))
+    Ok(Json(
+        s.store
+            .update_patient(&user.actor(), id, u.version, &input)
+            .await?,
+    ))
 }
 
-async fn list_vitals(State(s): State<AppState>, user: AuthUser, PathId(id): PathId<PatientId>) -> ApiResult<Json<Vec<Vitals>>> {
+async fn list_vitals(
+    State(s): State<AppState>,
+    user: AuthUser,
+    PathId(id): PathId<PatientId>,
+) -> ApiResult<Json<Vec<Vitals>>> {
     access::patient(&s, &user, id, PatientAccess::Read).await?;
     Ok(Json(s.store.patient_vitals(&user.actor(), id).await?))
 }
@@ -117,10 +136,21 @@ async fn record_vitals(
     ApiJson(m): ApiJson<Measurements>,
 ) -> ApiResult<(StatusCode, Json<Vitals>)> {
     access::patient(&s, &user, id, PatientAccess::Write).await?;
-    Ok((StatusCode::CREATED, Json(s.store.record_vitals(&user.actor(), id, None, &m).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(s.store.record_vitals(&user.actor(), id, None, &m).await?),
+    ))
 }
 
-async fn consultations(State(s): State<AppState>, user: AuthUser, PathId(id): PathId<PatientId>) -> ApiResult<Json<Vec<Consultation>>> {
+async fn consultations(
+    State(s): State<AppState>,
+    user: AuthUser,
+    PathId(id): PathId<PatientId>,
+) -> ApiResult<Json<Vec<Consultation>>> {
     access::patient(&s, &user, id, PatientAccess::Read).await?;
-    Ok(Json(s.store.consultations(&user.actor(), &ConsultationScope::Patient(id), None, 100).await?))
+    Ok(Json(
+        s.store
+            .consultations(&user.actor(), &ConsultationScope::Patient(id), None, 100)
+            .await?,
+    ))
 }

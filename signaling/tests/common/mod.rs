@@ -12,7 +12,7 @@ use axum::Router;
 use serde_json::{json, Value};
 use telehealth_records::*;
 use telehealth_signaling::auth::{hash_password, ThrottlePolicy};
-use telehealth_signaling::{app, AppState, Config};
+use telehealth_signaling::{app, Config};
 use tower::ServiceExt;
 
 pub const PASSWORD: &str = "mật-khẩu-thử-nghiệm";
@@ -21,12 +21,18 @@ pub const JWT_KEY: &[u8] = b"test-key-test-key-test-key-test-key-0123456789";
 pub async fn sqlite() -> Store {
     let dir = std::env::temp_dir().join(format!("telehealth-sig-{}", unique()));
     std::fs::create_dir_all(&dir).unwrap();
-    Store::open(&StoreOptions::new(format!("sqlite://{}?mode=rwc", dir.join("t.db").display()))).await.unwrap()
+    Store::open(&StoreOptions::new(format!(
+        "sqlite://{}?mode=rwc",
+        dir.join("t.db").display()
+    )))
+    .await
+    .unwrap()
 }
 
 pub async fn postgres() -> Store {
-    let base = std::env::var("TELEHEALTH_TEST_POSTGRES_URL")
-        .expect("TELEHEALTH_TEST_POSTGRES_URL is not set: run the suite with tests/run.sh, which starts PostgreSQL");
+    let base = std::env::var("TELEHEALTH_TEST_POSTGRES_URL").expect(
+        "TELEHEALTH_TEST_POSTGRES_URL is not set: run the suite with tests/run.sh, which starts PostgreSQL",
+    );
     sqlx_create_db(&base).await
 }
 
@@ -34,7 +40,10 @@ async fn sqlx_create_db(base: &str) -> Store {
     let name = format!("s_{}", unique());
     sqlx::any::install_default_drivers();
     let admin = sqlx::AnyPool::connect(base).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
     admin.close().await;
     let i = base.rfind('/').unwrap();
     let mut opts = StoreOptions::new(format!("{}/{name}", &base[..i]));
@@ -45,8 +54,16 @@ async fn sqlx_create_db(base: &str) -> Store {
 pub fn unique() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{:x}{:x}{}", t, std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{:x}{:x}{}",
+        t,
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Runs an async test body once on SQLite and once on PostgreSQL.
@@ -103,29 +120,65 @@ pub async fn send(app: &Router, req: Request<Body>) -> Resp {
     let status = resp.status();
     let headers = resp.headers().clone();
     let bytes = axum::body::to_bytes(resp.into_body(), 10 << 20).await.unwrap();
-    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())) };
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+    };
     if status.is_client_error() || status.is_server_error() {
-        let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
-        assert_eq!(ct, "application/problem+json", "error responses are problem+json: {status} {body}");
-        assert!(body["code"].is_string() && body["detail"].is_string() && body["detail_en"].is_string(), "{body}");
+        let ct = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert_eq!(
+            ct, "application/problem+json",
+            "error responses are problem+json: {status} {body}"
+        );
+        assert!(
+            body["code"].is_string() && body["detail"].is_string() && body["detail_en"].is_string(),
+            "{body}"
+        );
     }
-    Resp { status, headers, body }
+    Resp {
+        status,
+        headers,
+        body,
+    }
 }
 
-pub async fn call(app: &Router, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+pub async fn call(
+    app: &Router,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Resp {
     let mut b = Request::builder().method(method).uri(path);
     if let Some(t) = token {
         b = b.header("authorization", format!("Bearer {t}"));
     }
     let req = match body {
-        Some(v) => b.header("content-type", "application/json").body(Body::from(v.to_string())).unwrap(),
+        Some(v) => b
+            .header("content-type", "application/json")
+            .body(Body::from(v.to_string()))
+            .unwrap(),
         None => b.body(Body::empty()).unwrap(),
     };
     send(app, req).await
 }
 
-pub async fn raw(app: &Router, method: Method, path: &str, token: Option<&str>, content_type: &str, body: Vec<u8>) -> Resp {
-    let mut b = Request::builder().method(method).uri(path).header("content-type", content_type);
+pub async fn raw(
+    app: &Router,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Resp {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", content_type);
     if let Some(t) = token {
         b = b.header("authorization", format!("Bearer {t}"));
     }
@@ -133,7 +186,14 @@ pub async fn raw(app: &Router, method: Method, path: &str, token: Option<&str>, 
 }
 
 pub async fn login(app: &Router, username: &str) -> String {
-    let r = call(app, Method::POST, "/api/auth/login", None, Some(json!({"username": username, "password": PASSWORD}))).await;
+    let r = call(
+        app,
+        Method::POST,
+        "/api/auth/login",
+        None,
+        Some(json!({"username": username, "password": PASSWORD})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "login {username}: {}", r.body);
     r.body["access_token"].as_str().unwrap().to_owned()
 }
@@ -174,10 +234,22 @@ pub async fn world_with(store: Store, throttle: ThrottlePolicy) -> World {
         referral_hospital_id: referral,
         province: "Hà Giang".into(),
     };
-    let h1 = store.create_facility(&sys, &fac("H1", FacilityKind::DistrictHospital, None)).await.unwrap();
-    let h2 = store.create_facility(&sys, &fac("H2", FacilityKind::DistrictHospital, None)).await.unwrap();
-    let s1 = store.create_facility(&sys, &fac("S1", FacilityKind::CommuneStation, Some(h1.id))).await.unwrap();
-    let s2 = store.create_facility(&sys, &fac("S2", FacilityKind::CommuneStation, Some(h2.id))).await.unwrap();
+    let h1 = store
+        .create_facility(&sys, &fac("H1", FacilityKind::DistrictHospital, None))
+        .await
+        .unwrap();
+    let h2 = store
+        .create_facility(&sys, &fac("H2", FacilityKind::DistrictHospital, None))
+        .await
+        .unwrap();
+    let s1 = store
+        .create_facility(&sys, &fac("S1", FacilityKind::CommuneStation, Some(h1.id)))
+        .await
+        .unwrap();
+    let s2 = store
+        .create_facility(&sys, &fac("S2", FacilityKind::CommuneStation, Some(h2.id)))
+        .await
+        .unwrap();
     let hash = hash_password(PASSWORD.into()).await.unwrap();
     let user = |name: &str, role: Role, f: Option<FacilityId>| NewUser {
         username: name.into(),
@@ -186,12 +258,30 @@ pub async fn world_with(store: Store, throttle: ThrottlePolicy) -> World {
         role,
         facility_id: f,
     };
-    let admin = store.create_user(&sys, &user("admin", Role::Admin, None)).await.unwrap();
-    let hw1 = store.create_user(&sys, &user("hw1", Role::HealthWorker, Some(s1.id))).await.unwrap();
-    let hw2 = store.create_user(&sys, &user("hw2", Role::HealthWorker, Some(s2.id))).await.unwrap();
-    let doc1 = store.create_user(&sys, &user("doc1", Role::Doctor, Some(h1.id))).await.unwrap();
-    let doc1b = store.create_user(&sys, &user("doc1b", Role::Doctor, Some(h1.id))).await.unwrap();
-    let doc2 = store.create_user(&sys, &user("doc2", Role::Doctor, Some(h2.id))).await.unwrap();
+    let admin = store
+        .create_user(&sys, &user("admin", Role::Admin, None))
+        .await
+        .unwrap();
+    let hw1 = store
+        .create_user(&sys, &user("hw1", Role::HealthWorker, Some(s1.id)))
+        .await
+        .unwrap();
+    let hw2 = store
+        .create_user(&sys, &user("hw2", Role::HealthWorker, Some(s2.id)))
+        .await
+        .unwrap();
+    let doc1 = store
+        .create_user(&sys, &user("doc1", Role::Doctor, Some(h1.id)))
+        .await
+        .unwrap();
+    let doc1b = store
+        .create_user(&sys, &user("doc1b", Role::Doctor, Some(h1.id)))
+        .await
+        .unwrap();
+    let doc2 = store
+        .create_user(&sys, &user("doc2", Role::Doctor, Some(h2.id)))
+        .await
+        .unwrap();
     let app = router(store.clone(), throttle);
     let t_admin = login(&app, "admin").await;
     let t_hw1 = login(&app, "hw1").await;
@@ -199,7 +289,26 @@ pub async fn world_with(store: Store, throttle: ThrottlePolicy) -> World {
     let t_doc1 = login(&app, "doc1").await;
     let t_doc1b = login(&app, "doc1b").await;
     let t_doc2 = login(&app, "doc2").await;
-    World { store, app, h1, h2, s1, s2, admin, hw1, hw2, doc1, doc1b, doc2, t_admin, t_hw1, t_hw2, t_doc1, t_doc1b, t_doc2 }
+    World {
+        store,
+        app,
+        h1,
+        h2,
+        s1,
+        s2,
+        admin,
+        hw1,
+        hw2,
+        doc1,
+        doc1b,
+        doc2,
+        t_admin,
+        t_hw1,
+        t_hw2,
+        t_doc1,
+        t_doc1b,
+        t_doc2,
+    }
 }
 
 pub fn patient_json(name: &str) -> Value {
@@ -231,7 +340,14 @@ impl World {
     pub async fn patient_and_consultation(&self, name: &str, cccd: &str) -> (String, String) {
         let mut p = patient_json(name);
         p["cccd"] = json!(cccd);
-        let r = call(&self.app, Method::POST, "/api/patients", Some(&self.t_hw1), Some(p)).await;
+        let r = call(
+            &self.app,
+            Method::POST,
+            "/api/patients",
+            Some(&self.t_hw1),
+            Some(p),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         let pid = r.body["id"].as_str().unwrap().to_owned();
         let c = self.consultation_for(&pid).await;
@@ -239,11 +355,24 @@ impl World {
     }
 
     pub async fn consultation_for(&self, pid: &str) -> String {
-        let r = call(&self.app, Method::POST, "/api/consultations", Some(&self.t_hw1),
-            Some(json!({"patient_id": pid, "kind": "urgent", "reason": "Sốt cao, khó thở"}))).await;
+        let r = call(
+            &self.app,
+            Method::POST,
+            "/api/consultations",
+            Some(&self.t_hw1),
+            Some(json!({"patient_id": pid, "kind": "urgent", "reason": "Sốt cao, khó thở"})),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         let cid = r.body["id"].as_str().unwrap().to_owned();
-        let r = call(&self.app, Method::POST, &format!("/api/consultations/{cid}/accept"), Some(&self.t_doc1), None).await;
+        let r = call(
+            &self.app,
+            Method::POST,
+            &format!("/api/consultations/{cid}/accept"),
+            Some(&self.t_doc1),
+            None,
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         cid
     }

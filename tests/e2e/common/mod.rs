@@ -1,0 +1,161 @@
+//! Starts the real `telehealth` binary for end-to-end tests and talks to it
+//! over HTTP.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const ADMIN_PASSWORD: &str = "quản-trị-thử-nghiệm";
+pub const PASSWORD: &str = "mật-khẩu-thử-nghiệm";
+
+/// A running server process; everything it printed is kept in `output`.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub output: Arc<Mutex<String>>,
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let d = std::env::temp_dir().join(format!("telehealth-e2e-{tag}-{t:x}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A database URL for a fresh database of the given backend.
+pub async fn database_url(backend: &str, data_dir: &Path) -> String {
+    match backend {
+        "sqlite" => format!("sqlite://{}?mode=rwc", data_dir.join("telehealth.db").display()),
+        _ => {
+            let base = std::env::var("TELEHEALTH_TEST_POSTGRES_URL")
+                .expect("TELEHEALTH_TEST_POSTGRES_URL is not set: run the suite with tests/run.sh, which starts PostgreSQL");
+            let name = format!(
+                "e2e_{}",
+                data_dir.file_name().unwrap().to_string_lossy().replace('-', "_")
+            );
+            sqlx::any::install_default_drivers();
+            let admin = sqlx::AnyPool::connect(&base).await.unwrap();
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&admin)
+                .await
+                .unwrap();
+            admin.close().await;
+            format!("{}/{name}", &base[..base.rfind('/').unwrap()])
+        }
+    }
+}
+
+impl Server {
+    /// Starts the binary on a free port and waits until it listens.
+    pub fn start(data_dir: &Path, database_url: &str) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_telehealth"))
+            .args(["--http-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(["--database-url", database_url])
+            .env("TELEHEALTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            // The most verbose logging: nothing personal may appear even here.
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start telehealth");
+        let output = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let (output, tx) = (output.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(addr) = line.split("listening on http://").nth(1) {
+                        let _ = tx.send(addr.trim().to_owned());
+                    }
+                    let mut o = output.lock().unwrap();
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            });
+        }
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("server did not start:\n{}", output.lock().unwrap()));
+        Server {
+            child,
+            base: format!("http://{addr}"),
+            output,
+        }
+    }
+
+    /// Kills the process without warning (SIGKILL): no shutdown, no flush.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+pub async fn login(c: &reqwest::Client, s: &Server, user: &str, password: &str) -> String {
+    let r = c
+        .post(s.url("/api/auth/login"))
+        .json(&json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "login {user}");
+    let v: Value = r.json().await.unwrap();
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+pub async fn post(c: &reqwest::Client, s: &Server, token: &str, path: &str, body: Value) -> Value {
+    let r = c
+        .post(s.url(path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "POST {path}: {status} {v}");
+    v
+}
+
+/// Polls `f` until it returns true or the timeout passes.
+pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}
