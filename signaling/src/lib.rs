@@ -128,7 +128,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                 shutdown.await;
                 h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
             });
-            println!("  telehealth listening on https://{}", config.http_addr);
+            let h = handle.clone();
+            tokio::spawn(async move {
+                if let Some(addr) = h.listening().await {
+                    println!("  telehealth listening on https://{addr}");
+                    tracing::info!(%addr, "listening (TLS)");
+                }
+            });
             axum_server::bind_rustls(config.http_addr, tls)
                 .handle(handle)
                 .serve(make)

@@ -57,7 +57,13 @@ pub async fn database_url(backend: &str, data_dir: &Path) -> String {
 impl Server {
     /// Starts the binary on a free port and waits until it listens.
     pub fn start(data_dir: &Path, database_url: &str) -> Server {
+        Self::start_with(data_dir, database_url, &[])
+    }
+
+    /// Starts the binary with extra flags.
+    pub fn start_with(data_dir: &Path, database_url: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_telehealth"))
+            .args(extra)
             .args(["--http-addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(["--database-url", database_url])
@@ -78,8 +84,12 @@ impl Server {
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
-                    if let Some(addr) = line.split("listening on http://").nth(1) {
-                        let _ = tx.send(addr.trim().to_owned());
+                    if let Some(url) = line
+                        .split("listening on ")
+                        .nth(1)
+                        .filter(|u| u.starts_with("http"))
+                    {
+                        let _ = tx.send(url.trim().to_owned());
                     }
                     let mut o = output.lock().unwrap();
                     o.push_str(&line);
@@ -87,14 +97,10 @@ impl Server {
                 }
             });
         }
-        let addr = rx
+        let base = rx
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| panic!("server did not start:\n{}", output.lock().unwrap()));
-        Server {
-            child,
-            base: format!("http://{addr}"),
-            output,
-        }
+        Server { child, base, output }
     }
 
     /// Kills the process without warning (SIGKILL): no shutdown, no flush.
