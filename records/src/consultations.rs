@@ -44,10 +44,12 @@ pub struct ConsultationInput {
     /// Defaults to the station's referral hospital.
     #[serde(default)]
     pub hospital_id: Option<FacilityId>,
+    /// For a scheduled consultation: the slot's start (UTC).
     #[serde(default)]
     pub scheduled_start: Option<Timestamp>,
+    /// For a scheduled consultation: a named doctor, or any free doctor.
     #[serde(default)]
-    pub scheduled_end: Option<Timestamp>,
+    pub doctor_id: Option<UserId>,
 }
 
 /// Which consultations a caller may list.
@@ -62,7 +64,7 @@ pub enum ConsultationScope {
     Patient(PatientId),
 }
 
-const COLUMNS: &str = "id, patient_id, station_id, hospital_id, doctor_id, requested_by, kind, state, reason, scheduled_start, scheduled_end, started_at, ended_at, created_at, updated_at";
+pub(crate) const COLUMNS: &str = "id, patient_id, station_id, hospital_id, doctor_id, requested_by, kind, state, reason, scheduled_start, scheduled_end, started_at, ended_at, created_at, updated_at";
 
 impl Store {
     /// Creates a consultation for a patient of `station`, addressed to
@@ -75,23 +77,18 @@ impl Store {
         input: &ConsultationInput,
     ) -> Result<Consultation> {
         let reason = validate::text("reason", &input.reason.0, 2000).map_err(RecordsError::field)?;
-        let state = match input.kind {
-            ConsultationKind::Urgent => ConsultationState::Requested,
-            ConsultationKind::Scheduled => {
-                match (input.scheduled_start, input.scheduled_end) {
-                    (Some(s), Some(e)) if s < e => {}
-                    _ => {
-                        return Err(RecordsError::field(FieldError::new(
-                            "scheduled_start",
-                            "invalid_slot",
-                            "Lịch hẹn cần giờ bắt đầu trước giờ kết thúc.",
-                            "A scheduled consultation needs a start before its end.",
-                        )))
-                    }
-                }
-                ConsultationState::Scheduled
-            }
-        };
+        if input.kind == ConsultationKind::Scheduled {
+            return self.book(actor, station, hospital, input, reason).await;
+        }
+        if input.scheduled_start.is_some() || input.doctor_id.is_some() {
+            return Err(RecordsError::field(FieldError::new(
+                "scheduled_start",
+                "not_for_urgent",
+                "Ca khẩn cấp vào hàng chờ của bệnh viện; không chọn giờ hay bác sĩ.",
+                "An urgent request joins the hospital's queue; it takes no time or doctor.",
+            )));
+        }
+        let state = ConsultationState::Requested;
         let id = ConsultationId::new();
         let now = Timestamp::now();
         let requested_by = actor.user_id.ok_or(RecordsError::NotFound("user"))?;
@@ -109,8 +106,8 @@ impl Store {
         .bind(input.kind)
         .bind(state)
         .bind(reason)
-        .bind(input.scheduled_start)
-        .bind(input.scheduled_end)
+        .bind(None::<Timestamp>)
+        .bind(None::<Timestamp>)
         .bind(now)
         .fetch_one(&mut *w.tx)
         .await?;

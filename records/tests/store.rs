@@ -19,7 +19,7 @@ async fn urgent(store: &Store, w: &common::World, patient: PatientId) -> Consult
                 reason: Pii("Sốt cao 3 ngày".into()),
                 hospital_id: None,
                 scheduled_start: None,
-                scheduled_end: None,
+                doctor_id: None,
             },
         )
         .await

@@ -305,21 +305,28 @@ impl From<RecordsError> for ApiError {
                 current_version: None,
                 errors: vec![],
             },
-            RecordsError::AlreadyTaken(what) => ApiError::Conflict {
-                code: "already_taken",
-                detail: if what == "note amendment" {
-                    "Ghi chú này đã có bản sửa đổi; hãy sửa đổi phiên bản mới nhất.".into()
-                } else {
-                    "Một bác sĩ khác đã nhận ca này trước.".into()
-                },
-                detail_en: if what == "note amendment" {
-                    "This note already has an amendment; amend the latest version.".into()
-                } else {
-                    "Another doctor took this consultation first.".into()
-                },
-                current_version: None,
-                errors: vec![],
-            },
+            RecordsError::AlreadyTaken(what) => {
+                let (code, vi, en) = match what {
+                    "note amendment" => (
+                        "already_taken",
+                        "Ghi chú này đã có bản sửa đổi; hãy sửa đổi phiên bản mới nhất.",
+                        "This note already has an amendment; amend the latest version.",
+                    ),
+                    "slot" => (
+                        "slot_unavailable",
+                        "Giờ này không còn trống (đã có lịch, bác sĩ nghỉ hoặc ngoài giờ làm việc). Hãy chọn giờ khác.",
+                        "This time is not available (booked, on leave or outside working hours). Choose another.",
+                    ),
+                    _ => ("already_taken", "Một bác sĩ khác đã nhận ca này trước.", "Another doctor took this consultation first."),
+                };
+                ApiError::Conflict {
+                    code,
+                    detail: vi.into(),
+                    detail_en: en.into(),
+                    current_version: None,
+                    errors: vec![],
+                }
+            }
             e if e.is_unavailable() => ApiError::Unavailable,
             RecordsError::Database(e) => ApiError::Internal(e.to_string()),
             RecordsError::Corrupt(e) => ApiError::Internal(e),

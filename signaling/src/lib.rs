@@ -23,8 +23,10 @@ mod bootstrap;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod live;
 pub mod state;
 mod web;
+pub mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -66,7 +68,13 @@ async fn security_headers(req: Request<axum::body::Body>, next: Next) -> Respons
 }
 
 /// Builds the application state on an open store.
-pub fn state(store: Store, jwt_key: &[u8], config: &Config, throttle: ThrottlePolicy) -> AppState {
+pub fn state(
+    store: Store,
+    jwt_key: &[u8],
+    config: &Config,
+    throttle: ThrottlePolicy,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> AppState {
     AppState {
         store,
         auth: Arc::new(AuthKeys::new(
@@ -77,6 +85,8 @@ pub fn state(store: Store, jwt_key: &[u8], config: &Config, throttle: ThrottlePo
         throttle: Arc::new(LoginThrottle::new(throttle)),
         trust_proxy: config.trust_proxy,
         secure_cookies: config.tls_cert.is_some() || config.trust_proxy,
+        hub: live::Hub::default(),
+        shutdown,
     }
 }
 
@@ -94,6 +104,46 @@ pub fn init_logging(format: &str) {
 }
 
 /// Starts everything and serves until `shutdown` resolves.
+/// Resolves when the server starts shutting down (never, if nobody can
+/// shut it down).
+pub(crate) async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    if rx.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await
+    }
+}
+
+/// Minutes after a booked start before an unstarted consultation is a no-show.
+const NO_SHOW_GRACE_MINUTES: i64 = 15;
+
+/// Marks overdue bookings as no-shows, once a minute.
+async fn no_show_loop(state: AppState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    let stop = stopped(state.shutdown.clone());
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => return,
+        }
+        match state
+            .store
+            .mark_no_shows(
+                chrono::Utc::now(),
+                chrono::Duration::minutes(NO_SHOW_GRACE_MINUTES),
+            )
+            .await
+        {
+            Ok(list) => {
+                for c in list {
+                    tracing::info!(consultation = %c.id, "no-show");
+                    state.hub.publish(&c);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "no-show check failed"),
+        }
+    }
+}
+
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
@@ -113,8 +163,31 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     if config.demo {
         bootstrap::demo(&store).await?;
     }
-    let app = app(state(store.clone(), &jwt_key, &config, ThrottlePolicy::default()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let state = state(
+        store.clone(),
+        &jwt_key,
+        &config,
+        ThrottlePolicy::default(),
+        stop_rx.clone(),
+    );
+    // Rooms do not survive a restart: consultations that were live are
+    // interrupted, and the pages that show them are told.
+    for c in store.interrupt_live_consultations().await? {
+        tracing::warn!(consultation = %c.id, "consultation interrupted by a server restart");
+        state.hub.publish(&c);
+    }
+    tokio::spawn(no_show_loop(state.clone()));
+    let app = app(state);
     let make = app.into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut stopped = stop_rx.clone();
+    let shutdown = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
 
     match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {

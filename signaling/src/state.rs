@@ -3,6 +3,7 @@ use std::sync::Arc;
 use telehealth_records::Store;
 
 use crate::auth::{AuthKeys, LoginThrottle};
+use crate::live::Hub;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -14,4 +15,8 @@ pub struct AppState {
     pub trust_proxy: bool,
     /// Mark cookies `Secure` (served over HTTPS, directly or by a proxy).
     pub secure_cookies: bool,
+    /// Live updates to open pages.
+    pub hub: Hub,
+    /// Turns true when the server is shutting down (sockets close cleanly).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

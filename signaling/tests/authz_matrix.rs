@@ -49,6 +49,8 @@ fn matrix() -> Vec<Row> {
         ),
         (M::POST, "/api/auth/logout", none, [204, 204, 204, 204, 204, 401]),
         (M::GET, "/api/auth/me", none, [200, 200, 200, 200, 200, 401]),
+        // Past the login check, a plain GET is not a WebSocket upgrade.
+        (M::GET, "/api/ws", none, [400, 400, 400, 400, 400, 401]),
         (M::GET, "/api/facilities", none, [200, 200, 200, 200, 200, 401]),
         (
             M::POST,
@@ -174,6 +176,60 @@ fn matrix() -> Vec<Row> {
             |_| Some(note_json("Viêm họng")),
             [403, 403, 201, 403, 403, 401],
         ),
+        (
+            M::GET,
+            "/api/doctors/{id}/hours",
+            none,
+            [403, 403, 200, 403, 200, 401],
+        ),
+        (
+            M::PUT,
+            "/api/doctors/{id}/hours",
+            |_| Some(json!({"hours": [{"weekday": 1, "start_minute": 480, "end_minute": 600}]})),
+            [403, 403, 200, 403, 200, 401],
+        ),
+        (
+            M::GET,
+            "/api/doctors/{id}/leave",
+            none,
+            [403, 403, 200, 403, 200, 401],
+        ),
+        (
+            M::POST,
+            "/api/doctors/{id}/leave",
+            |_| {
+                Some(
+                    json!({"starts_at": "2030-01-07T01:00:00Z", "ends_at": "2030-01-08T01:00:00Z", "reason": "Nghỉ phép"}),
+                )
+            },
+            [403, 403, 201, 403, 201, 401],
+        ),
+        // The doctor deletes the leave first, so the admin then finds nothing.
+        (
+            M::DELETE,
+            "/api/doctors/{id}/leave/{leave_id}",
+            none,
+            [403, 403, 204, 403, 404, 401],
+        ),
+        (
+            M::GET,
+            "/api/facilities/{id}/doctors",
+            none,
+            [200, 200, 200, 200, 200, 401],
+        ),
+        (
+            M::GET,
+            "/api/facilities/{id}/slots",
+            none,
+            [200, 200, 200, 200, 403, 401],
+        ),
+        // An urgent request has no slot to move: 409, past the guard.
+        (
+            M::POST,
+            "/api/consultations/{id}/reschedule",
+            |_| Some(json!({"scheduled_start": "2030-01-07T01:00:00Z"})),
+            [409, 403, 409, 403, 403, 401],
+        ),
         // The note is a draft: the station sees it only once signed.
         (M::GET, "/api/notes/{id}", none, [403, 403, 200, 403, 403, 401]),
         (
@@ -245,7 +301,20 @@ async fn authorization_matrix(
             user: w.hw1.id.to_string(),
             hw1_username: "hw1".into(),
         };
-        let id = if path.starts_with("/api/patients/") {
+        let leave = w
+            .store
+            .add_leave(
+                &telehealth_records::Actor::system(),
+                w.doc1.id,
+                "2030-02-01T00:00:00Z".parse().unwrap(),
+                "2030-02-02T00:00:00Z".parse().unwrap(),
+                "",
+            )
+            .await
+            .unwrap();
+        let id = if path.starts_with("/api/doctors/") {
+            w.doc1.id.to_string()
+        } else if path.starts_with("/api/patients/") {
             pid.clone()
         } else if path.starts_with("/api/consultations/") {
             cid.clone()
@@ -256,7 +325,7 @@ async fn authorization_matrix(
         } else {
             ids.user.clone()
         };
-        let url = path.replace("{id}", &id);
+        let url = path.replace("{id}", &id).replace("{leave_id}", &leave.id);
         let callers = [
             Some(&w.t_hw1),
             Some(&w.t_hw2),

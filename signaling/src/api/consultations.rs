@@ -70,6 +70,7 @@ async fn create(
         .store
         .create_consultation(&user.actor(), station.id, hospital, &input)
         .await?;
+    s.hub.publish(&c);
     tracing::info!(consultation = %c.id, kind = %c.kind, "consultation requested");
     Ok((StatusCode::CREATED, Json(c)))
 }
@@ -133,6 +134,7 @@ async fn accept(
         .store
         .accept_consultation(&user.actor(), id, user.user.id)
         .await?;
+    s.hub.publish(&c);
     tracing::info!(consultation = %id, doctor = %user.user.id, "consultation accepted");
     Ok(Json(c))
 }
@@ -165,6 +167,7 @@ async fn change_state(
         .store
         .transition_consultation(&user.actor(), id, body.state)
         .await?;
+    s.hub.publish(&c);
     tracing::info!(consultation = %id, state = %c.state, "consultation state changed");
     Ok(Json(c))
 }

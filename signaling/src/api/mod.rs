@@ -13,6 +13,7 @@ pub mod admin;
 pub mod consultations;
 pub mod notes;
 pub mod patients;
+pub mod schedule;
 pub mod system;
 
 /// A router that remembers which (method, path) pairs it serves.
@@ -46,6 +47,7 @@ impl ApiRoutes {
     verb!(post, POST, post);
     verb!(put, PUT, put);
     verb!(patch, PATCH, patch);
+    verb!(delete, DELETE, delete);
 }
 
 /// Every route of the API.
@@ -55,6 +57,7 @@ pub fn routes() -> ApiRoutes {
     let r = admin::routes(r);
     let r = patients::routes(r);
     let r = consultations::routes(r);
+    let r = schedule::routes(r);
     notes::routes(r)
 }
 

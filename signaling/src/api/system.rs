@@ -20,6 +20,7 @@ pub fn routes(r: ApiRoutes) -> ApiRoutes {
         .post("/api/auth/refresh", auth::refresh)
         .post("/api/auth/logout", auth::logout)
         .get("/api/auth/me", auth::me)
+        .get("/api/ws", crate::ws::upgrade)
 }
 
 /// 200 when the database answers, 503 otherwise.

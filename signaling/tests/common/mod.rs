@@ -89,7 +89,13 @@ pub fn config() -> Config {
 }
 
 pub fn router(store: Store, throttle: ThrottlePolicy) -> Router {
-    app(telehealth_signaling::state(store, JWT_KEY, &config(), throttle))
+    app(app_state(store, throttle))
+}
+
+pub fn app_state(store: Store, throttle: ThrottlePolicy) -> telehealth_signaling::AppState {
+    // The sender is dropped: these tests never shut the server down.
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    telehealth_signaling::state(store, JWT_KEY, &config(), throttle, rx)
 }
 
 pub fn fast_throttle() -> ThrottlePolicy {

@@ -1,0 +1,230 @@
+//! The WebSocket at `/api/ws`: one per open page, carrying live updates now
+//! and the call's signaling as it lands.
+//!
+//! The login is checked before the upgrade (cookie or bearer token), and
+//! the Origin must be this server's. Each socket is one loop over: the
+//! socket, hub updates, a heartbeat, a periodic session check, and server
+//! shutdown. Every close has an enumerated reason, logged and sent.
+//!
+//! Protocol (JSON text frames, `type`-tagged, version [`PROTOCOL`]) is
+//! documented in `docs/signaling.md`.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::auth::AuthUser;
+use crate::error::{ApiError, ApiResult};
+use crate::live::ConsultationChange;
+use crate::state::AppState;
+
+/// Version of the socket protocol; bumped on incompatible changes.
+pub const PROTOCOL: u32 = 1;
+/// Largest frame a client may send.
+pub const MAX_FRAME: usize = 64 * 1024;
+/// Heartbeat: the server pings this often and closes after `IDLE` silence.
+const PING_EVERY: Duration = Duration::from_secs(15);
+const IDLE: Duration = Duration::from_secs(45);
+/// Messages per second a client may send before it is cut off.
+const RATE_PER_SEC: u32 = 50;
+
+/// What a client may send.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Application-level keepalive (browsers cannot send WebSocket pings).
+    Ping {},
+}
+
+/// What the server sends.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage<'a> {
+    Hello {
+        protocol: u32,
+        user_id: String,
+        role: &'a str,
+    },
+    Pong,
+    ConsultationChanged(&'a ConsultationChange),
+    /// Updates were missed (the page was too slow): refetch lists.
+    Resync,
+    Error {
+        code: &'static str,
+        message: &'static str,
+        message_en: &'static str,
+    },
+}
+
+/// Why the server closed a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    ClientClosed,
+    Idle,
+    SessionEnded,
+    Flooding,
+    ServerShutdown,
+    SocketError,
+}
+
+impl CloseReason {
+    fn code_and_text(self) -> (u16, &'static str) {
+        match self {
+            CloseReason::ClientClosed => (1000, "client_closed"),
+            CloseReason::Idle => (1001, "idle_timeout"),
+            CloseReason::SessionEnded => (4001, "session_ended"),
+            CloseReason::Flooding => (1008, "rate_limited"),
+            CloseReason::ServerShutdown => (1001, "server_shutdown"),
+            CloseReason::SocketError => (1011, "socket_error"),
+        }
+    }
+}
+
+/// `GET /api/ws`: authenticate, check the Origin, then upgrade.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    user: AuthUser,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let ws = ws.map_err(|_| {
+        ApiError::bad_request(
+            "websocket_required",
+            "Đường dẫn này chỉ nhận kết nối WebSocket.",
+            "This path only accepts WebSocket connections.",
+        )
+    })?;
+    if let Some(origin) = headers.get("origin").and_then(|o| o.to_str().ok()) {
+        let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("");
+        let origin_host = origin.split("://").nth(1).unwrap_or("");
+        if origin_host != host {
+            return Err(ApiError::Forbidden {
+                code: "bad_origin",
+                detail: "Kết nối bị từ chối: trang này không thuộc máy chủ.",
+                detail_en: "Connection refused: the page does not belong to this server.",
+            });
+        }
+    }
+    Ok(ws
+        .max_message_size(MAX_FRAME)
+        .max_frame_size(MAX_FRAME)
+        .on_upgrade(move |socket| session(state, user, socket)))
+}
+
+async fn send(socket: &mut WebSocket, msg: &ServerMessage<'_>) -> Result<(), axum::Error> {
+    let text = serde_json::to_string(msg).unwrap_or_else(|_| "{}".into());
+    socket.send(Message::Text(text.into())).await
+}
+
+async fn session(state: AppState, user: AuthUser, mut socket: WebSocket) {
+    let role = user.user.role;
+    let facility = user.user.facility_id;
+    let uid = user.user.id;
+    tracing::info!(user = %uid, session = %user.session, "socket opened");
+    let mut updates = state.hub.subscribe();
+    let stop = crate::stopped(state.shutdown.clone());
+    tokio::pin!(stop);
+    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut session_check = tokio::time::interval(Duration::from_secs(30));
+    let mut last_heard = Instant::now();
+    let mut window = (Instant::now(), 0u32);
+    let hello = ServerMessage::Hello {
+        protocol: PROTOCOL,
+        user_id: uid.to_string(),
+        role: role.as_str(),
+    };
+    let mut reason = if send(&mut socket, &hello).await.is_err() {
+        Some(CloseReason::SocketError)
+    } else {
+        None
+    };
+
+    while reason.is_none() {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let Some(Ok(msg)) = incoming else {
+                    reason = Some(CloseReason::ClientClosed);
+                    break;
+                };
+                last_heard = Instant::now();
+                if window.0.elapsed() >= Duration::from_secs(1) {
+                    window = (Instant::now(), 0);
+                }
+                window.1 += 1;
+                if window.1 > RATE_PER_SEC {
+                    reason = Some(CloseReason::Flooding);
+                    break;
+                }
+                match msg {
+                    Message::Text(text) => {
+                        let reply = match serde_json::from_str::<ClientMessage>(&text) {
+                            Ok(ClientMessage::Ping {}) => ServerMessage::Pong,
+                            Err(_) => ServerMessage::Error {
+                                code: "bad_message",
+                                message: "Tin nhắn không hợp lệ hoặc không được hỗ trợ.",
+                                message_en: "Malformed or unsupported message.",
+                            },
+                        };
+                        if send(&mut socket, &reply).await.is_err() {
+                            reason = Some(CloseReason::SocketError);
+                        }
+                    }
+                    Message::Binary(_) => {
+                        let reply = ServerMessage::Error {
+                            code: "binary_not_supported",
+                            message: "Chỉ nhận tin nhắn dạng văn bản JSON.",
+                            message_en: "Only JSON text messages are accepted.",
+                        };
+                        if send(&mut socket, &reply).await.is_err() {
+                            reason = Some(CloseReason::SocketError);
+                        }
+                    }
+                    Message::Close(_) => reason = Some(CloseReason::ClientClosed),
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            update = updates.recv() => {
+                let msg = match &update {
+                    Ok(change) if change.concerns(role, facility, uid) => ServerMessage::ConsultationChanged(change),
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(_)) => ServerMessage::Resync,
+                    Err(RecvError::Closed) => { reason = Some(CloseReason::ServerShutdown); break; }
+                };
+                if send(&mut socket, &msg).await.is_err() {
+                    reason = Some(CloseReason::SocketError);
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > IDLE {
+                    reason = Some(CloseReason::Idle);
+                } else if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    reason = Some(CloseReason::SocketError);
+                }
+            }
+            _ = session_check.tick() => {
+                // Logout or deactivation ends open sockets too.
+                if !matches!(state.store.session_user(user.session).await, Ok(Some(_))) {
+                    reason = Some(CloseReason::SessionEnded);
+                }
+            }
+            _ = &mut stop => reason = Some(CloseReason::ServerShutdown),
+        }
+    }
+    let reason = reason.unwrap_or(CloseReason::SocketError);
+    let (code, text) = reason.code_and_text();
+    if reason != CloseReason::ClientClosed && reason != CloseReason::SocketError {
+        let _ = socket
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: text.into(),
+            })))
+            .await;
+    }
+    tracing::info!(user = %uid, reason = text, "socket closed");
+}
