@@ -870,3 +870,149 @@ async fn admins_manage_accounts_and_facilities(store: Store) {
     );
 }
 on_both!(admins_manage_accounts_and_facilities);
+
+async fn admins_read_session_logs_with_quality(store: Store) {
+    let w = world(store).await;
+    let (_, cid) = w.patient_and_consultation("Giàng A Páo", "001185012345").await;
+    let (_, quiet) = w.patient_and_consultation("Giàng Thị Mỷ", "001185012399").await;
+    call(
+        &w.app,
+        Method::POST,
+        &format!("/api/consultations/{cid}/state"),
+        Some(&w.t_doc1),
+        Some(json!({"state": "in_progress"})),
+    )
+    .await;
+    let id: telehealth_records::ConsultationId = cid.parse().unwrap();
+    let doc = Some(w.doc1.id);
+    for (loss, rtt, audio_only) in [(1.0, 120.0, false), (9.5, 380.0, true), (2.5, 200.0, false)] {
+        w.store
+            .append_session_event(
+                id,
+                "stats",
+                doc,
+                json!({"user_id": w.doc1.id, "loss_pct": loss, "rtt_ms": rtt, "audio_only": audio_only}),
+            )
+            .await
+            .unwrap();
+    }
+    w.store
+        .append_session_event(id, "reconnected", doc, json!({"note": "ICE restart, \"quoted\""}))
+        .await
+        .unwrap();
+    call(
+        &w.app,
+        Method::POST,
+        &format!("/api/consultations/{cid}/state"),
+        Some(&w.t_doc1),
+        Some(json!({"state": "completed"})),
+    )
+    .await;
+    let a = Some(w.t_admin.as_str());
+    let r = call(&w.app, Method::GET, &format!("/api/sessions/{cid}"), a, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let q = &r.body["quality"];
+    assert_eq!(
+        (q["samples"].as_u64(), q["worst_loss_pct"].as_f64()),
+        (Some(3), Some(9.5))
+    );
+    assert!((q["avg_rtt_ms"].as_f64().unwrap() - 700.0 / 3.0).abs() < 1e-9);
+    assert_eq!(
+        (q["audio_only_secs"].as_f64(), q["reconnections"].as_u64()),
+        (Some(5.0), Some(1))
+    );
+    assert!(q["duration_secs"].as_f64().unwrap() >= 0.0);
+    let kinds: Vec<_> = r.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds.first().map(String::as_str), Some("state_changed"));
+    assert!(kinds.contains(&"accepted".to_owned()) && kinds.iter().filter(|k| *k == "stats").count() == 3);
+    assert!(
+        !r.body.to_string().contains("Giàng"),
+        "no patient names in session logs"
+    );
+    // Filters.
+    let r = call(&w.app, Method::GET, "/api/sessions?min_worst_loss_pct=5", a, None).await;
+    let ids: Vec<_> = r
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["consultation_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, [cid.clone()]);
+    let r = call(
+        &w.app,
+        Method::GET,
+        &format!("/api/sessions?state=requested&facility_id={}", w.s1.id),
+        a,
+        None,
+    )
+    .await;
+    let ids: Vec<_> = r
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["consultation_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ids,
+        [quiet.clone()],
+        "accepted but not started is still requested"
+    );
+    let r = call(
+        &w.app,
+        Method::GET,
+        &format!("/api/sessions?facility_id={}", w.s2.id),
+        a,
+        None,
+    )
+    .await;
+    assert!(r.body.as_array().unwrap().is_empty());
+    let r = call(
+        &w.app,
+        Method::GET,
+        &format!("/api/sessions?facility_id={}", w.h1.id),
+        a,
+        None,
+    )
+    .await;
+    assert_eq!(r.body.as_array().unwrap().len(), 2);
+    let r = call(&w.app, Method::GET, "/api/sessions?from=yesterday", a, None).await;
+    assert_eq!(
+        (r.status, r.body["errors"][0]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("from"))
+    );
+    // CSV export.
+    let req = axum::http::Request::builder()
+        .uri(format!("/api/sessions/{cid}/events.csv"))
+        .header("authorization", format!("Bearer {}", w.t_admin))
+        .body(Body::empty())
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(w.app.clone(), req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    let body = String::from_utf8(
+        axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    let lines: Vec<_> = body.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines[0], "id,at,kind,user_id,data");
+    assert_eq!(lines.len(), 1 + kinds.len());
+    assert!(
+        body.contains(r#""{""note"":""ICE restart, \""quoted\""""}""#),
+        "{body}"
+    );
+    let _ = quiet;
+}
+on_both!(admins_read_session_logs_with_quality);

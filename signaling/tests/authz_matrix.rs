@@ -97,6 +97,14 @@ fn matrix() -> Vec<Row> {
             [403, 403, 403, 403, 200, 401],
         ),
         (M::GET, "/api/audit", none, [403, 403, 403, 403, 200, 401]),
+        (M::GET, "/api/sessions", none, [403, 403, 403, 403, 200, 401]),
+        (M::GET, "/api/sessions/{id}", none, [403, 403, 403, 403, 200, 401]),
+        (
+            M::GET,
+            "/api/sessions/{id}/events.csv",
+            none,
+            [403, 403, 403, 403, 200, 401],
+        ),
         (
             M::POST,
             "/api/patients",
@@ -316,7 +324,7 @@ async fn authorization_matrix(
             w.doc1.id.to_string()
         } else if path.starts_with("/api/patients/") {
             pid.clone()
-        } else if path.starts_with("/api/consultations/") {
+        } else if path.starts_with("/api/consultations/") || path.starts_with("/api/sessions/") {
             cid.clone()
         } else if path.starts_with("/api/notes/") {
             nid.clone()

@@ -14,6 +14,7 @@ pub mod consultations;
 pub mod notes;
 pub mod patients;
 pub mod schedule;
+pub mod sessions;
 pub mod system;
 
 /// A router that remembers which (method, path) pairs it serves.
@@ -58,6 +59,7 @@ pub fn routes() -> ApiRoutes {
     let r = patients::routes(r);
     let r = consultations::routes(r);
     let r = schedule::routes(r);
+    let r = sessions::routes(r);
     notes::routes(r)
 }
 
