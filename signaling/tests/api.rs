@@ -943,7 +943,7 @@ async fn admins_read_session_logs_with_quality(store: Store) {
         .iter()
         .map(|s| s["consultation_id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(ids, [cid.clone()]);
+    assert_eq!(ids, [cid.as_str()]);
     let r = call(
         &w.app,
         Method::GET,
@@ -961,7 +961,7 @@ async fn admins_read_session_logs_with_quality(store: Store) {
         .collect();
     assert_eq!(
         ids,
-        [quiet.clone()],
+        [quiet.as_str()],
         "accepted but not started is still requested"
     );
     let r = call(
