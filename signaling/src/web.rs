@@ -1,4 +1,5 @@
-//! The browser app, embedded in the binary (no build step, no Node at run time).
+//! The browser app, embedded in the binary (no build step, no Node at run
+//! time). `build.rs` lists every file of `web-client/`.
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -7,29 +8,8 @@ use axum::Router;
 
 use crate::state::AppState;
 
-/// (path, content type, body) of every embedded file.
-const FILES: &[(&str, &str, &str)] = &[
-    (
-        "/",
-        "text/html; charset=utf-8",
-        include_str!("../../web-client/index.html"),
-    ),
-    (
-        "/app.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../../web-client/app.js"),
-    ),
-    (
-        "/i18n.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../../web-client/i18n.js"),
-    ),
-    (
-        "/style.css",
-        "text/css; charset=utf-8",
-        include_str!("../../web-client/style.css"),
-    ),
-];
+/// (URL path, content type, body) of every embedded file.
+const FILES: &[(&str, &str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/web_files.rs"));
 
 pub fn router() -> Router<AppState> {
     let mut r = Router::new();
@@ -39,8 +19,8 @@ pub fn router() -> Router<AppState> {
     r
 }
 
-fn file(ctype: &'static str, body: &'static str) -> Response {
-    (
+fn file(ctype: &'static str, body: &'static [u8]) -> Response {
+    let mut resp = (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, ctype),
@@ -49,5 +29,26 @@ fn file(ctype: &'static str, body: &'static str) -> Response {
         ],
         body,
     )
-        .into_response()
+        .into_response();
+    if ctype.starts_with("text/html") {
+        // The app loads nothing from elsewhere; media comes from the camera.
+        resp.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            header::HeaderValue::from_static(
+                "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; connect-src 'self'; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+            ),
+        );
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_app_is_embedded() {
+        assert!(super::FILES
+            .iter()
+            .any(|(p, c, b)| *p == "/" && c.starts_with("text/html") && !b.is_empty()));
+        assert!(super::FILES.iter().all(|(p, _, _)| p.starts_with('/')));
+    }
 }
