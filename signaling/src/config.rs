@@ -45,9 +45,15 @@ pub struct Config {
     #[arg(long, env = "TELEHEALTH_PUBLIC_IP")]
     pub public_ip: Option<IpAddr>,
 
-    /// UDP port that carries all media (ICE UDP mux).
+    /// UDP port that carries all media (ICE UDP mux), on the HTTP address's
+    /// IP. 0 picks a free port.
     #[arg(long, env = "TELEHEALTH_MEDIA_UDP_PORT", default_value_t = 3478)]
     pub media_udp_port: u16,
+
+    /// STUN/TURN server URLs handed to browsers (comma-separated), e.g.
+    /// `turn:turn.example.vn:3479?transport=udp`.
+    #[arg(long, env = "TELEHEALTH_ICE_SERVERS", value_delimiter = ',')]
+    pub ice_servers: Vec<String>,
 
     /// Take the client address from `X-Forwarded-For` (only behind a reverse
     /// proxy that sets it; otherwise clients could forge their address).
@@ -73,6 +79,17 @@ pub struct Config {
 }
 
 impl Config {
+    /// The SFU's settings, derived from ours.
+    pub fn sfu_config(&self) -> telehealth_sfu::SfuConfig {
+        let mut c = telehealth_sfu::SfuConfig {
+            udp_bind: std::net::SocketAddr::new(self.http_addr.ip(), self.media_udp_port),
+            public_ip: self.public_ip,
+            ..Default::default()
+        };
+        c.ice_servers = self.ice_servers.clone();
+        c
+    }
+
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(u) => u.clone(),

@@ -20,6 +20,8 @@ pub mod access;
 pub mod api;
 pub mod auth;
 mod bootstrap;
+pub mod call;
+mod call_ws;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -73,6 +75,7 @@ pub fn state(
     jwt_key: &[u8],
     config: &Config,
     throttle: ThrottlePolicy,
+    calls: call::Calls,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> AppState {
     AppState {
@@ -86,6 +89,7 @@ pub fn state(
         trust_proxy: config.trust_proxy,
         secure_cookies: config.tls_cert.is_some() || config.trust_proxy,
         hub: live::Hub::default(),
+        calls,
         shutdown,
     }
 }
@@ -163,14 +167,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     if config.demo {
         bootstrap::demo(&store).await?;
     }
+    let sfu = telehealth_sfu::Sfu::start(config.sfu_config())
+        .await
+        .context("starting the media server (UDP)")?;
+    tracing::info!(media = %sfu.local_addr(), "media server ready");
+    let calls = call::Calls::new(sfu.clone(), config.ice_servers.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let state = state(
         store.clone(),
         &jwt_key,
         &config,
         ThrottlePolicy::default(),
+        calls.clone(),
         stop_rx.clone(),
     );
+    tokio::spawn(call::dispatch(calls, store.clone(), state.hub.clone()));
     // Rooms do not survive a restart: consultations that were live are
     // interrupted, and the pages that show them are told.
     for c in store.interrupt_live_consultations().await? {
@@ -225,6 +236,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                 .await?;
         }
     }
+    sfu.shutdown().await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use telehealth_records::Store;
 
 use crate::auth::{AuthKeys, LoginThrottle};
+use crate::call::Calls;
 use crate::live::Hub;
 
 /// What every handler can reach. Cheap to clone.
@@ -17,6 +18,8 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// Live updates to open pages.
     pub hub: Hub,
+    /// Live calls and the SFU.
+    pub calls: Calls,
     /// Turns true when the server is shutting down (sockets close cleanly).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

@@ -40,6 +40,41 @@ const RATE_PER_SEC: u32 = 50;
 pub enum ClientMessage {
     /// Application-level keepalive (browsers cannot send WebSocket pings).
     Ping {},
+    /// Join a consultation's call with an SDP offer; `resume` takes over
+    /// this user's participant from a dropped socket (the offer restarts ICE).
+    Join {
+        consultation_id: String,
+        sdp: String,
+        #[serde(default)]
+        resume: Option<String>,
+    },
+    /// A renegotiation offer from the client (e.g. an ICE restart).
+    Offer { sdp: String },
+    /// The answer to a server `offer`.
+    Answer { sdp: String },
+    /// A trickled ICE candidate (`candidate` empty = end of candidates).
+    Ice { candidate: WireCandidate },
+    /// Microphone / camera on or off, announced to the others.
+    Media { audio: bool, video: bool },
+    /// Text chat, the fallback when video fails.
+    Chat { text: String },
+    /// Leave the call.
+    Leave {},
+    /// End the consultation (its doctor only).
+    End {},
+}
+
+/// An ICE candidate as sent by browsers (`RTCIceCandidateInit`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireCandidate {
+    pub candidate: String,
+    #[serde(default, alias = "sdpMid")]
+    pub sdp_mid: Option<String>,
+    #[serde(default, alias = "sdpMLineIndex")]
+    pub sdp_mline_index: Option<u16>,
+    #[serde(default, alias = "usernameFragment")]
+    pub username_fragment: Option<String>,
 }
 
 /// What the server sends.
@@ -60,6 +95,13 @@ pub enum ServerMessage<'a> {
         message: &'static str,
         message_en: &'static str,
     },
+}
+
+/// The call this socket is in, if any.
+pub struct CallState {
+    pub current: Option<(telehealth_records::ConsultationId, telehealth_sfu::ParticipantId)>,
+    pub outbox: crate::call::Outbox,
+    pub user: AuthUser,
 }
 
 /// Why the server closed a socket.
@@ -134,6 +176,12 @@ async fn session(state: AppState, user: AuthUser, mut socket: WebSocket) {
     let mut session_check = tokio::time::interval(Duration::from_secs(30));
     let mut last_heard = Instant::now();
     let mut window = (Instant::now(), 0u32);
+    let (outbox, mut inbox) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut call = CallState {
+        current: None,
+        outbox,
+        user: user.clone(),
+    };
     let hello = ServerMessage::Hello {
         protocol: PROTOCOL,
         user_id: uid.to_string(),
@@ -164,15 +212,14 @@ async fn session(state: AppState, user: AuthUser, mut socket: WebSocket) {
                 match msg {
                     Message::Text(text) => {
                         let reply = match serde_json::from_str::<ClientMessage>(&text) {
-                            Ok(ClientMessage::Ping {}) => ServerMessage::Pong,
-                            Err(_) => ServerMessage::Error {
-                                code: "bad_message",
-                                message: "Tin nhắn không hợp lệ hoặc không được hỗ trợ.",
-                                message_en: "Malformed or unsupported message.",
-                            },
+                            Ok(ClientMessage::Ping {}) => Some(serde_json::json!({"type": "pong"})),
+                            Ok(m) => crate::call_ws::handle(&state, &mut call, m).await,
+                            Err(_) => Some(crate::call_ws::error("bad_message", "Tin nhắn không hợp lệ hoặc không được hỗ trợ.", "Malformed or unsupported message.")),
                         };
-                        if send(&mut socket, &reply).await.is_err() {
-                            reason = Some(CloseReason::SocketError);
+                        if let Some(reply) = reply {
+                            if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
+                                reason = Some(CloseReason::SocketError);
+                            }
                         }
                     }
                     Message::Binary(_) => {
@@ -200,6 +247,11 @@ async fn session(state: AppState, user: AuthUser, mut socket: WebSocket) {
                     reason = Some(CloseReason::SocketError);
                 }
             }
+            Some(out) = inbox.recv() => {
+                if socket.send(Message::Text(out.into())).await.is_err() {
+                    reason = Some(CloseReason::SocketError);
+                }
+            }
             _ = ping.tick() => {
                 if last_heard.elapsed() > IDLE {
                     reason = Some(CloseReason::Idle);
@@ -217,6 +269,18 @@ async fn session(state: AppState, user: AuthUser, mut socket: WebSocket) {
         }
     }
     let reason = reason.unwrap_or(CloseReason::SocketError);
+    if let Some((c, pid)) = call.current.take() {
+        // Keep the participant for a while: a reconnecting socket resumes it.
+        state.calls.socket_dropped(c, &pid);
+        crate::call_ws::log(
+            &state,
+            c,
+            "reconnecting",
+            Some(uid),
+            serde_json::json!({"participant_id": pid.as_str(), "socket": reason.code_and_text().1}),
+        )
+        .await;
+    }
     let (code, text) = reason.code_and_text();
     if reason != CloseReason::ClientClosed && reason != CloseReason::SocketError {
         let _ = socket
@@ -225,6 +289,17 @@ async fn session(state: AppState, user: AuthUser, mut socket: WebSocket) {
                 reason: text.into(),
             })))
             .await;
+        // The closing handshake (RFC 6455 §7.1.1): read until the client's
+        // Close, so that unread client data does not make the kernel reset
+        // the connection before our Close frame (and its reason) arrives.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(m)) = socket.recv().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
     tracing::info!(user = %uid, reason = text, "socket closed");
 }

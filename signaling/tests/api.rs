@@ -769,7 +769,7 @@ async fn audit_log_records_who_read_which_patient(store: Store) {
 on_both!(audit_log_records_who_read_which_patient);
 
 async fn healthz_answers_when_the_database_does(store: Store) {
-    let app = router(store.clone(), Default::default());
+    let app = router(store.clone(), Default::default()).await;
     assert_eq!(
         call(&app, Method::GET, "/healthz", None, None).await.status,
         StatusCode::OK

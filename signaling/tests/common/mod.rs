@@ -88,14 +88,25 @@ pub fn config() -> Config {
     Config::parse_from(["telehealth"])
 }
 
-pub fn router(store: Store, throttle: ThrottlePolicy) -> Router {
-    app(app_state(store, throttle))
+pub async fn router(store: Store, throttle: ThrottlePolicy) -> Router {
+    app(app_state(store, throttle).await)
 }
 
-pub fn app_state(store: Store, throttle: ThrottlePolicy) -> telehealth_signaling::AppState {
+/// The application state on a real SFU (loopback, a free UDP port).
+pub async fn app_state(store: Store, throttle: ThrottlePolicy) -> telehealth_signaling::AppState {
+    let sfu = telehealth_sfu::Sfu::start(telehealth_sfu::SfuConfig::loopback())
+        .await
+        .unwrap();
+    let calls = telehealth_signaling::call::Calls::new(sfu, vec![]);
     // The sender is dropped: these tests never shut the server down.
     let (_tx, rx) = tokio::sync::watch::channel(false);
-    telehealth_signaling::state(store, JWT_KEY, &config(), throttle, rx)
+    let state = telehealth_signaling::state(store.clone(), JWT_KEY, &config(), throttle, calls.clone(), rx);
+    tokio::spawn(telehealth_signaling::call::dispatch(
+        calls,
+        store,
+        state.hub.clone(),
+    ));
+    state
 }
 
 pub fn fast_throttle() -> ThrottlePolicy {
@@ -288,7 +299,7 @@ pub async fn world_with(store: Store, throttle: ThrottlePolicy) -> World {
         .create_user(&sys, &user("doc2", Role::Doctor, Some(h2.id)))
         .await
         .unwrap();
-    let app = router(store.clone(), throttle);
+    let app = router(store.clone(), throttle).await;
     let t_admin = login(&app, "admin").await;
     let t_hw1 = login(&app, "hw1").await;
     let t_hw2 = login(&app, "hw2").await;

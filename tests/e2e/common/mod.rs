@@ -64,7 +64,13 @@ impl Server {
     pub fn start_with(data_dir: &Path, database_url: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_telehealth"))
             .args(extra)
-            .args(["--http-addr", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "--http-addr",
+                "127.0.0.1:0",
+                "--media-udp-port",
+                "0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .args(["--database-url", database_url])
             .env("TELEHEALTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
@@ -164,4 +170,44 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     f()
+}
+
+/// Tokens of a small province set up through the API: one hospital with a
+/// doctor, one station with a health worker.
+pub struct Province {
+    pub admin: String,
+    pub doctor: String,
+    pub worker: String,
+    pub hospital_id: String,
+    pub station_id: String,
+}
+
+pub async fn province(c: &reqwest::Client, s: &Server) -> Province {
+    let admin = login(c, s, "admin", ADMIN_PASSWORD).await;
+    let h = post(
+        c,
+        s,
+        &admin,
+        "/api/facilities",
+        json!({"code": "H", "name": "TTYT huyện", "kind": "district_hospital", "province": "Điện Biên"}),
+    )
+    .await;
+    let st = post(c, s, &admin, "/api/facilities", json!({"code": "S", "name": "Trạm y tế xã", "kind": "commune_station", "referral_hospital_id": h["id"], "province": "Điện Biên"})).await;
+    post(c, s, &admin, "/api/users", json!({"username": "bacsi", "display_name": "Bác sĩ", "password": PASSWORD, "role": "doctor", "facility_id": h["id"]})).await;
+    post(c, s, &admin, "/api/users", json!({"username": "yta", "display_name": "Y tá", "password": PASSWORD, "role": "health_worker", "facility_id": st["id"]})).await;
+    Province {
+        doctor: login(c, s, "bacsi", PASSWORD).await,
+        worker: login(c, s, "yta", PASSWORD).await,
+        admin,
+        hospital_id: h["id"].as_str().unwrap().to_owned(),
+        station_id: st["id"].as_str().unwrap().to_owned(),
+    }
+}
+
+pub async fn get(c: &reqwest::Client, s: &Server, token: &str, path: &str) -> Value {
+    let r = c.get(s.url(path)).bearer_auth(token).send().await.unwrap();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "GET {path}: {status} {v}");
+    v
 }

@@ -1,0 +1,205 @@
+//! The per-packet path: RTP from a publisher to its subscribers, feedback
+//! from subscribers, and keyframe requests upstream.
+
+use super::*;
+
+impl Engine {
+    // -------------------------------------------------------------- forwarding
+
+    pub(super) fn forward_rtp(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        rtc_track: &str,
+        packet: rtc::rtp::Packet,
+    ) {
+        let Some(peer) = self.peers.get(&key) else {
+            return;
+        };
+        let Some(track_id) = peer.inbound.get(rtc_track) else {
+            return;
+        };
+        let Some(published) = self
+            .rooms
+            .get_mut(&peer.room)
+            .and_then(|r| r.tracks.get_mut(track_id))
+        else {
+            return;
+        };
+        published.counters.packets += 1;
+        published.counters.bytes += packet.payload.len() as u64;
+        let keyframe = published.codec.is_keyframe_start(&packet.payload);
+        if keyframe {
+            published.keyframe.handle_keyframe(now);
+        }
+        let ssrc = packet.header.ssrc;
+        let layer = published.layers.iter().position(|&s| s == ssrc).unwrap_or(0);
+        let rtc_codec = &published.rtc_codec;
+        for (&sub_key, sub) in published.subs.iter_mut() {
+            let Some(subscriber) = self.peers.get_mut(&sub_key) else {
+                continue;
+            };
+            if !subscriber.connected() {
+                continue;
+            }
+            // A layer switch needs nothing more here: the rewriter splices the
+            // new layer on when it sees its SSRC.
+            if let Some(sel) = sub.selector.as_mut() {
+                if sel.handle_packet(layer, keyframe) == LayerDecision::Drop {
+                    continue;
+                }
+            }
+            if sub.waiting_keyframe {
+                if !keyframe {
+                    continue;
+                }
+                sub.waiting_keyframe = false;
+            }
+            let Some(mut sender) = subscriber.pc.rtp_sender(sub.sender_id) else {
+                continue;
+            };
+            let pt = match sub.payload_type {
+                Some(pt) => pt,
+                None => {
+                    let params = sender.get_parameters();
+                    let Some(pt) =
+                        params
+                            .rtp_parameters
+                            .codecs
+                            .iter()
+                            .find(|c| {
+                                c.rtp_codec.mime_type.eq_ignore_ascii_case(&rtc_codec.mime_type)
+                                    && c.rtp_codec.sdp_fmtp_line == rtc_codec.sdp_fmtp_line
+                            })
+                            .or_else(|| {
+                                params.rtp_parameters.codecs.iter().find(|c| {
+                                    c.rtp_codec.mime_type.eq_ignore_ascii_case(&rtc_codec.mime_type)
+                                })
+                            })
+                            .map(|c| c.payload_type)
+                    else {
+                        continue;
+                    };
+                    sub.payload_type = Some(pt);
+                    pt
+                }
+            };
+            let rw = sub
+                .rewriter
+                .rewrite(now, ssrc, packet.header.sequence_number, packet.header.timestamp);
+            let mut out = packet.clone();
+            out.header.ssrc = rw.ssrc;
+            out.header.sequence_number = rw.sequence_number;
+            out.header.timestamp = rw.timestamp;
+            out.header.payload_type = pt;
+            // The publisher's header extension ids mean nothing on this leg;
+            // the sender's interceptors add their own.
+            out.header.extension = false;
+            out.header.extension_profile = 0;
+            out.header.extensions.clear();
+            let len = out.payload.len() as u64;
+            tracing::trace!(subscriber = %subscriber.id, pt, ssrc = rw.ssrc, "forward");
+            match sender.write_rtp(now, out) {
+                Ok(()) => {
+                    sub.counters.packets += 1;
+                    sub.counters.bytes += len;
+                    self.counters.rtp_forwarded += 1;
+                    if !self.dirty.contains(&sub_key) {
+                        self.dirty.push(sub_key);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "write_rtp failed"),
+            }
+        }
+    }
+
+    pub(super) fn handle_rtcp(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        rtc_track: &str,
+        packets: &[Box<dyn rtc::rtcp::Packet>],
+    ) {
+        let Some(peer) = self.peers.get(&key) else {
+            return;
+        };
+        // Only feedback about media we send to this peer matters here.
+        let Some(track_id) = peer.outbound.get(rtc_track) else {
+            return;
+        };
+        let Some(published) = self
+            .rooms
+            .get_mut(&peer.room)
+            .and_then(|r| r.tracks.get_mut(track_id))
+        else {
+            return;
+        };
+        let Some(sub) = published.subs.get_mut(&key) else {
+            return;
+        };
+        for p in packets {
+            let any = p.as_any();
+            if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                sub.counters.plis += 1;
+                published.keyframe.handle_request(now);
+            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                sub.counters.nacks += nack.nacks.len() as u64;
+            } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                if let Some(sel) = sub.selector.as_mut() {
+                    sel.handle_estimate(now, remb.bitrate as u64);
+                }
+            }
+        }
+    }
+
+    /// Sends the keyframe requests that are due: for subscribers still waiting
+    /// for their first keyframe, for pending layer switches, and for PLI/FIR
+    /// relayed from subscribers — each rate-limited per publisher track.
+    pub(super) fn keyframe_tick(&mut self, now: Instant) {
+        let mut sends: Vec<(PeerKey, RTCRtpReceiverId, u32)> = Vec::new();
+        for room in self.rooms.values_mut() {
+            for published in room.tracks.values_mut() {
+                if published.kind != MediaKind::Video {
+                    continue;
+                }
+                let mut want_layer = None;
+                for (sub_key, sub) in &published.subs {
+                    let connected = self.peers.get(sub_key).is_some_and(|p| p.connected());
+                    if !connected {
+                        continue;
+                    }
+                    if sub.waiting_keyframe {
+                        want_layer.get_or_insert(0);
+                    }
+                    if let Some(l) = sub.selector.as_ref().and_then(|s| s.poll_keyframe_request()) {
+                        want_layer = Some(l);
+                    }
+                }
+                if let Some(_l) = want_layer {
+                    published.keyframe.handle_request(now);
+                }
+                if published.keyframe.poll_request(now) {
+                    let layer = want_layer.unwrap_or(0);
+                    if let Some(&ssrc) = published.layers.get(layer).or(published.layers.first()) {
+                        sends.push((published.publisher, published.receiver_id, ssrc));
+                    }
+                }
+            }
+        }
+        for (key, receiver_id, media_ssrc) in sends {
+            let Some(p) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            if let Some(mut receiver) = p.pc.rtp_receiver(receiver_id) {
+                let pli = PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                };
+                if receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
+                    self.counters.keyframe_requests += 1;
+                }
+            }
+            self.mark(key);
+        }
+    }
+}

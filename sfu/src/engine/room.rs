@@ -1,0 +1,252 @@
+//! Room membership changes: publishing, subscribing, leaving.
+
+use super::*;
+
+impl Engine {
+    // ---------------------------------------------------------- room changes
+
+    /// Adds a sender for `track` to the subscriber's connection (renegotiation follows).
+    pub(super) fn subscribe(&mut self, room_id: &RoomId, track_id: &TrackId, sub_key: PeerKey) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Some(published) = room.tracks.get_mut(track_id) else {
+            return;
+        };
+        if published.publisher == sub_key || published.subs.contains_key(&sub_key) {
+            return;
+        }
+        let Some(sub) = self.peers.get_mut(&sub_key) else {
+            return;
+        };
+        let ssrc = rand::random::<u32>();
+        let kind = match published.kind {
+            MediaKind::Audio => RtpCodecKind::Audio,
+            MediaKind::Video => RtpCodecKind::Video,
+        };
+        let track = MediaStreamTrack::new(
+            published.participant.to_string(),
+            track_id.to_string(),
+            track_id.to_string(),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: published.rtc_codec.clone(),
+                ..Default::default()
+            }],
+        );
+        let sender_id = match sub.pc.add_track(track) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(participant = %sub.id, track = %track_id, error = %e, "cannot add track");
+                return;
+            }
+        };
+        sub.outbound.insert(track_id.to_string(), track_id.clone());
+        sub.negotiation_needed = true;
+        let video = published.kind == MediaKind::Video;
+        let selector = (published.layers.len() > 1).then(|| {
+            LayerSelector::new(
+                // Nominal layer bitrates until measured: 150 k, 500 k, 1.5 M.
+                [150_000, 500_000, 1_500_000]
+                    .into_iter()
+                    .cycle()
+                    .take(published.layers.len())
+                    .collect(),
+                LayerPolicy::default(),
+            )
+        });
+        published.subs.insert(
+            sub_key,
+            Subscription {
+                sender_id,
+                rewriter: StreamRewriter::new(ssrc, published.rtc_codec.clock_rate),
+                waiting_keyframe: video,
+                selector,
+                payload_type: None,
+                counters: Counters::default(),
+            },
+        );
+        self.mark(sub_key);
+    }
+
+    pub(super) fn publish(
+        &mut self,
+        key: PeerKey,
+        rtc_track_id: String,
+        receiver_id: RTCRtpReceiverId,
+        ssrc: u32,
+    ) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let room_id = peer.room.clone();
+        if let Some(track_id) = peer.inbound.get(&rtc_track_id).cloned() {
+            // Another simulcast layer of a track we already forward.
+            if let Some(p) = self
+                .rooms
+                .get_mut(&room_id)
+                .and_then(|r| r.tracks.get_mut(&track_id))
+            {
+                if !p.layers.contains(&ssrc) {
+                    p.layers.push(ssrc);
+                    sort_layers(peer, receiver_id, &mut p.layers);
+                }
+            }
+            return;
+        }
+        let Some(receiver) = peer.pc.rtp_receiver(receiver_id) else {
+            return;
+        };
+        let track = receiver.track();
+        let kind = kind_of(track.kind());
+        let Some(rtc_codec) = track.codec(ssrc).cloned() else {
+            tracing::warn!(participant = %peer.id, "track without codec; not forwarded");
+            return;
+        };
+        let mut layers: Vec<u32> = track.ssrcs().collect();
+        if layers.is_empty() {
+            layers.push(ssrc);
+        }
+        sort_layers(peer, receiver_id, &mut layers);
+        peer.published_count += 1;
+        let track_id = TrackId::new(format!("{}/{}", peer.id, peer.published_count));
+        peer.inbound.insert(rtc_track_id, track_id.clone());
+        let participant = peer.id.clone();
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        room.tracks.insert(
+            track_id.clone(),
+            Published {
+                publisher: key,
+                participant: participant.clone(),
+                kind,
+                codec: Codec::from_mime(&rtc_codec.mime_type),
+                rtc_codec,
+                receiver_id,
+                layers,
+                keyframe: KeyframeRequester::new(self.config.keyframe_min_interval),
+                subs: HashMap::new(),
+                counters: Counters::default(),
+            },
+        );
+        let others: Vec<PeerKey> = room
+            .participants
+            .values()
+            .copied()
+            .filter(|&k| k != key)
+            .collect();
+        tracing::info!(room = %room_id, participant = %participant, track = %track_id, ?kind, "track published");
+        for other in others {
+            self.subscribe(&room_id, &track_id, other);
+        }
+        self.emit(SfuEvent::TrackPublished {
+            room: room_id,
+            participant,
+            track: track_id,
+            kind,
+        });
+    }
+
+    pub(super) fn unpublish(&mut self, room_id: &RoomId, track_id: &TrackId) {
+        let Some(published) = self
+            .rooms
+            .get_mut(room_id)
+            .and_then(|r| r.tracks.remove(track_id))
+        else {
+            return;
+        };
+        for (sub_key, sub) in published.subs {
+            if let Some(p) = self.peers.get_mut(&sub_key) {
+                if let Err(e) = p.pc.remove_track(sub.sender_id) {
+                    tracing::debug!(participant = %p.id, error = %e, "remove_track failed");
+                }
+                p.outbound.remove(track_id.as_str());
+                p.negotiation_needed = true;
+                self.mark(sub_key);
+            }
+        }
+        if let Some(p) = self.peers.get_mut(&published.publisher) {
+            p.inbound.retain(|_, t| t != track_id);
+        }
+        self.emit(SfuEvent::TrackUnpublished {
+            room: room_id.clone(),
+            participant: published.participant,
+            track: track_id.clone(),
+        });
+    }
+
+    pub(super) fn remove_peer(&mut self, key: PeerKey, reason: CloseReason) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if peer.closing {
+            return;
+        }
+        peer.closing = true;
+        let room_id = peer.room.clone();
+        let participant = peer.id.clone();
+        let _ = guarded(|| peer.pc.close().map_err(webrtc));
+        // Send what the close produced (DTLS close_notify) before forgetting the peer.
+        while let Some(msg) = peer.pc.poll_write() {
+            let _ = self.socket.try_send_to(&msg.message, msg.transport.peer_addr);
+        }
+        let published: Vec<TrackId> = self
+            .rooms
+            .get(&room_id)
+            .map(|r| {
+                r.tracks
+                    .iter()
+                    .filter(|(_, t)| t.publisher == key)
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for t in &published {
+            self.unpublish(&room_id, t);
+        }
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            room.participants.remove(&participant);
+            for t in room.tracks.values_mut() {
+                t.subs.remove(&key);
+            }
+        }
+        self.peers.remove(&key);
+        self.by_ufrag.retain(|_, k| *k != key);
+        self.by_addr.retain(|_, k| *k != key);
+        self.dirty.retain(|&k| k != key);
+        tracing::info!(room = %room_id, participant = %participant, reason = reason.code(), "participant left");
+        self.emit(SfuEvent::ParticipantLeft {
+            room: room_id,
+            participant,
+            reason,
+        });
+    }
+
+    pub(super) fn close_room(&mut self, room_id: &RoomId, reason: CloseReason) -> Result<()> {
+        let room = self
+            .rooms
+            .get(room_id)
+            .ok_or_else(|| SfuError::UnknownRoom(room_id.clone()))?;
+        let keys: Vec<PeerKey> = room.participants.values().copied().collect();
+        for k in keys {
+            self.remove_peer(k, reason);
+        }
+        self.rooms.remove(room_id);
+        self.emit(SfuEvent::RoomClosed {
+            room: room_id.clone(),
+        });
+        Ok(())
+    }
+
+    pub(super) fn shutdown(&mut self) {
+        let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
+        for r in rooms {
+            let _ = self.close_room(&r, CloseReason::Shutdown);
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! What the SFU tells its owner (signaling): negotiation messages to relay to
+//! a participant, and facts for the session log.
+
+use crate::ids::{ParticipantId, RoomId, TrackId};
+use std::time::SystemTime;
+
+/// An ICE candidate as carried by signaling (the fields of `RTCIceCandidateInit`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IceCandidate {
+    /// The `candidate:` line (empty string = end of candidates).
+    pub candidate: String,
+    /// The media stream id the candidate is for.
+    pub sdp_mid: Option<String>,
+    /// The m-line index the candidate is for.
+    pub sdp_mline_index: Option<u16>,
+    /// The ICE ufrag the candidate belongs to.
+    pub username_fragment: Option<String>,
+}
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    /// An audio track.
+    Audio,
+    /// A video track.
+    Video,
+}
+
+/// Peer connection state, as the browser names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Negotiating.
+    New,
+    /// ICE/DTLS in progress.
+    Connecting,
+    /// Media can flow.
+    Connected,
+    /// Lost for now (ICE may recover).
+    Disconnected,
+    /// ICE failed; the participant is removed.
+    Failed,
+    /// Closed.
+    Closed,
+}
+
+/// Why a participant left the room. Logged and sent to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The application removed it (the user left, or was removed).
+    Removed,
+    /// The room was closed.
+    RoomClosed,
+    /// ICE failed: the network path died and did not recover.
+    ConnectionFailed,
+    /// The peer closed its connection (DTLS close).
+    PeerClosed,
+    /// The SFU shut down.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// A stable code for logs and clients.
+    pub fn code(self) -> &'static str {
+        match self {
+            CloseReason::Removed => "removed",
+            CloseReason::RoomClosed => "room_closed",
+            CloseReason::ConnectionFailed => "connection_failed",
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Direction of a track relative to the participant the stats are about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Media the participant publishes (SFU receives).
+    Inbound,
+    /// Media the participant receives (SFU sends).
+    Outbound,
+}
+
+/// One track's figures over the last stats interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackStats {
+    /// The published track.
+    pub track: TrackId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Inbound (published by this participant) or outbound (received by it).
+    pub direction: Direction,
+    /// RTP packets in the interval.
+    pub packets: u64,
+    /// Bitrate over the interval, bits per second.
+    pub bitrate_bps: u64,
+    /// Packets lost, cumulative, as reported (RTCP RR) or counted.
+    pub packets_lost: i64,
+    /// Interarrival jitter in seconds, if known.
+    pub jitter_s: Option<f64>,
+    /// NACKs received (outbound) or sent (inbound), cumulative.
+    pub nacks: u64,
+    /// PLI/FIR received (outbound) or sent (inbound), cumulative.
+    pub plis: u64,
+    /// Selected simulcast layer (outbound simulcast only).
+    pub layer: Option<usize>,
+}
+
+/// A stats sample for one participant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsSample {
+    /// The room.
+    pub room: RoomId,
+    /// The participant.
+    pub participant: ParticipantId,
+    /// When the sample was taken.
+    pub at: SystemTime,
+    /// Round-trip time to the participant in seconds, if measured.
+    pub rtt_s: Option<f64>,
+    /// Send-side bandwidth estimate towards the participant (bps), when
+    /// bandwidth estimation is on.
+    pub send_estimate_bps: Option<u64>,
+    /// Per track figures.
+    pub tracks: Vec<TrackStats>,
+}
+
+/// An event from the SFU.
+#[derive(Debug, Clone)]
+pub enum SfuEvent {
+    /// Send this offer to the participant (the SFU renegotiates when the set of
+    /// tracks it forwards to them changes); answer with `Sfu::handle_answer`.
+    Offer {
+        /// The room.
+        room: RoomId,
+        /// The participant to send it to.
+        participant: ParticipantId,
+        /// The SDP.
+        sdp: String,
+    },
+    /// A local ICE candidate to trickle to the participant.
+    IceCandidate {
+        /// The room.
+        room: RoomId,
+        /// The participant to send it to.
+        participant: ParticipantId,
+        /// The candidate.
+        candidate: IceCandidate,
+    },
+    /// The participant's connection state changed.
+    ConnectionState {
+        /// The room.
+        room: RoomId,
+        /// The participant.
+        participant: ParticipantId,
+        /// The new state.
+        state: ConnectionState,
+    },
+    /// The participant started publishing a track; it is being forwarded to the others.
+    TrackPublished {
+        /// The room.
+        room: RoomId,
+        /// The publisher.
+        participant: ParticipantId,
+        /// The track.
+        track: TrackId,
+        /// Audio or video.
+        kind: MediaKind,
+    },
+    /// A track is gone (its publisher left); subscribers are renegotiated without it.
+    TrackUnpublished {
+        /// The room.
+        room: RoomId,
+        /// The publisher.
+        participant: ParticipantId,
+        /// The track.
+        track: TrackId,
+    },
+    /// The participant left the room.
+    ParticipantLeft {
+        /// The room.
+        room: RoomId,
+        /// The participant.
+        participant: ParticipantId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// The room was closed.
+    RoomClosed {
+        /// The room.
+        room: RoomId,
+    },
+    /// A periodic stats sample.
+    Stats(StatsSample),
+}
+
+impl SfuEvent {
+    /// The room the event is about.
+    pub fn room(&self) -> &RoomId {
+        match self {
+            SfuEvent::Offer { room, .. }
+            | SfuEvent::IceCandidate { room, .. }
+            | SfuEvent::ConnectionState { room, .. }
+            | SfuEvent::TrackPublished { room, .. }
+            | SfuEvent::TrackUnpublished { room, .. }
+            | SfuEvent::ParticipantLeft { room, .. }
+            | SfuEvent::RoomClosed { room } => room,
+            SfuEvent::Stats(s) => &s.room,
+        }
+    }
+}

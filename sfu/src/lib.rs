@@ -1,0 +1,206 @@
+//! The media plane: rooms, participants, published tracks and subscriptions,
+//! relaying RTP between WebRTC peers without decoding it.
+//!
+//! # Model
+//!
+//! A [`RoomId`] is one consultation's media session (mediasoup's Router). A
+//! participant ([`ParticipantId`]) has one peer connection carrying both what
+//! it publishes and what it receives. Every track a participant publishes
+//! ([`TrackId`]) is forwarded to every other participant of the room; the SFU
+//! renegotiates (sends an [`SfuEvent::Offer`]) when that set changes.
+//!
+//! # Flow
+//!
+//! 1. `create_room`, then `join(room, participant, offer_sdp) -> answer_sdp`.
+//! 2. Trickle ICE: candidates from the client go to `add_ice_candidate`;
+//!    ours come as [`SfuEvent::IceCandidate`] (the answer already carries our
+//!    one host candidate: every participant shares one UDP port).
+//! 3. When the participant's tracks arrive they are published
+//!    ([`SfuEvent::TrackPublished`]) and offered to the others; their answers
+//!    go to `handle_answer`. A client's own renegotiation goes to `handle_offer`.
+//! 4. `leave` / `close_room`, or the connection dying, ends with
+//!    [`SfuEvent::ParticipantLeft`] and a [`CloseReason`].
+//!
+//! # Structure
+//!
+//! The decisions — when to ask a publisher for a keyframe
+//! ([`keyframe::KeyframeRequester`]), which simulcast layer a subscriber gets
+//! ([`layers::LayerSelector`]), how a subscriber's stream stays continuous
+//! across switches ([`rewrite::StreamRewriter`]) — are plain structs driven by
+//! `handle_*(now, …)` / `poll_*`, tested without sockets. The engine (one
+//! task) owns the media socket and drives each participant's sans-I/O
+//! `rtc::RTCPeerConnection`.
+//!
+//! # Out of scope
+//!
+//! HTTP, the database, users' roles: the SFU takes ids and SDP, and emits
+//! events. Not yet done: ICE-TCP, TURN relaying, send-side bandwidth estimation
+//! feeding the layer choice (REMB is used when the subscriber sends it).
+
+pub mod codec;
+pub mod config;
+mod engine;
+pub mod error;
+pub mod event;
+pub mod feedback;
+pub mod ids;
+pub mod keyframe;
+pub mod layers;
+pub mod rewrite;
+pub mod stun;
+
+pub use config::SfuConfig;
+pub use engine::EngineCounters;
+pub use error::{Result, SfuError};
+pub use event::{
+    CloseReason, ConnectionState, Direction, IceCandidate, MediaKind, SfuEvent, StatsSample, TrackStats,
+};
+pub use ids::{ParticipantId, RoomId, TrackId};
+
+use engine::{Command, Engine};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use tokio::sync::{mpsc, oneshot};
+
+/// A handle to the running SFU. Cheap to clone; the engine stops on
+/// [`Sfu::shutdown`] or when the last handle is dropped.
+#[derive(Clone, Debug)]
+pub struct Sfu {
+    commands: mpsc::Sender<Command>,
+    local_addr: SocketAddr,
+}
+
+impl Sfu {
+    /// Binds the media socket and starts the engine on the current tokio runtime.
+    pub async fn start(config: SfuConfig) -> Result<Sfu> {
+        let socket = tokio::net::UdpSocket::bind(config.udp_bind).await?;
+        let bound = socket.local_addr()?;
+        let ip = match config.public_ip {
+            Some(ip) => ip,
+            None if bound.ip().is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            None => bound.ip(),
+        };
+        let host = SocketAddr::new(ip, bound.port());
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(Engine::new(socket, host, config).run(rx));
+        Ok(Sfu {
+            commands: tx,
+            local_addr: host,
+        })
+    }
+
+    /// The address of the shared media port, as put in our ICE candidate.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| SfuError::Stopped)?;
+        rx.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// A new stream of every event from now on.
+    pub async fn events(&self) -> Result<mpsc::UnboundedReceiver<SfuEvent>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.commands
+            .send(Command::Subscribe(tx))
+            .await
+            .map_err(|_| SfuError::Stopped)?;
+        Ok(rx)
+    }
+
+    /// Creates an empty room.
+    pub async fn create_room(&self, room: RoomId) -> Result<()> {
+        self.call(|r| Command::CreateRoom(room, r)).await
+    }
+
+    /// Closes a room: every participant leaves with [`CloseReason::RoomClosed`].
+    pub async fn close_room(&self, room: RoomId) -> Result<()> {
+        self.call(|r| Command::CloseRoom(room, r)).await
+    }
+
+    /// Adds a participant from its offer; returns the SDP answer.
+    pub async fn join(&self, room: RoomId, participant: ParticipantId, offer_sdp: String) -> Result<String> {
+        self.call(|reply| Command::Join {
+            room,
+            participant,
+            offer: offer_sdp,
+            reply,
+        })
+        .await
+    }
+
+    /// A renegotiation offer from the participant; returns the SDP answer.
+    pub async fn handle_offer(
+        &self,
+        room: RoomId,
+        participant: ParticipantId,
+        sdp: String,
+    ) -> Result<String> {
+        self.call(|reply| Command::Offer {
+            room,
+            participant,
+            sdp,
+            reply,
+        })
+        .await
+    }
+
+    /// The participant's answer to an [`SfuEvent::Offer`].
+    pub async fn handle_answer(&self, room: RoomId, participant: ParticipantId, sdp: String) -> Result<()> {
+        self.call(|reply| Command::Answer {
+            room,
+            participant,
+            sdp,
+            reply,
+        })
+        .await
+    }
+
+    /// A trickled ICE candidate from the participant.
+    pub async fn add_ice_candidate(
+        &self,
+        room: RoomId,
+        participant: ParticipantId,
+        candidate: IceCandidate,
+    ) -> Result<()> {
+        self.call(|reply| Command::Candidate {
+            room,
+            participant,
+            candidate,
+            reply,
+        })
+        .await
+    }
+
+    /// Removes a participant ([`CloseReason::Removed`]).
+    pub async fn leave(&self, room: RoomId, participant: ParticipantId) -> Result<()> {
+        self.call(|reply| Command::Leave {
+            room,
+            participant,
+            reply,
+        })
+        .await
+    }
+
+    /// Whole-engine counters (datagrams, forwarded packets, keyframe requests).
+    pub async fn counters(&self) -> Result<EngineCounters> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Counters(tx))
+            .await
+            .map_err(|_| SfuError::Stopped)?;
+        rx.await.map_err(|_| SfuError::Stopped)
+    }
+
+    /// Closes every room ([`CloseReason::Shutdown`]) and stops the engine.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! SSRC, sequence number and timestamp rewriting for one outgoing stream.
+//!
+//! A subscriber sees one continuous RTP stream per forwarded track even when
+//! the SFU switches the simulcast layer underneath it (each layer has its own
+//! SSRC, sequence space and timestamp base). On a switch the new source is
+//! spliced on after the last packet sent: sequence numbers continue at +1 and
+//! timestamps advance by the wall time elapsed, so the subscriber's jitter
+//! buffer and NACK logic never see a jump. Packets of the same source keep a
+//! fixed offset, so late retransmissions land on the right output number.
+//! RFC 3550 §5.1 (sequence/timestamp semantics), RFC 7667 §3.7 (selective forwarding).
+
+use std::time::Instant;
+
+/// Rewrites the header fields of packets forwarded to one subscriber.
+#[derive(Debug, Clone)]
+pub struct StreamRewriter {
+    out_ssrc: u32,
+    clock_rate: u32,
+    source: Option<u32>,
+    seq_offset: u16,
+    ts_offset: u32,
+    highest_out_seq: u16,
+    highest_out_ts: u32,
+    highest_out_at: Option<Instant>,
+}
+
+/// The rewritten header fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rewritten {
+    /// SSRC the subscriber knows.
+    pub ssrc: u32,
+    /// Continuous sequence number.
+    pub sequence_number: u16,
+    /// Continuous timestamp.
+    pub timestamp: u32,
+}
+
+impl StreamRewriter {
+    /// A rewriter emitting `out_ssrc`, for a codec with `clock_rate` Hz.
+    pub fn new(out_ssrc: u32, clock_rate: u32) -> Self {
+        Self {
+            out_ssrc,
+            clock_rate: clock_rate.max(1),
+            source: None,
+            seq_offset: 0,
+            ts_offset: 0,
+            highest_out_seq: 0,
+            highest_out_ts: 0,
+            highest_out_at: None,
+        }
+    }
+
+    /// The SSRC this stream is sent with.
+    pub fn out_ssrc(&self) -> u32 {
+        self.out_ssrc
+    }
+
+    /// Maps one packet's `(ssrc, seq, ts)` to the subscriber's stream. A packet
+    /// from a different SSRC than the last one starts a splice (the caller only
+    /// switches sources at a keyframe).
+    pub fn rewrite(&mut self, now: Instant, ssrc: u32, seq: u16, ts: u32) -> Rewritten {
+        if self.source != Some(ssrc) {
+            match self.highest_out_at {
+                // The first packet ever: pass numbers through unchanged.
+                None => {
+                    self.seq_offset = 0;
+                    self.ts_offset = 0;
+                }
+                Some(at) => {
+                    let elapsed = now.saturating_duration_since(at);
+                    let ticks = (elapsed.as_secs_f64() * f64::from(self.clock_rate)) as u32;
+                    let next_ts = self.highest_out_ts.wrapping_add(ticks.max(1));
+                    self.seq_offset = self.highest_out_seq.wrapping_add(1).wrapping_sub(seq);
+                    self.ts_offset = next_ts.wrapping_sub(ts);
+                }
+            }
+            self.source = Some(ssrc);
+            self.highest_out_at = None;
+        }
+        let out_seq = seq.wrapping_add(self.seq_offset);
+        let out_ts = ts.wrapping_add(self.ts_offset);
+        let newer = match self.highest_out_at {
+            None => true,
+            Some(_) => {
+                let d = out_seq.wrapping_sub(self.highest_out_seq);
+                d != 0 && d < 0x8000
+            }
+        };
+        if newer {
+            self.highest_out_seq = out_seq;
+            self.highest_out_ts = out_ts;
+            self.highest_out_at = Some(now);
+        }
+        Rewritten {
+            ssrc: self.out_ssrc,
+            sequence_number: out_seq,
+            timestamp: out_ts,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn single_source_passes_numbers_through() {
+        let t0 = Instant::now();
+        let mut r = StreamRewriter::new(42, 90_000);
+        let a = r.rewrite(t0, 7, 100, 5000);
+        assert_eq!((a.ssrc, a.sequence_number, a.timestamp), (42, 100, 5000));
+        let b = r.rewrite(t0, 7, 101, 8000);
+        assert_eq!((b.sequence_number, b.timestamp), (101, 8000));
+        // A late retransmission keeps its place.
+        let c = r.rewrite(t0, 7, 99, 2000);
+        assert_eq!((c.sequence_number, c.timestamp), (99, 2000));
+    }
+
+    #[test]
+    fn switching_source_continues_sequence_and_time() {
+        let t0 = Instant::now();
+        let mut r = StreamRewriter::new(42, 90_000);
+        r.rewrite(t0, 1, 65534, 1000);
+        r.rewrite(t0, 1, 65535, 1000);
+        // 100 ms later the high layer (another SSRC, another base) takes over.
+        let t1 = t0 + Duration::from_millis(100);
+        let s = r.rewrite(t1, 2, 3000, 777_777);
+        assert_eq!(s.sequence_number, 0, "wraps from 65535 to 0");
+        assert_eq!(s.timestamp, 1000 + 9000);
+        let s2 = r.rewrite(t1, 2, 3001, 777_777 + 3000);
+        assert_eq!((s2.sequence_number, s2.timestamp), (1, 1000 + 9000 + 3000));
+        // Switching back splices again, after the highest number sent.
+        let t2 = t1 + Duration::from_millis(10);
+        let s3 = r.rewrite(t2, 1, 20, 5);
+        assert_eq!(s3.sequence_number, 2);
+        assert_eq!(s3.timestamp, 1000 + 9000 + 3000 + 900);
+    }
+}

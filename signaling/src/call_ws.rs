@@ -1,0 +1,356 @@
+//! The call part of the socket protocol: join (or resume), negotiation,
+//! ICE, mute, chat, leave and end. One function per client message; each
+//! returns the reply for the sender (if any) and tells the others through
+//! [`crate::call::Calls`].
+
+use serde_json::{json, Value};
+use telehealth_records::{Actor, ConsultationId, ConsultationState, Role, UserId};
+use telehealth_sfu::{IceCandidate, ParticipantId, RoomId};
+
+use crate::call::{Calls, JoinError};
+use crate::state::AppState;
+use crate::ws::{CallState, ClientMessage};
+
+/// Longest chat message.
+const MAX_CHAT: usize = 2000;
+
+pub fn error(code: &str, message: &str, message_en: &str) -> Value {
+    json!({"type": "error", "code": code, "message": message, "message_en": message_en})
+}
+
+fn join_error(e: JoinError) -> Value {
+    let (vi, en) = e.messages();
+    error(e.code(), vi, en)
+}
+
+fn not_in_call() -> Value {
+    error(
+        "not_in_call",
+        "Bạn chưa vào cuộc gọi.",
+        "You have not joined a call.",
+    )
+}
+
+pub async fn log(state: &AppState, c: ConsultationId, kind: &str, user: Option<UserId>, data: Value) {
+    if let Err(e) = state.store.append_session_event(c, kind, user, data).await {
+        tracing::error!(consultation = %c, error = %e, "cannot write session event");
+    }
+}
+
+pub async fn handle(state: &AppState, call: &mut CallState, msg: ClientMessage) -> Option<Value> {
+    match msg {
+        ClientMessage::Ping {} => Some(json!({"type": "pong"})),
+        ClientMessage::Join {
+            consultation_id,
+            sdp,
+            resume,
+        } => Some(join(state, call, &consultation_id, sdp, resume).await),
+        ClientMessage::Offer { sdp } => {
+            let Some((c, pid)) = call.current.clone() else {
+                return Some(not_in_call());
+            };
+            match state
+                .calls
+                .sfu
+                .handle_offer(RoomId::new(c.to_string()), pid, sdp)
+                .await
+            {
+                Ok(answer) => Some(json!({"type": "answer", "sdp": answer})),
+                Err(e) => Some(error(
+                    "bad_sdp",
+                    "Mô tả phiên không hợp lệ.",
+                    &format!("Invalid session description: {e}"),
+                )),
+            }
+        }
+        ClientMessage::Answer { sdp } => {
+            let Some((c, pid)) = call.current.clone() else {
+                return Some(not_in_call());
+            };
+            match state
+                .calls
+                .sfu
+                .handle_answer(RoomId::new(c.to_string()), pid, sdp)
+                .await
+            {
+                Ok(()) => None,
+                Err(e) => Some(error(
+                    "bad_sdp",
+                    "Mô tả phiên không hợp lệ.",
+                    &format!("Invalid session description: {e}"),
+                )),
+            }
+        }
+        ClientMessage::Ice { candidate } => {
+            let Some((c, pid)) = call.current.clone() else {
+                return Some(not_in_call());
+            };
+            let cand = IceCandidate {
+                candidate: candidate.candidate,
+                sdp_mid: candidate.sdp_mid,
+                sdp_mline_index: candidate.sdp_mline_index,
+                username_fragment: candidate.username_fragment,
+            };
+            match state
+                .calls
+                .sfu
+                .add_ice_candidate(RoomId::new(c.to_string()), pid, cand)
+                .await
+            {
+                Ok(()) => None,
+                Err(e) => Some(error(
+                    "bad_candidate",
+                    "Ứng viên ICE không hợp lệ.",
+                    &format!("Invalid ICE candidate: {e}"),
+                )),
+            }
+        }
+        ClientMessage::Media { audio, video } => {
+            let Some((c, pid)) = call.current.clone() else {
+                return Some(not_in_call());
+            };
+            state.calls.set_media(c, &pid, audio, video);
+            state.calls.broadcast(c, Some(&pid), &json!({"type": "participant_media", "participant_id": pid.as_str(), "audio": audio, "video": video}));
+            log(
+                state,
+                c,
+                "media",
+                Some(call.user.user.id),
+                json!({"participant_id": pid.as_str(), "audio": audio, "video": video}),
+            )
+            .await;
+            None
+        }
+        ClientMessage::Chat { text } => {
+            let Some((c, pid)) = call.current.clone() else {
+                return Some(not_in_call());
+            };
+            let text = text.trim().to_owned();
+            if text.is_empty() || text.chars().count() > MAX_CHAT {
+                return Some(error(
+                    "bad_chat",
+                    "Tin nhắn trống hoặc quá dài (tối đa 2000 ký tự).",
+                    "Empty or too long (at most 2000 characters).",
+                ));
+            }
+            let msg = json!({"type": "chat", "participant_id": pid.as_str(), "user_id": call.user.user.id, "text": text, "at": crate::call::now()});
+            state.calls.broadcast(c, None, &msg);
+            // The text may be clinical: the log keeps that a message was sent, not what it said.
+            log(
+                state,
+                c,
+                "chat",
+                Some(call.user.user.id),
+                json!({"participant_id": pid.as_str(), "chars": text.chars().count()}),
+            )
+            .await;
+            None
+        }
+        ClientMessage::Leave {} => {
+            let Some((c, pid)) = call.current.take() else {
+                return Some(not_in_call());
+            };
+            // The SFU reports ParticipantLeft (reason `removed`) to everyone.
+            let _ = state.calls.sfu.leave(RoomId::new(c.to_string()), pid).await;
+            None
+        }
+        ClientMessage::End {} => Some(end(state, call).await),
+    }
+}
+
+async fn join(
+    state: &AppState,
+    call: &mut CallState,
+    raw_id: &str,
+    sdp: String,
+    resume: Option<String>,
+) -> Value {
+    let Ok(c) = raw_id.parse::<ConsultationId>() else {
+        return error(
+            "malformed_id",
+            "Mã ca tư vấn không hợp lệ.",
+            "Malformed consultation id.",
+        );
+    };
+    if call.current.is_some() {
+        return error(
+            "already_in_call",
+            "Trang này đã ở trong một cuộc gọi.",
+            "This page is already in a call.",
+        );
+    }
+    let user = &call.user.user;
+    let cons = match state.store.consultation(c).await {
+        Ok(cons) => cons,
+        Err(telehealth_records::RecordsError::NotFound(_)) => {
+            return error(
+                "unknown_consultation",
+                "Không tìm thấy ca tư vấn.",
+                "No such consultation.",
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "join: database");
+            return error(
+                "internal_error",
+                "Máy chủ gặp lỗi; thử lại.",
+                "Server error; try again.",
+            );
+        }
+    };
+    if let Err(e) = Calls::may_join(&cons, user.id, user.role, user.facility_id, chrono::Utc::now()) {
+        if e == JoinError::NotAParticipant {
+            let _ = state
+                .store
+                .audit(
+                    &call.user.actor(),
+                    "call.join",
+                    "consultation",
+                    Some(c.to_string()),
+                    Some(cons.patient_id),
+                    telehealth_records::Outcome::Denied,
+                )
+                .await;
+        }
+        return join_error(e);
+    }
+    let (pid, answer, resumed) = match resume {
+        Some(p) => {
+            let pid = ParticipantId::new(p);
+            match state
+                .calls
+                .resume(c, &pid, user.id, sdp, call.outbox.clone())
+                .await
+            {
+                Ok(answer) => (pid, answer, true),
+                Err(e) => return join_error(e),
+            }
+        }
+        None => match state
+            .calls
+            .join(c, user.id, user.role, sdp, call.outbox.clone())
+            .await
+        {
+            Ok((pid, answer)) => (pid, answer, false),
+            Err(e) => return join_error(e),
+        },
+    };
+    call.current = Some((c, pid.clone()));
+    let kind = if resumed { "reconnected" } else { "joined" };
+    log(
+        state,
+        c,
+        kind,
+        Some(user.id),
+        json!({"participant_id": pid.as_str(), "role": user.role}),
+    )
+    .await;
+    let _ = state
+        .store
+        .audit(
+            &call.user.actor(),
+            "call.join",
+            "consultation",
+            Some(c.to_string()),
+            Some(cons.patient_id),
+            telehealth_records::Outcome::Ok,
+        )
+        .await;
+    let announce = if resumed {
+        "participant_reconnected"
+    } else {
+        "participant_joined"
+    };
+    state.calls.broadcast(
+        c,
+        Some(&pid),
+        &json!({"type": announce, "participant_id": pid.as_str(), "user_id": user.id, "role": user.role}),
+    );
+    tracing::info!(consultation = %c, participant = %pid, user = %user.id, resumed, "joined call");
+    // The consultation is in progress once the doctor and the station are both there.
+    let mut current = cons.state;
+    if state.calls.both_sides_present(c)
+        && matches!(
+            cons.state,
+            ConsultationState::Requested | ConsultationState::Scheduled | ConsultationState::Interrupted
+        )
+    {
+        match state
+            .store
+            .transition_consultation(&Actor::system(), c, ConsultationState::InProgress)
+            .await
+        {
+            Ok(updated) => {
+                current = updated.state;
+                state.hub.publish(&updated);
+                state.calls.broadcast(
+                    c,
+                    Some(&pid),
+                    &json!({"type": "consultation_state", "consultation_id": c, "state": updated.state}),
+                );
+            }
+            Err(e) => tracing::info!(consultation = %c, error = %e, "not moved to in_progress"),
+        }
+    }
+    json!({
+        "type": "joined",
+        "consultation_id": c,
+        "participant_id": pid.as_str(),
+        "sdp": answer,
+        "resumed": resumed,
+        "state": current,
+        "ice_servers": state.calls.ice_servers(),
+        "participants": state.calls.snapshot(c),
+    })
+}
+
+async fn end(state: &AppState, call: &mut CallState) -> Value {
+    let Some((c, _)) = call.current.clone() else {
+        return not_in_call();
+    };
+    let user = &call.user.user;
+    let cons = match state.store.consultation(c).await {
+        Ok(cons) => cons,
+        Err(_) => {
+            return error(
+                "unknown_consultation",
+                "Không tìm thấy ca tư vấn.",
+                "No such consultation.",
+            )
+        }
+    };
+    if user.role != Role::Doctor || cons.doctor_id != Some(user.id) {
+        return error(
+            "not_allowed",
+            "Chỉ bác sĩ phụ trách mới kết thúc được ca tư vấn.",
+            "Only the consultation's doctor can end it.",
+        );
+    }
+    match state
+        .store
+        .transition_consultation(&call.user.actor(), c, ConsultationState::Completed)
+        .await
+    {
+        Ok(updated) => {
+            state.hub.publish(&updated);
+            state.calls.broadcast(
+                c,
+                None,
+                &json!({"type": "consultation_state", "consultation_id": c, "state": updated.state}),
+            );
+            call.current = None;
+            let _ = state.calls.sfu.close_room(RoomId::new(c.to_string())).await;
+            tracing::info!(consultation = %c, "consultation ended by its doctor");
+            json!({"type": "ended", "consultation_id": c})
+        }
+        Err(e) => {
+            let api: crate::error::ApiError = e.into();
+            tracing::info!(consultation = %c, error = ?api, "end refused");
+            error(
+                "illegal_transition",
+                "Không thể kết thúc ca tư vấn ở trạng thái hiện tại.",
+                "The consultation cannot end from its current state.",
+            )
+        }
+    }
+}

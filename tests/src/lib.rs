@@ -1,0 +1,25 @@
+//! Test support: the synthetic WebRTC participant and the load generator.
+//!
+//! A [`SyntheticParticipant`] is a real `webrtc`-crate peer on 127.0.0.1. It
+//! publishes an Opus-encoded tone and synthetic VP8-framed video (each frame
+//! carries its counter and send time), subscribes to whatever the SFU offers,
+//! and reports per received track: packets, loss, one-way delay (same host
+//! clock), frames complete and the decoded audio's dominant frequency. Its
+//! link can drop or delay a share of its packets each way ([`lossy`]).
+//!
+//! [`SfuSession`] wires it to an in-process [`telehealth_sfu::Sfu`];
+//! [`WsSession`] to a running server's signaling WebSocket.
+//! The `synthetic-participant` binary runs a room of them and prints reports.
+
+pub mod lossy;
+pub mod media;
+pub mod participant;
+pub mod report;
+pub mod sfu_link;
+pub mod ws_link;
+
+pub use lossy::Impairment;
+pub use participant::{ParticipantConfig, SyntheticParticipant};
+pub use report::{ParticipantReport, TrackReport};
+pub use sfu_link::SfuSession;
+pub use ws_link::WsSession;

@@ -1,0 +1,194 @@
+//! The synthetic media: a tone encoded with Opus, and VP8-framed video whose
+//! frames carry their counter and send time, plus the receiving side's
+//! analysis (dominant frequency, frame reassembly).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Audio sample rate (Opus always runs at 48 kHz in WebRTC).
+pub const SAMPLE_RATE: u32 = 48_000;
+/// Samples per 20 ms Opus frame.
+pub const FRAME_SAMPLES: usize = 960;
+/// Video RTP clock.
+pub const VIDEO_CLOCK: u32 = 90_000;
+/// Marks our synthetic frames.
+const MAGIC: &[u8; 4] = b"THV1";
+/// Largest RTP payload we produce.
+const MAX_PAYLOAD: usize = 1100;
+
+/// Microseconds since the Unix epoch (the same clock on every participant of
+/// one host, which is what makes one-way delay measurable).
+pub fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// An RTP timestamp derived from the wall clock, so the receiver can compute
+/// one-way delay from the timestamp alone (the SFU forwards it unchanged).
+pub fn clock_timestamp(micros: u64, clock_rate: u32) -> u32 {
+    (micros as u128 * clock_rate as u128 / 1_000_000) as u32
+}
+
+/// One-way delay in ms from a wall-clock RTP timestamp.
+pub fn delay_from_timestamp(ts: u32, clock_rate: u32, now_micros: u64) -> f64 {
+    let now_ts = clock_timestamp(now_micros, clock_rate);
+    f64::from(now_ts.wrapping_sub(ts) as i32) * 1000.0 / f64::from(clock_rate)
+}
+
+/// A sine tone generator producing 20 ms frames.
+#[derive(Debug, Clone)]
+pub struct Tone {
+    freq: f64,
+    phase: f64,
+}
+
+impl Tone {
+    /// A tone of `freq` Hz.
+    pub fn new(freq: f64) -> Self {
+        Self { freq, phase: 0.0 }
+    }
+
+    /// The next 20 ms of samples.
+    pub fn next_frame(&mut self) -> [i16; FRAME_SAMPLES] {
+        let mut out = [0i16; FRAME_SAMPLES];
+        let step = 2.0 * std::f64::consts::PI * self.freq / f64::from(SAMPLE_RATE);
+        for s in out.iter_mut() {
+            *s = (self.phase.sin() * 12_000.0) as i16;
+            self.phase = (self.phase + step) % (2.0 * std::f64::consts::PI);
+        }
+        out
+    }
+}
+
+/// The frequency (Hz, 10 Hz resolution, 50-4000 Hz) with the most energy,
+/// by the Goertzel algorithm over `samples` at 48 kHz.
+pub fn dominant_frequency(samples: &[i16]) -> Option<f64> {
+    if samples.len() < 1024 {
+        return None;
+    }
+    let n = samples.len().min(9600);
+    let s = &samples[samples.len() - n..];
+    let mut best = (0.0, 0.0);
+    let mut f = 50.0;
+    while f <= 4000.0 {
+        let p = goertzel_power(s, f);
+        if p > best.1 {
+            best = (f, p);
+        }
+        f += 10.0;
+    }
+    (best.1 > 0.0).then_some(best.0)
+}
+
+fn goertzel_power(s: &[i16], freq: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / f64::from(SAMPLE_RATE);
+    let coeff = 2.0 * w.cos();
+    let (mut q1, mut q2) = (0.0f64, 0.0f64);
+    for &x in s {
+        let q0 = coeff * q1 - q2 + f64::from(x);
+        q2 = q1;
+        q1 = q0;
+    }
+    q1 * q1 + q2 * q2 - coeff * q1 * q2
+}
+
+/// Builds the RTP payloads of one synthetic VP8 frame: VP8 payload
+/// descriptor (RFC 7741 §4.2) with S=1 on the first packet, the 3-byte VP8
+/// frame tag (P bit 0 on a keyframe), then our metadata and filler.
+pub fn vp8_frame_payloads(counter: u32, sent_micros: u64, keyframe: bool, size: usize) -> Vec<Vec<u8>> {
+    let mut frame = Vec::with_capacity(size.max(32));
+    // Frame tag: bit 0 = P (0 = key frame), show_frame bit set.
+    frame.extend_from_slice(&[if keyframe { 0x10 } else { 0x11 }, 0x00, 0x00]);
+    frame.extend_from_slice(MAGIC);
+    frame.extend_from_slice(&counter.to_be_bytes());
+    frame.extend_from_slice(&sent_micros.to_be_bytes());
+    frame.push(u8::from(keyframe));
+    while frame.len() < size {
+        frame.push((frame.len() % 251) as u8);
+    }
+    let chunk = MAX_PAYLOAD - 1;
+    frame
+        .chunks(chunk)
+        .enumerate()
+        .map(|(i, c)| {
+            let mut p = Vec::with_capacity(c.len() + 1);
+            p.push(if i == 0 { 0x10 } else { 0x00 });
+            p.extend_from_slice(c);
+            p
+        })
+        .collect()
+}
+
+/// What the first packet of a synthetic frame says about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameInfo {
+    /// The frame counter.
+    pub counter: u32,
+    /// Send time, µs since the epoch.
+    pub sent_micros: u64,
+    /// Keyframe or not.
+    pub keyframe: bool,
+}
+
+/// Parses the first packet of a synthetic frame (S bit set).
+pub fn parse_first_packet(payload: &[u8]) -> Option<FrameInfo> {
+    if payload.first()? & 0x10 == 0 {
+        return None;
+    }
+    let body = payload.get(1..)?;
+    if body.get(3..7)? != MAGIC {
+        return None;
+    }
+    let counter = u32::from_be_bytes(body.get(7..11)?.try_into().ok()?);
+    let sent_micros = u64::from_be_bytes(body.get(11..19)?.try_into().ok()?);
+    let keyframe = *body.get(19)? == 1;
+    Some(FrameInfo {
+        counter,
+        sent_micros,
+        keyframe,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tone_survives_opus_round_trip() {
+        let mut tone = Tone::new(660.0);
+        let mut enc =
+            opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Audio).expect("encoder");
+        let mut dec = opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono).expect("decoder");
+        let mut pcm = Vec::new();
+        for _ in 0..50 {
+            let frame = tone.next_frame();
+            let mut out = [0u8; 400];
+            let n = enc.encode(&frame, &mut out).expect("encode");
+            let mut decoded = [0i16; FRAME_SAMPLES];
+            let m = dec.decode(&out[..n], &mut decoded, false).expect("decode");
+            pcm.extend_from_slice(&decoded[..m]);
+        }
+        let f = dominant_frequency(&pcm).expect("a frequency");
+        assert!((f - 660.0).abs() <= 10.0, "got {f}");
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let p = vp8_frame_payloads(7, 123_456, true, 3000);
+        assert_eq!(p.len(), 3);
+        assert_eq!(
+            parse_first_packet(&p[0]),
+            Some(FrameInfo {
+                counter: 7,
+                sent_micros: 123_456,
+                keyframe: true
+            })
+        );
+        assert!(telehealth_sfu::codec::vp8_is_keyframe_start(&p[0]));
+        assert!(!telehealth_sfu::codec::vp8_is_keyframe_start(&p[1]));
+        let d = vp8_frame_payloads(8, 1, false, 500);
+        assert!(!telehealth_sfu::codec::vp8_is_keyframe_start(&d[0]));
+        assert_eq!(parse_first_packet(&p[1]), None);
+    }
+}

@@ -1,0 +1,785 @@
+//! The synthetic participant: a real `webrtc`-crate peer that publishes an
+//! Opus tone and synthetic VP8 video, subscribes to whatever it is offered,
+//! and measures what arrives.
+
+use crate::lossy::{Impairment, LossyRuntime};
+use crate::media::{self, FrameInfo, Tone};
+use crate::report::{ParticipantReport, TrackReport};
+use anyhow::{anyhow, Context as _, Result};
+use bytes::Bytes;
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::{Registry, Slot};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use telehealth_sfu::IceCandidate;
+use tokio::sync::{mpsc, watch};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceCandidateInit, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
+    SettingEngineBuilder,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+/// What the participant sends and how its link behaves.
+#[derive(Debug, Clone)]
+pub struct ParticipantConfig {
+    /// Name, used as stream id and in logs.
+    pub name: String,
+    /// Frequency of the published tone, Hz.
+    pub tone_hz: f64,
+    /// Publish audio.
+    pub send_audio: bool,
+    /// Publish video.
+    pub send_video: bool,
+    /// Video frames per second.
+    pub video_fps: u32,
+    /// Bytes per delta frame.
+    pub frame_bytes: usize,
+    /// Bytes per keyframe.
+    pub keyframe_bytes: usize,
+    /// Send a keyframe at this interval regardless of requests (None: only the
+    /// first frame and on PLI/FIR, so a keyframe proves a request worked).
+    pub keyframe_interval: Option<Duration>,
+    /// Loss/delay on this participant's link.
+    pub impairment: Arc<Impairment>,
+}
+
+impl ParticipantConfig {
+    /// Audio at `tone_hz` and 25 fps video, no impairment.
+    pub fn new(name: &str, tone_hz: f64) -> Self {
+        Self {
+            name: name.to_owned(),
+            tone_hz,
+            send_audio: true,
+            send_video: true,
+            video_fps: 25,
+            frame_bytes: 1500,
+            keyframe_bytes: 5000,
+            keyframe_interval: None,
+            impairment: Impairment::none(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Publisher {
+    keyframe_requested: AtomicBool,
+    plis_received: AtomicU64,
+    frames_sent: AtomicU64,
+    keyframes_sent: AtomicU64,
+    audio_packets_sent: AtomicU64,
+}
+
+struct PendingFrame {
+    first: Option<(u64, FrameInfo)>,
+    last: Option<u64>,
+    seqs: BTreeSet<u64>,
+    touched: Instant,
+}
+
+/// Receive-side state of one remote track.
+struct TrackRx {
+    kind: RtpCodecKind,
+    stream_id: String,
+    first_packet_at: Instant,
+    first_frame_at: Option<Instant>,
+    ended: bool,
+    highest_ext: Option<u64>,
+    lowest_ext: u64,
+    seen: BTreeSet<u64>,
+    duplicates: u64,
+    delays_ms: Vec<f64>,
+    frames: BTreeMap<u32, PendingFrame>,
+    complete: BTreeSet<u32>,
+    counters_seen: BTreeSet<u32>,
+    decoder: Option<opus::Decoder>,
+    pcm: VecDeque<i16>,
+}
+
+impl TrackRx {
+    fn new(kind: RtpCodecKind, stream_id: String) -> Self {
+        let decoder = (kind == RtpCodecKind::Audio)
+            .then(|| opus::Decoder::new(media::SAMPLE_RATE, opus::Channels::Mono).ok())
+            .flatten();
+        Self {
+            kind,
+            stream_id,
+            first_packet_at: Instant::now(),
+            first_frame_at: None,
+            ended: false,
+            highest_ext: None,
+            lowest_ext: 0,
+            seen: BTreeSet::new(),
+            duplicates: 0,
+            delays_ms: Vec::new(),
+            frames: BTreeMap::new(),
+            complete: BTreeSet::new(),
+            counters_seen: BTreeSet::new(),
+            decoder,
+            pcm: VecDeque::new(),
+        }
+    }
+
+    fn extend(&mut self, seq: u16) -> u64 {
+        match self.highest_ext {
+            None => {
+                // Start well above zero so earlier (reordered) packets still fit.
+                let e = (1u64 << 32) + u64::from(seq);
+                self.highest_ext = Some(e);
+                self.lowest_ext = e;
+                e
+            }
+            Some(h) => {
+                let delta = i64::from(seq.wrapping_sub(h as u16) as i16);
+                let e = (h as i64 + delta) as u64;
+                if e > h {
+                    self.highest_ext = Some(e);
+                }
+                self.lowest_ext = self.lowest_ext.min(e);
+                e
+            }
+        }
+    }
+
+    fn on_rtp(&mut self, packet: rtc::rtp::Packet, now: Instant) {
+        let ext = self.extend(packet.header.sequence_number);
+        if !self.seen.insert(ext) {
+            self.duplicates += 1;
+            return;
+        }
+        match self.kind {
+            RtpCodecKind::Audio => {
+                self.delays_ms.push(media::delay_from_timestamp(
+                    packet.header.timestamp,
+                    media::SAMPLE_RATE,
+                    media::unix_micros(),
+                ));
+                if let Some(dec) = self.decoder.as_mut() {
+                    let mut pcm = [0i16; media::FRAME_SAMPLES * 6];
+                    if let Ok(n) = dec.decode(&packet.payload, &mut pcm, false) {
+                        self.pcm.extend(&pcm[..n]);
+                        while self.pcm.len() > media::SAMPLE_RATE as usize {
+                            self.pcm.pop_front();
+                        }
+                    }
+                }
+            }
+            _ => self.on_video(ext, packet, now),
+        }
+    }
+
+    fn on_video(&mut self, ext: u64, packet: rtc::rtp::Packet, now: Instant) {
+        let ts = packet.header.timestamp;
+        let entry = self.frames.entry(ts).or_insert_with(|| PendingFrame {
+            first: None,
+            last: None,
+            seqs: BTreeSet::new(),
+            touched: now,
+        });
+        entry.seqs.insert(ext);
+        entry.touched = now;
+        if let Some(info) = media::parse_first_packet(&packet.payload) {
+            entry.first = Some((ext, info));
+            self.counters_seen.insert(info.counter);
+        }
+        if packet.header.marker {
+            entry.last = Some(ext);
+        }
+        if let (Some((first, info)), Some(last)) = (entry.first, entry.last) {
+            let all = last >= first && (first..=last).all(|s| entry.seqs.contains(&s));
+            if all {
+                self.frames.remove(&ts);
+                self.complete.insert(info.counter);
+                self.first_frame_at.get_or_insert(now);
+                let delay = (media::unix_micros() as f64 - info.sent_micros as f64) / 1000.0;
+                self.delays_ms.push(delay);
+            }
+        }
+        // Forget frames that can no longer complete.
+        self.frames
+            .retain(|_, f| now.saturating_duration_since(f.touched) < Duration::from_secs(3));
+    }
+
+    fn report(&self, track_id: &str) -> TrackReport {
+        let expected = match self.highest_ext {
+            Some(h) => h - self.lowest_ext + 1,
+            None => 0,
+        };
+        let received = self.seen.len() as u64;
+        let mut delays = self.delays_ms.clone();
+        delays.sort_by(f64::total_cmp);
+        let pct = |p: f64| -> Option<f64> {
+            if delays.is_empty() {
+                None
+            } else {
+                let i = ((delays.len() - 1) as f64 * p).round() as usize;
+                Some(delays[i])
+            }
+        };
+        let (frames_expected, max_gap) = match (self.counters_seen.first(), self.counters_seen.last()) {
+            (Some(&a), Some(&b)) => {
+                let mut gap = 0;
+                let mut prev = None;
+                for &c in &self.complete {
+                    if let Some(p) = prev {
+                        gap = gap.max(c - p - 1);
+                    }
+                    prev = Some(c);
+                }
+                (u64::from(b - a + 1), gap)
+            }
+            _ => (0, 0),
+        };
+        let pcm: Vec<i16> = self.pcm.iter().copied().collect();
+        TrackReport {
+            track_id: track_id.to_owned(),
+            stream_id: self.stream_id.clone(),
+            audio: self.kind == RtpCodecKind::Audio,
+            ended: self.ended,
+            packets_received: received,
+            packets_lost: expected.saturating_sub(received),
+            duplicates: self.duplicates,
+            delay_ms_median: pct(0.5),
+            delay_ms_p95: pct(0.95),
+            frames_complete: self.complete.len() as u64,
+            frames_expected,
+            max_frame_gap: u64::from(max_gap),
+            first_counter: self.counters_seen.first().copied(),
+            last_counter: self.counters_seen.last().copied(),
+            first_packet_at: self.first_packet_at,
+            first_frame_at: self.first_frame_at,
+            dominant_frequency_hz: media::dominant_frequency(&pcm),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    tracks: Mutex<HashMap<String, TrackRx>>,
+    publisher: Publisher,
+}
+
+struct Handler {
+    shared: Arc<Shared>,
+    candidates: mpsc::UnboundedSender<IceCandidate>,
+    state: watch::Sender<RTCPeerConnectionState>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(c) = event.candidate.to_json() {
+            let _ = self.candidates.send(IceCandidate {
+                candidate: c.candidate,
+                sdp_mid: c.sdp_mid,
+                sdp_mline_index: c.sdp_mline_index,
+                username_fragment: c.username_fragment,
+            });
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.state.send(state);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let kind = track.kind().await;
+            let id = track.track_id().await.to_string();
+            let stream = track.stream_id().await.to_string();
+            if let Ok(mut t) = shared.tracks.lock() {
+                t.insert(id.clone(), TrackRx::new(kind, stream));
+            }
+            while let Some(ev) = track.poll().await {
+                match ev {
+                    TrackRemoteEvent::OnRtpPacket(p) => {
+                        let now = Instant::now();
+                        if let Ok(mut t) = shared.tracks.lock() {
+                            if let Some(rx) = t.get_mut(&id) {
+                                rx.on_rtp(p, now);
+                            }
+                        }
+                    }
+                    TrackRemoteEvent::OnEnded => break,
+                    _ => {}
+                }
+            }
+            if let Ok(mut t) = shared.tracks.lock() {
+                if let Some(rx) = t.get_mut(&id) {
+                    rx.ended = true;
+                }
+            }
+        });
+    }
+}
+
+struct Outgoing {
+    track: Arc<TrackLocalStaticRTP>,
+    sender: Arc<dyn RtpSender>,
+    ssrc: u32,
+    mime: &'static str,
+}
+
+/// A synthetic participant. Drop or [`close`](Self::close) it to leave.
+pub struct SyntheticParticipant {
+    config: ParticipantConfig,
+    pc: Arc<dyn PeerConnection>,
+    shared: Arc<Shared>,
+    state: watch::Receiver<RTCPeerConnectionState>,
+    candidates: Mutex<Option<mpsc::UnboundedReceiver<IceCandidate>>>,
+    audio: Option<Outgoing>,
+    video: Option<Outgoing>,
+    media_started: AtomicBool,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+fn codec(mime: &str) -> RTCRtpCodec {
+    if mime == MIME_TYPE_OPUS {
+        RTCRtpCodec {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            rtcp_feedback: vec![],
+        }
+    } else {
+        RTCRtpCodec {
+            mime_type: MIME_TYPE_VP8.to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        }
+    }
+}
+
+/// Track ids (from `a=msid`) of the m-sections in which the offerer sends.
+fn sending_track_ids(sdp: &str) -> Vec<String> {
+    let mut live = Vec::new();
+    let mut flush = |track: &mut Option<String>, sending: bool| {
+        if let (Some(t), true) = (track.take(), sending) {
+            live.push(t);
+        }
+    };
+    let (mut track, mut sending) = (None, false);
+    for line in sdp.lines() {
+        let line = line.trim();
+        if line.starts_with("m=") {
+            flush(&mut track, sending);
+            sending = false;
+        } else if let Some(msid) = line.strip_prefix("a=msid:") {
+            track = msid.split_whitespace().nth(1).map(str::to_owned);
+        } else if line == "a=sendrecv" || line == "a=sendonly" {
+            sending = true;
+        }
+    }
+    flush(&mut track, sending);
+    live
+}
+
+async fn add_outgoing(
+    pc: &Arc<dyn PeerConnection>,
+    name: &str,
+    kind: RtpCodecKind,
+    mime: &'static str,
+) -> Result<Outgoing> {
+    let ssrc = rand::random::<u32>();
+    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        name.to_owned(),
+        format!("{name}-{kind}"),
+        format!("{name}-{kind}"),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: codec(mime),
+            ..Default::default()
+        }],
+    )));
+    let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
+    Ok(Outgoing {
+        track,
+        sender,
+        ssrc,
+        mime,
+    })
+}
+
+impl SyntheticParticipant {
+    /// Builds the peer connection on 127.0.0.1 (no STUN server) with its tracks.
+    pub async fn new(config: ParticipantConfig) -> Result<Arc<Self>> {
+        let mut media_engine = MediaEngine::default();
+        media_engine.register_default_codecs()?;
+        let registry = register_default_interceptors(
+            Registry::new().with(
+                Slot::from(telehealth_sfu::feedback::SLOT),
+                telehealth_sfu::feedback::DeliverFeedback::default(),
+            ),
+            &mut media_engine,
+        )?;
+        let shared = Arc::new(Shared::default());
+        let (cand_tx, cand_rx) = mpsc::unbounded_channel();
+        let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
+        let runtime = webrtc::runtime::default_runtime().ok_or_else(|| anyhow!("no runtime"))?;
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(registry)
+            // No mDNS: tests send nothing to any non-loopback address.
+            .with_setting_engine(
+                SettingEngineBuilder::new()
+                    .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+                    .build(),
+            )
+            .with_runtime(Arc::new(LossyRuntime::new(runtime, config.impairment.clone())))
+            .with_handler(Arc::new(Handler {
+                shared: shared.clone(),
+                candidates: cand_tx,
+                state: state_tx,
+            }))
+            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+            .build()
+            .await?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let audio = if config.send_audio {
+            Some(add_outgoing(&pc, &config.name, RtpCodecKind::Audio, MIME_TYPE_OPUS).await?)
+        } else {
+            None
+        };
+        let video = if config.send_video {
+            Some(add_outgoing(&pc, &config.name, RtpCodecKind::Video, MIME_TYPE_VP8).await?)
+        } else {
+            None
+        };
+        Ok(Arc::new(Self {
+            config,
+            pc,
+            shared,
+            state: state_rx,
+            candidates: Mutex::new(Some(cand_rx)),
+            audio,
+            video,
+            media_started: AtomicBool::new(false),
+            tasks: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// The participant's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The link impairment, adjustable during the call.
+    pub fn impairment(&self) -> &Arc<Impairment> {
+        &self.config.impairment
+    }
+
+    /// The stream of local ICE candidates to trickle (can be taken once).
+    pub fn take_local_candidates(&self) -> Option<mpsc::UnboundedReceiver<IceCandidate>> {
+        self.candidates.lock().ok().and_then(|mut c| c.take())
+    }
+
+    /// Creates the offer (and sets it locally).
+    pub async fn create_offer(&self) -> Result<String> {
+        let offer = self.pc.create_offer(None).await?;
+        self.pc.set_local_description(offer).await?;
+        let desc = self
+            .pc
+            .local_description()
+            .await
+            .ok_or_else(|| anyhow!("no local description"))?;
+        Ok(desc.sdp)
+    }
+
+    /// Restarts ICE: the returned offer carries fresh ICE credentials.
+    pub async fn restart_ice_offer(&self) -> Result<String> {
+        self.pc.restart_ice().await?;
+        self.create_offer().await
+    }
+
+    /// Applies the answer to our offer.
+    pub async fn apply_answer(self: &Arc<Self>, sdp: String) -> Result<()> {
+        self.pc
+            .set_remote_description(RTCSessionDescription::answer(sdp)?)
+            .await?;
+        self.start_media_when_connected();
+        Ok(())
+    }
+
+    /// Answers an offer from the other side (renegotiation). Remote tracks
+    /// the offer no longer sends are marked ended.
+    pub async fn handle_offer(self: &Arc<Self>, sdp: String) -> Result<String> {
+        let live = sending_track_ids(&sdp);
+        if let Ok(mut tracks) = self.shared.tracks.lock() {
+            for (id, rx) in tracks.iter_mut() {
+                if !live.iter().any(|l| l == id) {
+                    rx.ended = true;
+                }
+            }
+        }
+        self.pc
+            .set_remote_description(RTCSessionDescription::offer(sdp)?)
+            .await?;
+        let answer = self.pc.create_answer(None).await?;
+        self.pc.set_local_description(answer).await?;
+        let desc = self
+            .pc
+            .local_description()
+            .await
+            .ok_or_else(|| anyhow!("no local description"))?;
+        self.start_media_when_connected();
+        Ok(desc.sdp)
+    }
+
+    /// Adds a candidate trickled by the other side.
+    pub async fn add_remote_candidate(&self, c: IceCandidate) -> Result<()> {
+        self.pc
+            .add_ice_candidate(RTCIceCandidateInit {
+                candidate: c.candidate,
+                sdp_mid: c.sdp_mid,
+                sdp_mline_index: c.sdp_mline_index,
+                username_fragment: c.username_fragment,
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until the connection is up.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<()> {
+        let mut state = self.state.clone();
+        tokio::time::timeout(timeout, async {
+            loop {
+                if *state.borrow_and_update() == RTCPeerConnectionState::Connected {
+                    return Ok(());
+                }
+                if state.changed().await.is_err() {
+                    return Err(anyhow!("connection dropped"));
+                }
+            }
+        })
+        .await
+        .context("timed out waiting for the connection")?
+    }
+
+    /// The current connection state.
+    pub fn connection_state(&self) -> RTCPeerConnectionState {
+        *self.state.borrow()
+    }
+
+    fn start_media_when_connected(self: &Arc<Self>) {
+        if self.media_started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = self.clone();
+        let task = tokio::spawn(async move {
+            if me.wait_connected(Duration::from_secs(30)).await.is_err() {
+                return;
+            }
+            me.run_media().await;
+        });
+        if let Ok(mut t) = self.tasks.lock() {
+            t.push(task);
+        }
+    }
+
+    async fn payload_type(out: &Outgoing) -> Option<u8> {
+        let params = out.sender.get_parameters().await.ok()?;
+        params
+            .rtp_parameters
+            .codecs
+            .iter()
+            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(out.mime))
+            .map(|c| c.payload_type)
+    }
+
+    async fn run_media(self: Arc<Self>) {
+        // Keyframe requests (PLI/FIR) from the SFU.
+        if let Some(video) = &self.video {
+            let track = video.track.clone();
+            let shared = self.shared.clone();
+            let t = tokio::spawn(async move {
+                loop {
+                    // `poll` yields None until the track is bound to its sender.
+                    let Some(ev) = track.poll().await else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    let TrackLocalEvent::OnRtcpPacket(packets) = ev else {
+                        continue;
+                    };
+                    for p in packets {
+                        let any = p.as_any();
+                        if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                            shared.publisher.plis_received.fetch_add(1, Ordering::Relaxed);
+                            shared.publisher.keyframe_requested.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+            if let Ok(mut tasks) = self.tasks.lock() {
+                tasks.push(t);
+            }
+        }
+        let audio_pt = match &self.audio {
+            Some(a) => Self::payload_type(a).await,
+            None => None,
+        };
+        let video_pt = match &self.video {
+            Some(v) => Self::payload_type(v).await,
+            None => None,
+        };
+        let mut encoder =
+            opus::Encoder::new(media::SAMPLE_RATE, opus::Channels::Mono, opus::Application::Audio).ok();
+        let mut tone = Tone::new(self.config.tone_hz);
+        let (mut audio_seq, mut video_seq) = (rand::random::<u16>(), rand::random::<u16>());
+        let mut counter: u32 = 0;
+        let frame_every = Duration::from_secs(1) / self.config.video_fps.max(1);
+        let start = tokio::time::Instant::now();
+        let mut next_video = start;
+        let mut last_keyframe: Option<Instant> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        loop {
+            tick.tick().await;
+            if let (Some(a), Some(pt), Some(enc)) = (&self.audio, audio_pt, encoder.as_mut()) {
+                let pcm = tone.next_frame();
+                let mut buf = [0u8; 400];
+                if let Ok(n) = enc.encode(&pcm, &mut buf) {
+                    let packet = rtc::rtp::Packet {
+                        header: rtc::rtp::Header {
+                            version: 2,
+                            payload_type: pt,
+                            sequence_number: audio_seq,
+                            timestamp: media::clock_timestamp(media::unix_micros(), media::SAMPLE_RATE),
+                            ssrc: a.ssrc,
+                            ..Default::default()
+                        },
+                        payload: Bytes::copy_from_slice(&buf[..n]),
+                    };
+                    audio_seq = audio_seq.wrapping_add(1);
+                    if a.track.write_rtp(packet).await.is_ok() {
+                        self.shared
+                            .publisher
+                            .audio_packets_sent
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if let (Some(v), Some(pt)) = (&self.video, video_pt) {
+                while next_video <= now {
+                    next_video += frame_every;
+                    let requested = self
+                        .shared
+                        .publisher
+                        .keyframe_requested
+                        .swap(false, Ordering::Relaxed);
+                    let periodic = match (self.config.keyframe_interval, last_keyframe) {
+                        (Some(i), Some(l)) => l.elapsed() >= i,
+                        _ => false,
+                    };
+                    let key = counter == 0 || requested || periodic;
+                    if key {
+                        last_keyframe = Some(Instant::now());
+                        self.shared
+                            .publisher
+                            .keyframes_sent
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    let sent = media::unix_micros();
+                    let size = if key {
+                        self.config.keyframe_bytes
+                    } else {
+                        self.config.frame_bytes
+                    };
+                    let payloads = media::vp8_frame_payloads(counter, sent, key, size);
+                    let ts = media::clock_timestamp(sent, media::VIDEO_CLOCK);
+                    let n = payloads.len();
+                    for (i, p) in payloads.into_iter().enumerate() {
+                        let packet = rtc::rtp::Packet {
+                            header: rtc::rtp::Header {
+                                version: 2,
+                                payload_type: pt,
+                                sequence_number: video_seq,
+                                timestamp: ts,
+                                ssrc: v.ssrc,
+                                marker: i + 1 == n,
+                                ..Default::default()
+                            },
+                            payload: Bytes::from(p),
+                        };
+                        video_seq = video_seq.wrapping_add(1);
+                        let _ = v.track.write_rtp(packet).await;
+                    }
+                    counter += 1;
+                    self.shared.publisher.frames_sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if matches!(
+                self.connection_state(),
+                RTCPeerConnectionState::Closed | RTCPeerConnectionState::Failed
+            ) {
+                return;
+            }
+        }
+    }
+
+    /// What has been received so far, per remote track, and what was sent.
+    pub fn report(&self) -> ParticipantReport {
+        let tracks = match self.shared.tracks.lock() {
+            Ok(t) => {
+                let mut v: Vec<TrackReport> = t.iter().map(|(id, rx)| rx.report(id)).collect();
+                v.sort_by(|a, b| a.track_id.cmp(&b.track_id));
+                v
+            }
+            Err(_) => Vec::new(),
+        };
+        let p = &self.shared.publisher;
+        ParticipantReport {
+            name: self.config.name.clone(),
+            tracks,
+            frames_sent: p.frames_sent.load(Ordering::Relaxed),
+            keyframes_sent: p.keyframes_sent.load(Ordering::Relaxed),
+            plis_received: p.plis_received.load(Ordering::Relaxed),
+            audio_packets_sent: p.audio_packets_sent.load(Ordering::Relaxed),
+            dropped: self.config.impairment.dropped(),
+        }
+    }
+
+    /// Closes the connection (the SFU sees a DTLS close) and stops sending.
+    pub async fn close(&self) {
+        let _ = self.pc.close().await;
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for t in tasks.drain(..) {
+                t.abort();
+            }
+        }
+    }
+}
+
+impl Drop for SyntheticParticipant {
+    fn drop(&mut self) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for t in tasks.drain(..) {
+                t.abort();
+            }
+        }
+    }
+}

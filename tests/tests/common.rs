@@ -1,0 +1,67 @@
+//! Shared helpers for the media integration tests.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+use telehealth_sfu::{RoomId, Sfu, SfuConfig, SfuEvent};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Starts an SFU on 127.0.0.1, an ephemeral port.
+pub async fn start_sfu() -> Sfu {
+    init_tracing();
+    Sfu::start(SfuConfig::loopback())
+        .await
+        .expect("the SFU binds 127.0.0.1:0")
+}
+
+/// Logs to the test output when RUST_LOG is set.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// Creates a room with a fresh id.
+pub async fn room(sfu: &Sfu, name: &str) -> RoomId {
+    let id = RoomId::new(name);
+    sfu.create_room(id.clone()).await.expect("new room");
+    id
+}
+
+/// Polls `check` every 50 ms until it returns Some, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits for an event matching `pred`, or panics after `timeout`.
+pub async fn wait_event(
+    events: &mut UnboundedReceiver<SfuEvent>,
+    timeout: Duration,
+    what: &str,
+    mut pred: impl FnMut(&SfuEvent) -> bool,
+) -> SfuEvent {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, events.recv()).await {
+            Ok(Some(ev)) if pred(&ev) => return ev,
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("event stream ended waiting for {what}"),
+            Err(_) => panic!("timed out after {timeout:?} waiting for {what}"),
+        }
+    }
+}

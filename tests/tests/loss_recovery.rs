@@ -1,0 +1,71 @@
+//! With 5 % loss on one participant's link (both directions), NACK/RTX
+//! recover the video on both legs: frames complete stays above 95 %.
+
+mod common;
+
+use std::time::Duration;
+use telehealth_tests::{Impairment, ParticipantConfig, SfuSession};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nack_recovers_video_under_five_percent_loss() {
+    let sfu = common::start_sfu().await;
+    let room = common::room(&sfu, "consultation-4g").await;
+    let doctor = SfuSession::join(&sfu, &room, ParticipantConfig::new("doctor", 440.0))
+        .await
+        .expect("doctor joins");
+    // The commune station on 4G: 5 % of its media packets lost each way.
+    let link = Impairment::none();
+    let mut cfg = ParticipantConfig::new("health-worker", 660.0);
+    cfg.impairment = link.clone();
+    let worker = SfuSession::join(&sfu, &room, cfg).await.expect("worker joins");
+    let (d, w) = (doctor.participant.clone(), worker.participant.clone());
+    common::eventually(Duration::from_secs(5), "video both ways", || {
+        let (d, w) = (d.clone(), w.clone());
+        async move {
+            let a = d.report().video_from("health-worker")?.frames_complete;
+            let b = w.report().video_from("doctor")?.frames_complete;
+            (a > 5 && b > 5).then_some(())
+        }
+    })
+    .await;
+
+    link.set_loss(0.05, 0.05);
+    let before_up = doctor.participant.report().video_from("health-worker").cloned();
+    let before_down = worker.participant.report().video_from("doctor").cloned();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    link.set_loss(0.0, 0.0);
+    // Let the last retransmissions land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (dropped_up, dropped_down) = link.dropped();
+    let d = doctor.participant.report();
+    let w = worker.participant.report();
+    println!("{d}{w}dropped by the link: {dropped_up} up, {dropped_down} down");
+    assert!(dropped_up > 20 && dropped_down > 20, "the link did lose packets");
+
+    for (label, before, after) in [
+        (
+            "uplink (worker → SFU → doctor)",
+            before_up,
+            d.video_from("health-worker").cloned(),
+        ),
+        (
+            "downlink (doctor → SFU → worker)",
+            before_down,
+            w.video_from("doctor").cloned(),
+        ),
+    ] {
+        let (before, after) = (before.expect("video before"), after.expect("video after"));
+        let complete = after.frames_complete - before.frames_complete;
+        let expected = after.frames_expected - before.frames_expected;
+        let ratio = complete as f64 / expected as f64;
+        println!(
+            "{label}: {complete}/{expected} frames complete ({:.1} %), residual packet loss {:.2} %",
+            ratio * 100.0,
+            after.loss_ratio() * 100.0
+        );
+        assert!(expected >= 100, "{label}: only {expected} frames in the window");
+        assert!(ratio > 0.95, "{label}: frames complete {:.1} %", ratio * 100.0);
+    }
+    sfu.shutdown().await;
+}
