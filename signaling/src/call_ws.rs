@@ -172,6 +172,13 @@ async fn join(
             "Malformed consultation id.",
         );
     };
+    if call.bound.is_some_and(|b| b != c) {
+        return error(
+            "wrong_consultation",
+            "Kết nối này được mở cho một ca tư vấn khác.",
+            "This connection was opened for another consultation.",
+        );
+    }
     if call.current.is_some() {
         return error(
             "already_in_call",

@@ -100,6 +100,8 @@ pub enum ServerMessage<'a> {
 /// The call this socket is in, if any.
 pub struct CallState {
     pub current: Option<(telehealth_records::ConsultationId, telehealth_sfu::ParticipantId)>,
+    /// The consultation this socket was opened for, if any.
+    pub bound: Option<telehealth_records::ConsultationId>,
     pub outbox: crate::call::Outbox,
     pub user: AuthUser,
 }
@@ -129,10 +131,21 @@ impl CloseReason {
 }
 
 /// `GET /api/ws`: authenticate, check the Origin, then upgrade.
+/// `?consultation_id=` binds the socket to one consultation's call: the
+/// caller's membership and the consultation's time window are then checked
+/// before the upgrade.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsQuery {
+    #[serde(default)]
+    consultation_id: Option<String>,
+}
+
 pub async fn upgrade(
     State(state): State<AppState>,
     user: AuthUser,
     headers: HeaderMap,
+    crate::extract::ApiQuery(q): crate::extract::ApiQuery<WsQuery>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let ws = ws.map_err(|_| {
@@ -153,10 +166,57 @@ pub async fn upgrade(
             });
         }
     }
+    let bound = match q.consultation_id.filter(|c| !c.is_empty()) {
+        None => None,
+        Some(raw) => Some(check_membership(&state, &user, &raw).await?),
+    };
     Ok(ws
         .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
-        .on_upgrade(move |socket| session(state, user, socket)))
+        .on_upgrade(move |socket| session(state, user, socket, bound)))
+}
+
+/// Refuses, before the upgrade, a user who may not join this consultation now.
+async fn check_membership(
+    state: &AppState,
+    user: &AuthUser,
+    raw: &str,
+) -> ApiResult<telehealth_records::ConsultationId> {
+    use crate::call::{Calls, JoinError};
+    let c: telehealth_records::ConsultationId = crate::extract::parse_id("consultation_id", raw)?;
+    let cons = state.store.consultation(c).await?;
+    let u = &user.user;
+    match Calls::may_join(&cons, u.id, u.role, u.facility_id, chrono::Utc::now()) {
+        Ok(()) => Ok(c),
+        Err(JoinError::NotAParticipant) => {
+            let _ = state
+                .store
+                .audit(
+                    &user.actor(),
+                    "call.join",
+                    "consultation",
+                    Some(c.to_string()),
+                    Some(cons.patient_id),
+                    telehealth_records::Outcome::Denied,
+                )
+                .await;
+            Err(ApiError::Forbidden {
+                code: "not_a_participant",
+                detail: "Bạn không tham gia ca tư vấn này.",
+                detail_en: "You are not a participant of this consultation.",
+            })
+        }
+        Err(e) => {
+            let (vi, en) = e.messages();
+            Err(ApiError::Conflict {
+                code: e.code(),
+                detail: vi.into(),
+                detail_en: en.into(),
+                current_version: None,
+                errors: vec![],
+            })
+        }
+    }
 }
 
 async fn send(socket: &mut WebSocket, msg: &ServerMessage<'_>) -> Result<(), axum::Error> {
@@ -164,7 +224,12 @@ async fn send(socket: &mut WebSocket, msg: &ServerMessage<'_>) -> Result<(), axu
     socket.send(Message::Text(text.into())).await
 }
 
-async fn session(state: AppState, user: AuthUser, mut socket: WebSocket) {
+async fn session(
+    state: AppState,
+    user: AuthUser,
+    mut socket: WebSocket,
+    bound: Option<telehealth_records::ConsultationId>,
+) {
     let role = user.user.role;
     let facility = user.user.facility_id;
     let uid = user.user.id;
@@ -179,6 +244,7 @@ async fn session(state: AppState, user: AuthUser, mut socket: WebSocket) {
     let (outbox, mut inbox) = tokio::sync::mpsc::unbounded_channel::<String>();
     let mut call = CallState {
         current: None,
+        bound,
         outbox,
         user: user.clone(),
     };

@@ -205,3 +205,249 @@ async fn urgent_consultation_end_to_end() {
     let logs = server.output.lock().unwrap().clone();
     assert!(!logs.contains("Lò Thị") && !logs.contains("Khó thở") && !logs.contains("nghe rõ"));
 }
+
+/// A second hospital and station with their own staff.
+async fn neighbours(c: &reqwest::Client, s: &Server, admin: &str) -> (String, String) {
+    let h = post(c, s, admin, "/api/facilities", json!({"code": "H2", "name": "TTYT huyện khác", "kind": "district_hospital", "province": "Điện Biên"})).await;
+    let st = post(c, s, admin, "/api/facilities", json!({"code": "S2", "name": "Trạm khác", "kind": "commune_station", "referral_hospital_id": h["id"], "province": "Điện Biên"})).await;
+    post(c, s, admin, "/api/users", json!({"username": "bacsi2", "display_name": "Bác sĩ 2", "password": PASSWORD, "role": "doctor", "facility_id": h["id"]})).await;
+    post(c, s, admin, "/api/users", json!({"username": "yta2", "display_name": "Y tá 2", "password": PASSWORD, "role": "health_worker", "facility_id": st["id"]})).await;
+    (
+        login(c, s, "bacsi2", PASSWORD).await,
+        login(c, s, "yta2", PASSWORD).await,
+    )
+}
+
+async fn accepted_consultation(c: &reqwest::Client, s: &Server, p: &Province) -> String {
+    let patient = post(
+        c,
+        s,
+        &p.worker,
+        "/api/patients",
+        json!({"full_name": "Sùng A Chử", "date_of_birth": "1980-01-01", "sex": "male"}),
+    )
+    .await;
+    let cons = post(
+        c,
+        s,
+        &p.worker,
+        "/api/consultations",
+        json!({"patient_id": patient["id"], "kind": "urgent", "reason": "Đau ngực"}),
+    )
+    .await;
+    let cid = cons["id"].as_str().unwrap().to_owned();
+    post(
+        c,
+        s,
+        &p.doctor,
+        &format!("/api/consultations/{cid}/accept"),
+        json!({}),
+    )
+    .await;
+    cid
+}
+
+async fn upgrade_status(ws_url: &str, token: &str, cid: &str) -> Option<u16> {
+    let mut req = format!("{ws_url}?consultation_id={cid}")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(_) => None,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Some(resp.status().as_u16()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outsiders_are_refused_before_the_upgrade() {
+    let dir = temp_dir("outsiders");
+    let db = database_url("sqlite", &dir).await;
+    let server = Server::start(&dir, &db);
+    let c = client();
+    let p = province(&c, &server).await;
+    let (other_doctor, other_worker) = neighbours(&c, &server, &p.admin).await;
+    let cid = accepted_consultation(&c, &server, &p).await;
+    let ws_url = server.url("/api/ws").replace("http://", "ws://");
+
+    assert_eq!(
+        upgrade_status(&ws_url, &other_doctor, &cid).await,
+        Some(403),
+        "a doctor of another hospital"
+    );
+    assert_eq!(
+        upgrade_status(&ws_url, &other_worker, &cid).await,
+        Some(403),
+        "a health worker of another station"
+    );
+    assert_eq!(
+        upgrade_status(&ws_url, &p.admin, &cid).await,
+        Some(403),
+        "an admin"
+    );
+    // An expired token, signed with the server's own key.
+    let key = std::fs::read(dir.join("jwt.key")).unwrap();
+    let me = get(&c, &server, &p.worker, "/api/auth/me").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = json!({"sub": me["id"], "sid": "00000000-0000-4000-8000-000000000000", "role": "health_worker", "iat": now - 7200, "exp": now - 3600});
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&key),
+    )
+    .unwrap();
+    assert_eq!(
+        upgrade_status(&ws_url, &expired, &cid).await,
+        Some(401),
+        "an expired token"
+    );
+    assert_eq!(
+        upgrade_status(&ws_url, "garbage", &cid).await,
+        Some(401),
+        "a forged token"
+    );
+    // The participants themselves get in.
+    assert_eq!(upgrade_status(&ws_url, &p.worker, &cid).await, None);
+    assert_eq!(upgrade_status(&ws_url, &p.doctor, &cid).await, None);
+    // And the refusals are in the audit trail.
+    let audit = get(&c, &server, &p.admin, "/api/audit?action=call.join").await;
+    assert_eq!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["outcome"] == "denied")
+            .count(),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abusive_clients_do_not_disturb_a_running_consultation() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = temp_dir("abuse");
+    let db = database_url("sqlite", &dir).await;
+    let server = Server::start(&dir, &db);
+    let c = client();
+    let p = province(&c, &server).await;
+    let (other_doctor, _) = neighbours(&c, &server, &p.admin).await;
+    let cid = accepted_consultation(&c, &server, &p).await;
+    let ws_url = server.url("/api/ws").replace("http://", "ws://");
+    let doctor = WsSession::join(&ws_url, &p.doctor, &cid, ParticipantConfig::new("doctor", 440.0))
+        .await
+        .unwrap();
+    let worker = WsSession::join(&ws_url, &p.worker, &cid, ParticipantConfig::new("station", 660.0))
+        .await
+        .unwrap();
+    media_flows(&doctor, &worker.participant_id, 660.0, 10, Duration::from_secs(5)).await;
+    let before = doctor
+        .participant
+        .report()
+        .video_from(&worker.participant_id)
+        .unwrap()
+        .frames_complete;
+
+    let open = |token: String| {
+        let url = ws_url.clone();
+        async move {
+            let mut req = url.as_str().into_client_request().unwrap();
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            tokio_tungstenite::connect_async(req).await.unwrap().0
+        }
+    };
+    // Garbage, a hostile SDP, a join of someone else's consultation.
+    let mut bad = open(other_doctor.clone()).await;
+    for m in [
+        "{{{{".to_owned(),
+        json!({"type": "join", "consultation_id": cid, "sdp": "v=0\r\nthis is not sdp"}).to_string(),
+        json!({"type": "join", "consultation_id": "not-an-id", "sdp": ""}).to_string(),
+        json!({"type": "ice", "candidate": {"candidate": "candidate:evil 1 udp 1 999.1.1.1 1 typ host"}})
+            .to_string(),
+        json!({"type": "end"}).to_string(),
+    ] {
+        bad.send(Message::Text(m.into())).await.unwrap();
+    }
+    let mut codes = Vec::new();
+    while codes.len() < 5 {
+        match tokio::time::timeout(Duration::from_secs(5), bad.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "error" {
+                    codes.push(v["code"].as_str().unwrap().to_owned());
+                }
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("bad client's socket ended early: {other:?}"),
+        }
+    }
+    assert_eq!(
+        codes,
+        [
+            "bad_message",
+            "not_a_participant",
+            "malformed_id",
+            "not_in_call",
+            "not_in_call"
+        ]
+    );
+    // A hostile SDP from a real participant's second page.
+    let mut second = open(p.worker.clone()).await;
+    second.send(Message::Text(json!({"type": "join", "consultation_id": cid, "sdp": "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n"}).to_string().into())).await.unwrap();
+    // An oversized frame and a flood.
+    let mut big = open(p.worker.clone()).await;
+    let _ = big.send(Message::Text("x".repeat(100 * 1024).into())).await;
+    let mut flood = open(p.worker.clone()).await;
+    for _ in 0..300 {
+        if flood
+            .send(Message::Text("{\"type\":\"ping\"}".into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    // Garbage datagrams at the media port.
+    let media = doctor.joined["sdp"].as_str().unwrap().lines().find_map(|l| {
+        let l = l.trim();
+        l.starts_with("a=candidate:").then(|| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            format!("{}:{}", f[4], f[5])
+        })
+    });
+    if let Some(addr) = media {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..500u32 {
+            let junk: Vec<u8> = (0..(i % 1200 + 1))
+                .map(|j| (i.wrapping_mul(31) ^ j) as u8)
+                .collect();
+            let _ = udp.send_to(&junk, &addr);
+        }
+    }
+    // The consultation went on.
+    media_flows(
+        &doctor,
+        &worker.participant_id,
+        660.0,
+        before + 50,
+        Duration::from_secs(8),
+    )
+    .await;
+    media_flows(&worker, &doctor.participant_id, 440.0, 50, Duration::from_secs(8)).await;
+    let state = get(&c, &server, &p.worker, &format!("/api/consultations/{cid}")).await;
+    assert_eq!(state["state"], "in_progress");
+    assert!(
+        server
+            .output
+            .lock()
+            .unwrap()
+            .lines()
+            .all(|l| !l.contains("panicked")),
+        "no panic in the server"
+    );
+}

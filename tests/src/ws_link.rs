@@ -41,9 +41,18 @@ async fn open(
     let mut req = ws_url.into_client_request()?;
     req.headers_mut()
         .insert("authorization", format!("Bearer {token}").parse()?);
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .context("open signaling socket")?;
+    let (mut ws, _) = match tokio_tungstenite::connect_async(req).await {
+        Ok(ok) => ok,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            bail!("socket refused before the upgrade: {} {body}", resp.status());
+        }
+        Err(e) => return Err(e).context("open signaling socket"),
+    };
     // The server speaks first.
     match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
         Ok(Some(Ok(Message::Text(t)))) if t.contains("\"hello\"") => Ok(ws),
@@ -70,7 +79,9 @@ impl WsSession {
         participant: Arc<SyntheticParticipant>,
         resume: Option<String>,
     ) -> Result<WsSession> {
-        let mut ws = open(ws_url, token).await?;
+        // The call page binds its socket to the consultation, so membership is
+        // checked before the upgrade.
+        let mut ws = open(&format!("{ws_url}?consultation_id={consultation_id}"), token).await?;
         let offer = if resume.is_some() {
             participant.restart_ice_offer().await?
         } else {
