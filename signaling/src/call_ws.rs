@@ -38,6 +38,24 @@ pub async fn log(state: &AppState, c: ConsultationId, kind: &str, user: Option<U
 }
 
 pub async fn handle(state: &AppState, call: &mut CallState, msg: ClientMessage) -> Option<Value> {
+    let reply = dispatch(state, call, msg).await;
+    // Errors inside a call belong in its session log.
+    if let (Some(r), Some(c)) = (&reply, call.current.as_ref().map(|c| c.0).or(call.bound)) {
+        if r["type"] == "error" {
+            log(
+                state,
+                c,
+                "error",
+                Some(call.user.user.id),
+                json!({"code": r["code"]}),
+            )
+            .await;
+        }
+    }
+    reply
+}
+
+async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) -> Option<Value> {
     match msg {
         ClientMessage::Ping {} => Some(json!({"type": "pong"})),
         ClientMessage::Join {

@@ -451,3 +451,59 @@ async fn abusive_clients_do_not_disturb_a_running_consultation() {
         "no panic in the server"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_live_when_the_server_dies_is_interrupted_after_restart() {
+    let dir = temp_dir("restart");
+    let db = database_url("sqlite", &dir).await;
+    let mut server = Server::start(&dir, &db);
+    let c = client();
+    let p = province(&c, &server).await;
+    let cid = accepted_consultation(&c, &server, &p).await;
+    let ws_url = server.url("/api/ws").replace("http://", "ws://");
+    let doctor = WsSession::join(&ws_url, &p.doctor, &cid, ParticipantConfig::new("doctor", 440.0))
+        .await
+        .unwrap();
+    let worker = WsSession::join(&ws_url, &p.worker, &cid, ParticipantConfig::new("station", 660.0))
+        .await
+        .unwrap();
+    assert_eq!(worker.joined["state"], "in_progress");
+    // A bad candidate inside the call is an error event in its log.
+    worker.send(json!({"type": "ice", "candidate": {"candidate": "candidate:x 1 udp nonsense"}}));
+    worker.wait_for("error", Duration::from_secs(5)).await.unwrap();
+    server.kill();
+    drop((doctor, worker));
+    let server = Server::start(&dir, &db);
+    let admin = login(&c, &server, "admin", ADMIN_PASSWORD).await;
+    let session = get(&c, &server, &admin, &format!("/api/sessions/{cid}")).await;
+    assert_eq!(session["state"], "interrupted");
+    let events = session["events"].as_array().unwrap();
+    assert_eq!(events.last().unwrap()["data"]["to"], "interrupted");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "error" && e["data"]["code"] == "bad_candidate"),
+        "{events:?}"
+    );
+    // Its participants can rejoin: the consultation goes back in progress.
+    let worker_token = login(&c, &server, "yta", PASSWORD).await;
+    let doctor_token = login(&c, &server, "bacsi", PASSWORD).await;
+    let ws_url = server.url("/api/ws").replace("http://", "ws://");
+    let _d = WsSession::join(
+        &ws_url,
+        &doctor_token,
+        &cid,
+        ParticipantConfig::new("doctor", 440.0),
+    )
+    .await
+    .unwrap();
+    let w = WsSession::join(
+        &ws_url,
+        &worker_token,
+        &cid,
+        ParticipantConfig::new("station", 660.0),
+    )
+    .await
+    .unwrap();
+    assert_eq!(w.joined["state"], "in_progress");
+}
