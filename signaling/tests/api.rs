@@ -667,7 +667,7 @@ async fn two_doctors_accept_at_once_one_wins(store: Store) {
     )
     .await;
     let pid = r.body["id"].as_str().unwrap().to_owned();
-    for _ in 0..5 {
+    for _ in 0..25 {
         let r = call(
             &w.app,
             Method::POST,
