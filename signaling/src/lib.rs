@@ -149,28 +149,57 @@ async fn no_show_loop(state: AppState) {
 }
 
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    // Claim the ports and read the certificate first: a server that cannot
+    // listen must fail before it creates accounts or prints passwords.
+    let listener = std::net::TcpListener::bind(config.http_addr).with_context(|| {
+        format!(
+            "cannot listen on {} (in use? choose another with --http-addr)",
+            config.http_addr
+        )
+    })?;
+    listener.set_nonblocking(true)?;
+    let sfu_config = config.sfu_config();
+    let sfu = telehealth_sfu::Sfu::start(sfu_config.clone())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the media port UDP {} (in use? choose another with --media-udp-port)",
+                sfu_config.udp_bind
+            )
+        })?;
+    tracing::info!(media = %sfu.local_addr(), "media server ready");
+    if sfu.local_addr().ip().is_loopback() && !config.http_addr.ip().is_loopback() {
+        tracing::warn!(
+            "media is announced on a loopback address: set --public-ip so that other machines can reach it"
+        );
+    }
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .context("reading the TLS certificate and key")?,
+            )
+        }
+        _ => None,
+    };
+
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let jwt_key = bootstrap::jwt_key(config.jwt_key.as_deref(), &config.data_dir)?;
-    let url = config.database_url();
-    let store = Store::open(&StoreOptions::new(url.clone()))
+    let store = Store::open(&StoreOptions::new(config.database_url()))
         .await
         .context("opening the database")?;
     tracing::info!(backend = ?store.backend(), "database ready");
-    bootstrap::first_admin(
-        &store,
-        std::env::var("TELEHEALTH_ADMIN_PASSWORD")
-            .ok()
-            .filter(|p| !p.is_empty()),
-    )
-    .await?;
+    let admin_password = std::env::var("TELEHEALTH_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    bootstrap::first_admin(&store, admin_password).await?;
     if config.demo {
         bootstrap::demo(&store).await?;
     }
-    let sfu = telehealth_sfu::Sfu::start(config.sfu_config())
-        .await
-        .context("starting the media server (UDP)")?;
-    tracing::info!(media = %sfu.local_addr(), "media server ready");
+
     let calls = call::Calls::new(sfu.clone(), config.ice_servers.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let state = state(
@@ -195,44 +224,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let mut stopped = stop_rx.clone();
-    let shutdown = async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    };
+    let addr = listener.local_addr()?;
 
-    match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                .await
-                .context("reading the TLS certificate and key")?;
+    match tls {
+        Some(tls) => {
             let handle = axum_server::Handle::new();
             let h = handle.clone();
             tokio::spawn(async move {
-                shutdown.await;
+                stopped(stop_rx).await;
                 h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
             });
-            let h = handle.clone();
-            tokio::spawn(async move {
-                if let Some(addr) = h.listening().await {
-                    println!("  telehealth listening on https://{addr}");
-                    tracing::info!(%addr, "listening (TLS)");
-                }
-            });
-            axum_server::bind_rustls(config.http_addr, tls)
+            println!("  telehealth listening on https://{addr}");
+            tracing::info!(%addr, "listening (TLS)");
+            axum_server::from_tcp_rustls(listener, tls)
                 .handle(handle)
                 .serve(make)
                 .await?;
         }
-        _ => {
-            let listener = tokio::net::TcpListener::bind(config.http_addr)
-                .await
-                .with_context(|| format!("binding {}", config.http_addr))?;
-            let addr = listener.local_addr()?;
+        None => {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
             println!("  telehealth listening on http://{addr}");
             tracing::info!(%addr, "listening");
             axum::serve(listener, make)
-                .with_graceful_shutdown(shutdown)
+                .with_graceful_shutdown(stopped(stop_rx))
                 .await?;
         }
     }
