@@ -1,18 +1,58 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace: unit, records (SQLite and PostgreSQL),
-# HTTP, end-to-end through the real binary, media.
+# Runs every test: Rust unit, records (SQLite and PostgreSQL), HTTP,
+# end-to-end through the real binary, media (real WebRTC peers); then the
+# browser app's type check and lint, and the browser tests in Chromium.
 #
-# Installs what is missing (Debian packages: PostgreSQL, libopus, …), starts
-# a throwaway PostgreSQL server on loopback, runs the suite, stops it.
-set -euo pipefail
+# Installs what is missing (Debian packages: PostgreSQL, libopus, Chromium…;
+# npm packages for the checks), starts a throwaway PostgreSQL server on
+# loopback, runs everything, stops it. Set TELEHEALTH_BROWSER_TESTS=0 to skip
+# the browser part. Extra arguments go to cargo nextest.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
-bash tests/scripts/deps.sh
+bash tests/scripts/deps.sh || exit 1
 # shellcheck source=tests/scripts/postgres.sh
-source tests/scripts/postgres.sh
+source tests/scripts/postgres.sh || exit 1
 
+log=$(mktemp)
+failed=0
+
+echo "== Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --no-fail-fast "$@"
+    cargo nextest run --workspace --no-fail-fast "$@" 2>&1 | tee "$log"
 else
-    cargo test --workspace --no-fail-fast "$@"
+    cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log"
 fi
+[ "${PIPESTATUS[0]}" = 0 ] || failed=1
+# nextest: "Summary [ 77.682s] 115 tests run: 115 passed, 0 skipped"
+rust_passed=$(grep -Eo '[0-9]+ tests? run: [0-9]+ passed' "$log" | tail -1 | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+')
+rust_failed=$(grep -Eo '[0-9]+ failed' "$log" | tail -1 | grep -Eo '[0-9]+')
+if [ -z "$rust_passed" ]; then
+    # cargo test prints one "test result:" line per binary.
+    rust_passed=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}')
+fi
+
+browser_passed=0
+browser_failed=0
+if [ "${TELEHEALTH_BROWSER_TESTS:-1}" = 1 ]; then
+    echo "== browser app: type check and lint"
+    (
+        cd web-client
+        [ -d node_modules/typescript ] || npm ci --no-audit --no-fund
+        npm run --silent typecheck && npm run --silent lint
+    ) || failed=1
+    echo "== browser tests (Chromium)"
+    bash tests/browser/run.sh 2>&1 | tee "$log"
+    [ "${PIPESTATUS[0]}" = 0 ] || failed=1
+    browser_passed=$(grep -Eo '^\s*[0-9]+ passed' "$log" | tail -1 | grep -Eo '[0-9]+')
+    browser_failed=$(grep -Eo '^\s*[0-9]+ failed' "$log" | tail -1 | grep -Eo '[0-9]+')
+fi
+rm -f "$log"
+
+passed=$(( ${rust_passed:-0} + ${browser_passed:-0} ))
+nfailed=$(( ${rust_failed:-0} + ${browser_failed:-0} ))
+if [ "$failed" != 0 ] && [ "$nfailed" = 0 ]; then
+    nfailed=1 # a step failed outside any test (build, type check, lint)
+fi
+echo "tests: $passed passed, $nfailed failed"
+exit "$failed"

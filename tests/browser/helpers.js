@@ -1,0 +1,58 @@
+// @ts-check
+/** Shared steps for the browser tests: logging in, screenshots at phone and desktop sizes. */
+import { expect } from '@playwright/test';
+import { mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const SHOTS = join(dirname(fileURLToPath(import.meta.url)), 'screenshots');
+mkdirSync(SHOTS, { recursive: true });
+
+export const PHONE = { width: 360, height: 740 };
+export const DESKTOP = { width: 1280, height: 800 };
+
+/** The demo password printed by the server for `user` (run.sh exports them). @param {string} user */
+export function password(user) {
+  const pw = process.env[`TH_PW_${user.toUpperCase()}`];
+  if (!pw) throw new Error(`no password for ${user} in the environment (TH_PW_${user.toUpperCase()})`);
+  return pw;
+}
+
+/** A new context and page, signed in as `user`; dialogs (confirmations) are accepted.
+ * @param {import('@playwright/test').Browser} browser @param {string} user @param {{width: number, height: number}} [viewport] */
+export async function signIn(browser, user, viewport = DESKTOP) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.on('dialog', (d) => void d.accept());
+  page.on('pageerror', (e) => console.error(`[${user}] page error:`, e.message));
+  await page.goto('/');
+  await page.locator('#login input[name=username]').fill(user);
+  await page.locator('#login input[name=password]').fill(password(user));
+  await page.locator('#login button[type=submit]').click();
+  await expect(page.locator('#nav')).toBeVisible();
+  return { context, page };
+}
+
+/**
+ * Screenshots the page at 360×740 (asserting no horizontal scrolling) and at 1280×800, then restores the
+ * viewport. `ready` is waited for after each resize.
+ * @param {import('@playwright/test').Page} page @param {string} name @param {import('@playwright/test').Locator} [ready]
+ */
+export async function shoot(page, name, ready) {
+  const before = page.viewportSize() ?? DESKTOP;
+  for (const [label, size] of /** @type {const} */ ([['phone', PHONE], ['desktop', DESKTOP]])) {
+    await page.setViewportSize(size);
+    if (ready) await expect(ready.first()).toBeVisible();
+    // Layout settles on the next frame after a resize.
+    await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(null)))));
+    if (label === 'phone') {
+      const { scrollWidth, clientWidth } = await page.evaluate(() => {
+        const el = /** @type {Element} */ (document.scrollingElement);
+        return { scrollWidth: el.scrollWidth, clientWidth: el.clientWidth };
+      });
+      expect(scrollWidth, `${name}: horizontal scrolling at 360 px`).toBeLessThanOrEqual(clientWidth);
+    }
+    await page.screenshot({ path: join(SHOTS, `${name}-${label}.png`), fullPage: true });
+  }
+  await page.setViewportSize(before);
+}

@@ -1,0 +1,36 @@
+// @ts-check
+// Playwright drives Debian's Chromium (never a downloaded browser) against the server that run.sh started.
+import { defineConfig } from '@playwright/test';
+
+const baseURL = process.env.TH_BASE_URL;
+if (!baseURL) throw new Error('TH_BASE_URL is not set: run the tests through tests/browser/run.sh');
+
+export default defineConfig({
+  testDir: '.',
+  testMatch: '*.spec.js',
+  // A loaded 2-core machine: one test at a time, generous limits, conditions waited for (never fixed sleeps).
+  workers: 1,
+  fullyParallel: false,
+  retries: 0,
+  timeout: 240_000,
+  expect: { timeout: 30_000 },
+  reporter: [['list']],
+  outputDir: './test-results',
+  use: {
+    baseURL,
+    actionTimeout: 30_000,
+    navigationTimeout: 60_000,
+    locale: 'vi-VN',
+    timezoneId: 'Asia/Ho_Chi_Minh',
+    permissions: ['camera', 'microphone'],
+    launchOptions: {
+      executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+      args: [
+        '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync',
+        '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+        '--autoplay-policy=no-user-gesture-required',
+      ],
+    },
+  },
+});
