@@ -50,6 +50,9 @@ pub struct ConsultationInput {
     /// For a scheduled consultation: a named doctor, or any free doctor.
     #[serde(default)]
     pub doctor_id: Option<UserId>,
+    /// Vital signs taken for this consultation, stored with it.
+    #[serde(default)]
+    pub vitals: Option<crate::vitals::Measurements>,
 }
 
 /// Which consultations a caller may list.
@@ -77,6 +80,9 @@ impl Store {
         input: &ConsultationInput,
     ) -> Result<Consultation> {
         let reason = validate::text("reason", &input.reason.0, 2000).map_err(RecordsError::field)?;
+        if let Some(m) = &input.vitals {
+            crate::vitals::check(m)?;
+        }
         if input.kind == ConsultationKind::Scheduled {
             return self.book(actor, station, hospital, input, reason).await;
         }
@@ -111,6 +117,9 @@ impl Store {
         .bind(now)
         .fetch_one(&mut *w.tx)
         .await?;
+        if let Some(m) = &input.vitals {
+            crate::vitals::insert_vitals(&mut w.tx, actor, input.patient_id, Some(id), m).await?;
+        }
         append_event(
             &mut w.tx,
             id,

@@ -410,6 +410,9 @@ impl Store {
                 Err(RecordsError::Duplicate { .. }) => continue,
                 Err(e) => return Err(e),
             };
+            if let Some(m) = &input.vitals {
+                crate::vitals::insert_vitals(&mut w.tx, actor, input.patient_id, Some(id), m).await?;
+            }
             append_event(
                 &mut w.tx,
                 id,

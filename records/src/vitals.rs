@@ -47,7 +47,7 @@ pub struct Vitals {
     pub measurements: Measurements,
 }
 
-fn check(m: &Measurements) -> Result<()> {
+pub(crate) fn check(m: &Measurements) -> Result<()> {
     let mut e = Errors::default();
     if let Some(v) = m.temperature_c {
         e.check(in_range("temperature_c", v, 30.0, 45.0, "°C").map(drop));
@@ -117,36 +117,8 @@ impl Store {
         m: &Measurements,
     ) -> Result<Vitals> {
         check(m)?;
-        let by = actor.user_id.ok_or(RecordsError::NotFound("user"))?;
-        let id = VitalsId::new();
         let mut w = self.begin_write().await?;
-        let v = sqlx::query_as::<_, Vitals>(&format!(
-            "INSERT INTO vitals ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
-        ))
-        .bind(id)
-        .bind(patient)
-        .bind(consultation)
-        .bind(by)
-        .bind(Timestamp::now())
-        .bind(m.temperature_c)
-        .bind(m.pulse_bpm)
-        .bind(m.systolic_mmhg)
-        .bind(m.diastolic_mmhg)
-        .bind(m.respiratory_rate)
-        .bind(m.spo2_pct)
-        .bind(m.weight_kg)
-        .fetch_one(&mut *w.tx)
-        .await?;
-        record(
-            &mut w.tx,
-            actor,
-            "vitals.create",
-            "vitals",
-            Some(id.to_string()),
-            Some(patient),
-            Outcome::Ok,
-        )
-        .await?;
+        let v = insert_vitals(&mut w.tx, actor, patient, consultation, m).await?;
         w.commit().await?;
         Ok(v)
     }
@@ -170,4 +142,44 @@ impl Store {
         .await?;
         Ok(rows)
     }
+}
+
+/// Writes checked measurements and their audit entry inside a transaction.
+pub(crate) async fn insert_vitals(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    actor: &Actor,
+    patient: PatientId,
+    consultation: Option<ConsultationId>,
+    m: &Measurements,
+) -> Result<Vitals> {
+    let by = actor.user_id.ok_or(RecordsError::NotFound("user"))?;
+    let id = VitalsId::new();
+    let v = sqlx::query_as::<_, Vitals>(&format!(
+        "INSERT INTO vitals ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(patient)
+    .bind(consultation)
+    .bind(by)
+    .bind(Timestamp::now())
+    .bind(m.temperature_c)
+    .bind(m.pulse_bpm)
+    .bind(m.systolic_mmhg)
+    .bind(m.diastolic_mmhg)
+    .bind(m.respiratory_rate)
+    .bind(m.spo2_pct)
+    .bind(m.weight_kg)
+    .fetch_one(&mut **tx)
+    .await?;
+    record(
+        tx,
+        actor,
+        "vitals.create",
+        "vitals",
+        Some(id.to_string()),
+        Some(patient),
+        Outcome::Ok,
+    )
+    .await?;
+    Ok(v)
 }

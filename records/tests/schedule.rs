@@ -38,6 +38,7 @@ fn booking(patient: PatientId, start: chrono::DateTime<Utc>, doctor: Option<User
         hospital_id: None,
         scheduled_start: Some(Timestamp(start)),
         doctor_id: doctor,
+        vitals: None,
     }
 }
 

@@ -20,6 +20,7 @@ async fn urgent(store: &Store, w: &common::World, patient: PatientId) -> Consult
                 hospital_id: None,
                 scheduled_start: None,
                 doctor_id: None,
+                vitals: None,
             },
         )
         .await
@@ -589,3 +590,47 @@ async fn refresh_tokens_rotate_once(store: Store) {
     assert!(store.session_user(sid).await.unwrap().is_none());
 }
 on_both!(refresh_tokens_rotate_once);
+
+async fn a_request_carries_its_vitals_or_writes_nothing(store: Store) {
+    let w = world(&store).await;
+    let a = w.actor(&w.hw1);
+    let p = store
+        .create_patient(&a, w.s1.id, &patient_input("A"))
+        .await
+        .unwrap();
+    let input = |m: Measurements| ConsultationInput {
+        patient_id: p.id,
+        kind: ConsultationKind::Urgent,
+        reason: Pii("Sốt".into()),
+        hospital_id: None,
+        scheduled_start: None,
+        doctor_id: None,
+        vitals: Some(m),
+    };
+    let bad = Measurements {
+        spo2_pct: Some(140),
+        ..Default::default()
+    };
+    match store.create_consultation(&a, w.s1.id, w.h1.id, &input(bad)).await {
+        Err(RecordsError::Invalid(e)) => assert_eq!(e[0].field, "spo2_pct"),
+        other => panic!("{other:?}"),
+    }
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM consultations")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "invalid vitals: no consultation either");
+    let good = Measurements {
+        temperature_c: Some(39.1),
+        spo2_pct: Some(93),
+        ..Default::default()
+    };
+    let c = store
+        .create_consultation(&a, w.s1.id, w.h1.id, &input(good.clone()))
+        .await
+        .unwrap();
+    let v = store.patient_vitals(&a, p.id).await.unwrap();
+    assert_eq!(v.len(), 1);
+    assert_eq!((v[0].consultation_id, &v[0].measurements), (Some(c.id), &good));
+}
+on_both!(a_request_carries_its_vitals_or_writes_nothing);
