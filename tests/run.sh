@@ -42,6 +42,10 @@ if [ "${TELEHEALTH_BROWSER_TESTS:-1}" = 1 ]; then
         npm run --silent typecheck && npm run --silent lint
     ) || failed=1
     echo "== browser tests (Chromium)"
+    # The integration tests above built the binary; reuse it.
+    target_dir=${CARGO_TARGET_DIR:-target}
+    case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+    [ -x "$target_dir/debug/telehealth" ] && export TELEHEALTH_BIN="$target_dir/debug/telehealth"
     bash tests/browser/run.sh 2>&1 | tee "$log"
     [ "${PIPESTATUS[0]}" = 0 ] || failed=1
     browser_passed=$(grep -Eo '^\s*[0-9]+ passed' "$log" | tail -1 | grep -Eo '[0-9]+')

@@ -13,11 +13,16 @@ if [ ! -x "$chromium" ]; then
   exit 2
 fi
 
-echo "== building the server (cargo decides whether anything changed)"
-(cd "$root" && cargo build --bin telehealth)
-target_dir=${CARGO_TARGET_DIR:-$root/target}
-case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
-bin="$target_dir/debug/telehealth"
+if [ -n "${TELEHEALTH_BIN:-}" ] && [ -x "$TELEHEALTH_BIN" ]; then
+  # The caller (tests/run.sh) already built it with the test suite.
+  bin="$TELEHEALTH_BIN"
+else
+  echo "== building the server (cargo decides whether anything changed)"
+  (cd "$root" && cargo build --bin telehealth)
+  target_dir=${CARGO_TARGET_DIR:-$root/target}
+  case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
+  bin="$target_dir/debug/telehealth"
+fi
 
 if [ ! -d "$here/node_modules/@playwright/test" ]; then
   echo "== installing the test dependencies (no browser download)"
