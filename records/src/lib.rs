@@ -25,6 +25,7 @@
 //!
 //! Personal data travels in [`Pii`], whose `Debug`/`Display` redact it.
 
+mod attachments;
 mod audit;
 mod consultations;
 mod error;
@@ -40,6 +41,7 @@ mod users;
 pub mod validate;
 mod vitals;
 
+pub use attachments::{sniff_image, Attachment, MAX_PHOTO_BYTES};
 pub use audit::{Actor, AuditEntry, AuditQuery, Outcome};
 pub use consultations::{Consultation, ConsultationInput, ConsultationScope};
 pub use error::{RecordsError, Result};

@@ -125,6 +125,7 @@ fn what_vi(what: &str) -> &'static str {
         "note" => "ghi chú",
         "user" => "tài khoản",
         "facility" => "cơ sở y tế",
+        "photo" => "ảnh",
         "route" => "đường dẫn",
         _ => "mục",
     }

@@ -1016,3 +1016,114 @@ async fn admins_read_session_logs_with_quality(store: Store) {
     let _ = quiet;
 }
 on_both!(admins_read_session_logs_with_quality);
+
+async fn photos_are_checked_stored_and_audited(store: Store) {
+    let w = world(store).await;
+    let (pid, cid) = w.patient_and_consultation("Hờ A Sử", "001185012345").await;
+    let url = format!("/api/consultations/{cid}/photos");
+    let hw = Some(w.t_hw1.as_str());
+    let before = count(&w.store, "attachments").await;
+    // Declared type and bytes must agree; only images; size limit.
+    let r = raw(&w.app, Method::POST, &url, hw, "image/png", JPEG.to_vec()).await;
+    assert_eq!(
+        (r.status, r.body["errors"][0]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("not_an_image"))
+    );
+    let r = raw(
+        &w.app,
+        Method::POST,
+        &url,
+        hw,
+        "image/svg+xml",
+        b"<svg/>".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "unsupported_image_type")
+    );
+    let mut huge = JPEG.to_vec();
+    huge.resize(11 * 1024 * 1024, 0);
+    let r = raw(&w.app, Method::POST, &url, hw, "image/jpeg", huge).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+    assert_eq!(
+        count(&w.store, "attachments").await,
+        before,
+        "nothing stored from refused uploads"
+    );
+    // A real-sized photo goes through and comes back byte for byte.
+    let mut photo = JPEG.to_vec();
+    photo.extend((0..3_000_000u32).map(|i| (i * 7 % 251) as u8));
+    let r = raw(&w.app, Method::POST, &url, hw, "image/jpeg", photo.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.body["size_bytes"].as_u64(), Some(photo.len() as u64));
+    let r = call(&w.app, Method::GET, &url, Some(&w.t_doc1), None).await;
+    assert_eq!(r.body.as_array().unwrap().len(), 1);
+    let req = Request::builder()
+        .uri(format!("/api/photos/{id}"))
+        .header("authorization", format!("Bearer {}", w.t_doc1))
+        .body(Body::empty())
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(w.app.clone(), req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "image/jpeg");
+    assert_eq!(resp.headers()["cache-control"], "private, no-store");
+    let bytes = axum::body::to_bytes(resp.into_body(), 20 << 20).await.unwrap();
+    assert!(
+        bytes.as_ref() == photo.as_slice(),
+        "the doctor gets the exact photo"
+    );
+    // Others may not look; every look is audited; the session log has it.
+    assert_eq!(
+        call(
+            &w.app,
+            Method::GET,
+            &format!("/api/photos/{id}"),
+            Some(&w.t_doc2),
+            None
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(
+            &w.app,
+            Method::GET,
+            &format!("/api/photos/{id}"),
+            Some(&w.t_admin),
+            None
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    let r = call(
+        &w.app,
+        Method::GET,
+        &format!("/api/audit?patient_id={pid}"),
+        Some(&w.t_admin),
+        None,
+    )
+    .await;
+    let actions: Vec<_> = r
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        actions.contains(&"photo.create".to_owned()) && actions.contains(&"photo.read".to_owned()),
+        "{actions:?}"
+    );
+    let events = w.store.session_events(cid.parse().unwrap()).await.unwrap();
+    assert!(events
+        .iter()
+        .any(|e| e.kind == "photo" && e.data["photo_id"] == id.as_str()));
+}
+on_both!(photos_are_checked_stored_and_audited);

@@ -238,6 +238,19 @@ fn matrix() -> Vec<Row> {
             |_| Some(json!({"scheduled_start": "2030-01-07T01:00:00Z"})),
             [409, 403, 409, 403, 403, 401],
         ),
+        (
+            M::POST,
+            "/api/consultations/{id}/photos",
+            none,
+            [201, 403, 201, 403, 403, 401],
+        ),
+        (
+            M::GET,
+            "/api/consultations/{id}/photos",
+            none,
+            [200, 403, 200, 403, 403, 401],
+        ),
+        (M::GET, "/api/photos/{id}", none, [200, 403, 200, 403, 403, 401]),
         // The note is a draft: the station sees it only once signed.
         (M::GET, "/api/notes/{id}", none, [403, 403, 200, 403, 403, 401]),
         (
@@ -320,7 +333,20 @@ async fn authorization_matrix(
             )
             .await
             .unwrap();
-        let id = if path.starts_with("/api/doctors/") {
+        let photo = w
+            .store
+            .add_photo(
+                &telehealth_records::Actor::user(w.hw1.id, w.hw1.role, None),
+                cid.parse().unwrap(),
+                pid.parse().unwrap(),
+                "image/jpeg",
+                JPEG,
+            )
+            .await
+            .unwrap();
+        let id = if path.starts_with("/api/photos/") {
+            photo.id.to_string()
+        } else if path.starts_with("/api/doctors/") {
             w.doc1.id.to_string()
         } else if path.starts_with("/api/patients/") {
             pid.clone()
@@ -351,14 +377,26 @@ async fn authorization_matrix(
             "anonymous",
         ];
         for ((token, name), want) in callers.into_iter().zip(names).zip(expected) {
-            let r = call(
-                &w.app,
-                method.clone(),
-                &url,
-                token.map(String::as_str),
-                body(&ids),
-            )
-            .await;
+            let r = if method == Method::POST && path.ends_with("/photos") {
+                raw(
+                    &w.app,
+                    method.clone(),
+                    &url,
+                    token.map(String::as_str),
+                    "image/jpeg",
+                    JPEG.to_vec(),
+                )
+                .await
+            } else {
+                call(
+                    &w.app,
+                    method.clone(),
+                    &url,
+                    token.map(String::as_str),
+                    body(&ids),
+                )
+                .await
+            };
             if r.status != StatusCode::from_u16(want).unwrap() {
                 failures.push(format!(
                     "{method} {path} as {name}: expected {want}, got {} {}",

@@ -123,6 +123,29 @@ async fn urgent_consultation_end_to_end() {
         .await
         .unwrap();
     let chat = doctor.wait_for("chat", Duration::from_secs(3)).await.unwrap();
+    // A full-resolution still goes over HTTPS and the doctor is told at once.
+    let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0];
+    jpeg.extend(std::iter::repeat_n(0x5A, 500_000));
+    let r = c
+        .post(server.url(&format!("/api/consultations/{cid}/photos")))
+        .bearer_auth(&p.worker)
+        .header("content-type", "image/jpeg")
+        .body(jpeg.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let shared = doctor
+        .wait_for("photo_shared", Duration::from_secs(2))
+        .await
+        .unwrap();
+    let img = c
+        .get(server.url(&format!("/api/photos/{}", shared["photo_id"].as_str().unwrap())))
+        .bearer_auth(&p.doctor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(img.bytes().await.unwrap().as_ref(), jpeg.as_slice());
     assert_eq!(chat["text"], "Bác sĩ nghe rõ không?");
 
     // Let a stats interval pass, then drop the health worker's socket.

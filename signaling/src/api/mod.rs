@@ -13,6 +13,7 @@ pub mod admin;
 pub mod consultations;
 pub mod notes;
 pub mod patients;
+pub mod photos;
 pub mod schedule;
 pub mod sessions;
 pub mod system;
@@ -49,6 +50,20 @@ impl ApiRoutes {
     verb!(put, PUT, put);
     verb!(patch, PATCH, patch);
     verb!(delete, DELETE, delete);
+
+    /// A POST route whose body may be larger than the JSON limit.
+    pub fn post_large<H, T>(mut self, path: &'static str, handler: H, limit: usize) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.table.push((Method::POST, path));
+        self.router = self.router.route(
+            path,
+            axum::routing::post(handler).layer(axum::extract::DefaultBodyLimit::max(limit)),
+        );
+        self
+    }
 }
 
 /// Every route of the API.
@@ -60,6 +75,7 @@ pub fn routes() -> ApiRoutes {
     let r = consultations::routes(r);
     let r = schedule::routes(r);
     let r = sessions::routes(r);
+    let r = photos::routes(r);
     notes::routes(r)
 }
 

@@ -394,3 +394,9 @@ impl World {
         cid
     }
 }
+
+/// The smallest thing that starts like a JPEG (the server checks the
+/// signature, it does not decode images).
+pub const JPEG: &[u8] = &[
+    0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01, 0xFF, 0xD9,
+];
