@@ -12,6 +12,7 @@ import { busy, dateTime, h, heading, notice, stateBadge } from '../ui.js';
 import { vitalsTable } from '../vitals.js';
 import { latest, mountNoteEditor, noteView } from './note.js';
 import { summary } from './patient.js';
+import { mountCall } from './callview.js';
 
 /** @typedef {import('../types.js').Ctx} Ctx */
 /** @typedef {import('../types.js').Consultation} Consultation */
@@ -39,10 +40,12 @@ export async function render(ctx, [id]) {
   const actions = h('div', { class: 'row', id: 'consult-actions' });
   const noteBox = h('div', { id: 'note-box' });
   const noteTitle = h('h3', { id: 'note-title' }, doctor ? t('note.title') : t('note.fromDoctor'));
+  const callBox = h('section', { class: 'panel call', id: 'call', 'aria-labelledby': 'call-title', hidden: true });
 
   ctx.view.append(
     heading(p ? p.full_name : t('consult.title'), h('span', { id: 'consult-state' })),
     h('section', { class: 'panel' }, facts, statusLine, actions),
+    callBox,
   );
   if (doctor && p) {
     ctx.view.append(h('div', { class: 'split' },
@@ -88,6 +91,7 @@ export async function render(ctx, [id]) {
         }
         c = res.data;
         await refreshHeader();
+        maybeMountCall();
         if (doctor) maybeMountNote();
       });
       actions.append(b);
@@ -127,7 +131,20 @@ export async function render(ctx, [id]) {
     noteBox.replaceChildren(n ? noteView(n) : h('p', { class: 'muted', id: 'no-note' }, t('note.notYet')));
   }
 
+  /** @type {(() => void) | null} */
+  let stopCall = null;
+  /** The call panel, once the consultation can be joined (accepted, booked, in progress, interrupted). */
+  function maybeMountCall() {
+    const joinable = (c.state === 'requested' && Boolean(c.doctor_id)) || ['scheduled', 'in_progress', 'interrupted'].includes(c.state);
+    const member = doctor ? c.doctor_id === ctx.user.id : true;
+    if (stopCall || !joinable || !member) return;
+    callBox.hidden = false;
+    stopCall = mountCall(callBox, { consultationId: c.id, role: ctx.user.role, userId: ctx.user.id, onEnded: () => void reload() });
+  }
+  ctx.cleanup(() => stopCall?.());
+
   await refreshHeader();
+  maybeMountCall();
   if (doctor) maybeMountNote();
   else {
     await loadSignedNote();
@@ -143,6 +160,7 @@ export async function render(ctx, [id]) {
     if (!again.ok) return;
     c = again.data;
     await refreshHeader();
+    maybeMountCall();
     if (doctor) maybeMountNote();
     else void loadSignedNote();
   };
