@@ -254,6 +254,7 @@ impl TrackRx {
             duplicates: self.duplicates,
             delay_ms_median: pct(0.5),
             delay_ms_p95: pct(0.95),
+            delay_ms_p99: pct(0.99),
             frames_complete: self.complete.len() as u64,
             frames_expected,
             max_frame_gap: u64::from(max_gap),

@@ -24,6 +24,8 @@ pub struct TrackReport {
     pub delay_ms_median: Option<f64>,
     /// One-way delay, 95th percentile, ms.
     pub delay_ms_p95: Option<f64>,
+    /// One-way delay, 99th percentile, ms.
+    pub delay_ms_p99: Option<f64>,
     /// Video frames received complete.
     pub frames_complete: u64,
     /// Video frames in the counter range seen.
