@@ -218,7 +218,6 @@ impl ConsultationState {
                 | (Scheduled, InProgress)
                 | (Scheduled, Cancelled)
                 | (Scheduled, NoShow)
-                | (Scheduled, Scheduled)
                 | (InProgress, Completed)
                 | (InProgress, Interrupted)
                 | (Interrupted, InProgress)

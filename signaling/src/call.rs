@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use telehealth_records::{Consultation, ConsultationId, ConsultationState, Role, Timestamp, UserId};
+use telehealth_records::{Consultation, ConsultationId, ConsultationState, Role, UserId};
 use telehealth_sfu::{
     CloseReason, ConnectionState, Direction, MediaKind, ParticipantId, RoomId, Sfu, SfuError, SfuEvent,
     StatsSample,
@@ -161,7 +161,8 @@ impl Calls {
         }
     }
 
-    fn roster(&self, c: ConsultationId) -> Vec<Value> {
+    /// Who is in a room, for `joined`.
+    pub fn roster(&self, c: ConsultationId) -> Vec<Value> {
         self.lock()
             .get(&c)
             .map(|r| {
@@ -342,10 +343,6 @@ impl Calls {
             .get(&c)
             .and_then(|r| r.members.get(pid))
             .map(|m| (m.user_id, m.role))
-    }
-
-    pub fn snapshot(&self, c: ConsultationId) -> Vec<Value> {
-        self.roster(c)
     }
 
     pub fn ice_servers(&self) -> &[String] {
@@ -559,9 +556,4 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
         }
     }
     tracing::info!("SFU event stream ended");
-}
-
-/// The current time as the store writes it (for messages).
-pub fn now() -> Timestamp {
-    Timestamp::now()
 }

@@ -23,6 +23,22 @@ fn join_error(e: JoinError) -> Value {
     error(e.code(), vi, en)
 }
 
+/// The reply to a refused offer, answer or candidate.
+fn sfu_error(e: &telehealth_sfu::SfuError) -> Value {
+    match e {
+        telehealth_sfu::SfuError::InvalidCandidate(_) => error(
+            "bad_candidate",
+            "Ứng viên ICE không hợp lệ.",
+            &format!("Invalid ICE candidate: {e}"),
+        ),
+        _ => error(
+            "bad_sdp",
+            "Mô tả phiên không hợp lệ.",
+            &format!("Invalid session description: {e}"),
+        ),
+    }
+}
+
 fn not_in_call() -> Value {
     error(
         "not_in_call",
@@ -74,11 +90,7 @@ async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) ->
                 .await
             {
                 Ok(answer) => Some(json!({"type": "answer", "sdp": answer})),
-                Err(e) => Some(error(
-                    "bad_sdp",
-                    "Mô tả phiên không hợp lệ.",
-                    &format!("Invalid session description: {e}"),
-                )),
+                Err(e) => Some(sfu_error(&e)),
             }
         }
         ClientMessage::Answer { sdp } => {
@@ -92,11 +104,7 @@ async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) ->
                 .await
             {
                 Ok(()) => None,
-                Err(e) => Some(error(
-                    "bad_sdp",
-                    "Mô tả phiên không hợp lệ.",
-                    &format!("Invalid session description: {e}"),
-                )),
+                Err(e) => Some(sfu_error(&e)),
             }
         }
         ClientMessage::Ice { candidate } => {
@@ -116,11 +124,7 @@ async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) ->
                 .await
             {
                 Ok(()) => None,
-                Err(e) => Some(error(
-                    "bad_candidate",
-                    "Ứng viên ICE không hợp lệ.",
-                    &format!("Invalid ICE candidate: {e}"),
-                )),
+                Err(e) => Some(sfu_error(&e)),
             }
         }
         ClientMessage::Media { audio, video } => {
@@ -151,7 +155,7 @@ async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) ->
                     "Empty or too long (at most 2000 characters).",
                 ));
             }
-            let msg = json!({"type": "chat", "participant_id": pid.as_str(), "user_id": call.user.user.id, "text": text, "at": crate::call::now()});
+            let msg = json!({"type": "chat", "participant_id": pid.as_str(), "user_id": call.user.user.id, "text": text, "at": telehealth_records::Timestamp::now()});
             state.calls.broadcast(c, None, &msg);
             // The text may be clinical: the log keeps that a message was sent, not what it said.
             log(
@@ -325,7 +329,7 @@ async fn join(
         "resumed": resumed,
         "state": current,
         "ice_servers": state.calls.ice_servers(),
-        "participants": state.calls.snapshot(c),
+        "participants": state.calls.roster(c),
     })
 }
 

@@ -86,7 +86,6 @@ pub enum ServerMessage<'a> {
         user_id: String,
         role: &'a str,
     },
-    Pong,
     ConsultationChanged(&'a ConsultationChange),
     /// Updates were missed (the page was too slow): refetch lists.
     Resync,
@@ -278,7 +277,6 @@ async fn session(
                 match msg {
                     Message::Text(text) => {
                         let reply = match serde_json::from_str::<ClientMessage>(&text) {
-                            Ok(ClientMessage::Ping {}) => Some(serde_json::json!({"type": "pong"})),
                             Ok(m) => crate::call_ws::handle(&state, &mut call, m).await,
                             Err(_) => Some(crate::call_ws::error("bad_message", "Tin nhắn không hợp lệ hoặc không được hỗ trợ.", "Malformed or unsupported message.")),
                         };

@@ -233,7 +233,7 @@ async fn repeated_login_failures_are_slowed_then_refused(store: Store) {
         (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts")
     );
     assert!(r.headers.get("retry-after").is_some());
-    // Another account is not affected (requests here carry no address).
+    // The address is locked too: another account from the same (here: unknown) address is refused.
     let ok = call(
         &w.app,
         Method::POST,

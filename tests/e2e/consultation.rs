@@ -443,14 +443,13 @@ async fn abusive_clients_do_not_disturb_a_running_consultation() {
             format!("{}:{}", f[4], f[5])
         })
     });
-    if let Some(addr) = media {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        for i in 0..500u32 {
-            let junk: Vec<u8> = (0..(i % 1200 + 1))
-                .map(|j| (i.wrapping_mul(31) ^ j) as u8)
-                .collect();
-            let _ = udp.send_to(&junk, &addr);
-        }
+    let addr = media.expect("the answer carries the media port's host candidate");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..500u32 {
+        let junk: Vec<u8> = (0..(i % 1200 + 1))
+            .map(|j| (i.wrapping_mul(31) ^ j) as u8)
+            .collect();
+        udp.send_to(&junk, &addr).unwrap();
     }
     // The consultation went on.
     media_flows(
