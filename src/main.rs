@@ -1,13 +1,142 @@
 //! The `telehealth` binary: parse configuration, then run the server until
-//! Ctrl-C or SIGTERM.
+//! Ctrl-C or SIGTERM; or, with `backup` / `restore`, copy the SQLite
+//! database out while the server runs, or put a copy back while it is
+//! stopped.
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use telehealth_records::backup::{self, DatabaseLock};
+use telehealth_signaling::config::default_database_url;
 use telehealth_signaling::{init_logging, run, Config};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+#[derive(Parser)]
+#[command(
+    name = "telehealth",
+    version,
+    about = "Telehealth consultation server (signaling, SFU, records)",
+    after_help = "Without a command, runs the server."
+)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a consistent copy of the SQLite database to FILE while the
+    /// server runs (PostgreSQL: use pg_dump).
+    Backup {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// Where to write the copy; must not exist. It holds patient data:
+        /// it is created readable by its owner only.
+        file: PathBuf,
+    },
+    /// Replace the SQLite database with a backup made by `telehealth
+    /// backup`. The server must be stopped; the backup is checked (integrity,
+    /// schema) before it is swapped in.
+    Restore {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// The backup file.
+        file: PathBuf,
+        /// Replace an existing database (it is moved aside, not deleted).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Which database; the same settings (and `TELEHEALTH_*` variables) as
+/// the server's.
+#[derive(Args)]
+struct DatabaseArgs {
+    /// Data directory (default: `TELEHEALTH_DATA_DIR`, or `data`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Database URL (default: `TELEHEALTH_DATABASE_URL`, or the SQLite file
+    /// in the data directory).
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+impl DatabaseArgs {
+    /// Flags after the command win over flags before it and the environment.
+    fn url(&self, config: &Config) -> String {
+        match (&self.database_url, &self.data_dir) {
+            (Some(url), _) => url.clone(),
+            (None, Some(dir)) => default_database_url(dir),
+            (None, None) => config.database_url(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        None => runtime.block_on(serve(cli.config)),
+        Some(Command::Backup { db, file }) => {
+            let url = db.url(&cli.config);
+            runtime.block_on(async {
+                let done = backup::backup_sqlite(&url, &file).await?;
+                println!(
+                    "backup written to {} ({} bytes, schema version {}, integrity ok)",
+                    done.path.display(),
+                    done.bytes,
+                    done.schema_version
+                );
+                Ok(())
+            })
+        }
+        Some(Command::Restore { db, file, force }) => {
+            let url = db.url(&cli.config);
+            runtime.block_on(async {
+                let done = backup::restore_sqlite(&url, &file, force).await?;
+                if let Some(old) = &done.replaced {
+                    println!("the previous database was moved to {}", old.display());
+                }
+                println!(
+                    "restored {} to {} (schema version {}, integrity ok); start the server",
+                    file.display(),
+                    done.path.display(),
+                    done.schema_version
+                );
+                Ok(())
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     init_logging(&config.log_format);
+    // One server per SQLite file, and none while a restore swaps it: the
+    // lock lives as long as this process.
+    let _lock = match backup::sqlite_path(&config.database_url()) {
+        Some(db) => {
+            if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            Some(DatabaseLock::acquire(&db)?)
+        }
+        None => None,
+    };
     run(config, shutdown_signal()).await
 }
 

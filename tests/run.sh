@@ -8,7 +8,7 @@
 # loopback, runs everything, stops it. Set TELEHEALTH_BROWSER_TESTS=0 to skip
 # the browser part. Extra arguments go to cargo nextest.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 bash tests/scripts/deps.sh || exit 1
 # shellcheck source=tests/scripts/postgres.sh

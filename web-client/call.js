@@ -17,6 +17,22 @@ export const CALL_MESSAGES = /** @type {const} */ ([
 /** @typedef {{candidate: string, sdp_mid?: string | null, sdp_mline_index?: number | null, username_fragment?: string | null}} WireCandidate */
 /** @typedef {{participant_id: string, user_id: string, role: string, audio?: boolean, video?: boolean, connected?: boolean}} Participant */
 /** @typedef {{type: string, [k: string]: any}} WireMessage */
+
+/**
+ * Applies the server's ICE servers (`hello`, `joined`): `{urls, username?, credential?}` entries.
+ * @param {RTCPeerConnection} pc @param {unknown} list
+ */
+function useIceServers(pc, list) {
+  /** @type {RTCIceServer[]} */
+  const servers = Array.isArray(list) ? list.filter((s) => s && (typeof s.urls === 'string' || Array.isArray(s.urls))) : [];
+  if (!servers.length) return;
+  try {
+    pc.setConfiguration({ ...pc.getConfiguration(), iceServers: servers });
+  } catch {
+    // Unusable entries: host candidates still work on the same network.
+  }
+}
+
 /**
  * What the view is told.
  * @typedef {{kind: 'status', socket: boolean, ice: string, joined: boolean}
@@ -25,6 +41,39 @@ export const CALL_MESSAGES = /** @type {const} */ ([
  *   | {kind: 'quality', lossPct: number | null, rttMs: number | null, level: 'good' | 'fair' | 'poor' | 'unknown'}
  *   | {kind: 'fatal', code: string, message?: string}} CallEvent
  */
+
+/**
+ * The camera is published as simulcast layers, lowest first (rid q/h/f): the SFU forwards one of them to each
+ * subscriber, chosen from that subscriber's downlink estimate, so a doctor on a weak link gets the small picture
+ * instead of a frozen large one (docs/signaling.md "Media"). Phones encode two layers, not three: less CPU.
+ * @type {RTCRtpEncodingParameters[]}
+ */
+const SIMULCAST = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 400_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_000_000 },
+];
+/** @type {RTCRtpEncodingParameters[]} */
+const SIMULCAST_PHONE = [
+  { rid: 'q', scaleResolutionDownBy: 2, maxBitrate: 250_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 800_000 },
+];
+
+/**
+ * Adds the camera's sendrecv transceiver, as simulcast when the browser takes several encodings; a browser that
+ * refuses them gets one plain encoding.
+ * @param {RTCPeerConnection} pc @param {MediaStreamTrack | 'video'} track @param {RTCRtpTransceiverInit} init
+ */
+function addCamera(pc, track, init) {
+  // Without a camera there is nothing to encode; audio-only keeps the layers for when the camera comes back.
+  if (init.direction !== 'sendrecv') return pc.addTransceiver(track, init);
+  const phone = globalThis.matchMedia?.('(pointer: coarse)').matches ?? false;
+  try {
+    return pc.addTransceiver(track, { ...init, sendEncodings: (phone ? SIMULCAST_PHONE : SIMULCAST).map((e) => ({ ...e })) });
+  } catch {
+    return pc.addTransceiver(track, init);
+  }
+}
 
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
 const PING_MS = 15_000;
@@ -100,7 +149,7 @@ export class Call {
     const a = this.local.getAudioTracks()[0];
     const v = this.local.getVideoTracks()[0];
     pc.addTransceiver(a ?? 'audio', { direction: a ? 'sendrecv' : 'recvonly', streams: [this.local] });
-    pc.addTransceiver(v && !this.audioOnly ? v : 'video', { direction: v ? 'sendrecv' : 'recvonly', streams: [this.local] });
+    addCamera(pc, v && !this.audioOnly ? v : 'video', { direction: v ? 'sendrecv' : 'recvonly', streams: [this.local] });
     pc.addEventListener('icecandidate', (e) => {
       if (pc !== this.pc || !e.candidate || !e.candidate.candidate) return;
       const c = e.candidate;
@@ -226,17 +275,12 @@ export class Call {
     const pc = /** @type {RTCPeerConnection} */ (this.pc);
     switch (m.type) {
       case 'hello':
+        // TURN (with this user's time-limited credential) before the offer, so it gathers relay candidates.
+        useIceServers(pc, m.ice_servers);
         await this.join();
         break;
       case 'joined': {
-        const servers = Array.isArray(m.ice_servers) ? m.ice_servers.filter((u) => typeof u === 'string').map((u) => ({ urls: u })) : [];
-        if (servers.length) {
-          try {
-            pc.setConfiguration({ ...pc.getConfiguration(), iceServers: servers });
-          } catch {
-            // Unusable entries: host candidates still work on the same network.
-          }
-        }
+        useIceServers(pc, m.ice_servers);
         this.participantId = m.participant_id;
         this.participants.clear();
         for (const p of m.participants ?? []) this.participants.set(p.participant_id, p);

@@ -24,9 +24,12 @@
 //! decides access and passes a scope; this crate enforces data rules.
 //!
 //! Personal data travels in [`Pii`], whose `Debug`/`Display` redact it.
+//!
+//! [`backup`] makes online copies of the SQLite file and restores them.
 
 mod attachments;
 mod audit;
+pub mod backup;
 mod consultations;
 mod error;
 mod events;

@@ -37,7 +37,17 @@ pub enum SfuError {
     /// The request arrived in the wrong negotiation state (e.g. an answer with no offer out).
     #[error("negotiation state does not allow this: {0}")]
     NegotiationState(String),
-    /// The media socket could not be bound or used.
+    /// A media port could not be bound (in use, or not ours to take).
+    #[error("cannot bind the media port {what} {addr}: {source}")]
+    Bind {
+        /// `UDP` or `TCP`.
+        what: &'static str,
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The media socket could not be used.
     #[error("media socket: {0}")]
     Io(#[from] std::io::Error),
     /// The SFU has shut down.
@@ -59,6 +69,7 @@ impl SfuError {
             SfuError::InvalidSdp(_) => "invalid_sdp",
             SfuError::InvalidCandidate(_) => "invalid_candidate",
             SfuError::NegotiationState(_) => "negotiation_state",
+            SfuError::Bind { .. } => "bind",
             SfuError::Io(_) => "io",
             SfuError::Stopped => "stopped",
             SfuError::WebRtc(_) => "webrtc",

@@ -70,7 +70,20 @@ impl LayerSelector {
         }
     }
 
-    /// Update a layer's measured bitrate (bps).
+    /// A selector for a track whose set of layers changed (a simulcast
+    /// layer started arriving after the track was published): it keeps
+    /// forwarding `current` (the layer being forwarded now, by its new index)
+    /// and aims there until the next estimate.
+    pub fn resume(bitrates: Vec<u64>, policy: LayerPolicy, current: Option<usize>) -> Self {
+        let mut s = Self::new(bitrates, policy);
+        s.current = current;
+        s.target = current.unwrap_or(0);
+        s
+    }
+
+    /// Update a layer's measured bitrate (bps). A layer the publisher has
+    /// stopped sending (its browser's uplink estimate dropped it) is given
+    /// as `u64::MAX`: it never fits.
     pub fn handle_layer_bitrate(&mut self, layer: usize, bps: u64) {
         if let Some(b) = self.bitrates.get_mut(layer) {
             *b = bps;

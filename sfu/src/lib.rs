@@ -14,7 +14,8 @@
 //! 1. `create_room`, then `join(room, participant, offer_sdp) -> answer_sdp`.
 //! 2. Trickle ICE: candidates from the client go to `add_ice_candidate`;
 //!    ours come as [`SfuEvent::IceCandidate`] (the answer already carries our
-//!    one host candidate: every participant shares one UDP port).
+//!    host candidates: every participant shares one UDP port, and one TCP
+//!    port for ICE-TCP when [`SfuConfig::tcp_bind`] is set).
 //! 3. When the participant's tracks arrive they are published
 //!    ([`SfuEvent::TrackPublished`]) and offered to the others; their answers
 //!    go to `handle_answer`. A client's own renegotiation goes to `handle_offer`.
@@ -25,29 +26,41 @@
 //!
 //! The decisions — when to ask a publisher for a keyframe
 //! ([`keyframe::KeyframeRequester`]), which simulcast layer a subscriber gets
-//! ([`layers::LayerSelector`]), how a subscriber's stream stays continuous
-//! across switches ([`rewrite::StreamRewriter`]) — are plain structs driven by
-//! `handle_*(now, …)` / `poll_*`, tested without sockets. The engine (one
-//! task) owns the media socket and drives each participant's sans-I/O
+//! ([`layers::LayerSelector`], fed with each layer's measured bitrate and the
+//! subscriber's send-side estimate: TWCC feedback and GCC, unpaced), how a
+//! subscriber's stream stays continuous across switches
+//! ([`rewrite::StreamRewriter`]), which packets were already forwarded
+//! ([`dedup::SeqWindow`]), where a STUN request or an ICE-TCP connection
+//! belongs ([`stun`], [`tcp_framing`]) — are plain structs and functions
+//! driven by `handle_*(now, …)` / `poll_*`, tested without sockets. Three small
+//! interceptors sit in every connection's chain: [`feedback`] lets keyframe
+//! requests and REMB reach the engine, [`nack_filter`] stops asking again for
+//! packets RTX already repaired, [`layer_ids`] keeps browsers naming their
+//! simulcast layers so that renegotiation does not lose them. The engine (one task) owns the media socket
+//! and the ICE-TCP connections' queues, and drives each participant's sans-I/O
 //! `rtc::RTCPeerConnection`.
 //!
 //! # Out of scope
 //!
 //! HTTP, the database, users' roles: the SFU takes ids and SDP, and emits
-//! events. Not yet done: ICE-TCP, TURN relaying, send-side bandwidth estimation
-//! feeding the layer choice (REMB is used when the subscriber sends it).
+//! events. TURN relaying is a separate server (coturn); the SFU only hands
+//! its URLs to clients.
 
 pub mod codec;
 pub mod config;
+pub mod dedup;
 mod engine;
 pub mod error;
 pub mod event;
 pub mod feedback;
 pub mod ids;
 pub mod keyframe;
+pub mod layer_ids;
 pub mod layers;
+pub mod nack_filter;
 pub mod rewrite;
 pub mod stun;
+pub mod tcp_framing;
 
 pub use config::SfuConfig;
 pub use engine::EngineCounters;
@@ -57,7 +70,7 @@ pub use event::{
 };
 pub use ids::{ParticipantId, RoomId, TrackId};
 
-use engine::{Command, Engine};
+use engine::{Command, Engine, Sockets};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use tokio::sync::{mpsc, oneshot};
 
@@ -67,30 +80,66 @@ use tokio::sync::{mpsc, oneshot};
 pub struct Sfu {
     commands: mpsc::Sender<Command>,
     local_addr: SocketAddr,
+    local_tcp_addr: Option<SocketAddr>,
+}
+
+/// The address to announce for a socket bound to `bound`.
+fn announced(config: &SfuConfig, bound: SocketAddr) -> SocketAddr {
+    let ip = match config.public_ip {
+        Some(ip) => ip,
+        None if bound.ip().is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        None => bound.ip(),
+    };
+    SocketAddr::new(ip, bound.port())
 }
 
 impl Sfu {
-    /// Binds the media socket and starts the engine on the current tokio runtime.
+    /// Binds the media socket (and the ICE-TCP listener, if configured) and
+    /// starts the engine on the current tokio runtime.
     pub async fn start(config: SfuConfig) -> Result<Sfu> {
-        let socket = tokio::net::UdpSocket::bind(config.udp_bind).await?;
-        let bound = socket.local_addr()?;
-        let ip = match config.public_ip {
-            Some(ip) => ip,
-            None if bound.ip().is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            None => bound.ip(),
+        let udp = tokio::net::UdpSocket::bind(config.udp_bind)
+            .await
+            .map_err(|source| SfuError::Bind {
+                what: "UDP",
+                addr: config.udp_bind,
+                source,
+            })?;
+        let udp_host = announced(&config, udp.local_addr()?);
+        let tcp = match config.tcp_bind {
+            Some(addr) => {
+                let listener =
+                    tokio::net::TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| SfuError::Bind {
+                            what: "TCP",
+                            addr,
+                            source,
+                        })?;
+                let host = announced(&config, listener.local_addr()?);
+                Some((listener, host))
+            }
+            None => None,
         };
-        let host = SocketAddr::new(ip, bound.port());
+        let local_tcp_addr = tcp.as_ref().map(|(_, host)| *host);
+        let engine = Engine::new(Sockets { udp, udp_host, tcp }, config)?;
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(Engine::new(socket, host, config).run(rx));
+        tokio::spawn(engine.run(rx));
         Ok(Sfu {
             commands: tx,
-            local_addr: host,
+            local_addr: udp_host,
+            local_tcp_addr,
         })
     }
 
-    /// The address of the shared media port, as put in our ICE candidate.
+    /// The address of the shared media port, as put in our UDP ICE candidate.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the ICE-TCP port, as put in our passive TCP candidate
+    /// (`None` when ICE-TCP is off).
+    pub fn local_tcp_addr(&self) -> Option<SocketAddr> {
+        self.local_tcp_addr
     }
 
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command) -> Result<T> {

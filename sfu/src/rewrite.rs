@@ -55,6 +55,11 @@ impl StreamRewriter {
         self.out_ssrc
     }
 
+    /// The source SSRC being forwarded now (none before the first packet).
+    pub fn source(&self) -> Option<u32> {
+        self.source
+    }
+
     /// Maps one packet's `(ssrc, seq, ts)` to the subscriber's stream. A packet
     /// from a different SSRC than the last one starts a splice (the caller only
     /// switches sources at a keyframe).

@@ -1,40 +1,124 @@
-//! Routing a datagram on the shared media port to its peer connection before
-//! ICE has chosen a pair: by the USERNAME of a STUN binding request, whose
-//! first half is our ICE ufrag (RFC 8445 §7.2.2, RFC 5389 §15.3).
+//! Routing a datagram on the shared media port (or the first packet of an
+//! ICE-TCP connection) to its peer connection before ICE has chosen a pair:
+//! by the USERNAME of a STUN binding request, whose first half is our ICE
+//! ufrag (RFC 8445 §7.2.2, RFC 5389 §15.3) — but only once its
+//! MESSAGE-INTEGRITY checks out with that participant's ICE password
+//! (RFC 5389 §15.4), so a forged request cannot claim a source address.
+
+use rtc::crypto::{HmacAlgorithm, RTCCrypto};
 
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
 const ATTR_USERNAME: u16 = 0x0006;
+const ATTR_MESSAGE_INTEGRITY: u16 = 0x0008;
+const HMAC_SHA1_LEN: usize = 20;
 
 /// Whether the datagram looks like STUN (RFC 7983 demultiplexing: first byte 0..=3).
 pub fn is_stun(datagram: &[u8]) -> bool {
     datagram.len() >= 20 && datagram[0] < 4 && datagram[4..8] == MAGIC_COOKIE
 }
 
-/// Our ufrag from the USERNAME attribute (`ours:theirs`) of a STUN message, if any.
-pub fn local_ufrag(datagram: &[u8]) -> Option<&str> {
-    if !is_stun(datagram) {
-        return None;
-    }
-    let len = usize::from(u16::from_be_bytes([datagram[2], datagram[3]]));
-    let body = datagram.get(20..20 + len)?;
+/// The attributes of a STUN message: (type, offset of the attribute header
+/// in the message, value). Stops at the first malformed attribute.
+fn attributes(datagram: &[u8]) -> impl Iterator<Item = (u16, usize, &[u8])> {
+    let body: &[u8] = if is_stun(datagram) {
+        let len = usize::from(u16::from_be_bytes([datagram[2], datagram[3]]));
+        datagram.get(20..20 + len).unwrap_or_default()
+    } else {
+        &[]
+    };
     let mut i = 0;
-    while i + 4 <= body.len() {
-        let typ = u16::from_be_bytes([body[i], body[i + 1]]);
-        let alen = usize::from(u16::from_be_bytes([body[i + 2], body[i + 3]]));
+    std::iter::from_fn(move || {
+        let header = body.get(i..i + 4)?;
+        let typ = u16::from_be_bytes([header[0], header[1]]);
+        let alen = usize::from(u16::from_be_bytes([header[2], header[3]]));
         let value = body.get(i + 4..i + 4 + alen)?;
-        if typ == ATTR_USERNAME {
-            let username = std::str::from_utf8(value).ok()?;
-            return username.split(':').next();
-        }
+        let at = 20 + i;
         // Attributes are padded to 4 bytes.
         i += 4 + alen.div_ceil(4) * 4;
+        Some((typ, at, value))
+    })
+}
+
+/// Our ufrag from the USERNAME attribute (`ours:theirs`) of a STUN message, if any.
+pub fn local_ufrag(datagram: &[u8]) -> Option<&str> {
+    let (_, _, value) = attributes(datagram).find(|(t, _, _)| *t == ATTR_USERNAME)?;
+    std::str::from_utf8(value).ok()?.split(':').next()
+}
+
+/// Whether the message carries a MESSAGE-INTEGRITY made with `password`
+/// (the short-term credential: our ICE password for requests sent to us).
+pub fn integrity_ok(datagram: &[u8], password: &str, crypto: &dyn RTCCrypto) -> bool {
+    let Some((_, at, tag)) = attributes(datagram).find(|(t, _, _)| *t == ATTR_MESSAGE_INTEGRITY) else {
+        return false;
+    };
+    if tag.len() != HMAC_SHA1_LEN {
+        return false;
     }
-    None
+    // The HMAC covers the message up to the attribute, with the header's
+    // length field as if MESSAGE-INTEGRITY were the last attribute.
+    let Ok(len) = u16::try_from(at + 4 + HMAC_SHA1_LEN - 20) else {
+        return false;
+    };
+    let Some(covered) = datagram.get(4..at) else {
+        return false;
+    };
+    let header = [datagram[0], datagram[1], (len >> 8) as u8, len as u8];
+    let Ok(mut mac) = crypto.new_hmac(HmacAlgorithm::Sha1, password.as_bytes()) else {
+        return false;
+    };
+    mac.verify(&[&header, covered], tag).is_ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtc::stun::fingerprint::FINGERPRINT;
+    use rtc::stun::integrity::MessageIntegrity;
+    use rtc::stun::message::TransactionId;
+    use rtc::stun::message::{Message, BINDING_REQUEST};
+    use rtc::stun::textattrs::Username;
+
+    /// A binding request as a client's ICE agent builds it.
+    fn signed_request(username: &str, password: &str, crypto: &dyn RTCCrypto) -> Vec<u8> {
+        let mut m = Message::new();
+        m.build(&[
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(Username::new(
+                rtc::stun::attributes::ATTR_USERNAME,
+                username.to_owned(),
+            )),
+            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                password.to_owned(),
+                crypto,
+            )),
+            Box::new(FINGERPRINT),
+        ])
+        .expect("a well-formed request");
+        m.raw
+    }
+
+    #[test]
+    fn integrity_is_checked_with_our_password() {
+        // The default provider exists: `rtc` is built with its `ring` feature.
+        let provider = rtc::crypto::default_provider().expect("crypto provider");
+        let crypto = provider.crypto();
+        let m = signed_request("ours:theirs", "our-password-0123456789", crypto);
+        assert_eq!(local_ufrag(&m), Some("ours"));
+        assert!(integrity_ok(&m, "our-password-0123456789", crypto));
+        assert!(!integrity_ok(&m, "not-our-password-012345", crypto));
+        let mut tampered = m.clone();
+        tampered[24 + 2] ^= 1; // a byte of the USERNAME
+        assert!(!integrity_ok(&tampered, "our-password-0123456789", crypto));
+        for cut in [0, 19, 20, 30, m.len() - 9] {
+            assert!(
+                !integrity_ok(&m[..cut], "our-password-0123456789", crypto),
+                "cut at {cut}"
+            );
+        }
+        // No integrity attribute at all.
+        assert!(!integrity_ok(&binding_request(b"ours:theirs"), "x", crypto));
+    }
 
     fn binding_request(username: &[u8]) -> Vec<u8> {
         let padded = username.len().div_ceil(4) * 4;

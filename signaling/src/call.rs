@@ -24,6 +24,7 @@ use telehealth_sfu::{
 use tokio::sync::mpsc;
 
 use crate::live::Hub;
+use crate::turn::IceServers;
 use telehealth_records::Store;
 
 /// How long a dropped socket's participant waits to be resumed.
@@ -114,7 +115,7 @@ impl JoinError {
 pub struct Calls {
     pub sfu: Sfu,
     rooms: Arc<Mutex<HashMap<ConsultationId, Room>>>,
-    ice_servers: Arc<Vec<String>>,
+    ice_servers: Arc<IceServers>,
 }
 
 fn room_id(c: ConsultationId) -> RoomId {
@@ -122,7 +123,7 @@ fn room_id(c: ConsultationId) -> RoomId {
 }
 
 impl Calls {
-    pub fn new(sfu: Sfu, ice_servers: Vec<String>) -> Self {
+    pub fn new(sfu: Sfu, ice_servers: IceServers) -> Self {
         Self {
             sfu,
             rooms: Arc::new(Mutex::new(HashMap::new())),
@@ -345,7 +346,8 @@ impl Calls {
             .map(|m| (m.user_id, m.role))
     }
 
-    pub fn ice_servers(&self) -> &[String] {
+    /// STUN/TURN servers to hand to pages (TURN with per-user credentials).
+    pub fn ice_servers(&self) -> &IceServers {
         &self.ice_servers
     }
 

@@ -328,7 +328,7 @@ async fn join(
         "sdp": answer,
         "resumed": resumed,
         "state": current,
-        "ice_servers": state.calls.ice_servers(),
+        "ice_servers": state.calls.ice_servers().for_user(user.id, std::time::SystemTime::now()),
         "participants": state.calls.roster(c),
     })
 }

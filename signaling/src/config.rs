@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 /// Everything the server reads at start. Defaults run on a laptop: HTTP on
 /// 127.0.0.1:8080 and an SQLite file under `./data`.
-#[derive(Clone, Debug, clap::Parser)]
+///
+/// Not `Debug`: it holds secrets (the JWT key, a database password in the
+/// URL, the TURN secret) that must never reach a log.
+#[derive(Clone, clap::Parser)]
 #[command(
     name = "telehealth",
     version,
@@ -22,7 +25,7 @@ pub struct Config {
 
     /// Database URL: `sqlite://path` or `postgres://user:pass@host/db`.
     /// Default: `sqlite://<data-dir>/telehealth.db`.
-    #[arg(long, env = "TELEHEALTH_DATABASE_URL")]
+    #[arg(long, env = "TELEHEALTH_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
     /// Secret for signing login tokens (HS256), at least 32 bytes. Default:
@@ -50,10 +53,34 @@ pub struct Config {
     #[arg(long, env = "TELEHEALTH_MEDIA_UDP_PORT", default_value_t = 3478)]
     pub media_udp_port: u16,
 
-    /// STUN/TURN server URLs handed to browsers (comma-separated), e.g.
-    /// `turn:turn.example.vn:3479?transport=udp`.
-    #[arg(long, env = "TELEHEALTH_ICE_SERVERS", value_delimiter = ',')]
-    pub ice_servers: Vec<String>,
+    /// TCP port for ICE-TCP, for stations whose UDP is blocked (browsers
+    /// use it only when UDP fails). Default: the same number as
+    /// `--media-udp-port` (TCP and UDP ports are separate; a free one when
+    /// that is 0). `0` turns ICE-TCP off.
+    #[arg(long, env = "TELEHEALTH_MEDIA_TCP_PORT")]
+    pub media_tcp_port: Option<u16>,
+
+    /// TURN server URLs handed to browsers, each with a time-limited
+    /// credential (repeat the flag; comma-separated in the variable), e.g.
+    /// `turn:turn.example.vn:3479?transport=udp`,
+    /// `turn:turn.example.vn:3479?transport=tcp`,
+    /// `turns:turn.example.vn:443?transport=tcp`. `stun:` URLs are handed
+    /// out as they are. Needs `--turn-secret`.
+    #[arg(long = "turn-url", env = "TELEHEALTH_TURN_URLS", value_delimiter = ',')]
+    pub turn_urls: Vec<String>,
+
+    /// Secret shared with coturn (`static-auth-secret`, with
+    /// `use-auth-secret`), at least 16 characters: TURN credentials are
+    /// `HMAC-SHA1(secret, "<expiry>:<user id>")`. Set it in the environment
+    /// rather than on the command line; it is never logged.
+    #[arg(long, env = "TELEHEALTH_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<crate::turn::TurnSecret>,
+
+    /// Seconds a TURN credential stays valid after it is handed out (on each
+    /// socket open and join). coturn refuses to refresh an allocation with an
+    /// expired credential, so keep it longer than the longest call.
+    #[arg(long, env = "TELEHEALTH_TURN_TTL", default_value_t = 14400)]
+    pub turn_ttl: u64,
 
     /// Take the client address from `X-Forwarded-For` (only behind a reverse
     /// proxy that sets it; otherwise clients could forge their address).
@@ -83,20 +110,36 @@ impl Config {
     pub fn sfu_config(&self) -> telehealth_sfu::SfuConfig {
         let mut c = telehealth_sfu::SfuConfig {
             udp_bind: std::net::SocketAddr::new(self.http_addr.ip(), self.media_udp_port),
+            tcp_bind: match self.media_tcp_port.unwrap_or(self.media_udp_port) {
+                0 if self.media_tcp_port.is_some() => None,
+                port => Some(std::net::SocketAddr::new(self.http_addr.ip(), port)),
+            },
             public_ip: self.public_ip,
             ..Default::default()
         };
-        c.ice_servers = self.ice_servers.clone();
+        c.ice_servers = self.turn_urls.clone();
         c
     }
 
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(u) => u.clone(),
-            None => format!(
-                "sqlite://{}?mode=rwc",
-                self.data_dir.join("telehealth.db").display()
-            ),
+            None => default_database_url(&self.data_dir),
         }
     }
+
+    /// The ICE servers to hand to pages, checked.
+    pub fn ice_servers(&self) -> Result<crate::turn::IceServers, crate::turn::TurnConfigError> {
+        crate::turn::IceServers::new(
+            &self.turn_urls,
+            self.turn_secret.clone(),
+            std::time::Duration::from_secs(self.turn_ttl),
+        )
+    }
+}
+
+/// The SQLite file under the data directory, used when no `--database-url`
+/// is given (also by `telehealth backup` and `restore`).
+pub fn default_database_url(data_dir: &std::path::Path) -> String {
+    format!("sqlite://{}?mode=rwc", data_dir.join("telehealth.db").display())
 }

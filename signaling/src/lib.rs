@@ -27,6 +27,7 @@ pub mod error;
 pub mod extract;
 pub mod live;
 pub mod state;
+pub mod turn;
 mod web;
 pub mod ws;
 
@@ -149,6 +150,15 @@ async fn no_show_loop(state: AppState) {
 }
 
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    // Refuse bad TURN settings before anything is bound or written.
+    let ice_servers = config.ice_servers()?;
+    if ice_servers.turn_urls() > 0 {
+        tracing::info!(
+            urls = ice_servers.turn_urls(),
+            credential_ttl_secs = ice_servers.ttl().as_secs(),
+            "TURN credentials handed to call pages"
+        );
+    }
     // Claim the ports and read the certificate first: a server that cannot
     // listen must fail before it creates accounts or prints passwords.
     let listener = std::net::TcpListener::bind(config.http_addr).with_context(|| {
@@ -200,7 +210,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         bootstrap::demo(&store).await?;
     }
 
-    let calls = call::Calls::new(sfu.clone(), config.ice_servers.clone());
+    let calls = call::Calls::new(sfu.clone(), ice_servers);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let state = state(
         store.clone(),

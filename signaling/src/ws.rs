@@ -85,6 +85,11 @@ pub enum ServerMessage<'a> {
         protocol: u32,
         user_id: String,
         role: &'a str,
+        /// On a socket opened for a consultation: the ICE servers for its
+        /// call (TURN with this user's time-limited credential), so the page
+        /// can configure its peer connection before it makes the offer.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ice_servers: Option<Vec<crate::turn::IceServer>>,
     },
     ConsultationChanged(&'a ConsultationChange),
     /// Updates were missed (the page was too slow): refetch lists.
@@ -251,6 +256,12 @@ async fn session(
         protocol: PROTOCOL,
         user_id: uid.to_string(),
         role: role.as_str(),
+        ice_servers: bound.map(|_| {
+            state
+                .calls
+                .ice_servers()
+                .for_user(uid, std::time::SystemTime::now())
+        }),
     };
     let mut reason = if send(&mut socket, &hello).await.is_err() {
         Some(CloseReason::SocketError)

@@ -11,6 +11,9 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 command -v python3 >/dev/null || need+=(python3)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+# The TURN test runs Debian's coturn on loopback; deploy/check.sh lints scripts.
+command -v turnserver >/dev/null || need+=(coturn)
+command -v shellcheck >/dev/null || need+=(shellcheck)
 if [ "${TELEHEALTH_BROWSER_TESTS:-1}" = 1 ] && [ -f "$(dirname "$0")/../browser/package.json" ]; then
     command -v chromium >/dev/null || need+=(chromium)
 fi
@@ -21,4 +24,8 @@ if [ ${#need[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # The package enables a system-wide coturn on 3478; the tests start their own.
+    if [[ " ${need[*]} " == *" coturn "* ]] && command -v systemctl >/dev/null; then
+        $SUDO systemctl disable --now coturn >/dev/null 2>&1 || true
+    fi
 fi

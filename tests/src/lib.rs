@@ -8,9 +8,13 @@
 //! link can drop or delay a share of its packets each way ([`lossy`]).
 //!
 //! [`SfuSession`] wires it to an in-process [`telehealth_sfu::Sfu`];
-//! [`WsSession`] to a running server's signaling WebSocket.
+//! [`WsSession`] to a running server's signaling WebSocket;
+//! [`JanusParticipant`] to a Janus VideoRoom (the load generator's
+//! comparison server, run by [`JanusServer`]).
 //! The `synthetic-participant` binary runs a room of them and prints reports.
 
+pub mod janus_link;
+pub mod janus_server;
 pub mod lossy;
 pub mod media;
 pub mod participant;
@@ -18,6 +22,8 @@ pub mod report;
 pub mod sfu_link;
 pub mod ws_link;
 
+pub use janus_link::JanusParticipant;
+pub use janus_server::JanusServer;
 pub use lossy::Impairment;
 pub use participant::{ParticipantConfig, SyntheticParticipant};
 pub use report::{ParticipantReport, TrackReport};

@@ -6,8 +6,13 @@
 //! Only RTP/RTCP datagrams (first byte 128..=191, RFC 7983) are impaired, so
 //! the ICE and DTLS handshakes — which recover from loss only after seconds —
 //! stay fast and tests stay deterministic in their set-up; media sees the
-//! loss. [`Impairment::blackhole`] drops everything, to kill a connection.
+//! loss. [`Impairment::set_blackhole`] drops everything, to kill a connection.
+//! [`Impairment::set_downlink_rate`] makes the incoming side a bottleneck: a
+//! link of that many bits per second with a bounded queue, which delays media
+//! once it arrives faster than that and drops it when the queue is full —
+//! what a congested 4G cell does, and what a bandwidth estimator reacts to.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSliceMut};
@@ -36,6 +41,8 @@ pub struct Impairment {
     delay_us: AtomicU64,
     /// Drop every datagram, both ways (the network died).
     blackhole: AtomicBool,
+    /// Incoming bottleneck in bits per second (0: none).
+    downlink_bps: AtomicU64,
     /// Counters: packets dropped up / down.
     dropped_up: AtomicU64,
     dropped_down: AtomicU64,
@@ -66,6 +73,12 @@ impl Impairment {
     /// Drop every datagram both ways (or stop doing so).
     pub fn set_blackhole(&self, on: bool) {
         self.blackhole.store(on, Ordering::Relaxed);
+    }
+
+    /// Limit incoming media to `bps` bits per second, queueing up to
+    /// [`BOTTLENECK_QUEUE`] of it and dropping beyond (`None`: no limit).
+    pub fn set_downlink_rate(&self, bps: Option<u64>) {
+        self.downlink_bps.store(bps.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Media packets dropped so far, (outgoing, incoming).
@@ -113,6 +126,58 @@ enum Fate {
     Delay(Duration),
 }
 
+/// The longest a packet waits in the downlink bottleneck's queue; a packet
+/// that would wait longer is dropped (a drop-tail queue of this many
+/// milliseconds at the link rate).
+pub const BOTTLENECK_QUEUE: Duration = Duration::from_millis(250);
+
+/// The downlink bottleneck: packets leave in order, each when the link has
+/// finished carrying the ones before it.
+#[derive(Default)]
+struct Bottleneck {
+    queue: VecDeque<(Instant, Vec<u8>, RecvMeta)>,
+    /// When the link is free again.
+    free_at: Option<Instant>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Bottleneck {
+    /// Queues a packet on a link of `bps`; false if the queue is full (dropped).
+    fn push(&mut self, now: Instant, bps: u64, data: Vec<u8>, meta: RecvMeta) -> bool {
+        let start = self.free_at.filter(|t| *t > now).unwrap_or(now);
+        if start.saturating_duration_since(now) > BOTTLENECK_QUEUE {
+            return false;
+        }
+        let on_wire = Duration::from_secs_f64(data.len() as f64 * 8.0 / bps.max(1) as f64);
+        let leaves = start + on_wire;
+        self.free_at = Some(leaves);
+        self.queue.push_back((leaves, data, meta));
+        true
+    }
+
+    /// The head packet if it has left the link; otherwise arms the timer.
+    fn poll_pop(&mut self, cx: &mut Context<'_>) -> Option<(Vec<u8>, RecvMeta)> {
+        let due = self.queue.front()?.0;
+        if due <= Instant::now() {
+            self.timer = None;
+            return self.queue.pop_front().map(|(_, d, m)| (d, m));
+        }
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due.into())));
+        if timer.deadline() != due.into() {
+            timer.as_mut().reset(due.into());
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.timer = None;
+                self.queue.pop_front().map(|(_, d, m)| (d, m))
+            }
+            Poll::Pending => None,
+        }
+    }
+}
+
 /// A runtime that wraps another and impairs the UDP sockets it creates.
 pub struct LossyRuntime {
     inner: Arc<dyn Runtime>,
@@ -145,6 +210,7 @@ impl Runtime for LossyRuntime {
             impairment: self.impairment.clone(),
             delayed_tx: tx,
             delayed_rx: Mutex::new(rx),
+            bottleneck: Mutex::new(Bottleneck::default()),
         }))
     }
 
@@ -198,6 +264,22 @@ struct LossySocket {
     impairment: Arc<Impairment>,
     delayed_tx: mpsc::UnboundedSender<Delayed>,
     delayed_rx: Mutex<mpsc::UnboundedReceiver<Delayed>>,
+    bottleneck: Mutex<Bottleneck>,
+}
+
+/// Copies one datagram into the caller's first buffer.
+fn deliver(
+    bufs: &mut [IoSliceMut<'_>],
+    meta: &mut [RecvMeta],
+    data: &[u8],
+    m: RecvMeta,
+) -> Poll<io::Result<usize>> {
+    let n = data.len().min(bufs[0].len());
+    bufs[0][..n].copy_from_slice(&data[..n]);
+    meta[0] = m;
+    meta[0].len = n;
+    meta[0].stride = n.max(1);
+    Poll::Ready(Ok(1))
 }
 
 impl fmt::Debug for LossySocket {
@@ -237,15 +319,16 @@ impl AsyncUdpSocket for LossySocket {
         if bufs.is_empty() || meta.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        // Delayed datagrams whose time has come go first.
+        // Delayed datagrams whose time has come go first, then what has
+        // crossed the bottleneck.
         if let Ok(mut rx) = self.delayed_rx.lock() {
             if let Poll::Ready(Some((data, m))) = rx.poll_recv(cx) {
-                let n = data.len().min(bufs[0].len());
-                bufs[0][..n].copy_from_slice(&data[..n]);
-                meta[0] = m;
-                meta[0].len = n;
-                meta[0].stride = n.max(1);
-                return Poll::Ready(Ok(1));
+                return deliver(bufs, meta, &data, m);
+            }
+        }
+        if let Ok(mut b) = self.bottleneck.lock() {
+            if let Some((data, m)) = b.poll_pop(cx) {
+                return deliver(bufs, meta, &data, m);
             }
         }
         loop {
@@ -253,7 +336,24 @@ impl AsyncUdpSocket for LossySocket {
             match r {
                 Poll::Ready(Ok(n)) if n >= 1 => {
                     let len = meta[0].len.min(bufs[0].len());
-                    match self.impairment.decide(&bufs[0][..len], false) {
+                    let bps = self.impairment.downlink_bps.load(Ordering::Relaxed);
+                    let media = bufs[0].first().is_some_and(|b| (128..=191).contains(b));
+                    let fate = self.impairment.decide(&bufs[0][..len], false);
+                    if bps > 0 && media && matches!(fate, Fate::Pass) {
+                        // Through the bottleneck: queued (or dropped when full),
+                        // delivered by a later poll when it has crossed.
+                        if let Ok(mut b) = self.bottleneck.lock() {
+                            let data = bufs[0][..len].to_vec();
+                            if !b.push(Instant::now(), bps, data, meta[0]) {
+                                self.impairment.dropped_down.fetch_add(1, Ordering::Relaxed);
+                            }
+                            if let Some((data, m)) = b.poll_pop(cx) {
+                                return deliver(bufs, meta, &data, m);
+                            }
+                        }
+                        continue;
+                    }
+                    match fate {
                         Fate::Pass => return Poll::Ready(Ok(1)),
                         Fate::Drop => continue,
                         Fate::Delay(d) => {

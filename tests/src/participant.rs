@@ -8,15 +8,18 @@ use crate::report::{ParticipantReport, TrackReport};
 use anyhow::{anyhow, Context as _, Result};
 use bytes::Bytes;
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::{Registry, Slot};
+use rtc::ice::network_type::NetworkType;
+use rtc::interceptor::{Interceptor, Packet as InterceptorPacket, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
+use rtc::sansio;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,8 +31,8 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceCandidateInit, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
-    SettingEngineBuilder,
+    RTCIceCandidateInit, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry, SettingEngineBuilder, StatsSelector,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -55,6 +58,20 @@ pub struct ParticipantConfig {
     pub keyframe_interval: Option<Duration>,
     /// Loss/delay on this participant's link.
     pub impairment: Arc<Impairment>,
+    /// Reach the SFU over ICE-TCP only (a station whose UDP is blocked): no
+    /// UDP socket at all, TCP candidates only, dialling the SFU's passive one.
+    pub tcp_only: bool,
+    /// STUN/TURN servers, as the signaling server hands them out (TURN with
+    /// a time-limited credential). Default none: host candidates only.
+    pub ice_servers: Vec<RTCIceServer>,
+    /// Relay candidates only (`iceTransportPolicy: "relay"`): every packet
+    /// goes through the TURN server, as for a station behind strict NAT.
+    pub relay_only: bool,
+    /// Publish the video as simulcast: one layer per entry, lowest first, as
+    /// (rid, bytes per delta frame). Every layer carries the same frame
+    /// counters, so a subscriber's continuity check holds across layer
+    /// switches. Empty: one plain stream of `frame_bytes`.
+    pub simulcast: Vec<(String, usize)>,
 }
 
 impl ParticipantConfig {
@@ -70,7 +87,32 @@ impl ParticipantConfig {
             keyframe_bytes: 5000,
             keyframe_interval: None,
             impairment: Impairment::none(),
+            tcp_only: false,
+            ice_servers: Vec::new(),
+            relay_only: false,
+            simulcast: Vec::new(),
         }
+    }
+
+    /// The same participant, publishing its video as these simulcast layers
+    /// (rid, bytes per delta frame; lowest first).
+    pub fn simulcast(mut self, layers: &[(&str, usize)]) -> Self {
+        self.simulcast = layers.iter().map(|(r, b)| ((*r).to_owned(), *b)).collect();
+        self
+    }
+
+    /// The same participant, reaching the SFU through these TURN servers
+    /// only (relay candidates only).
+    pub fn relay_only(mut self, ice_servers: Vec<RTCIceServer>) -> Self {
+        self.ice_servers = ice_servers;
+        self.relay_only = true;
+        self
+    }
+
+    /// The same participant, reaching the SFU over ICE-TCP only.
+    pub fn tcp_only(mut self) -> Self {
+        self.tcp_only = true;
+        self
     }
 }
 
@@ -271,6 +313,66 @@ impl TrackRx {
 struct Shared {
     tracks: Mutex<HashMap<String, TrackRx>>,
     publisher: Publisher,
+    /// Our SSRCs that a receiver report has acknowledged.
+    acked: Arc<Mutex<BTreeSet<u32>>>,
+}
+
+/// Where [`ReportWatcher`] sits: nearest the wire.
+const REPORT_WATCHER_SLOT: usize = 500;
+
+/// Records which of our SSRCs the other side's receiver reports mention,
+/// as a browser's sender does: it stops naming a simulcast layer (MID and
+/// RID header extensions) once the layer's SSRC has been acknowledged.
+#[derive(Default)]
+struct ReportWatcher {
+    acked: Arc<Mutex<BTreeSet<u32>>>,
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+impl sansio::Protocol<TaggedPacket, TaggedPacket, ()> for ReportWatcher {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
+        if let InterceptorPacket::Rtcp(packets) = &msg.message.packet {
+            for p in packets {
+                if let Some(rr) = p.as_any().downcast_ref::<ReceiverReport>() {
+                    if let Ok(mut acked) = self.acked.lock() {
+                        acked.extend(rr.reports.iter().map(|r| r.ssrc));
+                    }
+                }
+            }
+        }
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read_queue.pop_front()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write_queue.pop_front()
+    }
+    fn handle_timeout(&mut self, _now: Instant) -> std::result::Result<(), Self::Error> {
+        Ok(())
+    }
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        None
+    }
+}
+
+impl Interceptor for ReportWatcher {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 struct Handler {
@@ -333,6 +435,8 @@ struct Outgoing {
     sender: Arc<dyn RtpSender>,
     ssrc: u32,
     mime: &'static str,
+    /// Simulcast layers: (rid, SSRC, bytes per delta frame), lowest first.
+    layers: Vec<(String, u32, usize)>,
 }
 
 /// A synthetic participant. Drop or [`close`](Self::close) it to leave.
@@ -345,6 +449,9 @@ pub struct SyntheticParticipant {
     audio: Option<Outgoing>,
     video: Option<Outgoing>,
     media_started: AtomicBool,
+    /// Passive TCP candidates (address and port) already handed to the
+    /// connection: the `webrtc` crate dials each one it is given, again.
+    tcp_dialled: Mutex<BTreeSet<String>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -366,6 +473,65 @@ fn codec(mime: &str) -> RTCRtpCodec {
             rtcp_feedback: vec![],
         }
     }
+}
+
+/// The address and port of a passive TCP candidate (`candidate:…` line), if it is one.
+fn passive_tcp_address(candidate: &str) -> Option<String> {
+    let c = candidate.trim().strip_prefix("a=").unwrap_or(candidate.trim());
+    let f: Vec<&str> = c.split_whitespace().collect();
+    let passive = c.starts_with("candidate:")
+        && f.get(2).is_some_and(|t| t.eq_ignore_ascii_case("tcp"))
+        && c.contains("tcptype passive");
+    if !passive {
+        return None;
+    }
+    Some(format!("{} {}", f.get(4)?, f.get(5)?))
+}
+
+/// The passive TCP candidates of a session description, with the mid of the
+/// m-section each is in.
+fn passive_tcp_candidates(sdp: &str) -> Vec<(String, Option<String>)> {
+    let mut mid: Option<String> = None;
+    let mut found = Vec::new();
+    for line in sdp.lines() {
+        let line = line.trim();
+        if line.starts_with("m=") {
+            mid = None;
+        } else if let Some(m) = line.strip_prefix("a=mid:") {
+            mid = Some(m.to_owned());
+        } else if let Some(c) = line.strip_prefix("a=") {
+            if passive_tcp_address(c).is_some() {
+                found.push((c.to_owned(), mid.clone()));
+            }
+        }
+    }
+    found
+}
+
+/// The ICE servers and transport policy the participant was configured with.
+fn rtc_configuration(config: &ParticipantConfig) -> webrtc::peer_connection::RTCConfiguration {
+    let builder = RTCConfigurationBuilder::new().with_ice_servers(config.ice_servers.clone());
+    if config.relay_only {
+        builder
+            .with_ice_transport_policy(RTCIceTransportPolicy::Relay)
+            .build()
+    } else {
+        builder.build()
+    }
+}
+
+/// The mid of the (first) video m-section of a session description.
+fn video_mid(sdp: &str) -> Option<String> {
+    let mut in_video = false;
+    for line in sdp.lines() {
+        let line = line.trim();
+        if line.starts_with("m=") {
+            in_video = line.starts_with("m=video");
+        } else if let (true, Some(mid)) = (in_video, line.strip_prefix("a=mid:")) {
+            return Some(mid.to_owned());
+        }
+    }
+    None
 }
 
 /// Track ids (from `a=msid`) of the m-sections in which the offerer sends.
@@ -397,13 +563,14 @@ async fn add_outgoing(
     name: &str,
     kind: RtpCodecKind,
     mime: &'static str,
+    simulcast: &[(String, usize)],
 ) -> Result<Outgoing> {
     let ssrc = rand::random::<u32>();
-    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        name.to_owned(),
-        format!("{name}-{kind}"),
-        format!("{name}-{kind}"),
-        kind,
+    let layers: Vec<(String, u32, usize)> = simulcast
+        .iter()
+        .map(|(rid, bytes)| (rid.clone(), rand::random::<u32>(), *bytes))
+        .collect();
+    let encodings = if layers.is_empty() {
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
                 ssrc: Some(ssrc),
@@ -411,7 +578,27 @@ async fn add_outgoing(
             },
             codec: codec(mime),
             ..Default::default()
-        }],
+        }]
+    } else {
+        layers
+            .iter()
+            .map(|(rid, ssrc, _)| RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    rid: rid.clone(),
+                    ssrc: Some(*ssrc),
+                    ..Default::default()
+                },
+                codec: codec(mime),
+                ..Default::default()
+            })
+            .collect()
+    };
+    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        name.to_owned(),
+        format!("{name}-{kind}"),
+        format!("{name}-{kind}"),
+        kind,
+        encodings,
     )));
     let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
     Ok(Outgoing {
@@ -419,6 +606,7 @@ async fn add_outgoing(
         sender,
         ssrc,
         mime,
+        layers,
     })
 }
 
@@ -427,44 +615,78 @@ impl SyntheticParticipant {
     pub async fn new(config: ParticipantConfig) -> Result<Arc<Self>> {
         let mut media_engine = MediaEngine::default();
         media_engine.register_default_codecs()?;
+        let acked = Arc::new(Mutex::new(BTreeSet::new()));
         let registry = register_default_interceptors(
-            Registry::new().with(
-                Slot::from(telehealth_sfu::feedback::SLOT),
-                telehealth_sfu::feedback::DeliverFeedback::default(),
-            ),
+            Registry::new()
+                .with(
+                    Slot::from(telehealth_sfu::feedback::SLOT),
+                    telehealth_sfu::feedback::DeliverFeedback::default(),
+                )
+                // Like a browser, do not ask again for what RTX repaired
+                // (`rtc`'s NACK generator would, every 100 ms).
+                .with(
+                    Slot::from(telehealth_sfu::nack_filter::SLOT),
+                    telehealth_sfu::nack_filter::RtxNackFilter::default(),
+                )
+                // Wire-most: sees every receiver report that arrives.
+                .with(
+                    Slot::from(REPORT_WATCHER_SLOT),
+                    ReportWatcher {
+                        acked: acked.clone(),
+                        ..Default::default()
+                    },
+                ),
             &mut media_engine,
         )?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            acked,
+            ..Default::default()
+        });
         let (cand_tx, cand_rx) = mpsc::unbounded_channel();
         let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
         let runtime = webrtc::runtime::default_runtime().ok_or_else(|| anyhow!("no runtime"))?;
+        // No mDNS: tests send nothing to any non-loopback address.
+        let mut settings = SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled);
+        let (udp, tcp) = if config.tcp_only {
+            // A TCP listener gives the active candidate its address; the
+            // connection to the SFU is dialled from an ephemeral port.
+            settings = settings.with_network_types(vec![NetworkType::Tcp4]);
+            (vec![], vec!["127.0.0.1:0".to_owned()])
+        } else {
+            (vec!["127.0.0.1:0".to_owned()], vec![])
+        };
         let pc = PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_configuration(rtc_configuration(&config))
             .with_media_engine(media_engine)
             .with_interceptor_registry(registry)
-            // No mDNS: tests send nothing to any non-loopback address.
-            .with_setting_engine(
-                SettingEngineBuilder::new()
-                    .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-                    .build(),
-            )
+            .with_setting_engine(settings.build())
             .with_runtime(Arc::new(LossyRuntime::new(runtime, config.impairment.clone())))
             .with_handler(Arc::new(Handler {
                 shared: shared.clone(),
                 candidates: cand_tx,
                 state: state_tx,
             }))
-            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+            .with_udp_addrs(udp)
+            .with_tcp_addrs(tcp)
             .build()
             .await?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
         let audio = if config.send_audio {
-            Some(add_outgoing(&pc, &config.name, RtpCodecKind::Audio, MIME_TYPE_OPUS).await?)
+            Some(add_outgoing(&pc, &config.name, RtpCodecKind::Audio, MIME_TYPE_OPUS, &[]).await?)
         } else {
             None
         };
         let video = if config.send_video {
-            Some(add_outgoing(&pc, &config.name, RtpCodecKind::Video, MIME_TYPE_VP8).await?)
+            Some(
+                add_outgoing(
+                    &pc,
+                    &config.name,
+                    RtpCodecKind::Video,
+                    MIME_TYPE_VP8,
+                    &config.simulcast,
+                )
+                .await?,
+            )
         } else {
             None
         };
@@ -477,6 +699,7 @@ impl SyntheticParticipant {
             audio,
             video,
             media_started: AtomicBool::new(false),
+            tcp_dialled: Mutex::new(BTreeSet::new()),
             tasks: Mutex::new(Vec::new()),
         }))
     }
@@ -516,9 +739,24 @@ impl SyntheticParticipant {
 
     /// Applies the answer to our offer.
     pub async fn apply_answer(self: &Arc<Self>, sdp: String) -> Result<()> {
+        let passive = passive_tcp_candidates(&sdp);
         self.pc
             .set_remote_description(RTCSessionDescription::answer(sdp)?)
             .await?;
+        if self.config.tcp_only {
+            // The `webrtc` crate dials a passive TCP candidate only when it is
+            // trickled, not when it comes in the description (browsers dial
+            // both): hand the answer's ones in again as trickled candidates.
+            for (candidate, sdp_mid) in passive {
+                self.add_remote_candidate(IceCandidate {
+                    candidate,
+                    sdp_mid,
+                    sdp_mline_index: Some(0),
+                    username_fragment: None,
+                })
+                .await?;
+            }
+        }
         self.start_media_when_connected();
         Ok(())
     }
@@ -550,6 +788,21 @@ impl SyntheticParticipant {
 
     /// Adds a candidate trickled by the other side.
     pub async fn add_remote_candidate(&self, c: IceCandidate) -> Result<()> {
+        if let Some(addr) = passive_tcp_address(&c.candidate) {
+            // The `webrtc` crate dials every passive TCP candidate it is
+            // given, whether it has a TCP candidate to pair it with or not:
+            // a UDP participant must not, and a TCP one only once per
+            // address (a bundled description repeats the candidate per
+            // m-section, and trickle repeats it too).
+            let first = self
+                .tcp_dialled
+                .lock()
+                .map(|mut d| d.insert(addr))
+                .unwrap_or(true);
+            if !self.config.tcp_only || !first {
+                return Ok(());
+            }
+        }
         self.pc
             .add_ice_candidate(RTCIceCandidateInit {
                 candidate: c.candidate,
@@ -582,6 +835,24 @@ impl SyntheticParticipant {
     /// The current connection state.
     pub fn connection_state(&self) -> RTCPeerConnectionState {
         *self.state.borrow()
+    }
+
+    /// The type (`host`, `srflx`, `prflx`, `relay`) of the local candidate
+    /// of the pair ICE selected, once there is one.
+    pub async fn selected_local_candidate_type(&self) -> Option<String> {
+        let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
+        let pair_id = report.transport()?.selected_candidate_pair_id.clone();
+        let pair = report.candidate_pairs().find(|p| p.stats.id == pair_id)?;
+        // The pair names the candidate by its ICE id; the report keys the
+        // candidate's own entry with a prefix (rtc 0.21).
+        let id = &pair.local_candidate_id;
+        let entry = report
+            .get(id)
+            .or_else(|| report.get(&format!("RTCLocalIceCandidate_{id}")))?;
+        match entry {
+            RTCStatsReportEntry::LocalCandidate(c) => Some(c.candidate_type.to_string()),
+            _ => None,
+        }
     }
 
     fn start_media_when_connected(self: &Arc<Self>) {
@@ -649,7 +920,45 @@ impl SyntheticParticipant {
         let mut encoder =
             opus::Encoder::new(media::SAMPLE_RATE, opus::Channels::Mono, opus::Application::Audio).ok();
         let mut tone = Tone::new(self.config.tone_hz);
-        let (mut audio_seq, mut video_seq) = (rand::random::<u16>(), rand::random::<u16>());
+        // One RTP stream per simulcast layer (or just the one): (rid, SSRC,
+        // bytes per delta frame, next sequence number).
+        let mut video_streams: Vec<(Option<String>, u32, usize, u16)> = match &self.video {
+            Some(v) if !v.layers.is_empty() => v
+                .layers
+                .iter()
+                .map(|(rid, ssrc, bytes)| (Some(rid.clone()), *ssrc, *bytes, rand::random::<u16>()))
+                .collect(),
+            Some(v) => vec![(None, v.ssrc, self.config.frame_bytes, rand::random::<u16>())],
+            None => Vec::new(),
+        };
+        // Simulcast packets name their m-section and their layer in the MID
+        // and RTP stream id header extensions (RFC 8843, RFC 8852), as
+        // browsers do: that is how a receiver learns which undeclared SSRC
+        // is which layer.
+        let mut rid_extension = None;
+        if let Some(v) = self.video.as_ref().filter(|v| !v.layers.is_empty()) {
+            let ids = v
+                .sender
+                .get_parameters()
+                .await
+                .ok()
+                .map(|p| p.rtp_parameters.header_extensions);
+            let id = |uri: &str| {
+                ids.iter()
+                    .flatten()
+                    .find(|e| e.uri == uri)
+                    .and_then(|e| u8::try_from(e.id).ok())
+            };
+            let mid = self.pc.local_description().await.and_then(|d| video_mid(&d.sdp));
+            if let (Some(rid_id), Some(mid_id), Some(mid)) = (
+                id(rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI),
+                id(rtc::sdp::extmap::SDES_MID_URI),
+                mid,
+            ) {
+                rid_extension = Some((rid_id, mid_id, Bytes::from(mid.into_bytes())));
+            }
+        }
+        let mut audio_seq = rand::random::<u16>();
         let mut counter: u32 = 0;
         let frame_every = Duration::from_secs(1) / self.config.video_fps.max(1);
         let start = tokio::time::Instant::now();
@@ -705,29 +1014,47 @@ impl SyntheticParticipant {
                             .fetch_add(1, Ordering::Relaxed);
                     }
                     let sent = media::unix_micros();
-                    let size = if key {
-                        self.config.keyframe_bytes
-                    } else {
-                        self.config.frame_bytes
-                    };
-                    let payloads = media::vp8_frame_payloads(counter, sent, key, size);
                     let ts = media::clock_timestamp(sent, media::VIDEO_CLOCK);
-                    let n = payloads.len();
-                    for (i, p) in payloads.into_iter().enumerate() {
-                        let packet = rtc::rtp::Packet {
-                            header: rtc::rtp::Header {
-                                version: 2,
-                                payload_type: pt,
-                                sequence_number: video_seq,
-                                timestamp: ts,
-                                ssrc: v.ssrc,
-                                marker: i + 1 == n,
-                                ..Default::default()
-                            },
-                            payload: Bytes::from(p),
+                    for (rid, ssrc, bytes, seq) in video_streams.iter_mut() {
+                        let size = match (key, rid.is_some()) {
+                            (false, _) => *bytes,
+                            (true, false) => self.config.keyframe_bytes,
+                            // A simulcast layer's keyframe: a few delta frames' worth.
+                            (true, true) => *bytes * 3,
                         };
-                        video_seq = video_seq.wrapping_add(1);
-                        let _ = v.track.write_rtp(packet).await;
+                        let payloads = media::vp8_frame_payloads(counter, sent, key, size);
+                        let n = payloads.len();
+                        for (i, p) in payloads.into_iter().enumerate() {
+                            let mut packet = rtc::rtp::Packet {
+                                header: rtc::rtp::Header {
+                                    version: 2,
+                                    payload_type: pt,
+                                    sequence_number: *seq,
+                                    timestamp: ts,
+                                    ssrc: *ssrc,
+                                    marker: i + 1 == n,
+                                    ..Default::default()
+                                },
+                                payload: Bytes::from(p),
+                            };
+                            // Like libwebrtc: name the layer until a receiver
+                            // report has acknowledged its SSRC.
+                            let acked = self
+                                .shared
+                                .acked
+                                .lock()
+                                .map(|a| a.contains(ssrc))
+                                .unwrap_or(false);
+                            if let (false, Some(rid), Some((rid_id, mid_id, mid))) =
+                                (acked, rid.as_ref(), &rid_extension)
+                            {
+                                let h = &mut packet.header;
+                                let _ = h.set_extension(*mid_id, mid.clone());
+                                let _ = h.set_extension(*rid_id, Bytes::copy_from_slice(rid.as_bytes()));
+                            }
+                            *seq = seq.wrapping_add(1);
+                            let _ = v.track.write_rtp(packet).await;
+                        }
                     }
                     counter += 1;
                     self.shared.publisher.frames_sent.fetch_add(1, Ordering::Relaxed);
@@ -738,6 +1065,17 @@ impl SyntheticParticipant {
                 RTCPeerConnectionState::Closed | RTCPeerConnectionState::Failed
             ) {
                 return;
+            }
+        }
+    }
+
+    /// Forgets the delay samples received so far, so that later reports'
+    /// delay percentiles cover only what arrives from now on (the load
+    /// generator's warm-up is not part of its figures).
+    pub fn reset_delays(&self) {
+        if let Ok(mut t) = self.shared.tracks.lock() {
+            for rx in t.values_mut() {
+                rx.delays_ms.clear();
             }
         }
     }

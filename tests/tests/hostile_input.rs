@@ -1,6 +1,7 @@
 //! A hostile SDP, hostile ICE candidates, unknown rooms/participants and
 //! garbage UDP datagrams on the media port get clear errors and do not
-//! disturb a running room.
+//! disturb a running room; a forged STUN request naming a participant cannot
+//! claim a source address for it.
 
 mod common;
 
@@ -210,5 +211,50 @@ async fn hostile_input_does_not_disturb_a_running_room() {
     sfu.leave(evil, ParticipantId::new("mallory"))
         .await
         .expect("leave");
+    sfu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_stun_does_not_route_an_address_to_a_participant() {
+    let sfu = common::start_sfu().await;
+    let room = common::room(&sfu, "consultation-forged-stun").await;
+    let mallory = SyntheticParticipant::new(ParticipantConfig::new("mallory", 100.0))
+        .await
+        .expect("mallory");
+    let offer = mallory.create_offer().await.expect("offer");
+    let answer = sfu
+        .join(room.clone(), ParticipantId::new("patient-side"), offer)
+        .await
+        .expect("join");
+    let ufrag = answer
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .expect("answer carries our ufrag")
+        .to_owned();
+
+    // From a fresh address: a request naming the participant's real ufrag
+    // but signed with the wrong password, then an RTP-looking datagram.
+    let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let before = sfu.counters().await.expect("counters");
+    sock.send_to(
+        &common::forged_binding_request(&format!("{ufrag}:evil")),
+        sfu.local_addr(),
+    )
+    .await
+    .expect("send");
+    sock.send_to(&[0x80; 200], sfu.local_addr()).await.expect("send");
+    let after = common::eventually(Duration::from_secs(3), "both datagrams seen", || {
+        let sfu = sfu.clone();
+        let seen = before.datagrams_in + 2;
+        async move { sfu.counters().await.ok().filter(|c| c.datagrams_in >= seen) }
+    })
+    .await;
+    // Neither reached the participant's connection: the forged request did
+    // not teach the SFU that this address is the participant's.
+    assert_eq!(
+        after.datagrams_unrouted - before.datagrams_unrouted,
+        2,
+        "{after:?}"
+    );
     sfu.shutdown().await;
 }

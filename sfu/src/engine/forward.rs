@@ -28,12 +28,24 @@ impl Engine {
         };
         published.counters.packets += 1;
         published.counters.bytes += packet.payload.len() as u64;
+        if packet.payload.is_empty() {
+            // Padding only: the publisher probing its own uplink. Nothing to forward.
+            return;
+        }
+        let seen = published.seen.entry(packet.header.ssrc).or_default();
+        if !seen.first_time(packet.header.sequence_number) {
+            self.counters.rtp_duplicates += 1;
+            return;
+        }
         let keyframe = published.codec.is_keyframe_start(&packet.payload);
         if keyframe {
             published.keyframe.handle_keyframe(now);
         }
         let ssrc = packet.header.ssrc;
         let layer = published.layers.iter().position(|&s| s == ssrc).unwrap_or(0);
+        if published.layers.len() > 1 {
+            *published.layer_bytes.entry(ssrc).or_default() += packet.payload.len() as u64;
+        }
         let rtc_codec = &published.rtc_codec;
         for (&sub_key, sub) in published.subs.iter_mut() {
             let Some(subscriber) = self.peers.get_mut(&sub_key) else {
@@ -54,6 +66,9 @@ impl Engine {
                     continue;
                 }
                 sub.waiting_keyframe = false;
+            }
+            if keyframe {
+                sub.keyframe_wanted = false;
             }
             let Some(mut sender) = subscriber.pc.rtp_sender(sub.sender_id) else {
                 continue;
@@ -93,10 +108,16 @@ impl Engine {
             out.header.timestamp = rw.timestamp;
             out.header.payload_type = pt;
             // The publisher's header extension ids mean nothing on this leg;
-            // the sender's interceptors add their own.
+            // the sender's interceptors add their own (transport-wide
+            // sequence numbers). All of the extension block goes, padding
+            // included: a stale padding length makes the packet's marshalled
+            // size disagree with what is written, and SRTP drops it.
             out.header.extension = false;
             out.header.extension_profile = 0;
             out.header.extensions.clear();
+            out.header.extensions_padding = 0;
+            // RTP padding was stripped when the packet was read.
+            out.header.padding = false;
             let len = out.payload.len() as u64;
             tracing::trace!(subscriber = %subscriber.id, pt, ssrc = rw.ssrc, "forward");
             match sender.write_rtp(now, out) {
@@ -141,12 +162,18 @@ impl Engine {
             let any = p.as_any();
             if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
                 sub.counters.plis += 1;
+                sub.keyframe_wanted = true;
+                tracing::debug!(subscriber = %peer.id, "keyframe request from a subscriber");
                 published.keyframe.handle_request(now);
             } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 sub.counters.nacks += nack.nacks.len() as u64;
             } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
-                if let Some(sel) = sub.selector.as_mut() {
-                    sel.handle_estimate(now, remb.bitrate as u64);
+                // With our own send-side estimate, that one decides: two
+                // estimates taking turns would make the layer flap.
+                if !self.config.bandwidth_estimation {
+                    if let Some(sel) = sub.selector.as_mut() {
+                        sel.handle_estimate(now, remb.bitrate as u64);
+                    }
                 }
             }
         }
@@ -162,26 +189,40 @@ impl Engine {
                 if published.kind != MediaKind::Video {
                     continue;
                 }
-                let mut want_layer = None;
+                // The layers whose keyframe someone waits for: a subscriber's
+                // first picture, a pending layer switch, or a subscriber's
+                // own PLI/FIR — about the layer it is receiving, not another.
+                let mut want_layers: Vec<usize> = Vec::new();
                 for (sub_key, sub) in &published.subs {
                     let connected = self.peers.get(sub_key).is_some_and(|p| p.connected());
                     if !connected {
                         continue;
                     }
-                    if sub.waiting_keyframe {
-                        want_layer.get_or_insert(0);
+                    let sel = sub.selector.as_ref();
+                    let receiving = sel.map_or(0, |s| s.current().unwrap_or(s.target()));
+                    let mut want = |l: usize| {
+                        if !want_layers.contains(&l) {
+                            want_layers.push(l);
+                        }
+                    };
+                    if sub.waiting_keyframe || sub.keyframe_wanted {
+                        want(receiving);
                     }
-                    if let Some(l) = sub.selector.as_ref().and_then(|s| s.poll_keyframe_request()) {
-                        want_layer = Some(l);
+                    if let Some(l) = sel.and_then(|s| s.poll_keyframe_request()) {
+                        want(l);
                     }
                 }
-                if let Some(_l) = want_layer {
+                if !want_layers.is_empty() {
                     published.keyframe.handle_request(now);
                 }
                 if published.keyframe.poll_request(now) {
-                    let layer = want_layer.unwrap_or(0);
-                    if let Some(&ssrc) = published.layers.get(layer).or(published.layers.first()) {
-                        sends.push((published.publisher, published.receiver_id, ssrc));
+                    if want_layers.is_empty() {
+                        want_layers.push(0);
+                    }
+                    for layer in want_layers {
+                        if let Some(&ssrc) = published.layers.get(layer).or(published.layers.first()) {
+                            sends.push((published.publisher, published.receiver_id, ssrc));
+                        }
                     }
                 }
             }
@@ -197,6 +238,7 @@ impl Engine {
                 };
                 if receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
                     self.counters.keyframe_requests += 1;
+                    tracing::debug!(participant = %p.id, media_ssrc, "keyframe requested");
                 }
             }
             self.mark(key);

@@ -1,18 +1,35 @@
 //! The I/O edge: one task owns the media socket and every peer connection.
 //!
 //! Datagrams on the shared port are routed to a peer by their source address
-//! once known, before that by the STUN USERNAME (our ufrag). Each peer
-//! connection is driven sans-I/O (`handle_read`/`handle_timeout` in,
-//! `poll_write`/`poll_read`/`poll_event` out); media it yields is written
-//! into the subscribers' connections (`forward.rs`), with the decisions taken
-//! by the plain structs of [`crate::keyframe`], [`crate::layers`] and
-//! [`crate::rewrite`]. One task, no locks: the per-packet path is a few hash
+//! once known, before that by the STUN USERNAME (our ufrag) of a request
+//! whose integrity checks out; ICE-TCP connections the same way by their
+//! first packet (`net.rs`, `tcp.rs`). Each peer connection is driven
+//! sans-I/O (`handle_read`/`handle_timeout` in, `poll_write`/`poll_read`/
+//! `poll_event` out); media it yields is written into the subscribers'
+//! connections (`forward.rs`), with the decisions taken by the plain structs
+//! of [`crate::keyframe`], [`crate::layers`] and [`crate::rewrite`].
+//! Signaling (`signaling.rs`) and room membership (`room.rs`) change the
+//! set of connections. One task, no locks: the per-packet path is a few hash
 //! lookups and the SRTP work the connection does anyway.
+//!
+//! | file | job |
+//! | --- | --- |
+//! | `mod.rs` | the loop: commands, datagrams, TCP events, deadlines |
+//! | `net.rs` | packets in (routing) and out (UDP or TCP), draining peers |
+//! | `tcp.rs` | the ICE-TCP listener and its connections |
+//! | `signaling.rs` | commands: join, offer/answer, candidates, renegotiation |
+//! | `room.rs` | publish, subscribe, leave |
+//! | `forward.rs` | RTP to subscribers, feedback, keyframe requests |
+//! | `stats.rs` | stats samples and the bandwidth estimate |
+//! | `peer.rs` | building a participant's connection |
 
 mod forward;
+mod net;
 mod peer;
 mod room;
+mod signaling;
 mod stats;
+mod tcp;
 
 use crate::codec::Codec;
 use crate::config::SfuConfig;
@@ -26,9 +43,10 @@ use crate::layers::{LayerDecision, LayerPolicy, LayerSelector};
 use crate::rewrite::StreamRewriter;
 use crate::stun;
 use bytes::BytesMut;
-use peer::{add_host_candidate, new_peer_connection, webrtc, Counters, Peer, PeerKey};
+use net::Net;
+use peer::{add_host_candidates, new_peer_connection, webrtc, Counters, Peer, PeerKey};
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::event::RTCTrackEvent;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
@@ -42,11 +60,11 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::statistics::StatsSelector;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -107,14 +125,30 @@ pub struct EngineCounters {
     pub datagrams_rejected: u64,
     /// RTP packets written to subscribers.
     pub rtp_forwarded: u64,
+    /// RTP packets a publisher delivered twice, forwarded only the first time.
+    pub rtp_duplicates: u64,
     /// Keyframe requests sent to publishers.
     pub keyframe_requests: u64,
+    /// ICE-TCP connections accepted.
+    pub tcp_connections: u64,
+    /// ICE-TCP connections open now.
+    pub tcp_open: u64,
+    /// Packets received over ICE-TCP.
+    pub tcp_frames_in: u64,
+    /// ICE-TCP connections closed for what the client did: bad framing, an
+    /// oversized frame, a first packet that names no participant, silence,
+    /// not reading, or one connection over the limit.
+    pub tcp_closed_bad: u64,
+    /// Packets not sent because an ICE-TCP connection's queue was full.
+    pub tcp_send_dropped: u64,
 }
 
 struct Subscription {
     sender_id: RTCRtpSenderId,
     rewriter: StreamRewriter,
     waiting_keyframe: bool,
+    /// The subscriber asked for a keyframe (PLI/FIR) and has not had one since.
+    keyframe_wanted: bool,
     selector: Option<LayerSelector>,
     payload_type: Option<u8>,
     counters: Counters,
@@ -129,6 +163,13 @@ struct Published {
     receiver_id: RTCRtpReceiverId,
     /// SSRCs of the layers, lowest first (one entry unless simulcast).
     layers: Vec<u32>,
+    /// Simulcast only: payload bytes per layer SSRC since the last estimate
+    /// tick, and each layer's smoothed bitrate (`None`: nothing arrived in
+    /// the last interval, the publisher has paused the layer).
+    layer_bytes: HashMap<u32, u64>,
+    layer_bps: HashMap<u32, Option<f64>>,
+    /// Sequence numbers seen per SSRC: each packet is forwarded once.
+    seen: HashMap<u32, crate::dedup::SeqWindow>,
     keyframe: KeyframeRequester,
     subs: HashMap<PeerKey, Subscription>,
     counters: Counters,
@@ -139,14 +180,25 @@ struct Room {
     tracks: BTreeMap<TrackId, Published>,
 }
 
+/// A local ICE ufrag's owner and the password its requests are signed with.
+struct Credentials {
+    key: PeerKey,
+    pwd: String,
+}
+
 pub(crate) struct Engine {
-    socket: UdpSocket,
-    host: SocketAddr,
+    net: Net,
+    /// Events from the ICE-TCP connections, until the loop takes it.
+    tcp_events: Option<mpsc::Receiver<tcp::TcpEvent>>,
     config: SfuConfig,
     rooms: HashMap<RoomId, Room>,
     peers: HashMap<PeerKey, Peer>,
-    by_ufrag: HashMap<String, PeerKey>,
+    /// Every ICE ufrag we answered with (old ones stay until the peer leaves).
+    by_ufrag: HashMap<String, Credentials>,
+    /// UDP source addresses whose STUN checked out, and their peer.
     by_addr: HashMap<SocketAddr, PeerKey>,
+    /// HMAC for checking STUN integrity before routing by ufrag.
+    crypto: Arc<dyn rtc::crypto::RTCCryptoProvider>,
     listeners: Vec<mpsc::UnboundedSender<SfuEvent>>,
     next_key: PeerKey,
     dirty: Vec<PeerKey>,
@@ -155,6 +207,7 @@ pub(crate) struct Engine {
     next_stats: Instant,
     last_stats_at: Instant,
     next_estimate: Instant,
+    last_estimate_at: Instant,
 }
 
 fn kind_of(kind: RtpCodecKind) -> MediaKind {
@@ -182,6 +235,13 @@ fn sdp_ufrag(sdp: &str) -> Option<&str> {
         .map(str::trim)
 }
 
+/// Our ICE password as written in a local description.
+fn sdp_ice_pwd(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-pwd:"))
+        .map(str::trim)
+}
+
 fn sdp_error(e: impl std::fmt::Display) -> SfuError {
     SfuError::InvalidSdp(e.to_string())
 }
@@ -195,18 +255,44 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     }
 }
 
+/// The engine's sockets, as bound by [`crate::Sfu::start`].
+pub(crate) struct Sockets {
+    pub udp: UdpSocket,
+    /// The address in our UDP host candidate.
+    pub udp_host: SocketAddr,
+    /// The ICE-TCP listener and the address in our passive TCP candidate.
+    pub tcp: Option<(tokio::net::TcpListener, SocketAddr)>,
+}
+
 impl Engine {
-    pub(crate) fn new(socket: UdpSocket, host: SocketAddr, config: SfuConfig) -> Self {
+    pub(crate) fn new(sockets: Sockets, config: SfuConfig) -> Result<Self> {
         let now = Instant::now();
-        Self {
-            socket,
-            host,
+        let crypto = rtc::crypto::default_provider().map_err(webrtc)?;
+        let (tcp, tcp_events) = match sockets.tcp {
+            Some((listener, host)) => (
+                Some(tcp::TcpConns::new(host)),
+                Some(tcp::spawn_listener(
+                    listener,
+                    config.tcp_max_connections,
+                    config.tcp_idle_timeout,
+                )),
+            ),
+            None => (None, None),
+        };
+        Ok(Self {
+            net: Net {
+                socket: sockets.udp,
+                udp_host: sockets.udp_host,
+                tcp,
+            },
+            tcp_events,
             next_stats: now + config.stats_interval,
             config,
             rooms: HashMap::new(),
             peers: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
+            crypto,
             listeners: Vec::new(),
             next_key: 1,
             dirty: Vec::new(),
@@ -214,12 +300,15 @@ impl Engine {
             next_keyframe_tick: now,
             last_stats_at: now,
             next_estimate: now + ESTIMATE_TICK,
-        }
+            last_estimate_at: now,
+        })
     }
 
-    /// The engine loop: until shutdown, wait for a datagram, a command or a deadline.
+    /// The engine loop: until shutdown, wait for a datagram, a TCP packet, a
+    /// command or a deadline.
     pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut buf = vec![0u8; 2048];
+        let mut tcp_events = self.tcp_events.take();
         // One timer, re-armed only when the deadline moves: creating a fresh
         // `Sleep` per datagram costs a timer-wheel insert and removal each time.
         let mut armed = self.next_deadline();
@@ -232,13 +321,29 @@ impl Engine {
                 sleep.as_mut().reset(armed.into());
             }
             tokio::select! {
-                r = self.socket.recv_from(&mut buf) => {
+                r = self.net.socket.recv_from(&mut buf) => {
                     if let Ok((n, from)) = r {
                         self.handle_datagram(Instant::now(), from, &buf[..n]);
                         // Drain what else is queued before the bookkeeping below.
                         for _ in 0..64 {
-                            match self.socket.try_recv_from(&mut buf) {
+                            match self.net.socket.try_recv_from(&mut buf) {
                                 Ok((n, from)) => self.handle_datagram(Instant::now(), from, &buf[..n]),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                Some(ev) = async {
+                    match tcp_events.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.handle_tcp_event(Instant::now(), ev);
+                    if let Some(rx) = tcp_events.as_mut() {
+                        for _ in 0..64 {
+                            match rx.try_recv() {
+                                Ok(ev) => self.handle_tcp_event(Instant::now(), ev),
                                 Err(_) => break,
                             }
                         }
@@ -292,45 +397,6 @@ impl Engine {
         }
     }
 
-    // ---------------------------------------------------------------- input
-
-    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
-        self.counters.datagrams_in += 1;
-        let key = match self.by_addr.get(&from) {
-            Some(&k) => Some(k),
-            None => stun::local_ufrag(data).and_then(|u| self.by_ufrag.get(u).copied()),
-        };
-        let Some(key) = key else {
-            self.counters.datagrams_unrouted += 1;
-            return;
-        };
-        let Some(peer) = self.peers.get_mut(&key) else {
-            self.counters.datagrams_unrouted += 1;
-            return;
-        };
-        if !peer.addrs.contains(&from) && stun::is_stun(data) {
-            peer.addrs.push(from);
-            self.by_addr.insert(from, key);
-        }
-        let host = self.host;
-        let msg = TaggedBytesMut {
-            now,
-            transport: TransportContext {
-                local_addr: host,
-                peer_addr: from,
-                ecn: None,
-                transport_protocol: TransportProtocol::UDP,
-            },
-            message: BytesMut::from(data),
-        };
-        let r = guarded(|| peer.pc.handle_read(msg).map_err(webrtc));
-        if let Err(e) = r {
-            self.counters.datagrams_rejected += 1;
-            tracing::debug!(participant = %peer.id, error = %e, "datagram rejected");
-        }
-        self.mark(key);
-    }
-
     fn handle_timeout(&mut self, now: Instant) {
         let due: Vec<PeerKey> = self
             .peers
@@ -353,387 +419,11 @@ impl Engine {
         }
         if now >= self.next_estimate {
             self.next_estimate = now + ESTIMATE_TICK;
-            if self.config.bandwidth_estimation {
-                self.estimate_tick(now);
-            }
+            self.estimate_tick(now);
         }
         if now >= self.next_stats {
             self.next_stats = now + self.config.stats_interval;
             self.stats_tick(now);
         }
     }
-
-    fn handle_command(&mut self, now: Instant, cmd: Command) {
-        match cmd {
-            Command::CreateRoom(room, reply) => {
-                let r = match self.rooms.entry(room) {
-                    std::collections::hash_map::Entry::Occupied(e) => {
-                        Err(SfuError::RoomExists(e.key().clone()))
-                    }
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(Room {
-                            participants: BTreeMap::new(),
-                            tracks: BTreeMap::new(),
-                        });
-                        Ok(())
-                    }
-                };
-                let _ = reply.send(r);
-            }
-            Command::CloseRoom(room, reply) => {
-                let r = self.close_room(&room, CloseReason::RoomClosed);
-                let _ = reply.send(r);
-            }
-            Command::Join {
-                room,
-                participant,
-                offer,
-                reply,
-            } => {
-                let r = self.join(now, room, participant, offer);
-                let _ = reply.send(r);
-            }
-            Command::Offer {
-                room,
-                participant,
-                sdp,
-                reply,
-            } => {
-                let r = self
-                    .peer_key(&room, &participant)
-                    .and_then(|k| self.handle_offer(now, k, sdp));
-                let _ = reply.send(r);
-            }
-            Command::Answer {
-                room,
-                participant,
-                sdp,
-                reply,
-            } => {
-                let r = self
-                    .peer_key(&room, &participant)
-                    .and_then(|k| self.handle_answer(now, k, sdp));
-                let _ = reply.send(r);
-            }
-            Command::Candidate {
-                room,
-                participant,
-                candidate,
-                reply,
-            } => {
-                let r = self
-                    .peer_key(&room, &participant)
-                    .and_then(|k| self.add_candidate(k, candidate));
-                let _ = reply.send(r);
-            }
-            Command::Leave {
-                room,
-                participant,
-                reply,
-            } => {
-                let r = self
-                    .peer_key(&room, &participant)
-                    .map(|k| self.remove_peer(k, CloseReason::Removed));
-                let _ = reply.send(r);
-            }
-            Command::Subscribe(tx) => self.listeners.push(tx),
-            Command::Counters(tx) => {
-                let _ = tx.send(self.counters.clone());
-            }
-            Command::Shutdown(_) => {}
-        }
-    }
-
-    fn peer_key(&self, room: &RoomId, participant: &ParticipantId) -> Result<PeerKey> {
-        let r = self
-            .rooms
-            .get(room)
-            .ok_or_else(|| SfuError::UnknownRoom(room.clone()))?;
-        r.participants
-            .get(participant)
-            .copied()
-            .ok_or_else(|| SfuError::UnknownParticipant {
-                room: room.clone(),
-                participant: participant.clone(),
-            })
-    }
-
-    fn join(
-        &mut self,
-        now: Instant,
-        room_id: RoomId,
-        participant: ParticipantId,
-        offer: String,
-    ) -> Result<String> {
-        let room = self
-            .rooms
-            .get(&room_id)
-            .ok_or_else(|| SfuError::UnknownRoom(room_id.clone()))?;
-        if room.participants.contains_key(&participant) {
-            return Err(SfuError::ParticipantExists {
-                room: room_id,
-                participant,
-            });
-        }
-        let host = self.host;
-        let mut pc = new_peer_connection(now, &self.config)?;
-        let answer = guarded(|| {
-            let offer = RTCSessionDescription::offer(offer).map_err(sdp_error)?;
-            pc.set_remote_description(now, offer).map_err(sdp_error)?;
-            add_host_candidate(&mut pc, host)?;
-            let answer = pc.create_answer(None).map_err(sdp_error)?;
-            pc.set_local_description(now, answer.clone()).map_err(sdp_error)?;
-            Ok(answer.sdp)
-        })?;
-        let ufrag = sdp_ufrag(&answer)
-            .ok_or_else(|| SfuError::WebRtc("our answer has no ICE ufrag".into()))?
-            .to_owned();
-        let key = self.next_key;
-        self.next_key += 1;
-        self.by_ufrag.insert(ufrag.clone(), key);
-        self.peers.insert(
-            key,
-            Peer {
-                room: room_id.clone(),
-                id: participant.clone(),
-                pc,
-                ufrag,
-                addrs: Vec::new(),
-                next_timeout: None,
-                negotiation_needed: false,
-                state: RTCPeerConnectionState::New,
-                inbound: HashMap::new(),
-                outbound: HashMap::new(),
-                published_count: 0,
-                closing: false,
-            },
-        );
-        let existing: Vec<TrackId> = match self.rooms.get_mut(&room_id) {
-            Some(room) => {
-                room.participants.insert(participant, key);
-                room.tracks.keys().cloned().collect()
-            }
-            None => Vec::new(),
-        };
-        for track in existing {
-            self.subscribe(&room_id, &track, key);
-        }
-        self.mark(key);
-        Ok(answer)
-    }
-
-    fn handle_offer(&mut self, now: Instant, key: PeerKey, sdp: String) -> Result<String> {
-        let peer = self.peers.get_mut(&key).ok_or(SfuError::Stopped)?;
-        let answer = guarded(|| {
-            if peer.pc.pending_local_description().is_some() {
-                // Glare: the client's offer wins; ours is rolled back and made again later.
-                let rollback = RTCSessionDescription::rollback(None).map_err(sdp_error)?;
-                peer.pc.set_local_description(now, rollback).map_err(sdp_error)?;
-                peer.negotiation_needed = true;
-            }
-            let offer = RTCSessionDescription::offer(sdp).map_err(sdp_error)?;
-            peer.pc.set_remote_description(now, offer).map_err(sdp_error)?;
-            let answer = peer.pc.create_answer(None).map_err(sdp_error)?;
-            peer.pc
-                .set_local_description(now, answer.clone())
-                .map_err(sdp_error)?;
-            Ok(answer.sdp)
-        });
-        // An ICE restart gives us new credentials: route by the new ufrag too.
-        if let Ok(sdp) = &answer {
-            if let Some(ufrag) = sdp_ufrag(sdp) {
-                if ufrag != peer.ufrag {
-                    tracing::info!(participant = %peer.id, "ICE restart");
-                    peer.ufrag = ufrag.to_owned();
-                    self.by_ufrag.insert(ufrag.to_owned(), key);
-                }
-            }
-        }
-        self.mark(key);
-        answer
-    }
-
-    fn handle_answer(&mut self, now: Instant, key: PeerKey, sdp: String) -> Result<()> {
-        let peer = self.peers.get_mut(&key).ok_or(SfuError::Stopped)?;
-        if peer.pc.pending_local_description().is_none() {
-            return Err(SfuError::NegotiationState("no offer is outstanding".into()));
-        }
-        tracing::debug!(participant = %peer.id, "answer received");
-        let r = guarded(|| {
-            let answer = RTCSessionDescription::answer(sdp).map_err(sdp_error)?;
-            peer.pc.set_remote_description(now, answer).map_err(sdp_error)
-        });
-        self.mark(key);
-        r
-    }
-
-    fn add_candidate(&mut self, key: PeerKey, c: IceCandidate) -> Result<()> {
-        let peer = self.peers.get_mut(&key).ok_or(SfuError::Stopped)?;
-        let init = RTCIceCandidateInit {
-            candidate: c.candidate,
-            sdp_mid: c.sdp_mid,
-            sdp_mline_index: c.sdp_mline_index,
-            username_fragment: c.username_fragment,
-            ..Default::default()
-        };
-        let r = guarded(|| {
-            peer.pc
-                .add_remote_candidate(init)
-                .map_err(|e| SfuError::InvalidCandidate(e.to_string()))
-        });
-        self.mark(key);
-        r
-    }
-
-    // --------------------------------------------------------------- output
-
-    /// Drains every peer that may have output, until none has.
-    fn flush(&mut self, now: Instant) {
-        // Bounded: each round only re-marks peers that received forwarded media.
-        for _ in 0..64 {
-            if self.dirty.is_empty() {
-                return;
-            }
-            let keys = std::mem::take(&mut self.dirty);
-            for key in keys {
-                self.drain(now, key);
-            }
-        }
-    }
-
-    fn drain(&mut self, now: Instant, key: PeerKey) {
-        let (events, messages) = {
-            let Some(peer) = self.peers.get_mut(&key) else {
-                return;
-            };
-            while let Some(msg) = peer.pc.poll_write() {
-                // UDP: a full socket buffer is loss, which RTP and ICE recover from.
-                let _ = self.socket.try_send_to(&msg.message, msg.transport.peer_addr);
-            }
-            let mut events = Vec::new();
-            while let Some(e) = peer.pc.poll_event() {
-                events.push(e);
-            }
-            let mut messages = Vec::new();
-            while let Some(m) = peer.pc.poll_read() {
-                messages.push(m);
-            }
-            (events, messages)
-        };
-        for e in events {
-            self.handle_event(key, e);
-        }
-        for TaggedRTCMessage { now: at, message } in messages {
-            match message {
-                RTCMessage::RtpPacket(track, packet) => self.forward_rtp(at, key, &track, packet),
-                RTCMessage::RtcpPacket(track, packets) => self.handle_rtcp(at, key, &track, &packets),
-                _ => {}
-            }
-        }
-        self.negotiate(now, key);
-        if let Some(peer) = self.peers.get_mut(&key) {
-            while let Some(msg) = peer.pc.poll_write() {
-                let _ = self.socket.try_send_to(&msg.message, msg.transport.peer_addr);
-            }
-            peer.next_timeout = peer.pc.poll_timeout();
-        }
-    }
-
-    fn negotiate(&mut self, now: Instant, key: PeerKey) {
-        let Some(peer) = self.peers.get_mut(&key) else {
-            return;
-        };
-        if !peer.negotiation_needed || !peer.is_stable() || peer.closing {
-            return;
-        }
-        peer.negotiation_needed = false;
-        let offer = guarded(|| {
-            let offer = peer.pc.create_offer(None).map_err(webrtc)?;
-            peer.pc
-                .set_local_description(now, offer.clone())
-                .map_err(webrtc)?;
-            Ok(offer.sdp)
-        });
-        match offer {
-            Ok(sdp) => {
-                let (room, participant) = (peer.room.clone(), peer.id.clone());
-                tracing::debug!(%participant, "renegotiation offer sent");
-                self.emit(SfuEvent::Offer {
-                    room,
-                    participant,
-                    sdp,
-                });
-            }
-            Err(e) => tracing::warn!(participant = %peer.id, error = %e, "cannot create offer"),
-        }
-    }
-
-    fn handle_event(&mut self, key: PeerKey, event: RTCPeerConnectionEvent) {
-        let Some(peer) = self.peers.get_mut(&key) else {
-            return;
-        };
-        let (room, participant) = (peer.room.clone(), peer.id.clone());
-        match event {
-            RTCPeerConnectionEvent::OnNegotiationNeededEvent => peer.negotiation_needed = true,
-            RTCPeerConnectionEvent::OnIceCandidateEvent(ev) => {
-                if let Ok(init) = ev.candidate.to_json() {
-                    self.emit(SfuEvent::IceCandidate {
-                        room,
-                        participant,
-                        candidate: IceCandidate {
-                            candidate: init.candidate,
-                            sdp_mid: init.sdp_mid,
-                            sdp_mline_index: init.sdp_mline_index,
-                            username_fragment: init.username_fragment,
-                        },
-                    });
-                }
-            }
-            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
-                peer.state = state;
-                self.emit(SfuEvent::ConnectionState {
-                    room,
-                    participant,
-                    state: connection_state(state),
-                });
-                match state {
-                    RTCPeerConnectionState::Failed => self.remove_peer(key, CloseReason::ConnectionFailed),
-                    RTCPeerConnectionState::Closed => self.remove_peer(key, CloseReason::PeerClosed),
-                    _ => {}
-                }
-            }
-            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                self.publish(key, init.track_id, init.receiver_id, init.ssrc);
-            }
-            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(rtc_track_id)) => {
-                if let Some(track) = peer.inbound.get(&rtc_track_id).cloned() {
-                    self.unpublish(&room, &track);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Orders simulcast layers lowest first by their rid (`q`/`h`/`f`, or `0`/`1`/`2`
-/// in the order the browser listed them); non-simulcast tracks have one layer.
-fn sort_layers(peer: &mut Peer, receiver_id: RTCRtpReceiverId, layers: &mut [u32]) {
-    if layers.len() < 2 {
-        return;
-    }
-    let Some(receiver) = peer.pc.rtp_receiver(receiver_id) else {
-        return;
-    };
-    let track = receiver.track();
-    let rank = |ssrc: u32| -> (u8, String) {
-        let rid = track.rid(ssrc).cloned().unwrap_or_default();
-        let r = match rid.as_str() {
-            "q" | "l" | "low" => 0,
-            "h" | "m" | "mid" => 1,
-            "f" | "hi" | "high" => 2,
-            _ => 3,
-        };
-        (r, rid)
-    };
-    layers.sort_by_key(|&s| rank(s));
 }

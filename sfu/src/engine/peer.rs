@@ -4,10 +4,11 @@ use crate::config::SfuConfig;
 use crate::error::{Result, SfuError};
 use crate::ids::{ParticipantId, RoomId, TrackId};
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::{Gcc, Registry, Slot};
+use rtc::ice::tcp_type::TcpType;
+use rtc::interceptor::{CongestionControlBuilder, Gcc, Registry, Slot};
 use rtc::media_stream::MediaStreamTrackId;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_congestion_control, register_default_interceptors, CongestionFeedback,
+    configure_twcc_sender_only, register_default_interceptors,
 };
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
@@ -18,6 +19,16 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
+
+/// Where each subscriber's downlink estimate starts. GCC climbs from here
+/// (8 % a second while nothing congests) or falls at the first sign of
+/// queueing; the layer selector still starts on the lowest layer and goes up
+/// only once the estimate has held for a few seconds.
+const INITIAL_ESTIMATE_BPS: f64 = 1_000_000.0;
+/// The estimate never goes below this: audio (and the lowest simulcast layer) must fit.
+const MIN_ESTIMATE_BPS: f64 = 100_000.0;
+/// Nor above this: more than any consultation's video needs.
+const MAX_ESTIMATE_BPS: f64 = 20_000_000.0;
 
 /// The engine's handle for a peer (cheap, copyable, never reused).
 pub(crate) type PeerKey = u64;
@@ -75,22 +86,46 @@ pub(crate) fn new_peer_connection(now: Instant, config: &SfuConfig) -> Result<RT
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs().map_err(webrtc)?;
     let mut registry = register_default_interceptors(
-        Registry::new().with(
-            Slot::from(crate::feedback::SLOT),
-            crate::feedback::DeliverFeedback::default(),
-        ),
+        Registry::new()
+            .with(
+                Slot::from(crate::feedback::SLOT),
+                crate::feedback::DeliverFeedback::default(),
+            )
+            .with(
+                Slot::from(crate::nack_filter::SLOT),
+                crate::nack_filter::RtxNackFilter::default(),
+            )
+            .with(
+                Slot::from(crate::layer_ids::SLOT),
+                crate::layer_ids::KeepLayerIds::default(),
+            ),
         &mut media_engine,
     )
     .map_err(webrtc)?;
     if config.bandwidth_estimation {
-        // GCC over TWCC feedback, with its pacer (RFC 8888 is the alternative; browsers speak TWCC).
-        registry = configure_congestion_control(
-            registry,
-            Gcc::default(),
-            CongestionFeedback::Twcc,
-            &mut media_engine,
-        )
-        .map_err(webrtc)?;
+        // GCC over TWCC feedback (RFC 8888 is the alternative; browsers
+        // speak TWCC), without a pacer. `rtc`'s `configure_congestion_control`
+        // also installs a pacer that releases packets at exactly the GCC
+        // target. A sender that encodes can slow its encoder to that target;
+        // an SFU cannot slow the publisher whose packets it forwards, so
+        // whenever the forwarded rate is above the target (always at the
+        // start: GCC begins low and climbs 8 % a second) the pacer holds a
+        // standing queue — measured at 80-110 ms added delay on loopback.
+        // The packets are already paced by the publisher's own sender, and
+        // the estimate acts where an SFU can act: the simulcast layer each
+        // subscriber gets. (mediasoup and LiveKit's default forward unpaced
+        // for the same reason.)
+        registry = configure_twcc_sender_only(registry, &mut media_engine)
+            .map_err(webrtc)?
+            .with(
+                Slot::CongestionControl,
+                CongestionControlBuilder::new(Gcc::new(
+                    INITIAL_ESTIMATE_BPS,
+                    MIN_ESTIMATE_BPS,
+                    MAX_ESTIMATE_BPS,
+                ))
+                .build(),
+            );
     }
     let setting_engine = SettingEngineBuilder::new()
         // A client's `.local` candidate must not make the SFU send multicast queries.
@@ -111,20 +146,41 @@ pub(crate) fn new_peer_connection(now: Instant, config: &SfuConfig) -> Result<RT
     Ok(pc)
 }
 
-/// Adds our one host candidate (the shared media port) to a peer connection.
-pub(crate) fn add_host_candidate(pc: &mut RTCPeerConnection, host: SocketAddr) -> Result<()> {
-    let candidate = CandidateHostConfig {
+/// Adds our host candidates to a peer connection: the shared UDP port, and
+/// the ICE-TCP port as a passive candidate (RFC 6544 §4.5: we only accept
+/// connections) when there is one. Clients that can use UDP prefer it: a TCP
+/// candidate's priority is lower.
+pub(crate) fn add_host_candidates(
+    pc: &mut RTCPeerConnection,
+    udp: SocketAddr,
+    tcp: Option<SocketAddr>,
+) -> Result<()> {
+    let mut configs = vec![CandidateHostConfig {
         base_config: CandidateConfig {
             network: "udp".to_owned(),
-            address: host.ip().to_string(),
-            port: host.port(),
+            address: udp.ip().to_string(),
+            port: udp.port(),
             component: 1,
             ..Default::default()
         },
         ..Default::default()
+    }];
+    if let Some(tcp) = tcp {
+        configs.push(CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "tcp".to_owned(),
+                address: tcp.ip().to_string(),
+                port: tcp.port(),
+                component: 1,
+                ..Default::default()
+            },
+            tcp_type: TcpType::Passive,
+        });
     }
-    .new_candidate_host()
-    .map_err(webrtc)?;
-    let init = RTCIceCandidate::from(&candidate).to_json().map_err(webrtc)?;
-    pc.add_local_candidate(init).map_err(webrtc)
+    for config in configs {
+        let candidate = config.new_candidate_host().map_err(webrtc)?;
+        let init = RTCIceCandidate::from(&candidate).to_json().map_err(webrtc)?;
+        pc.add_local_candidate(init).map_err(webrtc)?;
+    }
+    Ok(())
 }

@@ -48,23 +48,15 @@ impl Engine {
         sub.outbound.insert(track_id.to_string(), track_id.clone());
         sub.negotiation_needed = true;
         let video = published.kind == MediaKind::Video;
-        let selector = (published.layers.len() > 1).then(|| {
-            LayerSelector::new(
-                // Nominal layer bitrates until measured: 150 k, 500 k, 1.5 M.
-                [150_000, 500_000, 1_500_000]
-                    .into_iter()
-                    .cycle()
-                    .take(published.layers.len())
-                    .collect(),
-                LayerPolicy::default(),
-            )
-        });
+        let selector = (published.layers.len() > 1)
+            .then(|| LayerSelector::new(nominal_bitrates(published.layers.len()), LayerPolicy::default()));
         published.subs.insert(
             sub_key,
             Subscription {
                 sender_id,
                 rewriter: StreamRewriter::new(ssrc, published.rtc_codec.clock_rate),
                 waiting_keyframe: video,
+                keyframe_wanted: false,
                 selector,
                 payload_type: None,
                 counters: Counters::default(),
@@ -94,6 +86,21 @@ impl Engine {
                 if !p.layers.contains(&ssrc) {
                     p.layers.push(ssrc);
                     sort_layers(peer, receiver_id, &mut p.layers);
+                    // Every subscriber now needs a selector over all the
+                    // layers; it keeps the layer it is getting now, so the
+                    // picture carries on.
+                    let layers = p.layers.clone();
+                    for sub in p.subs.values_mut() {
+                        let current = sub
+                            .rewriter
+                            .source()
+                            .and_then(|s| layers.iter().position(|&l| l == s));
+                        sub.selector = Some(LayerSelector::resume(
+                            nominal_bitrates(layers.len()),
+                            LayerPolicy::default(),
+                            current,
+                        ));
+                    }
                 }
             }
             return;
@@ -129,6 +136,9 @@ impl Engine {
                 rtc_codec,
                 receiver_id,
                 layers,
+                layer_bytes: HashMap::new(),
+                layer_bps: HashMap::new(),
+                seen: HashMap::new(),
                 keyframe: KeyframeRequester::new(self.config.keyframe_min_interval),
                 subs: HashMap::new(),
                 counters: Counters::default(),
@@ -193,7 +203,7 @@ impl Engine {
         let _ = guarded(|| peer.pc.close().map_err(webrtc));
         // Send what the close produced (DTLS close_notify) before forgetting the peer.
         while let Some(msg) = peer.pc.poll_write() {
-            let _ = self.socket.try_send_to(&msg.message, msg.transport.peer_addr);
+            self.net.send(msg);
         }
         let published: Vec<TrackId> = self
             .rooms
@@ -216,8 +226,11 @@ impl Engine {
             }
         }
         self.peers.remove(&key);
-        self.by_ufrag.retain(|_, k| *k != key);
+        self.by_ufrag.retain(|_, c| c.key != key);
         self.by_addr.retain(|_, k| *k != key);
+        if let Some(tcp) = self.net.tcp.as_mut() {
+            tcp.close_peer(key);
+        }
         self.dirty.retain(|&k| k != key);
         tracing::info!(room = %room_id, participant = %participant, reason = reason.code(), "participant left");
         self.emit(SfuEvent::ParticipantLeft {
@@ -249,4 +262,38 @@ impl Engine {
             let _ = self.close_room(&r, CloseReason::Shutdown);
         }
     }
+}
+
+/// Orders simulcast layers lowest first by their rid (`q`/`h`/`f`, or `0`/`1`/`2`
+/// in the order the browser listed them); non-simulcast tracks have one layer.
+pub(super) fn sort_layers(peer: &mut Peer, receiver_id: RTCRtpReceiverId, layers: &mut [u32]) {
+    if layers.len() < 2 {
+        return;
+    }
+    let Some(receiver) = peer.pc.rtp_receiver(receiver_id) else {
+        return;
+    };
+    let track = receiver.track();
+    let rank = |ssrc: u32| -> (u8, String) {
+        let rid = track.rid(ssrc).cloned().unwrap_or_default();
+        let r = match rid.as_str() {
+            "q" | "l" | "low" => 0,
+            "h" | "m" | "mid" => 1,
+            "f" | "hi" | "high" => 2,
+            _ => 3,
+        };
+        (r, rid)
+    };
+    layers.sort_by_key(|&s| rank(s));
+}
+
+/// Layer bitrates assumed until measured (`stats.rs` measures them every
+/// half second): 150 kbps, 500 kbps, 1.5 Mbps — what browsers send for
+/// quarter, half and full resolution of a 720p camera.
+pub(super) fn nominal_bitrates(layers: usize) -> Vec<u64> {
+    [150_000, 500_000, 1_500_000]
+        .into_iter()
+        .chain(std::iter::repeat(1_500_000))
+        .take(layers)
+        .collect()
 }

@@ -8,8 +8,19 @@ use rtc::statistics::report::{RTCStatsReport, RTCStatsReportEntry};
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct StreamFigures {
     pub packets_lost: i64,
-    pub jitter_s: Option<f64>,
+    /// Interarrival jitter in RTP timestamp units, as RTCP carries it
+    /// (RFC 3550 §6.4.1). `rtc` 0.21 reports these units under a field
+    /// documented as seconds; [`StreamFigures::jitter_s`] converts.
+    pub jitter_ticks: Option<f64>,
     pub nacks: u64,
+}
+
+impl StreamFigures {
+    /// Jitter in seconds, for a stream whose RTP clock runs at `clock_rate` Hz.
+    pub fn jitter_s(&self, clock_rate: u32) -> Option<f64> {
+        let rate = f64::from(clock_rate);
+        self.jitter_ticks.filter(|_| rate > 0.0).map(|t| t / rate)
+    }
 }
 
 /// Per-SSRC figures and the connection's round-trip time.
@@ -33,7 +44,7 @@ impl RtcpFigures {
                         r.rtp_stream_stats.ssrc,
                         StreamFigures {
                             packets_lost: r.packets_lost,
-                            jitter_s: Some(r.jitter),
+                            jitter_ticks: Some(r.jitter),
                             nacks: u64::from(s.nack_count),
                         },
                     );
@@ -45,7 +56,7 @@ impl RtcpFigures {
                         r.rtp_stream_stats.ssrc,
                         StreamFigures {
                             packets_lost: r.packets_lost,
-                            jitter_s: Some(r.jitter),
+                            jitter_ticks: Some(r.jitter),
                             nacks: 0,
                         },
                     );
@@ -98,7 +109,7 @@ impl Engine {
                     packets: c.packets - c.last_packets,
                     bitrate_bps: ((c.bytes - c.last_bytes) as f64 * 8.0 / secs) as u64,
                     packets_lost: figures.packets_lost,
-                    jitter_s: figures.jitter_s,
+                    jitter_s: figures.jitter_s(published.rtc_codec.clock_rate),
                     nacks: figures.nacks,
                     plis: published.keyframe.sent(),
                     layer: None,
@@ -119,7 +130,7 @@ impl Engine {
                         packets: c.packets - c.last_packets,
                         bitrate_bps: ((c.bytes - c.last_bytes) as f64 * 8.0 / secs) as u64,
                         packets_lost: figures.packets_lost,
-                        jitter_s: figures.jitter_s,
+                        jitter_s: figures.jitter_s(published.rtc_codec.clock_rate),
                         nacks: c.nacks,
                         plis: c.plis,
                         layer: sub.selector.as_ref().and_then(|s| s.current()),
@@ -147,18 +158,55 @@ impl Engine {
         }
     }
 
-    /// Feeds each simulcast subscriber's layer selector with the send-side
-    /// estimate of its connection (only when bandwidth estimation is on).
+    /// Every half second: measures each simulcast layer's bitrate, and feeds
+    /// every simulcast subscriber's layer selector with those and with the
+    /// send-side estimate of its connection (when bandwidth estimation is on;
+    /// otherwise REMB feeds it, in `forward.rs`).
     pub(super) fn estimate_tick(&mut self, now: Instant) {
+        let secs = now
+            .saturating_duration_since(self.last_estimate_at)
+            .as_secs_f64()
+            .max(0.001);
+        self.last_estimate_at = now;
         let mut wanted: Vec<PeerKey> = Vec::new();
-        for room in self.rooms.values() {
-            for published in room.tracks.values() {
-                for (k, sub) in &published.subs {
-                    if sub.selector.is_some() && !wanted.contains(k) {
-                        wanted.push(*k);
+        for room in self.rooms.values_mut() {
+            for published in room.tracks.values_mut() {
+                if published.layers.len() < 2 {
+                    continue;
+                }
+                for &ssrc in &published.layers {
+                    let bytes = published.layer_bytes.remove(&ssrc).unwrap_or(0);
+                    let measured = bytes as f64 * 8.0 / secs;
+                    let smoothed = match published.layer_bps.get(&ssrc) {
+                        _ if bytes == 0 => None,
+                        Some(Some(prev)) => Some(0.5 * prev + 0.5 * measured),
+                        _ => Some(measured),
+                    };
+                    published.layer_bps.insert(ssrc, smoothed);
+                }
+                let rates: Vec<u64> = published
+                    .layers
+                    .iter()
+                    .map(|s| match published.layer_bps.get(s) {
+                        Some(Some(bps)) => *bps as u64,
+                        // Paused by the publisher: never the one to switch to.
+                        _ => u64::MAX,
+                    })
+                    .collect();
+                for (k, sub) in published.subs.iter_mut() {
+                    if let Some(sel) = sub.selector.as_mut() {
+                        for (layer, &bps) in rates.iter().enumerate() {
+                            sel.handle_layer_bitrate(layer, bps);
+                        }
+                        if !wanted.contains(k) {
+                            wanted.push(*k);
+                        }
                     }
                 }
             }
+        }
+        if !self.config.bandwidth_estimation {
+            return;
         }
         let mut estimates: HashMap<PeerKey, u64> = HashMap::new();
         for k in wanted {
@@ -178,5 +226,24 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_is_converted_from_rtp_timestamp_units_to_seconds() {
+        let f = StreamFigures {
+            packets_lost: 0,
+            jitter_ticks: Some(480.0),
+            nacks: 0,
+        };
+        // 480 ticks of a 48 kHz clock (Opus) are 10 ms; of a 90 kHz clock (video) 5.3 ms.
+        assert_eq!(f.jitter_s(48_000), Some(0.010));
+        assert!((f.jitter_s(90_000).unwrap_or_default() - 0.005_333).abs() < 1e-6);
+        assert_eq!(f.jitter_s(0), None, "no clock rate, no jitter");
+        assert_eq!(StreamFigures::default().jitter_s(48_000), None);
     }
 }

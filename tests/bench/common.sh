@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Shared by run.sh, smoke.sh and profile.sh (sourced from the repository
+# root): installing what the benchmark needs, building the release binaries.
+
+# Installs Debian packages (as root; retries after `apt-get update`).
+apt_install() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "$0: $* missing and not root: install it first" >&2
+        exit 1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null ||
+        { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; }
+}
+
+# jq for the reports; for Janus (when the targets name it): Debian's janus
+# package and a C compiler for its loopback shim (see tests/src/janus_server.rs).
+bench_deps() { # targets…
+    command -v jq >/dev/null || apt_install jq
+    case " $* " in
+    *" janus "*)
+        if ! command -v janus >/dev/null; then
+            echo "== installing Debian's janus package"
+            apt_install janus
+            # The packaged service listens on every interface; the benchmark
+            # starts its own loopback-only instance.
+            systemctl disable --now janus.service >/dev/null 2>&1 || true
+        fi
+        command -v cc >/dev/null || apt_install gcc
+        ;;
+    esac
+}
+
+# Builds the server and the load generator (release); sets $telehealth and
+# $loadgen to their paths.
+bench_build() {
+    echo "== building release binaries"
+    cargo build --release --bin telehealth
+    cargo build --release -p telehealth-tests --bin loadgen
+    local target_dir=${CARGO_TARGET_DIR:-target}
+    telehealth="$target_dir/release/telehealth"
+    loadgen="$target_dir/release/loadgen"
+    export telehealth loadgen
+}
+
+# Sets the array `args` to the loadgen arguments that select a target.
+set_target_args() { # ours|janus
+    # shellcheck disable=SC2034 # used by the scripts that source this
+    if [ "$1" = ours ]; then
+        args=(--server-bin "$telehealth")
+    else
+        args=(--target janus --janus-event-loops "${JANUS_EVENT_LOOPS:-0}")
+    fi
+}
