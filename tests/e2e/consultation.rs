@@ -15,27 +15,6 @@ use serde_json::{json, Value};
 use telehealth_tests::{ParticipantConfig, WsSession};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-async fn media_flows(who: &WsSession, from: &str, tone: f64, min_frames: u64, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let r = who.participant.report();
-        let ok = r
-            .audio_from(from)
-            .and_then(|a| a.dominant_frequency_hz)
-            .is_some_and(|f| (f - tone).abs() <= 10.0)
-            && r.video_from(from)
-                .is_some_and(|v| v.frames_complete >= min_frames);
-        if ok {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "media from {from} did not arrive in {within:?}:\n{r}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn urgent_consultation_end_to_end() {
     let dir = temp_dir("call");
@@ -239,35 +218,6 @@ async fn neighbours(c: &reqwest::Client, s: &Server, admin: &str) -> (String, St
         login(c, s, "bacsi2", PASSWORD).await,
         login(c, s, "yta2", PASSWORD).await,
     )
-}
-
-async fn accepted_consultation(c: &reqwest::Client, s: &Server, p: &Province) -> String {
-    let patient = post(
-        c,
-        s,
-        &p.worker,
-        "/api/patients",
-        json!({"full_name": "Sùng A Chử", "date_of_birth": "1980-01-01", "sex": "male"}),
-    )
-    .await;
-    let cons = post(
-        c,
-        s,
-        &p.worker,
-        "/api/consultations",
-        json!({"patient_id": patient["id"], "kind": "urgent", "reason": "Đau ngực"}),
-    )
-    .await;
-    let cid = cons["id"].as_str().unwrap().to_owned();
-    post(
-        c,
-        s,
-        &p.doctor,
-        &format!("/api/consultations/{cid}/accept"),
-        json!({}),
-    )
-    .await;
-    cid
 }
 
 async fn upgrade_status(ws_url: &str, token: &str, cid: &str) -> Option<u16> {

@@ -169,27 +169,6 @@ async fn allocate(server: SocketAddr, username: &str, password: &str) -> Result<
     }
 }
 
-async fn media_flows(who: &WsSession, from: &str, tone: f64, min_frames: u64, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let r = who.participant.report();
-        let ok = r
-            .audio_from(from)
-            .and_then(|a| a.dominant_frequency_hz)
-            .is_some_and(|f| (f - tone).abs() <= 10.0)
-            && r.video_from(from)
-                .is_some_and(|v| v.frames_complete >= min_frames);
-        if ok {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "media from {from} did not arrive in {within:?}:\n{r}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The first message of a socket (`hello`).
 async fn hello(ws_url: &str, token: &str) -> Value {
     let mut req = ws_url.into_client_request().unwrap();
@@ -228,31 +207,7 @@ async fn relay_only_station_reaches_the_doctor_through_coturn() {
     let c = client();
     let p = province(&c, &server).await;
     let ws_url = server.url("/api/ws").replace("http://", "ws://");
-    let patient = post(
-        &c,
-        &server,
-        &p.worker,
-        "/api/patients",
-        json!({"full_name": "Giàng Thị Mỷ", "date_of_birth": "1988-04-05", "sex": "female"}),
-    )
-    .await;
-    let cons = post(
-        &c,
-        &server,
-        &p.worker,
-        "/api/consultations",
-        json!({"patient_id": patient["id"], "kind": "urgent", "reason": "Đau bụng"}),
-    )
-    .await;
-    let cid = cons["id"].as_str().unwrap().to_owned();
-    post(
-        &c,
-        &server,
-        &p.doctor,
-        &format!("/api/consultations/{cid}/accept"),
-        json!({}),
-    )
-    .await;
+    let cid = accepted_consultation(&c, &server, &p).await;
 
     // A page that is not a call gets no TURN credential.
     let plain = hello(&ws_url, &p.worker).await;

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use telehealth_tests::WsSession;
 
 pub const ADMIN_PASSWORD: &str = "quản-trị-thử-nghiệm";
 pub const PASSWORD: &str = "mật-khẩu-thử-nghiệm";
@@ -210,4 +211,58 @@ pub async fn get(c: &reqwest::Client, s: &Server, token: &str, path: &str) -> Va
     let v: Value = r.json().await.unwrap_or(Value::Null);
     assert!(status.is_success(), "GET {path}: {status} {v}");
     v
+}
+
+/// Waits until `who` hears `from`'s tone (± 10 Hz) and has `min_frames` of
+/// its video complete; fails with the participant's report after `within`.
+pub async fn media_flows(who: &WsSession, from: &str, tone: f64, min_frames: u64, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let r = who.participant.report();
+        let ok = r
+            .audio_from(from)
+            .and_then(|a| a.dominant_frequency_hz)
+            .is_some_and(|f| (f - tone).abs() <= 10.0)
+            && r.video_from(from)
+                .is_some_and(|v| v.frames_complete >= min_frames);
+        if ok {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "media from {from} did not arrive in {within:?}:\n{r}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An urgent consultation requested by the province's station for a new
+/// patient and accepted by its doctor; returns its id.
+pub async fn accepted_consultation(c: &reqwest::Client, s: &Server, p: &Province) -> String {
+    let patient = post(
+        c,
+        s,
+        &p.worker,
+        "/api/patients",
+        json!({"full_name": "Sùng A Chử", "date_of_birth": "1980-01-01", "sex": "male"}),
+    )
+    .await;
+    let cons = post(
+        c,
+        s,
+        &p.worker,
+        "/api/consultations",
+        json!({"patient_id": patient["id"], "kind": "urgent", "reason": "Đau ngực"}),
+    )
+    .await;
+    let cid = cons["id"].as_str().unwrap().to_owned();
+    post(
+        c,
+        s,
+        &p.doctor,
+        &format!("/api/consultations/{cid}/accept"),
+        json!({}),
+    )
+    .await;
+    cid
 }
