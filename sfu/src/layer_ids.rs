@@ -20,6 +20,7 @@
 //! own loss and jitter figures for those layers are not updated, and each
 //! packet carries about 8 more header bytes.
 
+use crate::rtcp_edit::{edit_rtcp, RtcpEdit};
 use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::sansio::Protocol;
@@ -77,25 +78,20 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeepLayerIds {
 
     fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
-            let touches = packets.iter().any(|p| {
-                p.as_any()
-                    .downcast_ref::<ReceiverReport>()
-                    .is_some_and(|rr| rr.reports.iter().any(|r| self.layers.contains(&r.ssrc)))
-            });
-            if touches {
-                let mut kept: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::with_capacity(packets.len());
-                for p in packets {
-                    match p.as_any().downcast_ref::<ReceiverReport>() {
-                        Some(rr) => {
-                            let mut rr = rr.clone();
-                            rr.reports.retain(|r| !self.layers.contains(&r.ssrc));
-                            if !rr.reports.is_empty() {
-                                kept.push(Box::new(rr));
-                            }
-                        }
-                        None => kept.push(p.clone()),
-                    }
+            let layers = &self.layers;
+            let edited = edit_rtcp::<ReceiverReport>(packets, |rr| {
+                if !rr.reports.iter().any(|r| layers.contains(&r.ssrc)) {
+                    return RtcpEdit::Keep;
                 }
+                let mut rr = rr.clone();
+                rr.reports.retain(|r| !layers.contains(&r.ssrc));
+                if rr.reports.is_empty() {
+                    RtcpEdit::Drop
+                } else {
+                    RtcpEdit::Replace(Box::new(rr))
+                }
+            });
+            if let Some(kept) = edited {
                 if kept.is_empty() {
                     return Ok(());
                 }

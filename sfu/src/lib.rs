@@ -59,6 +59,7 @@ pub mod layer_ids;
 pub mod layers;
 pub mod nack_filter;
 pub mod rewrite;
+mod rtcp_edit;
 pub mod stun;
 pub mod tcp_framing;
 

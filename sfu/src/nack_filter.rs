@@ -15,6 +15,7 @@
 //! sequence number of every RTX packet it reads, and strikes those numbers
 //! out of the NACKs the generator writes (dropping a NACK left empty).
 
+use crate::rtcp_edit::{edit_rtcp, RtcpEdit};
 use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     nack_pairs_from_sequence_numbers, TransportLayerNack,
@@ -115,23 +116,16 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtxNackFilter {
 
     fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
-            let touches = packets.iter().any(|p| {
-                p.as_any()
-                    .downcast_ref::<TransportLayerNack>()
-                    .is_some_and(|n| self.repaired.contains_key(&n.media_ssrc))
-            });
-            if touches {
-                let mut kept: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::with_capacity(packets.len());
-                for p in packets {
-                    match p.as_any().downcast_ref::<TransportLayerNack>() {
-                        Some(nack) => {
-                            if let Some(n) = self.filter(nack) {
-                                kept.push(Box::new(n));
-                            }
-                        }
-                        None => kept.push(p.clone()),
-                    }
+            let edited = edit_rtcp::<TransportLayerNack>(packets, |nack| {
+                if !self.repaired.contains_key(&nack.media_ssrc) {
+                    return RtcpEdit::Keep;
                 }
+                match self.filter(nack) {
+                    Some(n) => RtcpEdit::Replace(Box::new(n)),
+                    None => RtcpEdit::Drop,
+                }
+            });
+            if let Some(kept) = edited {
                 if kept.is_empty() {
                     return Ok(());
                 }
