@@ -2,6 +2,9 @@
 //! frames carry their counter and send time, plus the receiving side's
 //! analysis (dominant frequency, frame reassembly).
 
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Audio sample rate (Opus always runs at 48 kHz in WebRTC).
@@ -59,6 +62,54 @@ impl Tone {
         }
         out
     }
+}
+
+/// One second of a tone of `freq` Hz as 50 Opus packets (20 ms each), to
+/// be sent in a loop: encoded once per frequency and process, then shared,
+/// so that a participant's audio costs no encoding (the load generator runs
+/// hundreds of them beside the server). With a whole number of Hz the
+/// second holds whole periods, so the loop has no phase jump; the encoder
+/// runs two seconds and the second one is kept, so its prediction state at
+/// the loop point matches the state the first packet was encoded from.
+pub fn encoded_tone(freq: f64) -> Result<Arc<[Bytes]>, opus::Error> {
+    static CACHE: OnceLock<Mutex<HashMap<u64, Arc<[Bytes]>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&freq.to_bits()).cloned()) {
+        return Ok(hit);
+    }
+    let frames_per_second = SAMPLE_RATE as usize / FRAME_SAMPLES;
+    let mut encoder = opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Audio)?;
+    let mut tone = Tone::new(freq);
+    let mut packets = Vec::with_capacity(frames_per_second);
+    for i in 0..2 * frames_per_second {
+        let mut buf = [0u8; 400];
+        let n = encoder.encode(&tone.next_frame(), &mut buf)?;
+        if i >= frames_per_second {
+            packets.push(Bytes::copy_from_slice(&buf[..n]));
+        }
+    }
+    let packets: Arc<[Bytes]> = packets.into();
+    if let Ok(mut c) = cache.lock() {
+        c.insert(freq.to_bits(), packets.clone());
+    }
+    Ok(packets)
+}
+
+/// Decodes consecutive Opus packets (a fresh decoder, the first packet
+/// decoded without history) into 48 kHz samples; a packet that does not
+/// decode is skipped.
+pub fn decode_opus<'a>(packets: impl IntoIterator<Item = &'a Bytes>) -> Vec<i16> {
+    let Ok(mut decoder) = opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono) else {
+        return Vec::new();
+    };
+    let mut pcm = Vec::new();
+    let mut frame = [0i16; FRAME_SAMPLES * 6];
+    for p in packets {
+        if let Ok(n) = decoder.decode(p, &mut frame, false) {
+            pcm.extend_from_slice(&frame[..n]);
+        }
+    }
+    pcm
 }
 
 /// The frequency (Hz, 10 Hz resolution, 50-4000 Hz) with the most energy,
@@ -170,6 +221,23 @@ mod tests {
             pcm.extend_from_slice(&decoded[..m]);
         }
         let f = dominant_frequency(&pcm).expect("a frequency");
+        assert!((f - 660.0).abs() <= 10.0, "got {f}");
+    }
+
+    #[test]
+    fn encoded_tone_loops_and_decodes_to_its_frequency() {
+        let second = encoded_tone(440.0).expect("encode");
+        assert_eq!(second.len(), 50);
+        assert!(Arc::ptr_eq(&second, &encoded_tone(440.0).expect("cached")));
+        // Three times round the loop decodes to the tone throughout.
+        let pcm = decode_opus(second.iter().chain(second.iter()).chain(second.iter()));
+        assert_eq!(pcm.len(), 3 * SAMPLE_RATE as usize);
+        for window in pcm.chunks(SAMPLE_RATE as usize / 2).skip(1) {
+            let f = dominant_frequency(window).expect("a frequency");
+            assert!((f - 440.0).abs() <= 10.0, "got {f}");
+        }
+        let other = encoded_tone(660.0).expect("encode");
+        let f = dominant_frequency(&decode_opus(other.iter())).expect("a frequency");
         assert!((f - 660.0).abs() <= 10.0, "got {f}");
     }
 

@@ -3,7 +3,7 @@
 //! and measures what arrives.
 
 use crate::lossy::{Impairment, LossyRuntime};
-use crate::media::{self, FrameInfo, Tone};
+use crate::media::{self, FrameInfo};
 use crate::report::{ParticipantReport, TrackReport};
 use anyhow::{anyhow, Context as _, Result};
 use bytes::Bytes;
@@ -147,15 +147,12 @@ struct TrackRx {
     frames: BTreeMap<u32, PendingFrame>,
     complete: BTreeSet<u32>,
     counters_seen: BTreeSet<u32>,
-    decoder: Option<opus::Decoder>,
-    pcm: VecDeque<i16>,
+    /// The last second of audio payloads, decoded only for a report.
+    audio: VecDeque<Bytes>,
 }
 
 impl TrackRx {
     fn new(kind: RtpCodecKind, stream_id: String) -> Self {
-        let decoder = (kind == RtpCodecKind::Audio)
-            .then(|| opus::Decoder::new(media::SAMPLE_RATE, opus::Channels::Mono).ok())
-            .flatten();
         Self {
             kind,
             stream_id,
@@ -170,8 +167,7 @@ impl TrackRx {
             frames: BTreeMap::new(),
             complete: BTreeSet::new(),
             counters_seen: BTreeSet::new(),
-            decoder,
-            pcm: VecDeque::new(),
+            audio: VecDeque::new(),
         }
     }
 
@@ -209,15 +205,10 @@ impl TrackRx {
                     media::SAMPLE_RATE,
                     media::unix_micros(),
                 ));
-                if let Some(dec) = self.decoder.as_mut() {
-                    let mut pcm = [0i16; media::FRAME_SAMPLES * 6];
-                    if let Ok(n) = dec.decode(&packet.payload, &mut pcm, false) {
-                        self.pcm.extend(&pcm[..n]);
-                        while self.pcm.len() > media::SAMPLE_RATE as usize {
-                            self.pcm.pop_front();
-                        }
-                    }
+                if self.audio.len() == AUDIO_KEPT {
+                    self.audio.pop_front();
                 }
+                self.audio.push_back(packet.payload);
             }
             _ => self.on_video(ext, packet, now),
         }
@@ -285,7 +276,7 @@ impl TrackRx {
             }
             _ => (0, 0),
         };
-        let pcm: Vec<i16> = self.pcm.iter().copied().collect();
+        let pcm = media::decode_opus(&self.audio);
         TrackReport {
             track_id: track_id.to_owned(),
             stream_id: self.stream_id.clone(),
@@ -319,6 +310,9 @@ struct Shared {
 
 /// Where [`ReportWatcher`] sits: nearest the wire.
 const REPORT_WATCHER_SLOT: usize = 500;
+
+/// Audio payloads a track keeps for its report's tone check: one second.
+const AUDIO_KEPT: usize = (media::SAMPLE_RATE as usize) / media::FRAME_SAMPLES;
 
 /// Records which of our SSRCs the other side's receiver reports mention,
 /// as a browser's sender does: it stops naming a simulcast layer (MID and
@@ -917,9 +911,9 @@ impl SyntheticParticipant {
             Some(v) => Self::payload_type(v).await,
             None => None,
         };
-        let mut encoder =
-            opus::Encoder::new(media::SAMPLE_RATE, opus::Channels::Mono, opus::Application::Audio).ok();
-        let mut tone = Tone::new(self.config.tone_hz);
+        // The tone, encoded once per process and frequency, sent in a loop.
+        let tone = media::encoded_tone(self.config.tone_hz).ok();
+        let mut tone_at = 0usize;
         // One RTP stream per simulcast layer (or just the one): (rid, SSRC,
         // bytes per delta frame, next sequence number).
         let mut video_streams: Vec<(Option<String>, u32, usize, u16)> = match &self.video {
@@ -968,28 +962,26 @@ impl SyntheticParticipant {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         loop {
             tick.tick().await;
-            if let (Some(a), Some(pt), Some(enc)) = (&self.audio, audio_pt, encoder.as_mut()) {
-                let pcm = tone.next_frame();
-                let mut buf = [0u8; 400];
-                if let Ok(n) = enc.encode(&pcm, &mut buf) {
-                    let packet = rtc::rtp::Packet {
-                        header: rtc::rtp::Header {
-                            version: 2,
-                            payload_type: pt,
-                            sequence_number: audio_seq,
-                            timestamp: media::clock_timestamp(media::unix_micros(), media::SAMPLE_RATE),
-                            ssrc: a.ssrc,
-                            ..Default::default()
-                        },
-                        payload: Bytes::copy_from_slice(&buf[..n]),
-                    };
-                    audio_seq = audio_seq.wrapping_add(1);
-                    if a.track.write_rtp(packet).await.is_ok() {
-                        self.shared
-                            .publisher
-                            .audio_packets_sent
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
+            if let (Some(a), Some(pt), Some(tone)) = (&self.audio, audio_pt, tone.as_ref()) {
+                let payload = tone[tone_at % tone.len()].clone();
+                tone_at += 1;
+                let packet = rtc::rtp::Packet {
+                    header: rtc::rtp::Header {
+                        version: 2,
+                        payload_type: pt,
+                        sequence_number: audio_seq,
+                        timestamp: media::clock_timestamp(media::unix_micros(), media::SAMPLE_RATE),
+                        ssrc: a.ssrc,
+                        ..Default::default()
+                    },
+                    payload,
+                };
+                audio_seq = audio_seq.wrapping_add(1);
+                if a.track.write_rtp(packet).await.is_ok() {
+                    self.shared
+                        .publisher
+                        .audio_packets_sent
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
             let now = tokio::time::Instant::now();
