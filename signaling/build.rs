@@ -41,11 +41,20 @@ fn content_type(p: &Path) -> &'static str {
 }
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web-client");
+    // Read at run time, not with env!(): a build script binary is reused
+    // from a shared target directory by clones at other paths, and a path
+    // compiled into it would name a checkout that may be gone.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = Path::new(&manifest_dir).join("../web-client");
     println!("cargo:rerun-if-changed={}", root.display());
     let mut files = Vec::new();
     walk(&root, &mut files);
     files.sort();
+    assert!(
+        files.iter().any(|f| f.ends_with("index.html")),
+        "no web-client/index.html under {}",
+        root.display()
+    );
     let mut table = String::from("&[\n");
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());

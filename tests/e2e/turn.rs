@@ -41,7 +41,11 @@ struct Coturn {
 
 impl Coturn {
     fn start(dir: &std::path::Path, secret: &str) -> Coturn {
-        let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/turnserver.conf");
+        // The checkout's own file (read at run time: a test binary may be
+        // reused from a shared target directory by a clone elsewhere).
+        let root =
+            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+        let conf = std::path::Path::new(&root).join("deploy/turnserver.conf");
         // A free port: bind, note it, let go (coturn binds it a moment later).
         let port = std::net::UdpSocket::bind("127.0.0.1:0")
             .unwrap()
@@ -50,7 +54,7 @@ impl Coturn {
             .port();
         let mut child = match Command::new("turnserver")
             .arg("-c")
-            .arg(conf)
+            .arg(&conf)
             // Loopback only, plain UDP/TCP (no certificate here); the SFU is
             // a loopback peer, which production refuses.
             .args(["--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1"])
