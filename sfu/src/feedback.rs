@@ -4,27 +4,19 @@
 //! NACK responder) and stops at its terminus unless an interceptor marks it
 //! `DeliverToApplication`. An SFU must see keyframe requests (PLI/FIR, to
 //! relay upstream), REMB (for layer choice) and NACKs (for stats), so this
-//! interceptor marks exactly those and leaves the rest to the chain.
+//! part of the SFU's interceptor marks exactly those and leaves the rest to
+//! the chain.
 
-use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::interceptor::{Attribute, Packet, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
-use rtc::sansio::Protocol;
-use rtc::shared::error::Error;
-use std::collections::VecDeque;
-use std::time::Instant;
 
-/// The registry slot for [`DeliverFeedback`]: next to the application.
-pub const SLOT: usize = 14_000;
-
-/// Marks inbound PLI, FIR, REMB and NACK for delivery to the application.
+/// Marks inbound PLI, FIR, REMB and NACK for delivery to the application
+/// (one part of [`crate::interceptor::SfuInterceptor`]).
 #[derive(Default)]
-pub struct DeliverFeedback {
-    read_queue: VecDeque<TaggedPacket>,
-    write_queue: VecDeque<TaggedPacket>,
-}
+pub struct DeliverFeedback;
 
 /// Whether an RTCP packet is feedback the application acts on.
 pub fn is_feedback(p: &dyn rtc::rtcp::Packet) -> bool {
@@ -35,48 +27,13 @@ pub fn is_feedback(p: &dyn rtc::rtcp::Packet) -> bool {
         || any.is::<TransportLayerNack>()
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverFeedback {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+impl DeliverFeedback {
+    /// An inbound packet: marks it if it carries feedback.
+    pub fn on_read(&mut self, msg: &mut TaggedPacket) {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             if packets.iter().any(|p| is_feedback(p.as_ref())) {
                 msg.message.add(Attribute::DeliverToApplication);
             }
         }
-        self.read_queue.push_back(msg);
-        Ok(())
     }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read_queue.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write_queue.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.write_queue.pop_front()
-    }
-
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
-        Ok(())
-    }
-
-    fn poll_timeout(&mut self) -> Option<Self::Time> {
-        None
-    }
-}
-
-impl Interceptor for DeliverFeedback {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }

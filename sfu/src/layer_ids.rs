@@ -12,7 +12,8 @@
 //! publisher's video would be dropped as an unknown SSRC for the rest of the
 //! call.
 //!
-//! This interceptor keeps the browser announcing its layers: it notes the
+//! This part of the SFU's interceptor ([`crate::interceptor`]) keeps the
+//! browser announcing its layers: it notes the
 //! SSRCs whose packets carry a RID, and takes their report blocks out of
 //! the receiver reports the SFU sends. The cost: the publisher gets no
 //! RTCP-RR loss and RTT figures for its simulcast layers (its bandwidth
@@ -21,16 +22,9 @@
 //! packet carries about 8 more header bytes.
 
 use crate::rtcp_edit::{edit_rtcp, RtcpEdit};
-use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::interceptor::{Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::receiver_report::ReceiverReport;
-use rtc::sansio::Protocol;
-use rtc::shared::error::Error;
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::time::Instant;
-
-/// The registry slot for [`KeepLayerIds`]: wire-ward of the receiver-report
-/// generator (10,000), so it sees the reports on their way out.
-pub const SLOT: usize = 9_500;
+use std::collections::{HashMap, HashSet};
 
 /// Keeps RID-identified SSRCs unacknowledged in receiver reports.
 #[derive(Default)]
@@ -39,8 +33,6 @@ pub struct KeepLayerIds {
     rid_ext: HashMap<u32, u8>,
     /// SSRCs seen carrying a RID.
     layers: HashSet<u32>,
-    read_queue: VecDeque<TaggedPacket>,
-    write_queue: VecDeque<TaggedPacket>,
 }
 
 impl KeepLayerIds {
@@ -50,14 +42,9 @@ impl KeepLayerIds {
     }
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeepLayerIds {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+impl KeepLayerIds {
+    /// An inbound packet: an RTP packet with a RID marks its SSRC a layer.
+    pub fn on_read(&mut self, msg: &TaggedPacket) {
         if let Packet::Rtp(p) = &msg.message.packet {
             let ssrc = p.header.ssrc;
             if !self.layers.contains(&ssrc) {
@@ -68,15 +55,11 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeepLayerIds {
                 }
             }
         }
-        self.read_queue.push_back(msg);
-        Ok(())
     }
 
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read_queue.pop_front()
-    }
-
-    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+    /// An outbound packet: layers' blocks are taken out of its receiver
+    /// reports. `false`: nothing is left of it, do not send it.
+    pub fn on_write(&mut self, msg: &mut TaggedPacket) -> bool {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             let layers = &self.layers;
             let edited = edit_rtcp::<ReceiverReport>(packets, |rr| {
@@ -93,33 +76,16 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeepLayerIds {
             });
             if let Some(kept) = edited {
                 if kept.is_empty() {
-                    return Ok(());
+                    return false;
                 }
                 msg.message.packet = Packet::Rtcp(kept);
             }
         }
-        self.write_queue.push_back(msg);
-        Ok(())
+        true
     }
 
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.write_queue.pop_front()
-    }
-
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
-        Ok(())
-    }
-
-    fn poll_timeout(&mut self) -> Option<Self::Time> {
-        None
-    }
-}
-
-impl Interceptor for KeepLayerIds {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-
-    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+    /// A remote stream was bound: learns its RID extension id.
+    pub fn bind_remote_stream(&mut self, info: &StreamInfo) {
         let rid = info
             .rtp_header_extensions
             .iter()
@@ -130,7 +96,8 @@ impl Interceptor for KeepLayerIds {
         }
     }
 
-    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+    /// A remote stream went away.
+    pub fn unbind_remote_stream(&mut self, info: &StreamInfo) {
         self.rid_ext.remove(&info.ssrc);
     }
 }
@@ -141,6 +108,7 @@ mod tests {
     use bytes::Bytes;
     use rtc::interceptor::{AttributedPacket, RTPHeaderExtension};
     use rtc::rtcp::reception_report::ReceptionReport;
+    use std::time::Instant;
 
     fn tagged(packet: Packet) -> TaggedPacket {
         TaggedPacket {
@@ -181,8 +149,12 @@ mod tests {
         })]))
     }
 
-    fn reported(k: &mut KeepLayerIds) -> Option<Vec<u32>> {
-        let out = k.poll_write()?;
+    /// The SSRCs a receiver report written through `k` still reports on
+    /// (`None`: dropped).
+    fn reported(k: &mut KeepLayerIds, mut out: TaggedPacket) -> Option<Vec<u32>> {
+        if !k.on_write(&mut out) {
+            return None;
+        }
         let Packet::Rtcp(packets) = &out.message.packet else {
             return None;
         };
@@ -209,21 +181,19 @@ mod tests {
             });
         }
         // 10 and 20 are simulcast layers; 30 is a plain stream (no RID).
-        k.handle_read(rtp(10, Some("q"))).expect("read");
-        k.handle_read(rtp(20, Some("h"))).expect("read");
-        k.handle_read(rtp(30, None)).expect("read");
+        k.on_read(&rtp(10, Some("q")));
+        k.on_read(&rtp(20, Some("h")));
+        k.on_read(&rtp(30, None));
         assert!(k.is_layer(10) && k.is_layer(20) && !k.is_layer(30));
-        k.handle_write(rr(&[10, 20, 30])).expect("write");
         assert_eq!(
-            reported(&mut k),
+            reported(&mut k, rr(&[10, 20, 30])),
             Some(vec![30]),
             "only the plain stream is acknowledged"
         );
         // A report about layers only is not sent at all.
-        k.handle_write(rr(&[10, 20])).expect("write");
-        assert_eq!(reported(&mut k), None);
+        assert_eq!(reported(&mut k, rr(&[10, 20])), None);
         // Later packets without the extension do not make a layer plain again.
-        k.handle_read(rtp(10, None)).expect("read");
+        k.on_read(&rtp(10, None));
         assert!(k.is_layer(10));
     }
 }

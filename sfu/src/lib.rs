@@ -54,6 +54,7 @@ pub mod error;
 pub mod event;
 pub mod feedback;
 pub mod ids;
+pub mod interceptor;
 pub mod keyframe;
 pub mod layer_ids;
 pub mod layers;

@@ -11,24 +11,18 @@
 //! downstream); a receiver with the same generator turned 5 % downlink loss
 //! into about 1.4 duplicates per packet received.
 //!
-//! This interceptor sits wire-ward of the generator: it notes the original
-//! sequence number of every RTX packet it reads, and strikes those numbers
-//! out of the NACKs the generator writes (dropping a NACK left empty).
+//! This part of the SFU's interceptor ([`crate::interceptor`]) sits
+//! wire-ward of the generator: it notes the original sequence number of
+//! every RTX packet it reads, and strikes those numbers out of the NACKs the
+//! generator writes (dropping a NACK left empty).
 
 use crate::rtcp_edit::{edit_rtcp, RtcpEdit};
-use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::interceptor::{Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     nack_pairs_from_sequence_numbers, TransportLayerNack,
 };
-use rtc::sansio::Protocol;
-use rtc::shared::error::Error;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
-
-/// The registry slot for [`RtxNackFilter`]: between the FEC decoder (6000)
-/// and the NACK generator (7000), so it reads RTX before the generator would
-/// and sees the generator's NACKs on their way out.
-pub const SLOT: usize = 6_500;
 
 /// How long a repair is remembered: longer than the generator keeps asking.
 const REMEMBER: Duration = Duration::from_secs(3);
@@ -62,8 +56,6 @@ pub struct RtxNackFilter {
     /// RTX SSRC → the SSRC of the stream it repairs.
     rtx_of: HashMap<u32, u32>,
     repaired: HashMap<u32, Repaired>,
-    read_queue: VecDeque<TaggedPacket>,
-    write_queue: VecDeque<TaggedPacket>,
     /// Sequence numbers struck out so far (for tests and stats).
     struck: u64,
 }
@@ -92,29 +84,20 @@ impl RtxNackFilter {
     }
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for RtxNackFilter {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+impl RtxNackFilter {
+    /// An inbound packet: an RTX packet records the packet it repairs.
+    pub fn on_read(&mut self, msg: &TaggedPacket) {
         if let Packet::Rtp(p) = &msg.message.packet {
             if let (Some(&primary), Some(osn)) = (self.rtx_of.get(&p.header.ssrc), p.payload.get(..2)) {
                 let seq = u16::from_be_bytes([osn[0], osn[1]]);
                 self.repaired.entry(primary).or_default().add(msg.now, seq);
             }
         }
-        self.read_queue.push_back(msg);
-        Ok(())
     }
 
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read_queue.pop_front()
-    }
-
-    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+    /// An outbound packet: repaired packets are struck out of its NACKs.
+    /// `false`: nothing is left of it, do not send it.
+    pub fn on_write(&mut self, msg: &mut TaggedPacket) -> bool {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             let edited = edit_rtcp::<TransportLayerNack>(packets, |nack| {
                 if !self.repaired.contains_key(&nack.media_ssrc) {
@@ -127,39 +110,23 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtxNackFilter {
             });
             if let Some(kept) = edited {
                 if kept.is_empty() {
-                    return Ok(());
+                    return false;
                 }
                 msg.message.packet = Packet::Rtcp(kept);
             }
         }
-        self.write_queue.push_back(msg);
-        Ok(())
+        true
     }
 
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.write_queue.pop_front()
-    }
-
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
-        Ok(())
-    }
-
-    fn poll_timeout(&mut self) -> Option<Self::Time> {
-        None
-    }
-}
-
-impl Interceptor for RtxNackFilter {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-
-    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+    /// A remote stream was bound: learns its RTX SSRC.
+    pub fn bind_remote_stream(&mut self, info: &StreamInfo) {
         if let Some(rtx) = info.ssrc_rtx {
             self.rtx_of.insert(rtx, info.ssrc);
         }
     }
 
-    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+    /// A remote stream went away.
+    pub fn unbind_remote_stream(&mut self, info: &StreamInfo) {
         if let Some(rtx) = info.ssrc_rtx {
             self.rtx_of.remove(&rtx);
         }
@@ -202,8 +169,11 @@ mod tests {
         })]))
     }
 
-    fn asked(f: &mut RtxNackFilter) -> Option<Vec<u16>> {
-        let out = f.poll_write()?;
+    /// What a NACK written through the filter still asks for (`None`: dropped).
+    fn asked(f: &mut RtxNackFilter, mut out: TaggedPacket) -> Option<Vec<u16>> {
+        if !f.on_write(&mut out) {
+            return None;
+        }
         let Packet::Rtcp(packets) = &out.message.packet else {
             return None;
         };
@@ -225,18 +195,14 @@ mod tests {
             ..Default::default()
         });
         // 10 and 11 were lost; the generator asks for both.
-        f.handle_write(nack(1000, &[10, 11])).expect("write");
-        assert_eq!(asked(&mut f), Some(vec![10, 11]));
+        assert_eq!(asked(&mut f, nack(1000, &[10, 11])), Some(vec![10, 11]));
         // 10 comes back on the RTX stream (original sequence number first).
-        f.handle_read(rtp(2000, 500, &[0, 10, 0xaa, 0xbb])).expect("read");
-        assert!(f.poll_read().is_some(), "the RTX packet itself goes on");
+        f.on_read(&rtp(2000, 500, &[0, 10, 0xaa, 0xbb]));
         // The generator, not knowing, asks for both again: only 11 goes out.
-        f.handle_write(nack(1000, &[10, 11])).expect("write");
-        assert_eq!(asked(&mut f), Some(vec![11]));
+        assert_eq!(asked(&mut f, nack(1000, &[10, 11])), Some(vec![11]));
         // 11 is repaired too: the next NACK is dropped altogether.
-        f.handle_read(rtp(2000, 501, &[0, 11])).expect("read");
-        f.handle_write(nack(1000, &[10, 11])).expect("write");
-        assert_eq!(asked(&mut f), None);
+        f.on_read(&rtp(2000, 501, &[0, 11]));
+        assert_eq!(asked(&mut f, nack(1000, &[10, 11])), None);
         assert_eq!(f.struck(), 3);
     }
 
@@ -248,17 +214,14 @@ mod tests {
             ssrc_rtx: Some(2000),
             ..Default::default()
         });
-        f.handle_read(rtp(2000, 1, &[0, 10])).expect("read");
+        f.on_read(&rtp(2000, 1, &[0, 10]));
         // A NACK about another stream.
-        f.handle_write(nack(3000, &[10])).expect("write");
-        assert_eq!(asked(&mut f), Some(vec![10]));
+        assert_eq!(asked(&mut f, nack(3000, &[10])), Some(vec![10]));
         // Media on the primary stream is not a repair.
-        f.handle_read(rtp(1000, 12, &[0, 12])).expect("read");
-        f.handle_write(nack(1000, &[12])).expect("write");
-        assert_eq!(asked(&mut f), Some(vec![12]));
+        f.on_read(&rtp(1000, 12, &[0, 12]));
+        assert_eq!(asked(&mut f, nack(1000, &[12])), Some(vec![12]));
         // A too-short RTX packet (padding) names nothing.
-        f.handle_read(rtp(2000, 2, &[7])).expect("read");
-        f.handle_write(nack(1000, &[7])).expect("write");
-        assert_eq!(asked(&mut f), Some(vec![7]));
+        f.on_read(&rtp(2000, 2, &[7]));
+        assert_eq!(asked(&mut f, nack(1000, &[7])), Some(vec![7]));
     }
 }

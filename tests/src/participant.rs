@@ -612,15 +612,12 @@ impl SyntheticParticipant {
         let acked = Arc::new(Mutex::new(BTreeSet::new()));
         let registry = register_default_interceptors(
             Registry::new()
+                // The SFU's own stage: feedback reaches us and, like a
+                // browser, we do not ask again for what RTX repaired (`rtc`'s
+                // NACK generator would, every 100 ms).
                 .with(
-                    Slot::from(telehealth_sfu::feedback::SLOT),
-                    telehealth_sfu::feedback::DeliverFeedback::default(),
-                )
-                // Like a browser, do not ask again for what RTX repaired
-                // (`rtc`'s NACK generator would, every 100 ms).
-                .with(
-                    Slot::from(telehealth_sfu::nack_filter::SLOT),
-                    telehealth_sfu::nack_filter::RtxNackFilter::default(),
+                    Slot::from(telehealth_sfu::interceptor::SLOT),
+                    telehealth_sfu::interceptor::SfuInterceptor::default(),
                 )
                 // Wire-most: sees every receiver report that arrives.
                 .with(

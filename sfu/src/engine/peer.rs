@@ -86,19 +86,10 @@ pub(crate) fn new_peer_connection(now: Instant, config: &SfuConfig) -> Result<RT
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs().map_err(webrtc)?;
     let mut registry = register_default_interceptors(
-        Registry::new()
-            .with(
-                Slot::from(crate::feedback::SLOT),
-                crate::feedback::DeliverFeedback::default(),
-            )
-            .with(
-                Slot::from(crate::nack_filter::SLOT),
-                crate::nack_filter::RtxNackFilter::default(),
-            )
-            .with(
-                Slot::from(crate::layer_ids::SLOT),
-                crate::layer_ids::KeepLayerIds::default(),
-            ),
+        Registry::new().with(
+            Slot::from(crate::interceptor::SLOT),
+            crate::interceptor::SfuInterceptor::default(),
+        ),
         &mut media_engine,
     )
     .map_err(webrtc)?;

@@ -1,0 +1,249 @@
+//! The SFU's own stage in each connection's interceptor chain.
+//!
+//! `rtc` 0.21's chain hands every packet, in each direction, to every
+//! interceptor in turn, and each one takes it into its own queue and gives
+//! it back: four moves of a `TaggedPacket` per interceptor per packet. Under
+//! load that copying was the largest single cost of the server (13 % of its
+//! CPU in `memmove`, docs/BENCHMARKS.md "Where the time goes"), so the SFU's
+//! three small jobs share one stage instead of taking one each:
+//!
+//! - [`DeliverFeedback`]: inbound PLI, FIR, REMB and NACK reach the engine;
+//! - [`RtxNackFilter`]: packets already repaired over RTX are struck out of
+//!   outgoing NACKs;
+//! - [`KeepLayerIds`]: simulcast layers stay out of our receiver reports.
+//!
+//! The stage sits at slot 6,500, between the FEC decoder (6,000) and the NACK
+//! generator (7,000), which is where each job needs to be: it reads RTX
+//! before the generator would, and sees the generator's NACKs and the
+//! receiver-report generator's (10,000) reports on their way out. Inbound
+//! feedback marked here passes the NACK generator, TWCC receiver and report
+//! interceptors, which forward every packet they read, to the chain's
+//! terminus, which delivers what is marked.
+
+use crate::feedback::DeliverFeedback;
+use crate::layer_ids::KeepLayerIds;
+use crate::nack_filter::RtxNackFilter;
+use rtc::interceptor::{Interceptor, StreamInfo, TaggedPacket};
+use rtc::sansio::Protocol;
+use rtc::shared::error::Error;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// The registry slot for [`SfuInterceptor`].
+pub const SLOT: usize = 6_500;
+
+/// The SFU's jobs inside the chain, as one interceptor.
+#[derive(Default)]
+pub struct SfuInterceptor {
+    /// Marks feedback for the application.
+    pub feedback: DeliverFeedback,
+    /// Strikes RTX repairs out of NACKs.
+    pub nack_filter: RtxNackFilter,
+    /// Keeps simulcast layers out of receiver reports.
+    pub layer_ids: KeepLayerIds,
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for SfuInterceptor {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.nack_filter.on_read(&msg);
+        self.layer_ids.on_read(&msg);
+        self.feedback.on_read(&mut msg);
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if self.layer_ids.on_write(&mut msg) && self.nack_filter.on_write(&mut msg) {
+            self.write_queue.push_back(msg);
+        }
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Self::Time> {
+        None
+    }
+}
+
+impl Interceptor for SfuInterceptor {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        self.nack_filter.bind_remote_stream(info);
+        self.layer_ids.bind_remote_stream(info);
+    }
+
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        self.nack_filter.unbind_remote_stream(info);
+        self.layer_ids.unbind_remote_stream(info);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use rtc::interceptor::{Attribute, AttributedPacket, Packet, RTPHeaderExtension};
+    use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+    use rtc::rtcp::receiver_report::ReceiverReport;
+    use rtc::rtcp::reception_report::ReceptionReport;
+    use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
+        nack_pairs_from_sequence_numbers, TransportLayerNack,
+    };
+
+    fn tagged(packet: Packet) -> TaggedPacket {
+        TaggedPacket {
+            now: Instant::now(),
+            transport: Default::default(),
+            message: AttributedPacket::from(packet),
+        }
+    }
+
+    fn rtp(ssrc: u32, seq: u16, rid: Option<&str>, payload: &[u8]) -> TaggedPacket {
+        let mut header = rtc::rtp::Header {
+            version: 2,
+            ssrc,
+            sequence_number: seq,
+            ..Default::default()
+        };
+        if let Some(rid) = rid {
+            header
+                .set_extension(3, Bytes::copy_from_slice(rid.as_bytes()))
+                .expect("a valid extension");
+        }
+        tagged(Packet::Rtp(rtc::rtp::Packet {
+            header,
+            payload: Bytes::copy_from_slice(payload),
+        }))
+    }
+
+    fn stage() -> SfuInterceptor {
+        let mut s = SfuInterceptor::default();
+        // 1000: a plain stream repaired over RTX 2000; 10: a simulcast layer.
+        s.bind_remote_stream(&StreamInfo {
+            ssrc: 1000,
+            ssrc_rtx: Some(2000),
+            ..Default::default()
+        });
+        s.bind_remote_stream(&StreamInfo {
+            ssrc: 10,
+            rtp_header_extensions: vec![RTPHeaderExtension {
+                uri: rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI.to_owned(),
+                id: 3,
+            }],
+            ..Default::default()
+        });
+        s
+    }
+
+    #[test]
+    fn every_read_packet_goes_on_and_only_feedback_is_marked_for_the_application() {
+        let mut s = stage();
+        s.handle_read(rtp(1000, 1, None, &[1])).expect("read");
+        s.handle_read(rtp(2000, 2, None, &[0, 9])).expect("read");
+        s.handle_read(rtp(10, 3, Some("q"), &[1])).expect("read");
+        s.handle_read(tagged(Packet::Rtcp(vec![Box::new(PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc: 1000,
+        })])))
+        .expect("read");
+        s.handle_read(tagged(Packet::Rtcp(vec![Box::new(ReceiverReport::default())])))
+            .expect("read");
+        let mut marked = Vec::new();
+        while let Some(p) = s.poll_read() {
+            marked.push(p.message.has(&Attribute::DeliverToApplication));
+        }
+        assert_eq!(marked, vec![false, false, false, true, false]);
+        // Each job saw what it needs from the reads above.
+        assert!(s.layer_ids.is_layer(10) && !s.layer_ids.is_layer(1000));
+    }
+
+    #[test]
+    fn writes_pass_through_both_edits_and_an_emptied_packet_is_not_sent() {
+        let mut s = stage();
+        s.handle_read(rtp(10, 1, Some("q"), &[1])).expect("read");
+        s.handle_read(rtp(2000, 2, None, &[0, 7])).expect("read");
+        while s.poll_read().is_some() {}
+        // Media passes untouched.
+        s.handle_write(rtp(1000, 5, None, &[5])).expect("write");
+        assert!(matches!(
+            s.poll_write().map(|p| p.message.packet),
+            Some(Packet::Rtp(_))
+        ));
+        // A compound report: the layer's block goes, and the NACK for the
+        // repaired packet 7 keeps only 8.
+        s.handle_write(tagged(Packet::Rtcp(vec![
+            Box::new(ReceiverReport {
+                ssrc: 1,
+                reports: [10, 1000]
+                    .iter()
+                    .map(|&ssrc| ReceptionReport {
+                        ssrc,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            Box::new(TransportLayerNack {
+                sender_ssrc: 1,
+                media_ssrc: 1000,
+                nacks: nack_pairs_from_sequence_numbers(&[7, 8]),
+            }),
+        ])))
+        .expect("write");
+        let Some(Packet::Rtcp(out)) = s.poll_write().map(|p| p.message.packet) else {
+            panic!("the report goes out");
+        };
+        let rr = out[0].as_any().downcast_ref::<ReceiverReport>().expect("an RR");
+        assert_eq!(rr.reports.iter().map(|r| r.ssrc).collect::<Vec<_>>(), vec![1000]);
+        let nack = out[1]
+            .as_any()
+            .downcast_ref::<TransportLayerNack>()
+            .expect("a NACK");
+        assert_eq!(
+            nack.nacks
+                .iter()
+                .flat_map(|p| p.packet_list())
+                .collect::<Vec<_>>(),
+            vec![8]
+        );
+        // A report only about the layer and a NACK only for repaired packets: nothing goes out.
+        s.handle_write(tagged(Packet::Rtcp(vec![
+            Box::new(ReceiverReport {
+                ssrc: 1,
+                reports: vec![ReceptionReport {
+                    ssrc: 10,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            Box::new(TransportLayerNack {
+                sender_ssrc: 1,
+                media_ssrc: 1000,
+                nacks: nack_pairs_from_sequence_numbers(&[7]),
+            }),
+        ])))
+        .expect("write");
+        assert!(s.poll_write().is_none());
+    }
+}
