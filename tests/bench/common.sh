@@ -50,4 +50,8 @@ set_target_args() { # ours|janus
     else
         args=(--target janus --janus-event-loops "${JANUS_EVENT_LOOPS:-0}")
     fi
+    # On the CPUs SERVER_CPUS names, when set (run.sh sets it).
+    if [ -n "${SERVER_CPUS:-}" ]; then
+        args+=(--server-cpus "$SERVER_CPUS")
+    fi
 }

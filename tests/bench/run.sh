@@ -11,12 +11,15 @@
 # N, then the next N) so that both see the same machine. Every step starts
 # a fresh server, joins N consultations (two synthetic participants each),
 # waits WARMUP_S seconds (not part of the figures) and measures MEASURE_S
-# seconds. A server's stepping stops once it has missed the capacity
+# seconds. The server under test runs on a CPU of its own (SERVER_CPUS,
+# default CPU 0) and the generator on the others (GEN_CPUS), so that the
+# two do not compete for a core and the capacity found is that of one
+# server core. A server's stepping stops once it has missed the capacity
 # criteria (under 1 % loss, p99 added delay under 50 ms, every consultation
 # held) at two steps in a row, or once the generator itself used more than
-# GEN_CPU_LIMIT % of one core (past that it competes with the server for
-# the machine's cores and measures itself: recorded as the reason). Capacity
-# is the largest N that met the criteria.
+# GEN_CPU_LIMIT % of one core (past that it queues its own packets and
+# measures itself: recorded as the reason). Capacity is the largest N that
+# met the criteria.
 #
 # Writes one JSON per step and summary.md under
 # tests/bench/results/<UTC date and time>/ (ignored by git), and prints the
@@ -26,7 +29,10 @@
 #   STEP, MAX_N    the default steps' stride and end  (default 5, 100)
 #   WARMUP_S       warm-up per step, seconds          (default 5)
 #   MEASURE_S      measured seconds per step          (default 20)
-#   GEN_CPU_LIMIT  generator CPU, % of one core       (default 100)
+#   SERVER_CPUS    the server's CPUs, a taskset list  (default 0; "" = no pinning)
+#   GEN_CPUS       the generator's CPUs               (default the other CPUs)
+#   GEN_CPU_LIMIT  generator CPU, % of one core       (default 90 per generator
+#                                                      CPU; 100 unpinned)
 #   JANUS_EVENT_LOOPS  Janus's event_loops            (default 0: Janus's default)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -37,7 +43,20 @@ MAX_N=${MAX_N:-100}
 STEPS=${STEPS:-$(seq "$STEP" "$STEP" "$MAX_N" | tr '\n' ' ')}
 WARMUP_S=${WARMUP_S:-5}
 MEASURE_S=${MEASURE_S:-20}
-GEN_CPU_LIMIT=${GEN_CPU_LIMIT:-100}
+cpus=$(nproc)
+if [ "$cpus" -ge 2 ]; then
+    SERVER_CPUS=${SERVER_CPUS-0}
+    GEN_CPUS=${GEN_CPUS-1-$((cpus - 1))}
+else
+    SERVER_CPUS="" GEN_CPUS=""
+fi
+if [ -n "$GEN_CPUS" ]; then
+    gen_cpu_count=$(taskset -c "$GEN_CPUS" nproc)
+    GEN_CPU_LIMIT=${GEN_CPU_LIMIT:-$((90 * gen_cpu_count))}
+else
+    GEN_CPU_LIMIT=${GEN_CPU_LIMIT:-100}
+fi
+export SERVER_CPUS
 export JANUS_EVENT_LOOPS=${JANUS_EVENT_LOOPS:-0}
 
 # shellcheck source=tests/bench/common.sh
@@ -67,7 +86,9 @@ run_step() { # target n → writes $out/<target>-N<n>.json
     local t=$1 n=$2 args=()
     set_target_args "$t"
     echo "== $t, N=$n (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-    if ! "$loadgen" "${args[@]}" --consultations "$n" --warmup "$WARMUP_S" \
+    local pin=()
+    [ -n "$GEN_CPUS" ] && pin=(taskset -c "$GEN_CPUS")
+    if ! "${pin[@]}" "$loadgen" "${args[@]}" --consultations "$n" --warmup "$WARMUP_S" \
         --seconds "$MEASURE_S" --json "$out/$t-N$n.json" 2>"$out/$t-N$n.log"; then
         echo "   loadgen failed: see $out/$t-N$n.log"
         return 1
@@ -112,7 +133,8 @@ summary="$out/summary.md"
         jq -r '"Machine: \(.machine.cpus) vCPU \(.machine.cpu_model), \(.machine.memory_gib) GiB, Linux \(.machine.kernel)."' "$first"
     fi
     echo "Commit: $commit$dirty. Each step: ${WARMUP_S} s warm-up, ${MEASURE_S} s measured, fresh server."
-    echo "Command: \`TARGETS=\"$TARGETS\" STEPS=\"$STEPS\" WARMUP_S=$WARMUP_S MEASURE_S=$MEASURE_S tests/bench/run.sh\`"
+    echo "Server on CPU(s) ${SERVER_CPUS:-any}, generator on CPU(s) ${GEN_CPUS:-any} (generator limit $GEN_CPU_LIMIT % of a core)."
+    echo "Command: \`TARGETS=\"$TARGETS\" STEPS=\"$STEPS\" WARMUP_S=$WARMUP_S MEASURE_S=$MEASURE_S SERVER_CPUS=\"$SERVER_CPUS\" GEN_CPUS=\"$GEN_CPUS\" tests/bench/run.sh\`"
     echo
     echo "| server | N | held | tones right | forwarded pkts/s | loss total / worst track | video delay p50 / p95 / p99 | audio delay p50 / p95 / p99 | join p50 / p95 | server CPU | µs per forwarded packet | server KiB per consultation | generator CPU | load avg before | within |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"

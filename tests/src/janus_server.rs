@@ -27,6 +27,8 @@ pub struct JanusOptions {
     /// Janus's `event_loops`: 0 (its default) gives every handle its own
     /// thread; a number shares that many loops among all handles.
     pub event_loops: u32,
+    /// Run Janus on these CPUs only (`taskset -c` list), when given.
+    pub cpus: Option<String>,
 }
 
 impl Default for JanusOptions {
@@ -36,6 +38,7 @@ impl Default for JanusOptions {
             dir: None,
             debug_level: 4,
             event_loops: 0,
+            cpus: None,
         }
     }
 }
@@ -280,7 +283,7 @@ impl JanusServer {
         write_config(&dir, &lib, port, opts)?;
         let shim = build_loopback_shim(&dir)?;
         let out = std::fs::File::create(dir.join("janus.stdout"))?;
-        let child = tokio::process::Command::new(&opts.binary)
+        let child = crate::server_command(&opts.binary, opts.cpus.as_deref())
             .env("LD_PRELOAD", &shim)
             .arg("-C")
             .arg(dir.join("janus.jcfg"))

@@ -13,6 +13,21 @@
 //! comparison server, run by [`JanusServer`]).
 //! The `synthetic-participant` binary runs a room of them and prints reports.
 
+/// A server process started on chosen CPUs (the benchmark gives the server
+/// under test a core of its own, away from the load generator): `taskset -c
+/// <cpus> <program>`, which execs the program in the same process; just
+/// `<program>` without `cpus`.
+pub fn server_command(program: &std::path::Path, cpus: Option<&str>) -> tokio::process::Command {
+    match cpus {
+        Some(cpus) => {
+            let mut c = tokio::process::Command::new("taskset");
+            c.arg("-c").arg(cpus).arg(program);
+            c
+        }
+        None => tokio::process::Command::new(program),
+    }
+}
+
 pub mod janus_link;
 pub mod janus_server;
 pub mod lossy;

@@ -75,6 +75,11 @@ pub struct Args {
     /// (default: a temporary folder, removed afterwards).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Run the started server (ours or Janus) on these CPUs only, a
+    /// `taskset -c` list such as `0`; pin the generator itself with
+    /// `taskset` around it (tests/bench/run.sh does both).
+    #[arg(long)]
+    pub server_cpus: Option<String>,
     /// Concurrent consultations.
     #[arg(long, default_value_t = 10)]
     consultations: usize,
@@ -168,6 +173,12 @@ async fn main() -> Result<()> {
                 "janus_event_loops": (args.target == Target::Janus).then_some(args.janus_event_loops),
                 "janus_debug_level": (args.target == Target::Janus).then_some(args.janus_debug_level),
                 "server_log": srv.log.as_ref().map(|p| p.display().to_string()),
+                "server_cpus": args.server_cpus,
+                "generator_cpus": std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                        .map(|v| v.trim().to_owned())
+                }),
             }),
         },
     );

@@ -73,6 +73,7 @@ pub async fn start(args: &Args) -> Result<Server> {
                 dir: (!remove).then_some(dir),
                 debug_level: args.janus_debug_level,
                 event_loops: args.janus_event_loops,
+                cpus: args.server_cpus.clone(),
             })
             .await?;
             Ok(Server {
@@ -124,7 +125,7 @@ async fn start_ours(args: &Args, bin: &Path) -> Result<Server> {
     let admin_password = format!("loadgen-{:016x}", rand::random::<u64>());
     let log_path = dir.join("telehealth.log");
     let log = std::fs::File::create(&log_path)?;
-    let mut child = tokio::process::Command::new(bin)
+    let mut child = telehealth_tests::server_command(bin, args.server_cpus.as_deref())
         .args([
             "--http-addr",
             "127.0.0.1:0",
