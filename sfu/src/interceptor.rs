@@ -99,19 +99,20 @@ impl Interceptor for SfuInterceptor {
     }
 }
 
+/// Packets for the unit tests of the stage and its parts.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_packets {
     use bytes::Bytes;
-    use rtc::interceptor::{Attribute, AttributedPacket, Packet, RTPHeaderExtension};
-    use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+    use rtc::interceptor::{AttributedPacket, Packet, TaggedPacket};
     use rtc::rtcp::receiver_report::ReceiverReport;
     use rtc::rtcp::reception_report::ReceptionReport;
     use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
         nack_pairs_from_sequence_numbers, TransportLayerNack,
     };
+    use std::time::Instant;
 
-    fn tagged(packet: Packet) -> TaggedPacket {
+    /// `packet`, as the chain carries it.
+    pub fn tagged(packet: Packet) -> TaggedPacket {
         TaggedPacket {
             now: Instant::now(),
             transport: Default::default(),
@@ -119,7 +120,32 @@ mod tests {
         }
     }
 
-    fn rtp(ssrc: u32, seq: u16, rid: Option<&str>, payload: &[u8]) -> TaggedPacket {
+    /// A receiver report with a block for each of `ssrcs`.
+    pub fn receiver_report(ssrcs: &[u32]) -> Box<ReceiverReport> {
+        Box::new(ReceiverReport {
+            ssrc: 1,
+            reports: ssrcs
+                .iter()
+                .map(|&ssrc| ReceptionReport {
+                    ssrc,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    /// A NACK for `seqs` of `media_ssrc`.
+    pub fn nack(media_ssrc: u32, seqs: &[u16]) -> Box<TransportLayerNack> {
+        Box::new(TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc,
+            nacks: nack_pairs_from_sequence_numbers(seqs),
+        })
+    }
+
+    /// An RTP packet; with `rid`, carrying it in header extension 3.
+    pub fn rtp(ssrc: u32, seq: u16, rid: Option<&str>, payload: &[u8]) -> TaggedPacket {
         let mut header = rtc::rtp::Header {
             version: 2,
             ssrc,
@@ -136,6 +162,16 @@ mod tests {
             payload: Bytes::copy_from_slice(payload),
         }))
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_packets::{nack, receiver_report, rtp, tagged};
+    use super::*;
+    use rtc::interceptor::{Attribute, Packet, RTPHeaderExtension};
+    use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+    use rtc::rtcp::receiver_report::ReceiverReport;
+    use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
     fn stage() -> SfuInterceptor {
         let mut s = SfuInterceptor::default();
@@ -193,22 +229,8 @@ mod tests {
         // A compound report: the layer's block goes, and the NACK for the
         // repaired packet 7 keeps only 8.
         s.handle_write(tagged(Packet::Rtcp(vec![
-            Box::new(ReceiverReport {
-                ssrc: 1,
-                reports: [10, 1000]
-                    .iter()
-                    .map(|&ssrc| ReceptionReport {
-                        ssrc,
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }),
-            Box::new(TransportLayerNack {
-                sender_ssrc: 1,
-                media_ssrc: 1000,
-                nacks: nack_pairs_from_sequence_numbers(&[7, 8]),
-            }),
+            receiver_report(&[10, 1000]),
+            nack(1000, &[7, 8]),
         ])))
         .expect("write");
         let Some(Packet::Rtcp(out)) = s.poll_write().map(|p| p.message.packet) else {
@@ -216,12 +238,12 @@ mod tests {
         };
         let rr = out[0].as_any().downcast_ref::<ReceiverReport>().expect("an RR");
         assert_eq!(rr.reports.iter().map(|r| r.ssrc).collect::<Vec<_>>(), vec![1000]);
-        let nack = out[1]
+        let left = out[1]
             .as_any()
             .downcast_ref::<TransportLayerNack>()
             .expect("a NACK");
         assert_eq!(
-            nack.nacks
+            left.nacks
                 .iter()
                 .flat_map(|p| p.packet_list())
                 .collect::<Vec<_>>(),
@@ -229,19 +251,8 @@ mod tests {
         );
         // A report only about the layer and a NACK only for repaired packets: nothing goes out.
         s.handle_write(tagged(Packet::Rtcp(vec![
-            Box::new(ReceiverReport {
-                ssrc: 1,
-                reports: vec![ReceptionReport {
-                    ssrc: 10,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            Box::new(TransportLayerNack {
-                sender_ssrc: 1,
-                media_ssrc: 1000,
-                nacks: nack_pairs_from_sequence_numbers(&[7]),
-            }),
+            receiver_report(&[10]),
+            nack(1000, &[7]),
         ])))
         .expect("write");
         assert!(s.poll_write().is_none());

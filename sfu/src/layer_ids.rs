@@ -105,48 +105,15 @@ impl KeepLayerIds {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use rtc::interceptor::{AttributedPacket, RTPHeaderExtension};
-    use rtc::rtcp::reception_report::ReceptionReport;
-    use std::time::Instant;
-
-    fn tagged(packet: Packet) -> TaggedPacket {
-        TaggedPacket {
-            now: Instant::now(),
-            transport: Default::default(),
-            message: AttributedPacket::from(packet),
-        }
-    }
+    use crate::interceptor::test_packets::{receiver_report, tagged};
+    use rtc::interceptor::RTPHeaderExtension;
 
     fn rtp(ssrc: u32, rid: Option<&str>) -> TaggedPacket {
-        let mut header = rtc::rtp::Header {
-            version: 2,
-            ssrc,
-            ..Default::default()
-        };
-        if let Some(rid) = rid {
-            header
-                .set_extension(3, Bytes::copy_from_slice(rid.as_bytes()))
-                .expect("a valid extension");
-        }
-        tagged(Packet::Rtp(rtc::rtp::Packet {
-            header,
-            payload: Bytes::from_static(&[1, 2, 3]),
-        }))
+        crate::interceptor::test_packets::rtp(ssrc, 0, rid, &[1, 2, 3])
     }
 
     fn rr(ssrcs: &[u32]) -> TaggedPacket {
-        tagged(Packet::Rtcp(vec![Box::new(ReceiverReport {
-            ssrc: 1,
-            reports: ssrcs
-                .iter()
-                .map(|&ssrc| ReceptionReport {
-                    ssrc,
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        })]))
+        tagged(Packet::Rtcp(vec![receiver_report(ssrcs)]))
     }
 
     /// The SSRCs a receiver report written through `k` still reports on

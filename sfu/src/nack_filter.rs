@@ -137,36 +137,16 @@ impl RtxNackFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use rtc::interceptor::AttributedPacket;
+    use crate::interceptor::test_packets::tagged;
 
     fn rtp(ssrc: u32, seq: u16, payload: &[u8]) -> TaggedPacket {
-        let p = rtc::rtp::Packet {
-            header: rtc::rtp::Header {
-                version: 2,
-                ssrc,
-                sequence_number: seq,
-                ..Default::default()
-            },
-            payload: Bytes::copy_from_slice(payload),
-        };
-        tagged(Packet::Rtp(p))
-    }
-
-    fn tagged(packet: Packet) -> TaggedPacket {
-        TaggedPacket {
-            now: Instant::now(),
-            transport: Default::default(),
-            message: AttributedPacket::from(packet),
-        }
+        crate::interceptor::test_packets::rtp(ssrc, seq, None, payload)
     }
 
     fn nack(media_ssrc: u32, seqs: &[u16]) -> TaggedPacket {
-        tagged(Packet::Rtcp(vec![Box::new(TransportLayerNack {
-            sender_ssrc: 1,
-            media_ssrc,
-            nacks: nack_pairs_from_sequence_numbers(seqs),
-        })]))
+        tagged(Packet::Rtcp(vec![crate::interceptor::test_packets::nack(
+            media_ssrc, seqs,
+        )]))
     }
 
     /// What a NACK written through the filter still asks for (`None`: dropped).
