@@ -80,8 +80,8 @@ use tokio::sync::{mpsc, oneshot};
 /// participant's packets share this one socket, so its receive queue must
 /// absorb the engine's pauses for all of them at once: at the default
 /// 208 KiB (about 90 full-size datagrams) 40 consultations on the benchmark
-/// machine overflowed it (1 % of packets dropped by the kernel, frames late
-/// by their retransmission). The kernel caps the request at
+/// machine overflowed it (up to 0.7 % of packets dropped by the kernel,
+/// 2.5 % on the worst track, frames late by their retransmission). The kernel caps the request at
 /// `net.core.rmem_max` / `wmem_max` (deploy/README.md raises them).
 pub const MEDIA_SOCKET_BUFFER: usize = 8 << 20;
 /// Below this, the receive buffer we got is reported at start-up.
