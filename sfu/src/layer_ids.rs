@@ -21,7 +21,7 @@
 //! own loss and jitter figures for those layers are not updated, and each
 //! packet carries about 8 more header bytes.
 
-use crate::rtcp_edit::{edit_rtcp, RtcpEdit};
+use crate::rtcp_edit::{edit_outgoing, RtcpEdit};
 use rtc::interceptor::{Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::receiver_report::ReceiverReport;
 use std::collections::{HashMap, HashSet};
@@ -60,28 +60,19 @@ impl KeepLayerIds {
     /// An outbound packet: layers' blocks are taken out of its receiver
     /// reports. `false`: nothing is left of it, do not send it.
     pub fn on_write(&mut self, msg: &mut TaggedPacket) -> bool {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
-            let layers = &self.layers;
-            let edited = edit_rtcp::<ReceiverReport>(packets, |rr| {
-                if !rr.reports.iter().any(|r| layers.contains(&r.ssrc)) {
-                    return RtcpEdit::Keep;
-                }
-                let mut rr = rr.clone();
-                rr.reports.retain(|r| !layers.contains(&r.ssrc));
-                if rr.reports.is_empty() {
-                    RtcpEdit::Drop
-                } else {
-                    RtcpEdit::Replace(Box::new(rr))
-                }
-            });
-            if let Some(kept) = edited {
-                if kept.is_empty() {
-                    return false;
-                }
-                msg.message.packet = Packet::Rtcp(kept);
+        let layers = &self.layers;
+        edit_outgoing::<ReceiverReport>(msg, |rr| {
+            if !rr.reports.iter().any(|r| layers.contains(&r.ssrc)) {
+                return RtcpEdit::Keep;
             }
-        }
-        true
+            let mut rr = rr.clone();
+            rr.reports.retain(|r| !layers.contains(&r.ssrc));
+            if rr.reports.is_empty() {
+                RtcpEdit::Drop
+            } else {
+                RtcpEdit::Replace(Box::new(rr))
+            }
+        })
     }
 
     /// A remote stream was bound: learns its RID extension id.

@@ -16,7 +16,7 @@
 //! every RTX packet it reads, and strikes those numbers out of the NACKs the
 //! generator writes (dropping a NACK left empty).
 
-use crate::rtcp_edit::{edit_rtcp, RtcpEdit};
+use crate::rtcp_edit::{edit_outgoing, RtcpEdit};
 use rtc::interceptor::{Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     nack_pairs_from_sequence_numbers, TransportLayerNack,
@@ -98,24 +98,15 @@ impl RtxNackFilter {
     /// An outbound packet: repaired packets are struck out of its NACKs.
     /// `false`: nothing is left of it, do not send it.
     pub fn on_write(&mut self, msg: &mut TaggedPacket) -> bool {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
-            let edited = edit_rtcp::<TransportLayerNack>(packets, |nack| {
-                if !self.repaired.contains_key(&nack.media_ssrc) {
-                    return RtcpEdit::Keep;
-                }
-                match self.filter(nack) {
-                    Some(n) => RtcpEdit::Replace(Box::new(n)),
-                    None => RtcpEdit::Drop,
-                }
-            });
-            if let Some(kept) = edited {
-                if kept.is_empty() {
-                    return false;
-                }
-                msg.message.packet = Packet::Rtcp(kept);
+        edit_outgoing::<TransportLayerNack>(msg, |nack| {
+            if !self.repaired.contains_key(&nack.media_ssrc) {
+                return RtcpEdit::Keep;
             }
-        }
-        true
+            match self.filter(nack) {
+                Some(n) => RtcpEdit::Replace(Box::new(n)),
+                None => RtcpEdit::Drop,
+            }
+        })
     }
 
     /// A remote stream was bound: learns its RTX SSRC.

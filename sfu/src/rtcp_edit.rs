@@ -2,6 +2,7 @@
 //! packet type is kept, replaced or dropped, every other packet passes
 //! unchanged. Shared by [`crate::layer_ids`] and [`crate::nack_filter`].
 
+use rtc::interceptor::{Packet as ChainPacket, TaggedPacket};
 use rtc::rtcp::Packet;
 
 /// What to do with one RTCP packet of the edited type.
@@ -36,6 +37,22 @@ pub(crate) fn edit_rtcp<P: 'static>(
         }
     }
     out
+}
+
+/// [`edit_rtcp`] on an outgoing packet in the chain, in place (RTP passes
+/// untouched). `false`: nothing is left of it, do not send it.
+pub(crate) fn edit_outgoing<P: 'static>(msg: &mut TaggedPacket, edit: impl FnMut(&P) -> RtcpEdit) -> bool {
+    let ChainPacket::Rtcp(packets) = &msg.message.packet else {
+        return true;
+    };
+    match edit_rtcp(packets, edit) {
+        None => true,
+        Some(kept) if kept.is_empty() => false,
+        Some(kept) => {
+            msg.message.packet = ChainPacket::Rtcp(kept);
+            true
+        }
+    }
 }
 
 #[cfg(test)]
