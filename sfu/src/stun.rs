@@ -69,41 +69,42 @@ pub fn integrity_ok(datagram: &[u8], password: &str, crypto: &dyn RTCCrypto) -> 
     mac.verify(&[&header, covered], tag).is_ok()
 }
 
+/// A binding request as a client's ICE agent builds it: USERNAME,
+/// MESSAGE-INTEGRITY with `password`, FINGERPRINT. For tests of the routing
+/// above (here and in the test crate, which forges requests with it).
+pub fn signed_binding_request(username: &str, password: &str, crypto: &dyn RTCCrypto) -> Vec<u8> {
+    use rtc::stun::fingerprint::FINGERPRINT;
+    use rtc::stun::integrity::MessageIntegrity;
+    use rtc::stun::message::{Message, TransactionId, BINDING_REQUEST};
+    use rtc::stun::textattrs::Username;
+    let mut m = Message::new();
+    m.build(&[
+        Box::new(BINDING_REQUEST),
+        Box::new(TransactionId::new()),
+        Box::new(Username::new(
+            rtc::stun::attributes::ATTR_USERNAME,
+            username.to_owned(),
+        )),
+        Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+            password.to_owned(),
+            crypto,
+        )),
+        Box::new(FINGERPRINT),
+    ])
+    .expect("a well-formed request");
+    m.raw
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtc::stun::fingerprint::FINGERPRINT;
-    use rtc::stun::integrity::MessageIntegrity;
-    use rtc::stun::message::TransactionId;
-    use rtc::stun::message::{Message, BINDING_REQUEST};
-    use rtc::stun::textattrs::Username;
-
-    /// A binding request as a client's ICE agent builds it.
-    fn signed_request(username: &str, password: &str, crypto: &dyn RTCCrypto) -> Vec<u8> {
-        let mut m = Message::new();
-        m.build(&[
-            Box::new(BINDING_REQUEST),
-            Box::new(TransactionId::new()),
-            Box::new(Username::new(
-                rtc::stun::attributes::ATTR_USERNAME,
-                username.to_owned(),
-            )),
-            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
-                password.to_owned(),
-                crypto,
-            )),
-            Box::new(FINGERPRINT),
-        ])
-        .expect("a well-formed request");
-        m.raw
-    }
 
     #[test]
     fn integrity_is_checked_with_our_password() {
         // The default provider exists: `rtc` is built with its `ring` feature.
         let provider = rtc::crypto::default_provider().expect("crypto provider");
         let crypto = provider.crypto();
-        let m = signed_request("ours:theirs", "our-password-0123456789", crypto);
+        let m = signed_binding_request("ours:theirs", "our-password-0123456789", crypto);
         assert_eq!(local_ufrag(&m), Some("ours"));
         assert!(integrity_ok(&m, "our-password-0123456789", crypto));
         assert!(!integrity_ok(&m, "not-our-password-012345", crypto));

@@ -69,25 +69,6 @@ pub async fn wait_event(
 /// A STUN binding request naming `username` (`ours:theirs`), well formed but
 /// signed with a password that is not the SFU's.
 pub fn forged_binding_request(username: &str) -> Vec<u8> {
-    use rtc::stun::fingerprint::FINGERPRINT;
-    use rtc::stun::integrity::MessageIntegrity;
-    use rtc::stun::message::{Message, TransactionId, BINDING_REQUEST};
-    use rtc::stun::textattrs::Username;
     let provider = rtc::crypto::default_provider().expect("the ring crypto provider");
-    let mut m = Message::new();
-    m.build(&[
-        Box::new(BINDING_REQUEST),
-        Box::new(TransactionId::new()),
-        Box::new(Username::new(
-            rtc::stun::attributes::ATTR_USERNAME,
-            username.to_owned(),
-        )),
-        Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
-            "not-the-password-0123456".to_owned(),
-            provider.crypto(),
-        )),
-        Box::new(FINGERPRINT),
-    ])
-    .expect("a well-formed request");
-    m.raw
+    telehealth_sfu::stun::signed_binding_request(username, "not-the-password-0123456", provider.crypto())
 }
