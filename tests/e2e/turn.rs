@@ -13,7 +13,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -75,27 +74,9 @@ impl Coturn {
                 panic!("cannot start turnserver ({e}): install Debian's coturn (tests/scripts/deps.sh does)")
             }
         };
-        let output = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let (output, tx) = (output.clone(), tx.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    if line.contains("UDP listener opened on") {
-                        let _ = tx.send(());
-                    }
-                    let mut o = output.lock().unwrap();
-                    o.push_str(&line);
-                    o.push('\n');
-                }
-            });
-        }
-        rx.recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("coturn did not start:\n{}", output.lock().unwrap()));
+        let (output, ()) = capture_output(&mut child, "coturn", Duration::from_secs(20), |line| {
+            line.contains("UDP listener opened on").then_some(())
+        });
         Coturn {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),

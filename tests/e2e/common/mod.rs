@@ -55,6 +55,42 @@ pub async fn database_url(backend: &str, data_dir: &Path) -> String {
     }
 }
 
+/// Collects `child`'s stdout and stderr, line by line, into the returned
+/// buffer, and waits until a line makes `ready` return something (a
+/// listening address, say), which is returned too. Panics with the output so
+/// far when `what` is not ready within `timeout`.
+pub fn capture_output<T: Send + 'static>(
+    child: &mut Child,
+    what: &str,
+    timeout: Duration,
+    ready: impl Fn(&str) -> Option<T> + Send + Sync + 'static,
+) -> (Arc<Mutex<String>>, T) {
+    let output = Arc::new(Mutex::new(String::new()));
+    let ready = Arc::new(ready);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().expect("stdout piped")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("stderr piped")),
+    ] {
+        let (output, tx, ready) = (output.clone(), tx.clone(), ready.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if let Some(v) = ready(&line) {
+                    let _ = tx.send(v);
+                }
+                let mut o = output.lock().unwrap();
+                o.push_str(&line);
+                o.push('\n');
+            }
+        });
+    }
+    let value = rx
+        .recv_timeout(timeout)
+        .unwrap_or_else(|_| panic!("{what} did not start:\n{}", output.lock().unwrap()));
+    (output, value)
+}
+
 impl Server {
     /// Starts the binary on a free port and waits until it listens.
     pub fn start(data_dir: &Path, database_url: &str) -> Server {
@@ -81,32 +117,12 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start telehealth");
-        let output = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let (output, tx) = (output.clone(), tx.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(url) = line
-                        .split("listening on ")
-                        .nth(1)
-                        .filter(|u| u.starts_with("http"))
-                    {
-                        let _ = tx.send(url.trim().to_owned());
-                    }
-                    let mut o = output.lock().unwrap();
-                    o.push_str(&line);
-                    o.push('\n');
-                }
-            });
-        }
-        let base = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("server did not start:\n{}", output.lock().unwrap()));
+        let (output, base) = capture_output(&mut child, "server", Duration::from_secs(60), |line| {
+            line.split("listening on ")
+                .nth(1)
+                .filter(|u| u.starts_with("http"))
+                .map(|u| u.trim().to_owned())
+        });
         Server { child, base, output }
     }
 
