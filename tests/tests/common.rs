@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 use telehealth_sfu::{RoomId, Sfu, SfuConfig, SfuEvent};
+use telehealth_tests::ParticipantReport;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Starts an SFU on 127.0.0.1, an ephemeral port.
@@ -71,4 +72,42 @@ pub async fn wait_event(
 pub fn forged_binding_request(username: &str) -> Vec<u8> {
     let provider = rtc::crypto::default_provider().expect("the ring crypto provider");
     telehealth_sfu::stun::signed_binding_request(username, "not-the-password-0123456", provider.crypto())
+}
+
+/// Asserts what `report` received from the participant named `from`: its
+/// tone (± 10 Hz), at least `audio_packets` audio packets with under 2 %
+/// loss, and at least `frames` video frames with none missing. Returns the
+/// video track, for further checks.
+pub fn assert_heard<'r>(
+    report: &'r ParticipantReport,
+    from: &str,
+    tone: f64,
+    audio_packets: u64,
+    frames: u64,
+) -> &'r telehealth_tests::TrackReport {
+    println!("{report}");
+    let audio = report.audio_from(from).expect("audio track");
+    let video = report.video_from(from).expect("video track");
+    let f = audio.dominant_frequency_hz.expect("decoded audio");
+    assert!(
+        (f - tone).abs() <= 10.0,
+        "{} heard {f} Hz, expected {tone}",
+        report.name
+    );
+    assert!(
+        audio.packets_received >= audio_packets,
+        "audio packets {}",
+        audio.packets_received
+    );
+    assert!(audio.loss_ratio() < 0.02, "audio loss {}", audio.loss_ratio());
+    assert!(
+        video.frames_complete >= frames,
+        "frames {}",
+        video.frames_complete
+    );
+    assert_eq!(
+        video.frames_complete, video.frames_expected,
+        "video counters are continuous"
+    );
+    video
 }

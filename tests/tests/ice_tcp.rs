@@ -16,6 +16,23 @@ async fn start(config: SfuConfig) -> Sfu {
     Sfu::start(config).await.expect("the SFU binds loopback")
 }
 
+/// A doctor on UDP and a station on ICE-TCP only, joined to `room` and
+/// hearing and seeing each other.
+async fn doctor_on_udp_station_on_tcp(sfu: &Sfu, room: &telehealth_sfu::RoomId) -> (SfuSession, SfuSession) {
+    let doctor = SfuSession::join(sfu, room, ParticipantConfig::new("doctor", 440.0))
+        .await
+        .expect("doctor joins over UDP");
+    let station = SfuSession::join(
+        sfu,
+        room,
+        ParticipantConfig::new("health-worker", 660.0).tcp_only(),
+    )
+    .await
+    .expect("the station joins over TCP");
+    media_both_ways(&doctor, &station).await;
+    (doctor, station)
+}
+
 /// Waits until both hear each other's tone and see each other's video.
 async fn media_both_ways(a: &SfuSession, b: &SfuSession) {
     for (who, from, tone) in [(a, b.id.as_str(), 660.0), (b, a.id.as_str(), 440.0)] {
@@ -40,17 +57,7 @@ async fn tcp_only_participant_exchanges_audio_and_video_with_a_udp_participant()
     let sfu = start(SfuConfig::loopback_with_tcp()).await;
     assert!(sfu.local_tcp_addr().is_some());
     let room = common::room(&sfu, "consultation-tcp").await;
-    let doctor = SfuSession::join(&sfu, &room, ParticipantConfig::new("doctor", 440.0))
-        .await
-        .expect("doctor joins over UDP");
-    let station = SfuSession::join(
-        &sfu,
-        &room,
-        ParticipantConfig::new("health-worker", 660.0).tcp_only(),
-    )
-    .await
-    .expect("the station joins over TCP");
-    media_both_ways(&doctor, &station).await;
+    let (doctor, station) = doctor_on_udp_station_on_tcp(&sfu, &room).await;
 
     let before = sfu.counters().await.expect("counters");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -67,24 +74,7 @@ async fn tcp_only_participant_exchanges_audio_and_video_with_a_udp_participant()
     assert_eq!(after.tcp_closed_bad, 0);
 
     for (who, from, tone) in [(&doctor, "health-worker", 660.0), (&station, "doctor", 440.0)] {
-        let r = who.participant.report();
-        println!("{r}");
-        let audio = r.audio_from(from).expect("audio track");
-        let video = r.video_from(from).expect("video track");
-        let f = audio.dominant_frequency_hz.expect("decoded audio");
-        assert!(
-            (f - tone).abs() <= 10.0,
-            "{} heard {f} Hz, expected {tone}",
-            r.name
-        );
-        assert!(
-            audio.packets_received >= 100,
-            "audio packets {}",
-            audio.packets_received
-        );
-        assert!(audio.loss_ratio() < 0.02, "audio loss {}", audio.loss_ratio());
-        assert!(video.frames_complete >= 50, "frames {}", video.frames_complete);
-        assert_eq!(video.frames_complete, video.frames_expected, "continuous video");
+        common::assert_heard(&who.participant.report(), from, tone, 100, 50);
     }
     station.leave().await.expect("leave");
     // Leaving closes the participant's connection.
@@ -126,17 +116,7 @@ async fn hostile_tcp_connections_are_closed_without_disturbing_a_running_room() 
     let sfu = start(config).await;
     let tcp = sfu.local_tcp_addr().expect("TCP port");
     let room = common::room(&sfu, "consultation-tcp-hostile").await;
-    let doctor = SfuSession::join(&sfu, &room, ParticipantConfig::new("doctor", 440.0))
-        .await
-        .expect("doctor joins over UDP");
-    let station = SfuSession::join(
-        &sfu,
-        &room,
-        ParticipantConfig::new("health-worker", 660.0).tcp_only(),
-    )
-    .await
-    .expect("the station joins over TCP");
-    media_both_ways(&doctor, &station).await;
+    let (doctor, station) = doctor_on_udp_station_on_tcp(&sfu, &room).await;
     let ufrag = station.sfu_ice_ufrag();
     let before_doctor = doctor.participant.report();
     let before_station = station.participant.report();

@@ -40,26 +40,7 @@ async fn two_participants_exchange_audio_and_video() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (who, from, tone) in [(&doctor, "health-worker", 660.0), (&worker, "doctor", 440.0)] {
         let r = who.participant.report();
-        println!("{r}");
-        let audio = r.audio_from(from).expect("audio track");
-        let video = r.video_from(from).expect("video track");
-        let f = audio.dominant_frequency_hz.expect("decoded audio");
-        assert!(
-            (f - tone).abs() <= 10.0,
-            "{} heard {f} Hz, expected {tone}",
-            r.name
-        );
-        assert!(
-            audio.packets_received >= 50,
-            "audio packets: {}",
-            audio.packets_received
-        );
-        assert!(audio.loss_ratio() < 0.02, "audio loss {}", audio.loss_ratio());
-        assert!(video.frames_complete >= 40, "frames: {}", video.frames_complete);
-        assert_eq!(
-            video.frames_complete, video.frames_expected,
-            "video counters are continuous"
-        );
+        let video = common::assert_heard(&r, from, tone, 50, 40);
         assert_eq!(video.max_frame_gap, 0);
         let delay = video.delay_ms_median.expect("delay measured");
         assert!((0.0..200.0).contains(&delay), "one-way video delay {delay} ms");
