@@ -149,15 +149,7 @@ impl Session {
             .lock()
             .map_err(|_| anyhow!("lock"))?
             .insert(tx.clone(), send);
-        let v: Value = self
-            .http
-            .post(format!("{}/{}{path}", self.url, self.id))
-            .json(&body)
-            .timeout(REQUEST_TIMEOUT)
-            .send()
-            .await?
-            .json()
-            .await?;
+        let v = self.send(path, &body).await?;
         match v["janus"].as_str() {
             Some("ack") => Ok(Reply::Later(recv)),
             other => {
@@ -178,18 +170,23 @@ impl Session {
         }
     }
 
-    /// Posts a request that Janus only acknowledges.
-    async fn notify(&self, path: &str, mut body: Value) -> Result<()> {
-        body["transaction"] = json!(transaction());
-        let v: Value = self
+    /// Posts `body` to this session's `path`; Janus's immediate answer.
+    async fn send(&self, path: &str, body: &Value) -> Result<Value> {
+        Ok(self
             .http
             .post(format!("{}/{}{path}", self.url, self.id))
-            .json(&body)
+            .json(body)
             .timeout(REQUEST_TIMEOUT)
             .send()
             .await?
             .json()
-            .await?;
+            .await?)
+    }
+
+    /// Posts a request that Janus only acknowledges.
+    async fn notify(&self, path: &str, mut body: Value) -> Result<()> {
+        body["transaction"] = json!(transaction());
+        let v = self.send(path, &body).await?;
         match v["janus"].as_str() {
             Some("ack" | "success") => Ok(()),
             _ => bail!("{body} → {v}"),
