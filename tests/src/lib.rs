@@ -28,6 +28,7 @@ pub fn server_command(program: &std::path::Path, cpus: Option<&str>) -> tokio::p
     }
 }
 
+pub mod api;
 pub mod janus_link;
 pub mod janus_server;
 pub mod lossy;

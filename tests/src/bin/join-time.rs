@@ -34,41 +34,11 @@ struct Api {
 }
 
 impl Api {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Value,
-    ) -> Result<Value> {
-        let mut r = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .json(&body);
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        let resp = r.send().await?;
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("{path}: {status} {v}");
-        }
-        Ok(v)
-    }
     async fn post(&self, path: &str, token: &str, body: Value) -> Result<Value> {
-        self.call(reqwest::Method::POST, path, Some(token), body).await
+        telehealth_tests::api::post(&self.http, &self.base, Some(token), path, body).await
     }
     async fn login(&self, user: &str, password: &str) -> Result<String> {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                "/api/auth/login",
-                None,
-                json!({"username": user, "password": password}),
-            )
-            .await?;
-        Ok(v["access_token"].as_str().context("token")?.to_owned())
+        telehealth_tests::api::login(&self.http, &self.base, user, password).await
     }
 }
 

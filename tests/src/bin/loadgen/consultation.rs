@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
+use telehealth_tests::api::{login, post};
 use telehealth_tests::janus_link::{self, JanusParticipant};
 use telehealth_tests::{ParticipantConfig, ParticipantReport, TrackReport, WsSession};
 
@@ -140,38 +141,6 @@ pub enum Joiner {
         url: String,
         room_base: u64,
     },
-}
-
-async fn post(
-    http: &reqwest::Client,
-    base: &str,
-    token: Option<&str>,
-    path: &str,
-    body: Value,
-) -> Result<Value> {
-    let mut r = http.post(format!("{base}{path}")).json(&body);
-    if let Some(t) = token {
-        r = r.bearer_auth(t);
-    }
-    let resp = r.send().await?;
-    let status = resp.status();
-    let v: Value = resp.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!("{path}: {status} {v}");
-    }
-    Ok(v)
-}
-
-async fn login(http: &reqwest::Client, base: &str, user: &str, password: &str) -> Result<String> {
-    let v = post(
-        http,
-        base,
-        None,
-        "/api/auth/login",
-        json!({"username": user, "password": password}),
-    )
-    .await?;
-    Ok(v["access_token"].as_str().context("token")?.to_owned())
 }
 
 /// Polls (cheaply: a report decodes nothing, but it does analyse the audio)
