@@ -29,11 +29,9 @@ need=()
 command -v shellcheck >/dev/null || need+=(shellcheck)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
-    echo "installing system packages: ${need[*]}"
-    SUDO=""
-    [ "$(id -u)" = 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # shellcheck source=tests/scripts/apt.sh
+    source tests/scripts/apt.sh
+    apt_install "${need[@]}"
 fi
 
 venv="$cache/venv"

@@ -2,15 +2,8 @@
 # Shared by run.sh, smoke.sh and profile.sh (sourced from the repository
 # root): installing what the benchmark needs, building the release binaries.
 
-# Installs Debian packages (as root; retries after `apt-get update`).
-apt_install() {
-    if [ "$(id -u)" != 0 ]; then
-        echo "$0: $* missing and not root: install it first" >&2
-        exit 1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null ||
-        { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; }
-}
+# shellcheck source=tests/scripts/apt.sh
+source tests/scripts/apt.sh
 
 # jq for the reports; for Janus (when the targets name it): Debian's janus
 # package and a C compiler for its loopback shim (see tests/src/janus_server.rs).

@@ -19,13 +19,13 @@ if [ "${TELEHEALTH_BROWSER_TESTS:-1}" = 1 ] && [ -f "$(dirname "$0")/../browser/
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
-    echo "installing system packages: ${need[*]}"
-    SUDO=""
-    [ "$(id -u)" = 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # shellcheck source=tests/scripts/apt.sh
+    source "$(dirname "$0")/apt.sh"
+    apt_install "${need[@]}"
     # The package enables a system-wide coturn on 3478; the tests start their own.
     if [[ " ${need[*]} " == *" coturn "* ]] && command -v systemctl >/dev/null; then
-        $SUDO systemctl disable --now coturn >/dev/null 2>&1 || true
+        sudo=()
+        [ "$(id -u)" = 0 ] || sudo=(sudo)
+        "${sudo[@]}" systemctl disable --now coturn >/dev/null 2>&1 || true
     fi
 fi
