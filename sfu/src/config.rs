@@ -19,9 +19,15 @@ pub struct SfuConfig {
     pub public_ip: Option<IpAddr>,
     /// ICE disconnected timeout (no traffic). Default 5 s.
     pub ice_disconnected_timeout: Duration,
-    /// ICE failed timeout, after which the participant is removed. Default 15 s.
-    pub ice_failed_timeout: Duration,
-    /// ICE keepalive interval. Default 2 s.
+    /// ICE failed timeout, after which the participant is removed
+    /// ([`crate::CloseReason::ConnectionFailed`]). Default `None`: a
+    /// connection never fails on its own. The owner holds a participant's
+    /// seat while its path is down (minutes on a rural link: the path comes
+    /// back, the client restarts ICE, or it rejoins into the seat) and
+    /// removes it when that time is up.
+    pub ice_failed_timeout: Option<Duration>,
+    /// ICE keepalive interval (our consent checks). Default 1 s: after an
+    /// outage the agent learns the path is back from the first answer.
     pub ice_keepalive_interval: Duration,
     /// Interval between stats samples per participant. Default 5 s.
     pub stats_interval: Duration,
@@ -42,6 +48,8 @@ pub struct SfuConfig {
     /// adds no delay. Default on; off, a subscriber's REMB (if it sends one)
     /// drives the layer instead.
     pub bandwidth_estimation: bool,
+    /// How offers to a participant are paced and sent again.
+    pub negotiation: crate::negotiation::NegotiationConfig,
 }
 
 impl Default for SfuConfig {
@@ -51,14 +59,15 @@ impl Default for SfuConfig {
             tcp_bind: None,
             public_ip: None,
             ice_disconnected_timeout: Duration::from_secs(5),
-            ice_failed_timeout: Duration::from_secs(15),
-            ice_keepalive_interval: Duration::from_secs(2),
+            ice_failed_timeout: None,
+            ice_keepalive_interval: Duration::from_secs(1),
             stats_interval: Duration::from_secs(5),
             keyframe_min_interval: crate::keyframe::DEFAULT_MIN_INTERVAL,
             tcp_max_connections: 1024,
             tcp_idle_timeout: Duration::from_secs(30),
             ice_servers: Vec::new(),
             bandwidth_estimation: true,
+            negotiation: crate::negotiation::NegotiationConfig::default(),
         }
     }
 }
@@ -72,7 +81,7 @@ impl SfuConfig {
             tcp_bind: None,
             public_ip: None,
             ice_disconnected_timeout: Duration::from_secs(2),
-            ice_failed_timeout: Duration::from_secs(4),
+            ice_failed_timeout: Some(Duration::from_secs(4)),
             ice_keepalive_interval: Duration::from_millis(500),
             ..Self::default()
         }

@@ -20,14 +20,6 @@ pub enum SfuError {
         /// The participant asked for.
         participant: ParticipantId,
     },
-    /// A participant with this id is already in the room.
-    #[error("participant {participant} is already in room {room}")]
-    ParticipantExists {
-        /// The room asked for.
-        room: RoomId,
-        /// The participant asked for.
-        participant: ParticipantId,
-    },
     /// The SDP could not be parsed or negotiated.
     #[error("invalid session description: {0}")]
     InvalidSdp(String),
@@ -65,7 +57,6 @@ impl SfuError {
             SfuError::UnknownRoom(_) => "unknown_room",
             SfuError::RoomExists(_) => "room_exists",
             SfuError::UnknownParticipant { .. } => "unknown_participant",
-            SfuError::ParticipantExists { .. } => "participant_exists",
             SfuError::InvalidSdp(_) => "invalid_sdp",
             SfuError::InvalidCandidate(_) => "invalid_candidate",
             SfuError::NegotiationState(_) => "negotiation_state",

@@ -37,7 +37,8 @@ pub enum ConnectionState {
     Connected,
     /// Lost for now (ICE may recover).
     Disconnected,
-    /// ICE failed; the participant is removed.
+    /// ICE failed (only with [`crate::SfuConfig::ice_failed_timeout`] set);
+    /// the participant is removed.
     Failed,
     /// Closed.
     Closed,
@@ -56,6 +57,11 @@ pub enum CloseReason {
     PeerClosed,
     /// The SFU shut down.
     Shutdown,
+    /// Its seat was held while it was away, and it did not come back in time.
+    SeatExpired,
+    /// It joined again with a fresh connection, which took over its seat
+    /// (never reported in [`SfuEvent::ParticipantLeft`]).
+    Replaced,
 }
 
 impl CloseReason {
@@ -67,6 +73,8 @@ impl CloseReason {
             CloseReason::ConnectionFailed => "connection_failed",
             CloseReason::PeerClosed => "peer_closed",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::SeatExpired => "seat_expired",
+            CloseReason::Replaced => "replaced",
         }
     }
 }
@@ -190,6 +198,45 @@ pub enum SfuEvent {
     },
     /// A periodic stats sample.
     Stats(StatsSample),
+    /// A subscriber was not getting media it should have; the SFU repaired
+    /// it this way.
+    Repaired {
+        /// The room.
+        room: RoomId,
+        /// The subscriber.
+        participant: ParticipantId,
+        /// The track it was missing.
+        track: TrackId,
+        /// What was done.
+        repair: crate::delivery::Repair,
+    },
+    /// The participant's packets arrive again after a silence (its path
+    /// came back); keyframes were asked for on both directions.
+    PathResumed {
+        /// The room.
+        room: RoomId,
+        /// The participant.
+        participant: ParticipantId,
+        /// How long nothing had arrived.
+        silent_for: std::time::Duration,
+    },
+    /// The participant's packets come from a new address (a handover, or its
+    /// NAT gave it a new port); media follows it without an ICE restart.
+    PathMoved {
+        /// The room.
+        room: RoomId,
+        /// The participant.
+        participant: ParticipantId,
+    },
+    /// The participant did not answer our offer after every resend: its
+    /// connection is broken. It should rejoin with a fresh one (`join` again:
+    /// it takes back its seat).
+    RejoinNeeded {
+        /// The room.
+        room: RoomId,
+        /// The participant.
+        participant: ParticipantId,
+    },
 }
 
 impl SfuEvent {
@@ -202,7 +249,11 @@ impl SfuEvent {
             | SfuEvent::TrackPublished { room, .. }
             | SfuEvent::TrackUnpublished { room, .. }
             | SfuEvent::ParticipantLeft { room, .. }
-            | SfuEvent::RoomClosed { room } => room,
+            | SfuEvent::RoomClosed { room }
+            | SfuEvent::Repaired { room, .. }
+            | SfuEvent::PathResumed { room, .. }
+            | SfuEvent::PathMoved { room, .. }
+            | SfuEvent::RejoinNeeded { room, .. } => room,
             SfuEvent::Stats(s) => &s.room,
         }
     }

@@ -3,17 +3,20 @@
 //! In `rtc` 0.21 inbound RTCP is consumed by the interceptor chain (reports,
 //! NACK responder) and stops at its terminus unless an interceptor marks it
 //! `DeliverToApplication`. An SFU must see keyframe requests (PLI/FIR, to
-//! relay upstream), REMB (for layer choice) and NACKs (for stats), so this
-//! part of the SFU's interceptor marks exactly those and leaves the rest to
-//! the chain.
+//! relay upstream), REMB (for layer choice), NACKs (for stats) and receiver
+//! reports (a subscriber's proof that our packets reach it, for
+//! [`crate::delivery`]), so this part of the SFU's interceptor marks exactly
+//! those and leaves the rest to the chain.
 
 use rtc::interceptor::{Attribute, Packet, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
-/// Marks inbound PLI, FIR, REMB and NACK for delivery to the application
+/// Marks inbound PLI, FIR, REMB, NACK, RR and SR for delivery to the application
 /// (one part of [`crate::interceptor::SfuInterceptor`]).
 #[derive(Default)]
 pub struct DeliverFeedback;
@@ -25,6 +28,10 @@ pub fn is_feedback(p: &dyn rtc::rtcp::Packet) -> bool {
         || any.is::<FullIntraRequest>()
         || any.is::<ReceiverEstimatedMaximumBitrate>()
         || any.is::<TransportLayerNack>()
+        || any.is::<ReceiverReport>()
+        // A participant that also sends media reports what it receives in
+        // its sender reports' blocks.
+        || any.is::<SenderReport>()
 }
 
 impl DeliverFeedback {

@@ -5,22 +5,28 @@
 //! it back: four moves of a `TaggedPacket` per interceptor per packet. Under
 //! load that copying was the largest single cost of the server (13 % of its
 //! CPU in `memmove`, docs/BENCHMARKS.md "Where the time goes"), so the SFU's
-//! three small jobs share one stage instead of taking one each:
+//! small jobs share one stage instead of taking one each:
 //!
-//! - [`DeliverFeedback`]: inbound PLI, FIR, REMB and NACK reach the engine;
-//! - [`RtxNackFilter`]: packets already repaired over RTX are struck out of
-//!   outgoing NACKs;
+//! - [`DeliverFeedback`]: inbound PLI, FIR, REMB, NACK, RR and SR reach the engine;
+//! - [`RtxNackFilter`]: packets already repaired over RTX, or not worth
+//!   having (an outage's, too old), are struck out of outgoing NACKs;
+//! - [`FreshRepairs`]: packets sent too long ago are struck out of inbound
+//!   NACKs, so they are not resent;
 //! - [`KeepLayerIds`]: simulcast layers stay out of our receiver reports.
 //!
-//! The stage sits at slot 6,500, between the FEC decoder (6,000) and the NACK
-//! generator (7,000), which is where each job needs to be: it reads RTX
-//! before the generator would, and sees the generator's NACKs and the
-//! receiver-report generator's (10,000) reports on their way out. Inbound
-//! feedback marked here passes the NACK generator, TWCC receiver and report
-//! interceptors, which forward every packet they read, to the chain's
-//! terminus, which delivers what is marked.
+//! The stage sits at slot 3,500, between the pacer (3,000) and the NACK
+//! responder (4,000), which is where each job needs to be (reads walk the
+//! slots upwards from the wire, writes downwards to it): it edits inbound
+//! NACKs before the responder answers them, notes outgoing packets after
+//! the responder buffered them, reads RTX before the NACK generator (7,000)
+//! would, and sees the generator's NACKs and the receiver-report
+//! generator's (10,000) reports on their way out. Inbound feedback marked
+//! here passes the NACK responder, the NACK generator, the TWCC receiver and
+//! the report interceptors, which forward every packet they read, to the
+//! chain's terminus, which delivers what is marked.
 
 use crate::feedback::DeliverFeedback;
+use crate::fresh_repairs::FreshRepairs;
 use crate::layer_ids::KeepLayerIds;
 use crate::nack_filter::RtxNackFilter;
 use rtc::interceptor::{Interceptor, StreamInfo, TaggedPacket};
@@ -30,7 +36,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 /// The registry slot for [`SfuInterceptor`].
-pub const SLOT: usize = 6_500;
+pub const SLOT: usize = 3_500;
 
 /// The SFU's jobs inside the chain, as one interceptor.
 #[derive(Default)]
@@ -41,6 +47,8 @@ pub struct SfuInterceptor {
     pub nack_filter: RtxNackFilter,
     /// Keeps simulcast layers out of receiver reports.
     pub layer_ids: KeepLayerIds,
+    /// Strikes stale packets out of inbound NACKs.
+    pub fresh_repairs: FreshRepairs,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
 }
@@ -55,6 +63,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SfuInterceptor {
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         self.nack_filter.on_read(&msg);
         self.layer_ids.on_read(&msg);
+        if !self.fresh_repairs.on_read(&mut msg) {
+            return Ok(());
+        }
         self.feedback.on_read(&mut msg);
         self.read_queue.push_back(msg);
         Ok(())
@@ -66,6 +77,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SfuInterceptor {
 
     fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if self.layer_ids.on_write(&mut msg) && self.nack_filter.on_write(&mut msg) {
+            self.fresh_repairs.on_write(&msg);
             self.write_queue.push_back(msg);
         }
         Ok(())
@@ -209,7 +221,8 @@ mod tests {
         while let Some(p) = s.poll_read() {
             marked.push(p.message.has(&Attribute::DeliverToApplication));
         }
-        assert_eq!(marked, vec![false, false, false, true, false]);
+        // PLI for the engine to relay; RR for the engine to see its streams arrive.
+        assert_eq!(marked, vec![false, false, false, true, true]);
         // Each job saw what it needs from the reads above.
         assert!(s.layer_ids.is_layer(10) && !s.layer_ids.is_layer(1000));
     }

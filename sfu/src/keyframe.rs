@@ -44,6 +44,14 @@ impl KeyframeRequester {
         self.pending = true;
     }
 
+    /// Someone needs a keyframe now and the last request is known to be lost
+    /// (the publisher's path was down when it went): the next poll sends one
+    /// at once, whatever the interval.
+    pub fn handle_urgent_request(&mut self, _now: Instant) {
+        self.pending = true;
+        self.last_sent = None;
+    }
+
     /// A keyframe of this track was forwarded: nothing is pending any more.
     pub fn handle_keyframe(&mut self, _now: Instant) {
         self.pending = false;
@@ -115,6 +123,21 @@ mod tests {
         assert_eq!(k.poll_timeout(), Some(t0 + Duration::from_millis(500)));
         assert!(k.poll_request(t0 + Duration::from_millis(500)));
         assert_eq!(k.sent(), 2);
+    }
+
+    #[test]
+    fn an_urgent_request_goes_out_at_once() {
+        let t0 = Instant::now();
+        let mut k = KeyframeRequester::new(Duration::from_millis(300));
+        k.handle_request(t0);
+        assert!(k.poll_request(t0));
+        // The path was down: that request is lost. Ask again without waiting.
+        k.handle_urgent_request(t0 + Duration::from_millis(10));
+        assert!(k.poll_request(t0 + Duration::from_millis(10)));
+        assert!(
+            !k.poll_request(t0 + Duration::from_millis(20)),
+            "then the interval again"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! own loss and jitter figures for those layers are not updated, and each
 //! packet carries about 8 more header bytes.
 
-use crate::rtcp_edit::{edit_outgoing, RtcpEdit};
+use crate::rtcp_edit::{edit_in_place, RtcpEdit};
 use rtc::interceptor::{Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::receiver_report::ReceiverReport;
 use std::collections::{HashMap, HashSet};
@@ -61,7 +61,7 @@ impl KeepLayerIds {
     /// reports. `false`: nothing is left of it, do not send it.
     pub fn on_write(&mut self, msg: &mut TaggedPacket) -> bool {
         let layers = &self.layers;
-        edit_outgoing::<ReceiverReport>(msg, |rr| {
+        edit_in_place::<ReceiverReport>(msg, |rr| {
             if !rr.reports.iter().any(|r| layers.contains(&r.ssrc)) {
                 return RtcpEdit::Keep;
             }

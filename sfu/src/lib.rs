@@ -31,12 +31,17 @@
 //! subscriber's stream stays continuous across switches
 //! ([`rewrite::StreamRewriter`]), which packets were already forwarded
 //! ([`dedup::SeqWindow`]), where a STUN request or an ICE-TCP connection
-//! belongs ([`stun`], [`tcp_framing`]) — are plain structs and functions
-//! driven by `handle_*(now, …)` / `poll_*`, tested without sockets. Three small
-//! interceptors sit in every connection's chain: [`feedback`] lets keyframe
-//! requests and REMB reach the engine, [`nack_filter`] stops asking again for
-//! packets RTX already repaired, [`layer_ids`] keeps browsers naming their
-//! simulcast layers so that renegotiation does not lose them. The engine (one task) owns the media socket
+//! belongs ([`stun`], [`tcp_framing`]), when to offer and what to do with
+//! an offer or answer ([`negotiation`]), whether a subscriber really gets
+//! what it should ([`delivery`]), where a participant's packets come from
+//! and go to when its address changes ([`path`]) — are plain structs and
+//! functions driven by `handle_*(now, …)` / `poll_*`, tested without
+//! sockets. One stage of small jobs sits in every connection's interceptor
+//! chain ([`interceptor`]): [`feedback`] lets keyframe requests, REMB and
+//! receiver reports reach the engine, [`nack_filter`] stops asking for
+//! packets RTX already repaired or an outage took, [`fresh_repairs`] stops
+//! resending packets too old to help, [`layer_ids`] keeps browsers naming
+//! their simulcast layers so that renegotiation does not lose them. The engine (one task) owns the media socket
 //! and the ICE-TCP connections' queues, and drives each participant's sans-I/O
 //! `rtc::RTCPeerConnection`.
 //!
@@ -49,16 +54,20 @@
 pub mod codec;
 pub mod config;
 pub mod dedup;
+pub mod delivery;
 mod engine;
 pub mod error;
 pub mod event;
 pub mod feedback;
+pub mod fresh_repairs;
 pub mod ids;
 pub mod interceptor;
 pub mod keyframe;
 pub mod layer_ids;
 pub mod layers;
 pub mod nack_filter;
+pub mod negotiation;
+pub mod path;
 pub mod rewrite;
 mod rtcp_edit;
 pub mod stun;
@@ -206,7 +215,11 @@ impl Sfu {
         self.call(|r| Command::CloseRoom(room, r)).await
     }
 
-    /// Adds a participant from its offer; returns the SDP answer.
+    /// Adds a participant from its offer; returns the SDP answer. A
+    /// participant already in the room comes back with a fresh connection:
+    /// it takes over its seat (the old connection closes, its tracks are
+    /// replaced by the new one's), and no [`SfuEvent::ParticipantLeft`] is
+    /// sent for it.
     pub async fn join(&self, room: RoomId, participant: ParticipantId, offer_sdp: String) -> Result<String> {
         self.call(|reply| Command::Join {
             room,
@@ -217,13 +230,16 @@ impl Sfu {
         .await
     }
 
-    /// A renegotiation offer from the participant; returns the SDP answer.
+    /// A renegotiation offer from the participant (an ICE restart, new
+    /// tracks); returns the SDP answer, or `None` when it crossed an offer of
+    /// ours: the SFU is the impolite peer and ignores it, and the client
+    /// answers ours first (see [`negotiation`]).
     pub async fn handle_offer(
         &self,
         room: RoomId,
         participant: ParticipantId,
         sdp: String,
-    ) -> Result<String> {
+    ) -> Result<Option<String>> {
         self.call(|reply| Command::Offer {
             room,
             participant,
@@ -262,9 +278,34 @@ impl Sfu {
 
     /// Removes a participant ([`CloseReason::Removed`]).
     pub async fn leave(&self, room: RoomId, participant: ParticipantId) -> Result<()> {
-        self.call(|reply| Command::Leave {
+        self.remove(room, participant, CloseReason::Removed).await
+    }
+
+    /// Removes a participant for this reason.
+    pub async fn remove(&self, room: RoomId, participant: ParticipantId, reason: CloseReason) -> Result<()> {
+        self.call(|reply| Command::Remove {
             room,
             participant,
+            reason,
+            reply,
+        })
+        .await
+    }
+
+    /// Whether a signaling socket can carry messages to the participant now.
+    /// While it cannot, no offer is sent; when it can again, an offer still
+    /// waiting for its answer is sent again at once (it may have been lost
+    /// with the old socket).
+    pub async fn set_reachable(
+        &self,
+        room: RoomId,
+        participant: ParticipantId,
+        reachable: bool,
+    ) -> Result<()> {
+        self.call(|reply| Command::Reachable {
+            room,
+            participant,
+            reachable,
             reply,
         })
         .await

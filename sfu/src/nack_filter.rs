@@ -15,8 +15,20 @@
 //! wire-ward of the generator: it notes the original sequence number of
 //! every RTX packet it reads, and strikes those numbers out of the NACKs the
 //! generator writes (dropping a NACK left empty).
+//!
+//! It also stops asking for what is not worth having. The generator asks for
+//! every hole in its 512-packet window, every 100 ms, for as long as the
+//! hole stays there. After a station's link comes back from an outage that
+//! is hundreds of packets, seconds old: the browser answers from its
+//! history with retransmissions that its pacer sends *before* new media, so
+//! the fresh keyframe the SFU asked for waits behind a second of stale
+//! repairs (measured: the picture came back 1.3-4.3 s after a 5 s blackout).
+//! A hole left by a silence of [`OUTAGE`] or more is never asked for (the
+//! keyframe requested when the path came back repairs the picture), and no
+//! hole is asked for once it is older than [`MAX_NACK_AGE`] (a browser's
+//! jitter buffer has given up on it by then, as libwebrtc's NACK module does).
 
-use crate::rtcp_edit::{edit_outgoing, RtcpEdit};
+use crate::rtcp_edit::{edit_in_place, RtcpEdit};
 use rtc::interceptor::{Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     nack_pairs_from_sequence_numbers, TransportLayerNack,
@@ -26,6 +38,13 @@ use std::time::{Duration, Instant};
 
 /// How long a repair is remembered: longer than the generator keeps asking.
 const REMEMBER: Duration = Duration::from_secs(3);
+/// A hole that opened after this long without a packet is an outage's: not
+/// asked for.
+pub const OUTAGE: Duration = Duration::from_millis(500);
+/// A hole older than this is not asked for any more.
+pub const MAX_NACK_AGE: Duration = Duration::from_millis(1000);
+/// Holes remembered per stream, at most.
+const MAX_GAPS: usize = 256;
 /// Repairs remembered per stream, at most.
 const MAX_REMEMBERED: usize = 4096;
 
@@ -50,12 +69,81 @@ impl Repaired {
     }
 }
 
-/// Strikes packets already repaired over RTX out of outgoing NACKs.
+/// A run of missing sequence numbers in one received stream.
+#[derive(Debug, Clone, Copy)]
+struct Gap {
+    /// First missing sequence number, and how many are missing.
+    first: u16,
+    len: u16,
+    /// When the packet after the hole arrived.
+    opened: Instant,
+    /// The hole came with a silence of [`OUTAGE`] or more.
+    outage: bool,
+}
+
+/// What was received on one stream: where its sequence is, and its holes.
+#[derive(Default)]
+struct Received {
+    highest: Option<u16>,
+    last_at: Option<Instant>,
+    gaps: VecDeque<Gap>,
+}
+
+impl Received {
+    fn on_packet(&mut self, now: Instant, seq: u16) {
+        let Some(highest) = self.highest else {
+            self.highest = Some(seq);
+            self.last_at = Some(now);
+            return;
+        };
+        let ahead = seq.wrapping_sub(highest);
+        if ahead == 0 || ahead >= 0x8000 {
+            // A duplicate, or a late packet (filling a hole, or too old).
+            return;
+        }
+        if ahead > 1 {
+            let silent = self
+                .last_at
+                .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+            if self.gaps.len() >= MAX_GAPS {
+                self.gaps.pop_front();
+            }
+            self.gaps.push_back(Gap {
+                first: highest.wrapping_add(1),
+                len: ahead - 1,
+                opened: now,
+                outage: silent >= OUTAGE,
+            });
+        }
+        self.highest = Some(seq);
+        self.last_at = Some(now);
+        while self
+            .gaps
+            .front()
+            .is_some_and(|g| now.saturating_duration_since(g.opened) > REMEMBER)
+        {
+            self.gaps.pop_front();
+        }
+    }
+
+    /// Whether `seq` is worth asking for at `now`.
+    fn worth_asking(&self, now: Instant, seq: u16) -> bool {
+        !self.gaps.iter().any(|g| {
+            seq.wrapping_sub(g.first) < g.len
+                && (g.outage || now.saturating_duration_since(g.opened) > MAX_NACK_AGE)
+        })
+    }
+}
+
+/// Strikes out of outgoing NACKs the packets already repaired over RTX, and
+/// those not worth asking for (an outage's, or too old).
 #[derive(Default)]
 pub struct RtxNackFilter {
     /// RTX SSRC → the SSRC of the stream it repairs.
     rtx_of: HashMap<u32, u32>,
     repaired: HashMap<u32, Repaired>,
+    /// Holes of each received primary stream.
+    received: HashMap<u32, Received>,
     /// Sequence numbers struck out so far (for tests and stats).
     struck: u64,
 }
@@ -66,14 +154,16 @@ impl RtxNackFilter {
         self.struck
     }
 
-    /// The NACK without the repaired packets; `None` if nothing is left to ask for.
-    fn filter(&mut self, nack: &TransportLayerNack) -> Option<TransportLayerNack> {
-        let repaired = self.repaired.get(&nack.media_ssrc)?;
+    /// The NACK without the packets not to ask for; `None` if nothing is left.
+    fn filter(&mut self, now: Instant, nack: &TransportLayerNack) -> Option<TransportLayerNack> {
+        let repaired = self.repaired.get(&nack.media_ssrc);
+        let received = self.received.get(&nack.media_ssrc);
         let wanted: Vec<u16> = nack.nacks.iter().flat_map(|p| p.packet_list()).collect();
         let left: Vec<u16> = wanted
             .iter()
             .copied()
-            .filter(|s| !repaired.seqs.contains(s))
+            .filter(|s| !repaired.is_some_and(|r| r.seqs.contains(s)))
+            .filter(|s| received.is_none_or(|r| r.worth_asking(now, *s)))
             .collect();
         self.struck += (wanted.len() - left.len()) as u64;
         (!left.is_empty()).then(|| TransportLayerNack {
@@ -85,24 +175,35 @@ impl RtxNackFilter {
 }
 
 impl RtxNackFilter {
-    /// An inbound packet: an RTX packet records the packet it repairs.
+    /// An inbound packet: an RTX packet records the packet it repairs; a
+    /// media packet records where its stream is, and the holes before it.
     pub fn on_read(&mut self, msg: &TaggedPacket) {
         if let Packet::Rtp(p) = &msg.message.packet {
-            if let (Some(&primary), Some(osn)) = (self.rtx_of.get(&p.header.ssrc), p.payload.get(..2)) {
-                let seq = u16::from_be_bytes([osn[0], osn[1]]);
-                self.repaired.entry(primary).or_default().add(msg.now, seq);
+            match (self.rtx_of.get(&p.header.ssrc), p.payload.get(..2)) {
+                (Some(&primary), Some(osn)) => {
+                    let seq = u16::from_be_bytes([osn[0], osn[1]]);
+                    self.repaired.entry(primary).or_default().add(msg.now, seq);
+                }
+                (Some(_), None) => {}
+                (None, _) => self
+                    .received
+                    .entry(p.header.ssrc)
+                    .or_default()
+                    .on_packet(msg.now, p.header.sequence_number),
             }
         }
     }
 
-    /// An outbound packet: repaired packets are struck out of its NACKs.
-    /// `false`: nothing is left of it, do not send it.
+    /// An outbound packet: packets not to ask for are struck out of its
+    /// NACKs. `false`: nothing is left of it, do not send it.
     pub fn on_write(&mut self, msg: &mut TaggedPacket) -> bool {
-        edit_outgoing::<TransportLayerNack>(msg, |nack| {
-            if !self.repaired.contains_key(&nack.media_ssrc) {
+        let now = msg.now;
+        edit_in_place::<TransportLayerNack>(msg, |nack| {
+            if !self.repaired.contains_key(&nack.media_ssrc) && !self.received.contains_key(&nack.media_ssrc)
+            {
                 return RtcpEdit::Keep;
             }
-            match self.filter(nack) {
+            match self.filter(now, nack) {
                 Some(n) => RtcpEdit::Replace(Box::new(n)),
                 None => RtcpEdit::Drop,
             }
@@ -122,6 +223,7 @@ impl RtxNackFilter {
             self.rtx_of.remove(&rtx);
         }
         self.repaired.remove(&info.ssrc);
+        self.received.remove(&info.ssrc);
     }
 }
 
@@ -175,6 +277,57 @@ mod tests {
         f.on_read(&rtp(2000, 501, &[0, 11]));
         assert_eq!(asked(&mut f, nack(1000, &[10, 11])), None);
         assert_eq!(f.struck(), 3);
+    }
+
+    fn rtp_at(ssrc: u32, seq: u16, at: Instant) -> TaggedPacket {
+        let mut p = rtp(ssrc, seq, &[1]);
+        p.now = at;
+        p
+    }
+
+    fn nack_at(media_ssrc: u32, seqs: &[u16], at: Instant) -> TaggedPacket {
+        let mut n = nack(media_ssrc, seqs);
+        n.now = at;
+        n
+    }
+
+    /// After an outage the holes are the outage's: asking for them makes the
+    /// browser resend seconds of stale media before the keyframe.
+    #[test]
+    fn an_outages_hole_is_not_asked_for() {
+        let t0 = Instant::now();
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        let mut f = RtxNackFilter::default();
+        for (i, seq) in (100u16..110).enumerate() {
+            f.on_read(&rtp_at(1000, seq, ms(i as u64 * 20)));
+        }
+        // A 40 ms hole (two packets lost) is asked for.
+        f.on_read(&rtp_at(1000, 112, ms(220)));
+        assert_eq!(
+            asked(&mut f, nack_at(1000, &[110, 111], ms(230))),
+            Some(vec![110, 111])
+        );
+        // Five seconds of silence, then the stream goes on 250 packets later.
+        f.on_read(&rtp_at(1000, 363, ms(5220)));
+        let hole: Vec<u16> = (113..363).collect();
+        assert_eq!(
+            asked(&mut f, nack_at(1000, &hole, ms(5230))),
+            None,
+            "none of the outage's hole"
+        );
+        // A small hole after it is asked for again, until it is a second old.
+        f.on_read(&rtp_at(1000, 365, ms(5260)));
+        assert_eq!(asked(&mut f, nack_at(1000, &[364], ms(5300))), Some(vec![364]));
+        assert_eq!(
+            asked(&mut f, nack_at(1000, &[364], ms(6300))),
+            None,
+            "too old by now"
+        );
+        // Across the sequence wrap too.
+        let mut g = RtxNackFilter::default();
+        g.on_read(&rtp_at(7, 65_530, ms(0)));
+        g.on_read(&rtp_at(7, 4, ms(2000)));
+        assert_eq!(asked(&mut g, nack_at(7, &[65_535, 0, 3], ms(2010))), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Editing an outgoing compound RTCP packet inside an interceptor: one
-//! packet type is kept, replaced or dropped, every other packet passes
-//! unchanged. Shared by [`crate::layer_ids`] and [`crate::nack_filter`].
+//! Editing a compound RTCP packet inside an interceptor, in either
+//! direction: one packet type is kept, replaced or dropped, every other
+//! packet passes unchanged. Shared by [`crate::layer_ids`],
+//! [`crate::nack_filter`] and [`crate::fresh_repairs`].
 
 use rtc::interceptor::{Packet as ChainPacket, TaggedPacket};
 use rtc::rtcp::Packet;
@@ -39,9 +40,9 @@ pub(crate) fn edit_rtcp<P: 'static>(
     out
 }
 
-/// [`edit_rtcp`] on an outgoing packet in the chain, in place (RTP passes
-/// untouched). `false`: nothing is left of it, do not send it.
-pub(crate) fn edit_outgoing<P: 'static>(msg: &mut TaggedPacket, edit: impl FnMut(&P) -> RtcpEdit) -> bool {
+/// [`edit_rtcp`] on a packet in the chain, in place (RTP passes
+/// untouched). `false`: nothing is left of it, pass nothing on.
+pub(crate) fn edit_in_place<P: 'static>(msg: &mut TaggedPacket, edit: impl FnMut(&P) -> RtcpEdit) -> bool {
     let ChainPacket::Rtcp(packets) = &msg.message.packet else {
         return true;
     };

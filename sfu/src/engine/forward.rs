@@ -28,6 +28,7 @@ impl Engine {
         };
         published.counters.packets += 1;
         published.counters.bytes += packet.payload.len() as u64;
+        published.last_packet_at = Some(now);
         if packet.payload.is_empty() {
             // Padding only: the publisher probing its own uplink. Nothing to forward.
             return;
@@ -35,6 +36,11 @@ impl Engine {
         let seen = published.seen.entry(packet.header.ssrc).or_default();
         if !seen.first_time(packet.header.sequence_number) {
             self.counters.rtp_duplicates += 1;
+            tracing::trace!(
+                ssrc = packet.header.ssrc,
+                seq = packet.header.sequence_number,
+                "duplicate"
+            );
             return;
         }
         let keyframe = published.codec.is_keyframe_start(&packet.payload);
@@ -43,6 +49,9 @@ impl Engine {
         }
         let ssrc = packet.header.ssrc;
         let layer = published.layers.iter().position(|&s| s == ssrc).unwrap_or(0);
+        if keyframe {
+            tracing::debug!(publisher = %peer.id, layer, ssrc, "keyframe arrived");
+        }
         if published.layers.len() > 1 {
             *published.layer_bytes.entry(ssrc).or_default() += packet.payload.len() as u64;
         }
@@ -51,18 +60,27 @@ impl Engine {
             let Some(subscriber) = self.peers.get_mut(&sub_key) else {
                 continue;
             };
-            if !subscriber.connected() {
+            if !subscriber.can_receive(now) {
+                tracing::trace!(subscriber = %subscriber.id, ssrc, "not forwarded: subscriber not connected");
                 continue;
             }
             // A layer switch needs nothing more here: the rewriter splices the
             // new layer on when it sees its SSRC.
             if let Some(sel) = sub.selector.as_mut() {
-                if sel.handle_packet(layer, keyframe) == LayerDecision::Drop {
-                    continue;
+                match sel.handle_packet(layer, keyframe) {
+                    LayerDecision::Drop => {
+                        tracing::trace!(subscriber = %subscriber.id, layer, current = ?sel.current(), target = sel.target(), "not forwarded: layer");
+                        continue;
+                    }
+                    LayerDecision::Forward { switched: true } => {
+                        tracing::debug!(subscriber = %subscriber.id, layer, "simulcast layer switched");
+                    }
+                    LayerDecision::Forward { switched: false } => {}
                 }
             }
             if sub.waiting_keyframe {
                 if !keyframe {
+                    tracing::trace!(subscriber = %subscriber.id, ssrc, "not forwarded: waiting for a keyframe");
                     continue;
                 }
                 sub.waiting_keyframe = false;
@@ -144,6 +162,38 @@ impl Engine {
         let Some(peer) = self.peers.get(&key) else {
             return;
         };
+        // Reception reports (in RRs, and in the SRs of a subscriber that also
+        // publishes): which of our streams reach this subscriber. One compound
+        // covers several streams (`rtc` files it under the first).
+        for p in packets {
+            let any = p.as_any();
+            let blocks = match (
+                any.downcast_ref::<ReceiverReport>(),
+                any.downcast_ref::<rtc::rtcp::sender_report::SenderReport>(),
+            ) {
+                (Some(rr), _) => &rr.reports,
+                (None, Some(sr)) => &sr.reports,
+                (None, None) => continue,
+            };
+            for block in blocks {
+                let Some(track) = peer.outbound_ssrcs.get(&block.ssrc) else {
+                    tracing::trace!(subscriber = %peer.id, ssrc = block.ssrc, "report about a stream we do not send it");
+                    continue;
+                };
+                tracing::trace!(subscriber = %peer.id, %track, "reception report");
+                if let Some(sub) = self
+                    .rooms
+                    .get_mut(&peer.room)
+                    .and_then(|r| r.tracks.get_mut(track))
+                    .and_then(|t| t.subs.get_mut(&key))
+                {
+                    // Any report about the stream: the subscriber's connection
+                    // knows it (browsers report nothing about a stream they
+                    // have no place for).
+                    sub.confirmed += 1;
+                }
+            }
+        }
         // Only feedback about media we send to this peer matters here.
         let Some(track_id) = peer.outbound.get(rtc_track) else {
             return;
@@ -194,8 +244,7 @@ impl Engine {
                 // own PLI/FIR — about the layer it is receiving, not another.
                 let mut want_layers: Vec<usize> = Vec::new();
                 for (sub_key, sub) in &published.subs {
-                    let connected = self.peers.get(sub_key).is_some_and(|p| p.connected());
-                    if !connected {
+                    if !self.peers.get(sub_key).is_some_and(|p| p.can_receive(now)) {
                         continue;
                     }
                     let sel = sub.selector.as_ref();
@@ -243,5 +292,93 @@ impl Engine {
             }
             self.mark(key);
         }
+    }
+
+    /// Finds subscriptions that should receive media and do not, and repairs
+    /// them ([`crate::delivery`]): a keyframe first, then renegotiation.
+    pub(super) fn watch_tick(&mut self, now: Instant) {
+        let mut repairs: Vec<(RoomId, PeerKey, TrackId, crate::delivery::Repair)> = Vec::new();
+        for (room_id, room) in self.rooms.iter_mut() {
+            for (track_id, published) in room.tracks.iter_mut() {
+                let sending = published
+                    .last_packet_at
+                    .is_some_and(|t| now.saturating_duration_since(t) <= SENDING_WITHIN);
+                let video = published.kind == MediaKind::Video;
+                for (sub_key, sub) in published.subs.iter_mut() {
+                    // A subscriber we hear nothing from is cut off (its network
+                    // dropped): no negotiation repairs that, its path coming
+                    // back does.
+                    let reachable = self
+                        .peers
+                        .get(sub_key)
+                        .is_some_and(|p| p.can_receive(now) && p.path.heard_within(now, SENDING_WITHIN));
+                    let expected = sending && reachable;
+                    if let Some(r) = sub
+                        .watch
+                        .poll(now, expected, sub.counters.packets, sub.confirmed, video)
+                    {
+                        repairs.push((room_id.clone(), *sub_key, track_id.clone(), r));
+                    }
+                }
+            }
+        }
+        for (room, sub_key, track, repair) in repairs {
+            let Some(peer) = self.peers.get_mut(&sub_key) else {
+                continue;
+            };
+            let participant = peer.id.clone();
+            match repair {
+                crate::delivery::Repair::Keyframe => {
+                    if let Some(sub) = self
+                        .rooms
+                        .get_mut(&room)
+                        .and_then(|r| r.tracks.get_mut(&track))
+                        .and_then(|t| t.subs.get_mut(&sub_key))
+                    {
+                        sub.keyframe_wanted = true;
+                    }
+                }
+                crate::delivery::Repair::Renegotiate => {
+                    peer.negotiation.handle_repair();
+                    self.mark(sub_key);
+                }
+            }
+            tracing::info!(%participant, %track, repair = repair.code(), "subscriber not receiving; repaired");
+            self.emit(SfuEvent::Repaired {
+                room,
+                participant,
+                track,
+                repair,
+            });
+        }
+    }
+
+    /// A participant's packets arrive again after a silence: both ways the
+    /// pictures need a keyframe now, not after the receivers notice, and not
+    /// after the requests' usual interval (the last ones went nowhere).
+    pub(super) fn path_resumed(&mut self, now: Instant, key: PeerKey) {
+        let Some(room_id) = self.peers.get(&key).map(|p| p.room.clone()) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        for published in room.tracks.values_mut() {
+            if published.kind != MediaKind::Video {
+                continue;
+            }
+            let mut wanted = false;
+            for (sub_key, sub) in published.subs.iter_mut() {
+                // What it receives, and what the others receive from it.
+                if *sub_key == key || published.publisher == key {
+                    sub.keyframe_wanted = true;
+                    wanted = true;
+                }
+            }
+            if wanted {
+                published.keyframe.handle_urgent_request(now);
+            }
+        }
+        self.keyframe_tick(now);
     }
 }

@@ -54,6 +54,7 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -73,6 +74,13 @@ use tokio::sync::{mpsc, oneshot};
 const KEYFRAME_TICK: Duration = Duration::from_millis(50);
 /// How often simulcast subscribers' layer choice reads the bandwidth estimate.
 const ESTIMATE_TICK: Duration = Duration::from_millis(500);
+/// How often every subscription is checked for media that should flow and
+/// does not ([`crate::delivery`]).
+const WATCH_TICK: Duration = Duration::from_millis(500);
+/// A loop turn this long is logged: every packet waits meanwhile.
+const SLOW_TURN: Duration = Duration::from_millis(100);
+/// A publisher's track counts as sending while its last packet is this recent.
+const SENDING_WITHIN: Duration = Duration::from_millis(1000);
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
 
@@ -90,7 +98,7 @@ pub(crate) enum Command {
         room: RoomId,
         participant: ParticipantId,
         sdp: String,
-        reply: Reply<String>,
+        reply: Reply<Option<String>>,
     },
     Answer {
         room: RoomId,
@@ -104,9 +112,16 @@ pub(crate) enum Command {
         candidate: IceCandidate,
         reply: Reply<()>,
     },
-    Leave {
+    Remove {
         room: RoomId,
         participant: ParticipantId,
+        reason: CloseReason,
+        reply: Reply<()>,
+    },
+    Reachable {
+        room: RoomId,
+        participant: ParticipantId,
+        reachable: bool,
         reply: Reply<()>,
     },
     Subscribe(mpsc::UnboundedSender<SfuEvent>),
@@ -152,6 +167,10 @@ struct Subscription {
     selector: Option<LayerSelector>,
     payload_type: Option<u8>,
     counters: Counters,
+    /// Is media reaching this subscriber as it should?
+    watch: crate::delivery::DeliveryWatch,
+    /// Reception reports about this stream from the subscriber.
+    confirmed: u64,
 }
 
 struct Published {
@@ -173,6 +192,8 @@ struct Published {
     keyframe: KeyframeRequester,
     subs: HashMap<PeerKey, Subscription>,
     counters: Counters,
+    /// When the publisher's last packet of this track arrived.
+    last_packet_at: Option<Instant>,
 }
 
 struct Room {
@@ -197,6 +218,8 @@ pub(crate) struct Engine {
     by_ufrag: HashMap<String, Credentials>,
     /// UDP source addresses whose STUN checked out, and their peer.
     by_addr: HashMap<SocketAddr, PeerKey>,
+    /// The SSRCs each peer publishes (to recognise its media from a new address).
+    by_ssrc: HashMap<u32, PeerKey>,
     /// HMAC for checking STUN integrity before routing by ufrag.
     crypto: Arc<dyn rtc::crypto::RTCCryptoProvider>,
     listeners: Vec<mpsc::UnboundedSender<SfuEvent>>,
@@ -208,6 +231,7 @@ pub(crate) struct Engine {
     last_stats_at: Instant,
     next_estimate: Instant,
     last_estimate_at: Instant,
+    next_watch: Instant,
 }
 
 fn kind_of(kind: RtpCodecKind) -> MediaKind {
@@ -292,6 +316,7 @@ impl Engine {
             peers: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
+            by_ssrc: HashMap::new(),
             crypto,
             listeners: Vec::new(),
             next_key: 1,
@@ -301,6 +326,7 @@ impl Engine {
             last_stats_at: now,
             next_estimate: now + ESTIMATE_TICK,
             last_estimate_at: now,
+            next_watch: now + WATCH_TICK,
         })
     }
 
@@ -320,6 +346,7 @@ impl Engine {
                 armed = deadline;
                 sleep.as_mut().reset(armed.into());
             }
+            let turn_started = Instant::now();
             tokio::select! {
                 r = self.net.socket.recv_from(&mut buf) => {
                     if let Ok((n, from)) = r {
@@ -370,7 +397,17 @@ impl Engine {
                     sleep.as_mut().reset(armed.into());
                 }
             }
+            let handled = turn_started.elapsed();
             self.flush(Instant::now());
+            let took = turn_started.elapsed();
+            if took >= SLOW_TURN {
+                // Every participant's packets wait while one turn runs.
+                tracing::warn!(
+                    took_ms = took.as_millis() as u64,
+                    handling_ms = handled.as_millis() as u64,
+                    "slow engine turn"
+                );
+            }
         }
     }
 
@@ -378,9 +415,13 @@ impl Engine {
         let mut d = self
             .next_keyframe_tick
             .min(self.next_stats)
-            .min(self.next_estimate);
+            .min(self.next_estimate)
+            .min(self.next_watch);
         for p in self.peers.values() {
             if let Some(t) = p.next_timeout {
+                d = d.min(t);
+            }
+            if let Some(t) = p.negotiation.poll_timeout() {
                 d = d.min(t);
             }
         }
@@ -412,6 +453,20 @@ impl Engine {
                 }
                 self.mark(key);
             }
+        }
+        // Offers waiting too long for their answer are sent again when drained.
+        let resend: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.negotiation.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(&k, _)| k)
+            .collect();
+        for key in resend {
+            self.mark(key);
+        }
+        if now >= self.next_watch {
+            self.next_watch = now + WATCH_TICK;
+            self.watch_tick(now);
         }
         if now >= self.next_keyframe_tick {
             self.next_keyframe_tick = now + KEYFRAME_TICK;

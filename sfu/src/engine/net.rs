@@ -31,6 +31,20 @@ impl Net {
     }
 }
 
+/// How often one participant's connection is tried with media from an
+/// unknown address ([`Engine::route_moved_media`]).
+const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Points a packet a peer connection wrote at where its participant really
+/// is (see [`crate::path`]).
+pub(super) fn redirect(path: &mut crate::path::Path, msg: &mut TaggedBytesMut) {
+    if msg.transport.transport_protocol == TransportProtocol::UDP {
+        // RFC 7983: a first byte of 0..=3 is STUN.
+        let stun = msg.message.first().is_some_and(|b| *b < 4);
+        msg.transport.peer_addr = path.handle_send(msg.transport.peer_addr, stun);
+    }
+}
+
 impl Engine {
     /// The participant a STUN request is for: its USERNAME names one of our
     /// ufrags and its MESSAGE-INTEGRITY was made with that ufrag's password.
@@ -57,18 +71,22 @@ impl Engine {
             }
         };
         let Some(key) = key else {
-            self.counters.datagrams_unrouted += 1;
+            if !self.route_moved_media(now, from, data) {
+                self.counters.datagrams_unrouted += 1;
+            }
             return;
         };
         let Some(peer) = self.peers.get_mut(&key) else {
             self.counters.datagrams_unrouted += 1;
             return;
         };
+        // After a handover the ICE agent is told the address it knows.
+        let as_seen = peer.path.handle_datagram(now, from);
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {
                 local_addr: self.net.udp_host,
-                peer_addr: from,
+                peer_addr: as_seen,
                 ecn: None,
                 transport_protocol: TransportProtocol::UDP,
             },
@@ -79,7 +97,115 @@ impl Engine {
             self.counters.datagrams_rejected += 1;
             tracing::debug!(participant = %peer.id, error = %e, "datagram rejected");
         }
+        self.path_events(now, key);
         self.mark(key);
+    }
+
+    /// Media from an unknown address: perhaps a participant whose address
+    /// changed (a handover, a new NAT port), before its next ICE check would
+    /// tell us. The RTP header names the stream (SSRC) and so the participant
+    /// that publishes it; if that participant's own address has gone quiet,
+    /// the packet is handed to its connection as if from the address ICE
+    /// knows. Only a packet that then decrypts and authenticates with the
+    /// participant's SRTP keys comes out the other side: that proves the new
+    /// address is theirs, and the path moves to it at once. Anything else is
+    /// dropped, and each participant is tried at most every
+    /// [`PROBE_INTERVAL`], so strangers cannot make this costly.
+    fn route_moved_media(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> bool {
+        // RTP only (RFC 7983: first byte 128..=191; RTCP's packet types are 192..=223).
+        if data.len() < 12 || !(128..=191).contains(&data[0]) || (192..=223).contains(&data[1]) {
+            return false;
+        }
+        let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+        let seq = u16::from_be_bytes([data[2], data[3]]);
+        let Some(&key) = self.by_ssrc.get(&ssrc) else {
+            return false;
+        };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return false;
+        };
+        let Some(known) = peer.path.may_move(now) else {
+            return false;
+        };
+        if peer
+            .last_probe
+            .is_some_and(|t| now.saturating_duration_since(t) < PROBE_INTERVAL)
+        {
+            return false;
+        }
+        peer.last_probe = Some(now);
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.net.udp_host,
+                peer_addr: known,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(data),
+        };
+        let _ = guarded(|| peer.pc.handle_read(msg).map_err(webrtc));
+        let mut messages = Vec::new();
+        while let Some(m) = peer.pc.poll_read() {
+            messages.push(m);
+        }
+        let authentic = messages.iter().any(|m| {
+            matches!(&m.message, RTCMessage::RtpPacket(_, p)
+                if p.header.ssrc == ssrc && p.header.sequence_number == seq)
+        });
+        if authentic {
+            peer.addrs.push(from);
+            self.by_addr.insert(from, key);
+            peer.path.handle_datagram(now, from);
+            tracing::debug!(participant = %peer.id, "media from a new address decrypted with its keys");
+        }
+        self.process_messages(key, messages);
+        self.path_events(now, key);
+        self.mark(key);
+        authentic
+    }
+
+    /// Acts on what a participant's path noticed: keyframes when it comes
+    /// back after a silence, and both facts for the session log.
+    pub(super) fn path_events(&mut self, now: Instant, key: PeerKey) {
+        loop {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                return;
+            };
+            let Some(ev) = peer.path.poll_event() else {
+                return;
+            };
+            let (room, participant) = (peer.room.clone(), peer.id.clone());
+            match ev {
+                crate::path::PathEvent::Resumed { silent_for } => {
+                    tracing::info!(%participant, silent_ms = silent_for.as_millis() as u64, "path resumed");
+                    self.path_resumed(now, key);
+                    self.emit(SfuEvent::PathResumed {
+                        room,
+                        participant,
+                        silent_for,
+                    });
+                }
+                crate::path::PathEvent::Moved { .. } => {
+                    // Addresses are the participant's; the log keeps only that it moved.
+                    tracing::info!(%participant, "participant's address changed; media follows it");
+                    // Packets were lost while it moved: keyframes now, both ways.
+                    self.path_resumed(now, key);
+                    self.emit(SfuEvent::PathMoved { room, participant });
+                }
+            }
+        }
+    }
+
+    /// What a peer connection read: media to forward, feedback to act on.
+    fn process_messages(&mut self, key: PeerKey, messages: Vec<TaggedRTCMessage>) {
+        for TaggedRTCMessage { now: at, message } in messages {
+            match message {
+                RTCMessage::RtpPacket(track, packet) => self.forward_rtp(at, key, &track, packet),
+                RTCMessage::RtcpPacket(track, packets) => self.handle_rtcp(at, key, &track, &packets),
+                _ => {}
+            }
+        }
     }
 
     /// Drains every peer that may have output, until none has.
@@ -97,11 +223,13 @@ impl Engine {
     }
 
     fn drain(&mut self, now: Instant, key: PeerKey) {
+        let started = Instant::now();
         let (events, messages) = {
             let Some(peer) = self.peers.get_mut(&key) else {
                 return;
             };
-            while let Some(msg) = peer.pc.poll_write() {
+            while let Some(mut msg) = peer.pc.poll_write() {
+                redirect(&mut peer.path, &mut msg);
                 self.net.send(msg);
             }
             let mut events = Vec::new();
@@ -117,16 +245,22 @@ impl Engine {
         for e in events {
             self.handle_event(key, e);
         }
-        for TaggedRTCMessage { now: at, message } in messages {
-            match message {
-                RTCMessage::RtpPacket(track, packet) => self.forward_rtp(at, key, &track, packet),
-                RTCMessage::RtcpPacket(track, packets) => self.handle_rtcp(at, key, &track, &packets),
-                _ => {}
-            }
+        let polled = started.elapsed();
+        let n = messages.len();
+        self.process_messages(key, messages);
+        if started.elapsed() > Duration::from_millis(50) {
+            tracing::warn!(
+                key,
+                polled_ms = polled.as_millis() as u64,
+                total_ms = started.elapsed().as_millis() as u64,
+                messages = n,
+                "slow drain"
+            );
         }
         self.negotiate(now, key);
         if let Some(peer) = self.peers.get_mut(&key) {
-            while let Some(msg) = peer.pc.poll_write() {
+            while let Some(mut msg) = peer.pc.poll_write() {
+                redirect(&mut peer.path, &mut msg);
                 self.net.send(msg);
             }
             peer.next_timeout = peer.pc.poll_timeout();

@@ -18,7 +18,7 @@ use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCI
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Where each subscriber's downlink estimate starts. GCC climbs from here
 /// (8 % a second while nothing congests) or falls at the first sign of
@@ -52,12 +52,19 @@ pub(crate) struct Peer {
     pub ufrag: String,
     pub addrs: Vec<SocketAddr>,
     pub next_timeout: Option<Instant>,
-    pub negotiation_needed: bool,
+    /// Our side of the offer/answer exchanges with this participant.
+    pub negotiation: crate::negotiation::Negotiation,
+    /// Where its packets come from; follows it when its address changes.
+    pub path: crate::path::Path,
+    /// When media from an unknown address was last tried on its connection.
+    pub last_probe: Option<Instant>,
     pub state: RTCPeerConnectionState,
     /// The publisher-side rtc track id of each track this peer publishes.
     pub inbound: HashMap<MediaStreamTrackId, TrackId>,
     /// The sender-side rtc track id of each track forwarded to this peer.
     pub outbound: HashMap<MediaStreamTrackId, TrackId>,
+    /// The SSRC each track is forwarded to this peer under (for its receiver reports).
+    pub outbound_ssrcs: HashMap<u32, TrackId>,
     /// Counter of tracks published, for track ids.
     pub published_count: u64,
     /// Whether a removal is already under way (avoid double removal on Closed).
@@ -67,6 +74,16 @@ pub(crate) struct Peer {
 impl Peer {
     pub fn connected(&self) -> bool {
         self.state == RTCPeerConnectionState::Connected
+    }
+
+    /// Whether media sent to it now arrives: connected, or marked
+    /// disconnected by ICE while its packets already arrive again (the ICE
+    /// agent learns that only from its next consent check, up to a keepalive
+    /// interval later; the path knows at the first packet).
+    pub fn can_receive(&self, now: Instant) -> bool {
+        self.connected()
+            || (self.state == RTCPeerConnectionState::Disconnected
+                && self.path.heard_within(now, crate::path::RESUME_SILENCE))
     }
 
     /// Offer/answer settled: neither side has an offer out.
@@ -123,7 +140,10 @@ pub(crate) fn new_peer_connection(now: Instant, config: &SfuConfig) -> Result<RT
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_ice_timeouts(
             Some(config.ice_disconnected_timeout),
-            Some(config.ice_failed_timeout),
+            // Zero: the agent never gives up on its own. A participant's seat
+            // is held by its owner for minutes; the path comes back, or the
+            // client restarts ICE, or it rejoins.
+            Some(config.ice_failed_timeout.unwrap_or(Duration::ZERO)),
             Some(config.ice_keepalive_interval),
         )
         .build();

@@ -46,7 +46,8 @@ impl Engine {
             }
         };
         sub.outbound.insert(track_id.to_string(), track_id.clone());
-        sub.negotiation_needed = true;
+        sub.outbound_ssrcs.insert(ssrc, track_id.clone());
+        sub.negotiation.handle_change();
         let video = published.kind == MediaKind::Video;
         let selector = (published.layers.len() > 1)
             .then(|| LayerSelector::new(nominal_bitrates(published.layers.len()), LayerPolicy::default()));
@@ -60,6 +61,8 @@ impl Engine {
                 selector,
                 payload_type: None,
                 counters: Counters::default(),
+                watch: crate::delivery::DeliveryWatch::new(),
+                confirmed: 0,
             },
         );
         self.mark(sub_key);
@@ -85,6 +88,7 @@ impl Engine {
             {
                 if !p.layers.contains(&ssrc) {
                     p.layers.push(ssrc);
+                    self.by_ssrc.insert(ssrc, key);
                     sort_layers(peer, receiver_id, &mut p.layers);
                     // Every subscriber now needs a selector over all the
                     // layers; it keeps the layer it is getting now, so the
@@ -119,8 +123,13 @@ impl Engine {
             layers.push(ssrc);
         }
         sort_layers(peer, receiver_id, &mut layers);
+        for &ssrc in &layers {
+            self.by_ssrc.insert(ssrc, key);
+        }
         peer.published_count += 1;
-        let track_id = TrackId::new(format!("{}/{}", peer.id, peer.published_count));
+        // Unique across the participant's connections: a track published
+        // again after a rejoin must not be taken for the old, ended one.
+        let track_id = TrackId::new(format!("{}/{}.{}", peer.id, key, peer.published_count));
         peer.inbound.insert(rtc_track_id, track_id.clone());
         let participant = peer.id.clone();
         let Some(room) = self.rooms.get_mut(&room_id) else {
@@ -142,6 +151,7 @@ impl Engine {
                 keyframe: KeyframeRequester::new(self.config.keyframe_min_interval),
                 subs: HashMap::new(),
                 counters: Counters::default(),
+                last_packet_at: None,
             },
         );
         let others: Vec<PeerKey> = room
@@ -176,7 +186,8 @@ impl Engine {
                     tracing::debug!(participant = %p.id, error = %e, "remove_track failed");
                 }
                 p.outbound.remove(track_id.as_str());
-                p.negotiation_needed = true;
+                p.outbound_ssrcs.retain(|_, t| t != track_id);
+                p.negotiation.handle_change();
                 self.mark(sub_key);
             }
         }
@@ -202,7 +213,8 @@ impl Engine {
         let participant = peer.id.clone();
         let _ = guarded(|| peer.pc.close().map_err(webrtc));
         // Send what the close produced (DTLS close_notify) before forgetting the peer.
-        while let Some(msg) = peer.pc.poll_write() {
+        while let Some(mut msg) = peer.pc.poll_write() {
+            super::net::redirect(&mut peer.path, &mut msg);
             self.net.send(msg);
         }
         let published: Vec<TrackId> = self
@@ -220,7 +232,10 @@ impl Engine {
             self.unpublish(&room_id, t);
         }
         if let Some(room) = self.rooms.get_mut(&room_id) {
-            room.participants.remove(&participant);
+            // A replaced connection's seat now belongs to its successor.
+            if room.participants.get(&participant) == Some(&key) {
+                room.participants.remove(&participant);
+            }
             for t in room.tracks.values_mut() {
                 t.subs.remove(&key);
             }
@@ -228,16 +243,19 @@ impl Engine {
         self.peers.remove(&key);
         self.by_ufrag.retain(|_, c| c.key != key);
         self.by_addr.retain(|_, k| *k != key);
+        self.by_ssrc.retain(|_, k| *k != key);
         if let Some(tcp) = self.net.tcp.as_mut() {
             tcp.close_peer(key);
         }
         self.dirty.retain(|&k| k != key);
         tracing::info!(room = %room_id, participant = %participant, reason = reason.code(), "participant left");
-        self.emit(SfuEvent::ParticipantLeft {
-            room: room_id,
-            participant,
-            reason,
-        });
+        if reason != CloseReason::Replaced {
+            self.emit(SfuEvent::ParticipantLeft {
+                room: room_id,
+                participant,
+                reason,
+            });
+        }
     }
 
     pub(super) fn close_room(&mut self, room_id: &RoomId, reason: CloseReason) -> Result<()> {

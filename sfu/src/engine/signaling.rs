@@ -69,14 +69,29 @@ impl Engine {
                     .and_then(|k| self.add_candidate(k, candidate));
                 let _ = reply.send(r);
             }
-            Command::Leave {
+            Command::Remove {
                 room,
                 participant,
+                reason,
                 reply,
             } => {
                 let r = self
                     .peer_key(&room, &participant)
-                    .map(|k| self.remove_peer(k, CloseReason::Removed));
+                    .map(|k| self.remove_peer(k, reason));
+                let _ = reply.send(r);
+            }
+            Command::Reachable {
+                room,
+                participant,
+                reachable,
+                reply,
+            } => {
+                let r = self.peer_key(&room, &participant).map(|k| {
+                    if let Some(p) = self.peers.get_mut(&k) {
+                        p.negotiation.handle_reachable(reachable);
+                    }
+                    self.mark(k);
+                });
                 let _ = reply.send(r);
             }
             Command::Subscribe(tx) => self.listeners.push(tx),
@@ -117,12 +132,10 @@ impl Engine {
             .rooms
             .get(&room_id)
             .ok_or_else(|| SfuError::UnknownRoom(room_id.clone()))?;
-        if room.participants.contains_key(&participant) {
-            return Err(SfuError::ParticipantExists {
-                room: room_id,
-                participant,
-            });
-        }
+        // The same participant joining again comes back with a fresh
+        // connection (a reload, or a connection it gave up on): it takes its
+        // seat back. The old connection goes without a `ParticipantLeft`.
+        let replaced = room.participants.get(&participant).copied();
         let udp_host = self.net.udp_host;
         let tcp_host = self.net.tcp.as_ref().map(|t| t.host);
         let mut pc = new_peer_connection(now, &self.config)?;
@@ -138,6 +151,10 @@ impl Engine {
             return Err(SfuError::WebRtc("our answer has no ICE credentials".into()));
         };
         let (ufrag, pwd) = (ufrag.to_owned(), pwd.to_owned());
+        if let Some(old) = replaced {
+            tracing::info!(room = %room_id, %participant, "participant rejoined with a new connection");
+            self.remove_peer(old, CloseReason::Replaced);
+        }
         let key = self.next_key;
         self.next_key += 1;
         self.by_ufrag.insert(ufrag.clone(), Credentials { key, pwd });
@@ -150,10 +167,13 @@ impl Engine {
                 ufrag,
                 addrs: Vec::new(),
                 next_timeout: None,
-                negotiation_needed: false,
+                negotiation: crate::negotiation::Negotiation::new(self.config.negotiation),
+                path: crate::path::Path::new(),
+                last_probe: None,
                 state: RTCPeerConnectionState::New,
                 inbound: HashMap::new(),
                 outbound: HashMap::new(),
+                outbound_ssrcs: HashMap::new(),
                 published_count: 0,
                 closing: false,
             },
@@ -172,15 +192,16 @@ impl Engine {
         Ok(answer)
     }
 
-    fn handle_offer(&mut self, now: Instant, key: PeerKey, sdp: String) -> Result<String> {
+    /// An offer from the client. `None`: it crossed one of ours and is
+    /// ignored (we are the impolite peer; the client answers ours and offers
+    /// again).
+    fn handle_offer(&mut self, now: Instant, key: PeerKey, sdp: String) -> Result<Option<String>> {
         let peer = self.peers.get_mut(&key).ok_or(SfuError::Stopped)?;
+        if peer.negotiation.handle_client_offer() == crate::negotiation::ClientOffer::Ignore {
+            tracing::debug!(participant = %peer.id, "client offer crossed ours; ignored");
+            return Ok(None);
+        }
         let answer = guarded(|| {
-            if peer.pc.pending_local_description().is_some() {
-                // Glare: the client's offer wins; ours is rolled back and made again later.
-                let rollback = RTCSessionDescription::rollback(None).map_err(sdp_error)?;
-                peer.pc.set_local_description(now, rollback).map_err(sdp_error)?;
-                peer.negotiation_needed = true;
-            }
             let offer = RTCSessionDescription::offer(sdp).map_err(sdp_error)?;
             peer.pc.set_remote_description(now, offer).map_err(sdp_error)?;
             let answer = peer.pc.create_answer(None).map_err(sdp_error)?;
@@ -189,12 +210,20 @@ impl Engine {
                 .map_err(sdp_error)?;
             Ok(answer.sdp)
         });
+        if answer.is_err() && peer.pc.pending_remote_description().is_some() {
+            // Never leave the connection half-negotiated by a bad offer.
+            let _ = guarded(|| {
+                let rollback = RTCSessionDescription::rollback(None).map_err(sdp_error)?;
+                peer.pc.set_remote_description(now, rollback).map_err(sdp_error)
+            });
+        }
         // An ICE restart gives us new credentials: route by the new ufrag too.
         if let Ok(sdp) = &answer {
             if let (Some(ufrag), Some(pwd)) = (sdp_ufrag(sdp), sdp_ice_pwd(sdp)) {
                 if ufrag != peer.ufrag {
                     tracing::info!(participant = %peer.id, "ICE restart");
                     peer.ufrag = ufrag.to_owned();
+                    peer.path.handle_ice_restart();
                     let creds = Credentials {
                         key,
                         pwd: pwd.to_owned(),
@@ -204,12 +233,12 @@ impl Engine {
             }
         }
         self.mark(key);
-        answer
+        answer.map(Some)
     }
 
     fn handle_answer(&mut self, now: Instant, key: PeerKey, sdp: String) -> Result<()> {
         let peer = self.peers.get_mut(&key).ok_or(SfuError::Stopped)?;
-        if peer.pc.pending_local_description().is_none() {
+        if !peer.negotiation.handle_answer() || peer.pc.pending_local_description().is_none() {
             return Err(SfuError::NegotiationState("no offer is outstanding".into()));
         }
         tracing::debug!(participant = %peer.id, "answer received");
@@ -217,6 +246,11 @@ impl Engine {
             let answer = RTCSessionDescription::answer(sdp).map_err(sdp_error)?;
             peer.pc.set_remote_description(now, answer).map_err(sdp_error)
         });
+        if r.is_ok() {
+            peer.negotiation.handle_answer_applied();
+        }
+        // A refused answer leaves our offer out: a client that cannot answer
+        // it is told to rejoin when the answer timeout runs out.
         self.mark(key);
         r
     }
@@ -239,32 +273,56 @@ impl Engine {
         r
     }
 
+    /// Sends what the participant's negotiation asks for: a new offer once
+    /// the connection is stable, an outstanding offer again, or a request to
+    /// rejoin ([`crate::negotiation`]).
     pub(super) fn negotiate(&mut self, now: Instant, key: PeerKey) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        if !peer.negotiation_needed || !peer.is_stable() || peer.closing {
+        if peer.closing {
             return;
         }
-        peer.negotiation_needed = false;
-        let offer = guarded(|| {
-            let offer = peer.pc.create_offer(None).map_err(webrtc)?;
-            peer.pc
-                .set_local_description(now, offer.clone())
-                .map_err(webrtc)?;
-            Ok(offer.sdp)
-        });
-        match offer {
-            Ok(sdp) => {
-                let (room, participant) = (peer.room.clone(), peer.id.clone());
-                tracing::debug!(%participant, "renegotiation offer sent");
+        let stable = peer.is_stable();
+        let (room, participant) = (peer.room.clone(), peer.id.clone());
+        match peer.negotiation.poll_action(now, stable) {
+            None => {}
+            Some(crate::negotiation::Action::Offer) => {
+                let offer = guarded(|| {
+                    let offer = peer.pc.create_offer(None).map_err(webrtc)?;
+                    peer.pc
+                        .set_local_description(now, offer.clone())
+                        .map_err(webrtc)?;
+                    Ok(offer.sdp)
+                });
+                match offer {
+                    Ok(sdp) => {
+                        peer.negotiation.handle_offer_sent(now, sdp.clone());
+                        tracing::debug!(%participant, "renegotiation offer sent");
+                        self.emit(SfuEvent::Offer {
+                            room,
+                            participant,
+                            sdp,
+                        });
+                    }
+                    Err(e) => {
+                        peer.negotiation.handle_offer_failed();
+                        tracing::warn!(%participant, error = %e, "cannot create offer");
+                    }
+                }
+            }
+            Some(crate::negotiation::Action::Resend(sdp)) => {
+                tracing::info!(%participant, "offer sent again (no answer yet)");
                 self.emit(SfuEvent::Offer {
                     room,
                     participant,
                     sdp,
                 });
             }
-            Err(e) => tracing::warn!(participant = %peer.id, error = %e, "cannot create offer"),
+            Some(crate::negotiation::Action::Rejoin) => {
+                tracing::warn!(%participant, "offer never answered; asking the client to rejoin");
+                self.emit(SfuEvent::RejoinNeeded { room, participant });
+            }
         }
     }
 
@@ -274,7 +332,7 @@ impl Engine {
         };
         let (room, participant) = (peer.room.clone(), peer.id.clone());
         match event {
-            RTCPeerConnectionEvent::OnNegotiationNeededEvent => peer.negotiation_needed = true,
+            RTCPeerConnectionEvent::OnNegotiationNeededEvent => peer.negotiation.handle_change(),
             RTCPeerConnectionEvent::OnIceCandidateEvent(ev) => {
                 if let Ok(init) = ev.candidate.to_json() {
                     self.emit(SfuEvent::IceCandidate {
@@ -296,10 +354,12 @@ impl Engine {
                     participant,
                     state: connection_state(state),
                 });
-                match state {
-                    RTCPeerConnectionState::Failed => self.remove_peer(key, CloseReason::ConnectionFailed),
-                    RTCPeerConnectionState::Closed => self.remove_peer(key, CloseReason::PeerClosed),
-                    _ => {}
+                // A closed connection (the page went away: reload, tab
+                // closed) stays in its seat, silent, until the participant
+                // rejoins into it or its owner removes it. Failed happens
+                // only with a failed timeout set, or when DTLS fails.
+                if state == RTCPeerConnectionState::Failed {
+                    self.remove_peer(key, CloseReason::ConnectionFailed);
                 }
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {

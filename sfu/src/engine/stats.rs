@@ -174,6 +174,17 @@ impl Engine {
                 if published.layers.len() < 2 {
                     continue;
                 }
+                // Nothing at all from the publisher: its path is down (an
+                // outage, a handover), not its layers paused. Choosing a new
+                // layer now would only make every subscriber wait for that
+                // layer's keyframe once the path is back.
+                if published
+                    .layers
+                    .iter()
+                    .all(|s| published.layer_bytes.get(s).is_none_or(|&b| b == 0))
+                {
+                    continue;
+                }
                 for &ssrc in &published.layers {
                     let bytes = published.layer_bytes.remove(&ssrc).unwrap_or(0);
                     let measured = bytes as f64 * 8.0 / secs;
@@ -221,7 +232,17 @@ impl Engine {
             for published in room.tracks.values_mut() {
                 for (k, sub) in published.subs.iter_mut() {
                     if let (Some(sel), Some(&bps)) = (sub.selector.as_mut(), estimates.get(k)) {
+                        let before = sel.target();
                         sel.handle_estimate(now, bps);
+                        if sel.target() != before {
+                            tracing::debug!(
+                                subscriber = k,
+                                from = before,
+                                to = sel.target(),
+                                estimate_bps = bps,
+                                "simulcast target layer"
+                            );
+                        }
                     }
                 }
             }

@@ -380,6 +380,8 @@ impl Engine {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
+        // A TCP connection cannot move; only silences are noticed.
+        peer.path.handle_heard(now);
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -395,6 +397,7 @@ impl Engine {
             self.counters.datagrams_rejected += 1;
             tracing::debug!(participant = %peer.id, error = %e, "TCP frame rejected");
         }
+        self.path_events(now, key);
         self.mark(key);
     }
 }
