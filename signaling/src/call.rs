@@ -6,10 +6,16 @@
 //! routed to the member's socket, and kept in the session log (joins, leaves,
 //! ICE states, reconnections, a stats sample per participant every 5 s).
 //!
-//! A socket that drops leaves its member in the room for [`RESUME_GRACE`]:
-//! a new socket of the same user that sends `join` with `resume` takes it over
-//! (with an ICE-restart offer), so no ghost duplicate appears; otherwise the
-//! member is removed.
+//! A member's *seat* outlives its socket and its media connection: a
+//! dropped socket leaves the member in the room for the seat hold
+//! ([`Calls::seat_hold`], minutes: a rural link can be gone that long). A new
+//! socket of the same user takes it over with `join` + `resume` (the media
+//! connection carries on, or restarts ICE), or with a fresh `join` when the
+//! page lost its connection (a reload): the same participant id comes back
+//! with a new connection, so no ghost duplicate appears. A seat whose socket
+//! stays away for the whole hold is removed ([`CloseReason::SeatExpired`]).
+//! Only the socket that holds a seat may act for it: a socket that lost its
+//! seat to a newer one is told (`left`, reason `replaced`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,8 +33,11 @@ use crate::live::Hub;
 use crate::turn::IceServers;
 use telehealth_records::Store;
 
-/// How long a dropped socket's participant waits to be resumed.
-pub const RESUME_GRACE: Duration = Duration::from_secs(20);
+/// How long a participant's seat waits for its socket to come back, unless
+/// configured (`--seat-hold-secs`). Three minutes: a commune's 4G drops for
+/// tens of seconds when a phone changes cell or the cell is overloaded, and
+/// a power cut at the station's router takes a minute or two to come back.
+pub const DEFAULT_SEAT_HOLD: Duration = Duration::from_secs(180);
 /// How early before a booked slot its participants may join.
 pub const EARLY_JOIN: chrono::Duration = chrono::Duration::minutes(15);
 /// How long after a booked slot's end it can still be joined.
@@ -116,6 +125,29 @@ pub struct Calls {
     pub sfu: Sfu,
     rooms: Arc<Mutex<HashMap<ConsultationId, Room>>>,
     ice_servers: Arc<IceServers>,
+    seat_hold: Duration,
+}
+
+/// A successful join.
+#[derive(Debug)]
+pub struct Joined {
+    pub participant: ParticipantId,
+    /// The SDP answer to the join's offer; `None` for a resume without one.
+    pub answer: Option<String>,
+    /// The user was already in the room: same participant, back in its seat.
+    pub returned: bool,
+}
+
+fn same_socket(a: &Option<Outbox>, b: &Outbox) -> bool {
+    a.as_ref().is_some_and(|a| a.same_channel(b))
+}
+
+/// Tells a socket that its seat was taken over by a newer one of the same user.
+fn tell_replaced(old: Option<Outbox>, new: &Outbox, pid: &ParticipantId) {
+    if let Some(old) = old.filter(|o| !o.same_channel(new)) {
+        let _ = old
+            .send(json!({"type": "left", "participant_id": pid.as_str(), "reason": "replaced"}).to_string());
+    }
 }
 
 fn room_id(c: ConsultationId) -> RoomId {
@@ -123,12 +155,26 @@ fn room_id(c: ConsultationId) -> RoomId {
 }
 
 impl Calls {
-    pub fn new(sfu: Sfu, ice_servers: IceServers) -> Self {
+    pub fn new(sfu: Sfu, ice_servers: IceServers, seat_hold: Duration) -> Self {
         Self {
             sfu,
             rooms: Arc::new(Mutex::new(HashMap::new())),
             ice_servers: Arc::new(ice_servers),
+            seat_hold,
         }
+    }
+
+    /// How long a seat waits for its socket.
+    pub fn seat_hold(&self) -> Duration {
+        self.seat_hold
+    }
+
+    /// Whether this socket (its outbox) holds the participant's seat.
+    pub fn holds_seat(&self, c: ConsultationId, pid: &ParticipantId, socket: &Outbox) -> bool {
+        self.lock()
+            .get(&c)
+            .and_then(|r| r.members.get(pid))
+            .is_some_and(|m| same_socket(&m.outbox, socket))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConsultationId, Room>> {
@@ -213,7 +259,10 @@ impl Calls {
         }
     }
 
-    /// Joins a user's new participant; returns its id and the SDP answer.
+    /// Joins a user with a fresh connection (its offer); returns the answer.
+    /// A user already in the room takes its seat back: same participant id,
+    /// the new connection replaces the old one, and an older socket that
+    /// still held the seat is told it was replaced.
     pub async fn join(
         &self,
         c: ConsultationId,
@@ -221,7 +270,7 @@ impl Calls {
         role: Role,
         offer: String,
         outbox: Outbox,
-    ) -> Result<(ParticipantId, String), JoinError> {
+    ) -> Result<Joined, JoinError> {
         let room = room_id(c);
         match self.sfu.create_room(room.clone()).await {
             Ok(()) | Err(SfuError::RoomExists(_)) => {}
@@ -230,23 +279,65 @@ impl Calls {
                 return Err(JoinError::Media);
             }
         }
-        let pid = ParticipantId::new(uuid::Uuid::new_v4().to_string());
         // Register before joining so the first SFU offer finds the socket.
-        self.lock().entry(c).or_default().members.insert(
-            pid.clone(),
-            Member {
-                user_id: user,
-                role,
-                outbox: Some(outbox),
-                audio: true,
-                video: true,
-                dropped_at: None,
-            },
-        );
+        let (pid, previous) = {
+            let mut rooms = self.lock();
+            let r = rooms.entry(c).or_default();
+            let existing = r
+                .members
+                .iter()
+                .find(|(_, m)| m.user_id == user)
+                .map(|(p, _)| p.clone());
+            match existing {
+                Some(pid) => {
+                    let m = r
+                        .members
+                        .get_mut(&pid)
+                        .map(|m| (m.outbox.replace(outbox.clone()), m.dropped_at.take()));
+                    (pid, m)
+                }
+                None => {
+                    let pid = ParticipantId::new(uuid::Uuid::new_v4().to_string());
+                    r.members.insert(
+                        pid.clone(),
+                        Member {
+                            user_id: user,
+                            role,
+                            outbox: Some(outbox.clone()),
+                            audio: true,
+                            video: true,
+                            dropped_at: None,
+                        },
+                    );
+                    (pid, None)
+                }
+            }
+        };
         match self.sfu.join(room, pid.clone(), offer).await {
-            Ok(answer) => Ok((pid, answer)),
+            Ok(answer) => {
+                let returned = previous.is_some();
+                if let Some((old, _)) = previous {
+                    tell_replaced(old, &outbox, &pid);
+                }
+                Ok(Joined {
+                    participant: pid,
+                    answer: Some(answer),
+                    returned,
+                })
+            }
             Err(e) => {
-                self.forget(c, &pid);
+                match previous {
+                    // The old connection is untouched: give its seat back.
+                    Some((old, dropped)) => {
+                        if let Some(m) = self.lock().get_mut(&c).and_then(|r| r.members.get_mut(&pid)) {
+                            m.outbox = old;
+                            m.dropped_at = dropped;
+                        }
+                    }
+                    None => {
+                        self.forget(c, &pid);
+                    }
+                }
                 tracing::info!(consultation = %c, error = %e, "join refused by the SFU");
                 Err(match e {
                     SfuError::InvalidSdp(_) => JoinError::BadSdp,
@@ -256,17 +347,18 @@ impl Calls {
         }
     }
 
-    /// A new socket of the same user takes over a participant kept in grace;
-    /// the offer restarts ICE. Returns the answer.
+    /// A new socket of the same user takes over a seat whose connection
+    /// carries on (the page kept its peer connection; only the socket
+    /// dropped). An offer of ours that waited for its answer is sent again
+    /// on the new socket.
     pub async fn resume(
         &self,
         c: ConsultationId,
         pid: &ParticipantId,
         user: UserId,
-        offer: String,
         outbox: Outbox,
-    ) -> Result<String, JoinError> {
-        {
+    ) -> Result<(), JoinError> {
+        let old = {
             let mut rooms = self.lock();
             let m = rooms
                 .get_mut(&c)
@@ -275,14 +367,14 @@ impl Calls {
             if m.user_id != user {
                 return Err(JoinError::UnknownParticipant);
             }
-            m.outbox = Some(outbox);
             m.dropped_at = None;
-        }
+            m.outbox.replace(outbox.clone())
+        };
+        tell_replaced(old, &outbox, pid);
         self.sfu
-            .handle_offer(room_id(c), pid.clone(), offer)
+            .set_reachable(room_id(c), pid.clone(), true)
             .await
             .map_err(|e| match e {
-                SfuError::InvalidSdp(_) => JoinError::BadSdp,
                 SfuError::UnknownParticipant { .. } | SfuError::UnknownRoom(_) => {
                     JoinError::UnknownParticipant
                 }
@@ -300,13 +392,18 @@ impl Calls {
         m
     }
 
-    /// The socket of a member went away: keep the member for the grace period.
-    pub fn socket_dropped(&self, c: ConsultationId, pid: &ParticipantId) {
+    /// A socket went away. If it held a seat, the seat waits for the user's
+    /// next socket for [`Calls::seat_hold`], then is removed.
+    pub async fn socket_dropped(&self, c: ConsultationId, pid: &ParticipantId, socket: &Outbox) {
         let user = {
             let mut rooms = self.lock();
             let Some(m) = rooms.get_mut(&c).and_then(|r| r.members.get_mut(pid)) else {
                 return;
             };
+            if !same_socket(&m.outbox, socket) {
+                // A newer socket holds the seat already.
+                return;
+            }
             m.outbox = None;
             m.dropped_at = Some(Instant::now());
             m.user_id
@@ -314,22 +411,47 @@ impl Calls {
         self.broadcast(
             c,
             Some(pid),
-            &json!({"type": "participant_reconnecting", "participant_id": pid.as_str(), "user_id": user}),
+            &json!({"type": "participant_reconnecting", "participant_id": pid.as_str(), "user_id": user, "seat_hold_s": self.seat_hold.as_secs()}),
         );
+        // Nobody can take our messages meanwhile: offers wait.
+        let _ = self.sfu.set_reachable(room_id(c), pid.clone(), false).await;
+        // A new socket may have taken the seat while that was on its way.
+        let back = self
+            .lock()
+            .get(&c)
+            .and_then(|r| r.members.get(pid))
+            .is_some_and(|m| m.outbox.is_some());
+        if back {
+            let _ = self.sfu.set_reachable(room_id(c), pid.clone(), true).await;
+        }
         let calls = self.clone();
         let pid = pid.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(RESUME_GRACE).await;
+            tokio::time::sleep(calls.seat_hold).await;
             let expired = calls
                 .lock()
                 .get(&c)
                 .and_then(|r| r.members.get(&pid))
-                .is_some_and(|m| m.dropped_at.is_some_and(|d| d.elapsed() >= RESUME_GRACE));
+                .is_some_and(|m| m.dropped_at.is_some_and(|d| d.elapsed() >= calls.seat_hold));
             if expired {
-                tracing::info!(consultation = %c, participant = %pid, "not resumed in time; removing");
-                let _ = calls.sfu.leave(room_id(c), pid).await;
+                tracing::info!(consultation = %c, participant = %pid, "seat not taken back in time; removing");
+                let _ = calls.sfu.remove(room_id(c), pid, CloseReason::SeatExpired).await;
             }
         });
+    }
+
+    /// The consultation is over (ended, cancelled, no-show): everyone in its
+    /// call is told, and the room closes, whoever ended it and however.
+    pub async fn consultation_closed(&self, c: ConsultationId, state: ConsultationState) {
+        self.broadcast(
+            c,
+            None,
+            &json!({"type": "consultation_state", "consultation_id": c, "state": state}),
+        );
+        match self.sfu.close_room(room_id(c)).await {
+            Ok(()) | Err(SfuError::UnknownRoom(_)) => {}
+            Err(e) => tracing::warn!(consultation = %c, error = %e, "cannot close the room"),
+        }
     }
 
     pub fn set_media(&self, c: ConsultationId, pid: &ParticipantId, audio: bool, video: bool) {
@@ -554,6 +676,56 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
                 let user = calls.member_user(c, &sample.participant).map(|m| m.0);
                 let data = loss.sample_json(&sample, user);
                 log("stats", user, data).await;
+            }
+            SfuEvent::Repaired {
+                participant,
+                track,
+                repair,
+                ..
+            } => {
+                let user = calls.member_user(c, &participant).map(|m| m.0);
+                log(
+                    "media_repair",
+                    user,
+                    json!({"participant_id": participant.as_str(), "track": track.as_str(), "repair": repair.code()}),
+                )
+                .await;
+            }
+            SfuEvent::PathResumed {
+                participant,
+                silent_for,
+                ..
+            } => {
+                let user = calls.member_user(c, &participant).map(|m| m.0);
+                log(
+                    "media_resumed",
+                    user,
+                    json!({"participant_id": participant.as_str(), "silent_ms": silent_for.as_millis() as u64}),
+                )
+                .await;
+            }
+            SfuEvent::PathMoved { participant, .. } => {
+                let user = calls.member_user(c, &participant).map(|m| m.0);
+                log(
+                    "address_changed",
+                    user,
+                    json!({"participant_id": participant.as_str()}),
+                )
+                .await;
+            }
+            SfuEvent::RejoinNeeded { participant, .. } => {
+                let user = calls.member_user(c, &participant).map(|m| m.0);
+                log(
+                    "rejoin_requested",
+                    user,
+                    json!({"participant_id": participant.as_str(), "why": "offer_unanswered"}),
+                )
+                .await;
+                calls.send_to(
+                    c,
+                    &participant,
+                    &json!({"type": "rejoin", "reason": "offer_unanswered"}),
+                );
             }
         }
     }

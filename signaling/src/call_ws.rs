@@ -71,6 +71,18 @@ pub async fn handle(state: &AppState, call: &mut CallState, msg: ClientMessage) 
     reply
 }
 
+/// The seat this socket holds, if it still does (a newer socket of the same
+/// user may have taken it over).
+fn seat(state: &AppState, call: &mut CallState) -> Option<(ConsultationId, ParticipantId)> {
+    let (c, pid) = call.current.clone()?;
+    if state.calls.holds_seat(c, &pid, &call.outbox) {
+        Some((c, pid))
+    } else {
+        call.current = None;
+        None
+    }
+}
+
 async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) -> Option<Value> {
     match msg {
         ClientMessage::Ping {} => Some(json!({"type": "pong"})),
@@ -80,7 +92,7 @@ async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) ->
             resume,
         } => Some(join(state, call, &consultation_id, sdp, resume).await),
         ClientMessage::Offer { sdp } => {
-            let Some((c, pid)) = call.current.clone() else {
+            let Some((c, pid)) = seat(state, call) else {
                 return Some(not_in_call());
             };
             match state
@@ -89,12 +101,14 @@ async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) ->
                 .handle_offer(RoomId::new(c.to_string()), pid, sdp)
                 .await
             {
-                Ok(answer) => Some(json!({"type": "answer", "sdp": answer})),
+                Ok(Some(answer)) => Some(json!({"type": "answer", "sdp": answer})),
+                // It crossed our offer (glare): the page answers ours, then offers again.
+                Ok(None) => None,
                 Err(e) => Some(sfu_error(&e)),
             }
         }
         ClientMessage::Answer { sdp } => {
-            let Some((c, pid)) = call.current.clone() else {
+            let Some((c, pid)) = seat(state, call) else {
                 return Some(not_in_call());
             };
             match state
@@ -108,7 +122,7 @@ async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) ->
             }
         }
         ClientMessage::Ice { candidate } => {
-            let Some((c, pid)) = call.current.clone() else {
+            let Some((c, pid)) = seat(state, call) else {
                 return Some(not_in_call());
             };
             let cand = IceCandidate {
@@ -128,7 +142,7 @@ async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) ->
             }
         }
         ClientMessage::Media { audio, video } => {
-            let Some((c, pid)) = call.current.clone() else {
+            let Some((c, pid)) = seat(state, call) else {
                 return Some(not_in_call());
             };
             state.calls.set_media(c, &pid, audio, video);
@@ -144,7 +158,7 @@ async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) ->
             None
         }
         ClientMessage::Chat { text } => {
-            let Some((c, pid)) = call.current.clone() else {
+            let Some((c, pid)) = seat(state, call) else {
                 return Some(not_in_call());
             };
             let text = text.trim().to_owned();
@@ -169,9 +183,10 @@ async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) ->
             None
         }
         ClientMessage::Leave {} => {
-            let Some((c, pid)) = call.current.take() else {
+            let Some((c, pid)) = seat(state, call) else {
                 return Some(not_in_call());
             };
+            call.current = None;
             // The SFU reports ParticipantLeft (reason `removed`) to everyone.
             let _ = state.calls.sfu.leave(RoomId::new(c.to_string()), pid).await;
             None
@@ -184,7 +199,7 @@ async fn join(
     state: &AppState,
     call: &mut CallState,
     raw_id: &str,
-    sdp: String,
+    sdp: Option<String>,
     resume: Option<String>,
 ) -> Value {
     let Ok(c) = raw_id.parse::<ConsultationId>() else {
@@ -201,13 +216,9 @@ async fn join(
             "This connection was opened for another consultation.",
         );
     }
-    if call.current.is_some() {
-        return error(
-            "already_in_call",
-            "Trang này đã ở trong một cuộc gọi.",
-            "This page is already in a call.",
-        );
-    }
+    // A page already in the call may join again: with an offer it brings a
+    // fresh connection (it gave up on the old one), with `resume` it is
+    // already where it asks to be. Either way the seat stays its own.
     let user = &call.user.user;
     let cons = match state.store.consultation(c).await {
         Ok(cons) => cons,
@@ -243,26 +254,31 @@ async fn join(
         }
         return join_error(e);
     }
-    let (pid, answer, resumed) = match resume {
-        Some(p) => {
+    let (pid, answer, resumed) = match (resume, sdp) {
+        // The page kept its peer connection: only the socket is new.
+        (Some(p), None) => {
             let pid = ParticipantId::new(p);
-            match state
-                .calls
-                .resume(c, &pid, user.id, sdp, call.outbox.clone())
-                .await
-            {
-                Ok(answer) => (pid, answer, true),
+            match state.calls.resume(c, &pid, user.id, call.outbox.clone()).await {
+                Ok(()) => (pid, None, true),
                 Err(e) => return join_error(e),
             }
         }
-        None => match state
+        // A fresh connection; a user already in the call takes its seat back.
+        (_, Some(sdp)) => match state
             .calls
             .join(c, user.id, user.role, sdp, call.outbox.clone())
             .await
         {
-            Ok((pid, answer)) => (pid, answer, false),
+            Ok(j) => (j.participant, j.answer, j.returned),
             Err(e) => return join_error(e),
         },
+        (None, None) => {
+            return error(
+                "bad_sdp",
+                "Thiếu mô tả phiên (offer) để vào cuộc gọi. Tải lại trang và thử lại.",
+                "A join needs an SDP offer (or resume). Reload and try again.",
+            )
+        }
     };
     call.current = Some((c, pid.clone()));
     let kind = if resumed { "reconnected" } else { "joined" };
@@ -271,7 +287,7 @@ async fn join(
         c,
         kind,
         Some(user.id),
-        json!({"participant_id": pid.as_str(), "role": user.role}),
+        json!({"participant_id": pid.as_str(), "role": user.role, "new_connection": answer.is_some()}),
     )
     .await;
     let _ = state
@@ -328,13 +344,14 @@ async fn join(
         "sdp": answer,
         "resumed": resumed,
         "state": current,
+        "seat_hold_s": state.calls.seat_hold().as_secs(),
         "ice_servers": state.calls.ice_servers().for_user(user.id, std::time::SystemTime::now()),
         "participants": state.calls.roster(c),
     })
 }
 
 async fn end(state: &AppState, call: &mut CallState) -> Value {
-    let Some((c, _)) = call.current.clone() else {
+    let Some((c, _)) = seat(state, call) else {
         return not_in_call();
     };
     let user = &call.user.user;
@@ -362,13 +379,8 @@ async fn end(state: &AppState, call: &mut CallState) -> Value {
     {
         Ok(updated) => {
             state.hub.publish(&updated);
-            state.calls.broadcast(
-                c,
-                None,
-                &json!({"type": "consultation_state", "consultation_id": c, "state": updated.state}),
-            );
             call.current = None;
-            let _ = state.calls.sfu.close_room(RoomId::new(c.to_string())).await;
+            state.calls.consultation_closed(c, updated.state).await;
             tracing::info!(consultation = %c, "consultation ended by its doctor");
             json!({"type": "ended", "consultation_id": c})
         }

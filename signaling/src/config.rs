@@ -82,6 +82,13 @@ pub struct Config {
     #[arg(long, env = "TELEHEALTH_TURN_TTL", default_value_t = 14400)]
     pub turn_ttl: u64,
 
+    /// Seconds a participant's place in a call is kept while its page is
+    /// away (network lost, page reloaded): within it the page comes back into
+    /// the same call by itself. 30 to 3600.
+    #[arg(long, env = "TELEHEALTH_SEAT_HOLD_SECS", default_value_t = 180,
+          value_parser = clap::value_parser!(u64).range(30..=3600))]
+    pub seat_hold_secs: u64,
+
     /// Take the client address from `X-Forwarded-For` (only behind a reverse
     /// proxy that sets it; otherwise clients could forge their address).
     #[arg(long, env = "TELEHEALTH_TRUST_PROXY", default_value_t = false)]

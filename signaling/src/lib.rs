@@ -210,7 +210,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         bootstrap::demo(&store).await?;
     }
 
-    let calls = call::Calls::new(sfu.clone(), ice_servers);
+    let calls = call::Calls::new(
+        sfu.clone(),
+        ice_servers,
+        std::time::Duration::from_secs(config.seat_hold_secs),
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let state = state(
         store.clone(),

@@ -40,11 +40,16 @@ const RATE_PER_SEC: u32 = 50;
 pub enum ClientMessage {
     /// Application-level keepalive (browsers cannot send WebSocket pings).
     Ping {},
-    /// Join a consultation's call with an SDP offer; `resume` takes over
-    /// this user's participant from a dropped socket (the offer restarts ICE).
+    /// Join a consultation's call with an SDP offer (a user already in the
+    /// call takes its seat back with the new connection); or, with `resume`
+    /// and no offer, take over this user's participant from a dropped socket
+    /// with the same connection.
     Join {
         consultation_id: String,
-        sdp: String,
+        /// The offer of a fresh peer connection. May be left out only with
+        /// `resume`, when the page kept its connection.
+        #[serde(default)]
+        sdp: Option<String>,
         #[serde(default)]
         resume: Option<String>,
     },
@@ -346,7 +351,7 @@ async fn session(
     let reason = reason.unwrap_or(CloseReason::SocketError);
     if let Some((c, pid)) = call.current.take() {
         // Keep the participant for a while: a reconnecting socket resumes it.
-        state.calls.socket_dropped(c, &pid);
+        state.calls.socket_dropped(c, &pid, &call.outbox).await;
         crate::call_ws::log(
             &state,
             c,

@@ -168,6 +168,10 @@ async fn change_state(
         .transition_consultation(&user.actor(), id, body.state)
         .await?;
     s.hub.publish(&c);
+    if matches!(c.state, Completed | Cancelled | NoShow) {
+        // However it was ended, the call ends with it, on every page.
+        s.calls.consultation_closed(id, c.state).await;
+    }
     tracing::info!(consultation = %id, state = %c.state, "consultation state changed");
     Ok(Json(c))
 }

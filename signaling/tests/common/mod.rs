@@ -97,7 +97,11 @@ pub async fn app_state(store: Store, throttle: ThrottlePolicy) -> telehealth_sig
     let sfu = telehealth_sfu::Sfu::start(telehealth_sfu::SfuConfig::loopback())
         .await
         .unwrap();
-    let calls = telehealth_signaling::call::Calls::new(sfu, Default::default());
+    let calls = telehealth_signaling::call::Calls::new(
+        sfu,
+        Default::default(),
+        telehealth_signaling::call::DEFAULT_SEAT_HOLD,
+    );
     // The sender is dropped: these tests never shut the server down.
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let state = telehealth_signaling::state(store.clone(), JWT_KEY, &config(), throttle, calls.clone(), rx);
