@@ -8,10 +8,16 @@
 //! link can drop or delay a share of its packets each way ([`lossy`]).
 //!
 //! [`SfuSession`] wires it to an in-process [`telehealth_sfu::Sfu`];
-//! [`WsSession`] to a running server's signaling WebSocket;
+//! [`WsSession`] to a running server's signaling WebSocket (optionally
+//! recovering from drops by itself, as the call page does);
 //! [`JanusParticipant`] to a Janus VideoRoom (the load generator's
 //! comparison server, run by [`JanusServer`]).
 //! The `synthetic-participant` binary runs a room of them and prints reports.
+//!
+//! [`LinkEmulator`] is a user-space relay that gives each client IP a rural
+//! link of its own — loss, delay, jitter, rate caps, blackouts, handovers —
+//! for the synthetic participants here and (as the `linkemu` binary) for the
+//! browser tests.
 
 /// A server process started on chosen CPUs (the benchmark gives the server
 /// under test a core of its own, away from the load generator): `taskset -c
@@ -31,6 +37,7 @@ pub fn server_command(program: &std::path::Path, cpus: Option<&str>) -> tokio::p
 pub mod api;
 pub mod janus_link;
 pub mod janus_server;
+pub mod linkemu;
 pub mod lossy;
 pub mod media;
 pub mod participant;
@@ -40,6 +47,7 @@ pub mod ws_link;
 
 pub use janus_link::JanusParticipant;
 pub use janus_server::JanusServer;
+pub use linkemu::{Link, LinkEmulator, LinkEmulatorConfig, LinkStats, Relay, Shape};
 pub use lossy::Impairment;
 pub use participant::{ParticipantConfig, SyntheticParticipant};
 pub use report::{ParticipantReport, TrackReport};

@@ -67,6 +67,10 @@ pub struct ParticipantConfig {
     /// Relay candidates only (`iceTransportPolicy: "relay"`): every packet
     /// goes through the TURN server, as for a station behind strict NAT.
     pub relay_only: bool,
+    /// The loopback address the participant's sockets bind to (default
+    /// 127.0.0.1). Give each participant of a test its own (127.0.0.3,
+    /// 127.0.0.4…) and the link emulator tells their traffic apart.
+    pub bind_ip: std::net::IpAddr,
     /// Publish the video as simulcast: one layer per entry, lowest first, as
     /// (rid, bytes per delta frame). Every layer carries the same frame
     /// counters, so a subscriber's continuity check holds across layer
@@ -90,8 +94,15 @@ impl ParticipantConfig {
             tcp_only: false,
             ice_servers: Vec::new(),
             relay_only: false,
+            bind_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             simulcast: Vec::new(),
         }
+    }
+
+    /// The same participant, on this loopback address.
+    pub fn bind_ip(mut self, ip: std::net::IpAddr) -> Self {
+        self.bind_ip = ip;
+        self
     }
 
     /// The same participant, publishing its video as these simulcast layers
@@ -147,6 +158,18 @@ struct TrackRx {
     frames: BTreeMap<u32, PendingFrame>,
     complete: BTreeSet<u32>,
     counters_seen: BTreeSet<u32>,
+    /// Keyframes among the complete frames.
+    keyframes: BTreeSet<u32>,
+    /// A decoder's view: the last frame it could show (each frame needs the
+    /// one before it, or is a keyframe), how many, and when the last came.
+    last_decoded: Option<u32>,
+    frames_decoded: u64,
+    last_decoded_at: Option<Instant>,
+    /// Since when complete frames arrive that cannot be shown (a keyframe is
+    /// missing), and when we last asked for one — as a browser's decoder
+    /// does, with a PLI (RFC 4585 §6.3.1).
+    stalled_since: Option<Instant>,
+    last_pli: Option<Instant>,
     /// The last second of audio payloads, decoded only for a report.
     audio: VecDeque<Bytes>,
 }
@@ -167,6 +190,12 @@ impl TrackRx {
             frames: BTreeMap::new(),
             complete: BTreeSet::new(),
             counters_seen: BTreeSet::new(),
+            keyframes: BTreeSet::new(),
+            last_decoded: None,
+            frames_decoded: 0,
+            last_decoded_at: None,
+            stalled_since: None,
+            last_pli: None,
             audio: VecDeque::new(),
         }
     }
@@ -236,6 +265,16 @@ impl TrackRx {
             if all {
                 self.frames.remove(&ts);
                 self.complete.insert(info.counter);
+                if info.keyframe {
+                    self.keyframes.insert(info.counter);
+                }
+                let shown = self.frames_decoded;
+                self.decode(now);
+                if self.frames_decoded > shown {
+                    self.stalled_since = None;
+                } else {
+                    self.stalled_since.get_or_insert(now);
+                }
                 self.first_frame_at.get_or_insert(now);
                 let delay = (media::unix_micros() as f64 - info.sent_micros as f64) / 1000.0;
                 self.delays_ms.push(delay);
@@ -244,6 +283,41 @@ impl TrackRx {
         // Forget frames that can no longer complete.
         self.frames
             .retain(|_, f| now.saturating_duration_since(f.touched) < Duration::from_secs(3));
+    }
+
+    /// Whether to ask the sender for a keyframe now: frames have been
+    /// arriving that cannot be shown for 200 ms, and the last request is
+    /// half a second old.
+    fn wants_keyframe(&mut self, now: Instant) -> bool {
+        let stalled = self
+            .stalled_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= Duration::from_millis(200));
+        let waited = self
+            .last_pli
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_millis(500));
+        if stalled && waited {
+            self.last_pli = Some(now);
+            return true;
+        }
+        false
+    }
+
+    /// Shows what a decoder could show now: the frames after the last shown
+    /// one, in order, without a hole; after a hole, only from a keyframe on.
+    fn decode(&mut self, now: Instant) {
+        loop {
+            let next = match self.last_decoded {
+                Some(d) => {
+                    let follows = d.checked_add(1).filter(|n| self.complete.contains(n));
+                    follows.or_else(|| self.keyframes.range(d.saturating_add(1)..).next().copied())
+                }
+                None => self.keyframes.first().copied(),
+            };
+            let Some(n) = next else { return };
+            self.last_decoded = Some(n);
+            self.frames_decoded += 1;
+            self.last_decoded_at = Some(now);
+        }
     }
 
     fn report(&self, track_id: &str) -> TrackReport {
@@ -295,6 +369,8 @@ impl TrackRx {
             last_counter: self.counters_seen.last().copied(),
             first_packet_at: self.first_packet_at,
             first_frame_at: self.first_frame_at,
+            frames_decoded: self.frames_decoded,
+            last_decoded_at: self.last_decoded_at,
             dominant_frequency_hz: media::dominant_frequency(&pcm),
         }
     }
@@ -405,10 +481,21 @@ impl PeerConnectionEventHandler for Handler {
                 match ev {
                     TrackRemoteEvent::OnRtpPacket(p) => {
                         let now = Instant::now();
-                        if let Ok(mut t) = shared.tracks.lock() {
-                            if let Some(rx) = t.get_mut(&id) {
+                        let ssrc = p.header.ssrc;
+                        let pli = match shared.tracks.lock() {
+                            Ok(mut t) => t.get_mut(&id).is_some_and(|rx| {
                                 rx.on_rtp(p, now);
-                            }
+                                rx.wants_keyframe(now)
+                            }),
+                            Err(_) => false,
+                        };
+                        if pli {
+                            let _ = track
+                                .write_rtcp(vec![Box::new(PictureLossIndication {
+                                    sender_ssrc: 0,
+                                    media_ssrc: ssrc,
+                                })])
+                                .await;
                         }
                     }
                     TrackRemoteEvent::OnEnded => break,
@@ -642,9 +729,9 @@ impl SyntheticParticipant {
             // A TCP listener gives the active candidate its address; the
             // connection to the SFU is dialled from an ephemeral port.
             settings = settings.with_network_types(vec![NetworkType::Tcp4]);
-            (vec![], vec!["127.0.0.1:0".to_owned()])
+            (vec![], vec![format!("{}:0", config.bind_ip)])
         } else {
-            (vec!["127.0.0.1:0".to_owned()], vec![])
+            (vec![format!("{}:0", config.bind_ip)], vec![])
         };
         let pc = PeerConnectionBuilder::new()
             .with_configuration(rtc_configuration(&config))
@@ -700,6 +787,11 @@ impl SyntheticParticipant {
         &self.config.name
     }
 
+    /// The loopback address its sockets are bound to.
+    pub fn bind_ip(&self) -> std::net::IpAddr {
+        self.config.bind_ip
+    }
+
     /// The link impairment, adjustable during the call.
     pub fn impairment(&self) -> &Arc<Impairment> {
         &self.config.impairment
@@ -728,6 +820,16 @@ impl SyntheticParticipant {
         self.create_offer().await
     }
 
+    /// Whether an offer of ours waits for its answer.
+    pub async fn offer_outstanding(&self) -> bool {
+        self.pc.pending_local_description().await.is_some()
+    }
+
+    /// Our offer that waits for its answer, if any.
+    pub async fn pending_offer(&self) -> Option<String> {
+        self.pc.pending_local_description().await.map(|d| d.sdp)
+    }
+
     /// Applies the answer to our offer.
     pub async fn apply_answer(self: &Arc<Self>, sdp: String) -> Result<()> {
         let passive = passive_tcp_candidates(&sdp);
@@ -753,14 +855,20 @@ impl SyntheticParticipant {
     }
 
     /// Answers an offer from the other side (renegotiation). Remote tracks
-    /// the offer no longer sends are marked ended.
+    /// the offer no longer sends are marked ended. Polite, as a browser: an
+    /// offer of ours still waiting for its answer is rolled back first.
     pub async fn handle_offer(self: &Arc<Self>, sdp: String) -> Result<String> {
+        if self.pc.pending_local_description().await.is_some() {
+            self.pc
+                .set_local_description(RTCSessionDescription::rollback(None)?)
+                .await?;
+        }
         let live = sending_track_ids(&sdp);
         if let Ok(mut tracks) = self.shared.tracks.lock() {
             for (id, rx) in tracks.iter_mut() {
-                if !live.iter().any(|l| l == id) {
-                    rx.ended = true;
-                }
+                // A track may start arriving before the offer that names it
+                // (an older offer then did not): whatever the latest offer says.
+                rx.ended = !live.iter().any(|l| l == id);
             }
         }
         self.pc

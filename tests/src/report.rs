@@ -40,6 +40,11 @@ pub struct TrackReport {
     pub first_packet_at: Instant,
     /// When the first complete frame arrived.
     pub first_frame_at: Option<Instant>,
+    /// Frames a decoder could have shown: in order from a keyframe, with no
+    /// frame missing since (a hole waits for the next keyframe).
+    pub frames_decoded: u64,
+    /// When the last such frame arrived.
+    pub last_decoded_at: Option<Instant>,
     /// Dominant frequency of the decoded audio (last second), Hz.
     pub dominant_frequency_hz: Option<f64>,
 }
@@ -87,12 +92,21 @@ pub struct ParticipantReport {
 impl ParticipantReport {
     /// The received audio track published by `publisher`, if any.
     pub fn audio_from(&self, publisher: &str) -> Option<&TrackReport> {
-        self.tracks.iter().find(|t| t.audio && t.stream_id == publisher)
+        self.latest(publisher, true)
     }
 
     /// The received video track published by `publisher`, if any.
     pub fn video_from(&self, publisher: &str) -> Option<&TrackReport> {
-        self.tracks.iter().find(|t| !t.audio && t.stream_id == publisher)
+        self.latest(publisher, false)
+    }
+
+    /// The publisher's track of this kind that is live now: after a rejoin a
+    /// publisher has an ended track and a newer one; the newest live one wins.
+    fn latest(&self, publisher: &str, audio: bool) -> Option<&TrackReport> {
+        self.tracks
+            .iter()
+            .filter(|t| t.audio == audio && t.stream_id == publisher)
+            .max_by_key(|t| (!t.ended, t.first_packet_at))
     }
 }
 
@@ -111,8 +125,9 @@ impl fmt::Display for ParticipantReport {
         for t in &self.tracks {
             writeln!(
                 f,
-                "  {} from {} ({}): {} pkts, lost {} ({:.2}%), dup {}, delay median {:.1?} ms p95 {:.1?} ms{}",
+                "  {}{} from {} ({}): {} pkts, lost {} ({:.2}%), dup {}, delay median {:.1?} ms p95 {:.1?} ms{}",
                 t.track_id,
+                if t.ended { " (ended)" } else { "" },
                 t.stream_id,
                 if t.audio { "audio" } else { "video" },
                 t.packets_received,
@@ -125,10 +140,11 @@ impl fmt::Display for ParticipantReport {
                     format!(", tone {:?} Hz", t.dominant_frequency_hz)
                 } else {
                     format!(
-                        ", frames {}/{} ({:.1}%), max gap {}",
+                        ", frames {}/{} ({:.1}%), {} decodable, max gap {}",
                         t.frames_complete,
                         t.frames_expected,
                         t.frames_complete_ratio() * 100.0,
+                        t.frames_decoded,
                         t.max_frame_gap
                     )
                 }

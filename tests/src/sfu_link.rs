@@ -98,15 +98,24 @@ impl SfuSession {
     /// Restarts ICE (as a client does after a network change): a new offer
     /// with fresh credentials, answered by the SFU with fresh credentials of its own.
     pub async fn restart_ice(&self) -> Result<()> {
-        let offer = self.participant.restart_ice_offer().await?;
-        let answer = self
-            .sfu
-            .handle_offer(self.room.clone(), self.id.clone(), offer)
-            .await?;
-        if let Ok(mut u) = self.ice_ufrag.lock() {
-            *u = ufrag(&answer);
+        for _ in 0..20 {
+            let offer = self.participant.restart_ice_offer().await?;
+            let answer = self
+                .sfu
+                .handle_offer(self.room.clone(), self.id.clone(), offer)
+                .await?;
+            let Some(answer) = answer else {
+                // It crossed an offer of the SFU's: the relay task answers that
+                // one (rolling ours back); then offer again.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            };
+            if let Ok(mut u) = self.ice_ufrag.lock() {
+                *u = ufrag(&answer);
+            }
+            return self.participant.apply_answer(answer).await;
         }
-        self.participant.apply_answer(answer).await
+        anyhow::bail!("the ICE restart kept crossing the SFU's offers")
     }
 
     /// Leaves through the API (the SFU reports [`telehealth_sfu::CloseReason::Removed`]).
