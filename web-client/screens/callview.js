@@ -14,20 +14,53 @@ import { busy, h, notice, time } from '../ui.js';
 
 const PHOTO_MAX = 10 * 1024 * 1024;
 
+/** Remembers, for this tab, that the user is in a consultation's call, so a reload brings them back into it. */
+const IN_CALL = 'telehealth.inCall';
+
+/** @param {string} id @returns {'in' | 'left' | null} */
+export function callMemory(id) {
+  try {
+    const v = sessionStorage.getItem(`${IN_CALL}.${id}`);
+    return v === 'in' || v === 'left' ? v : null;
+  } catch {
+    return null;
+  }
+}
+
+/** @param {string} id @param {'in' | 'left' | null} v */
+function remember(id, v) {
+  try {
+    if (v) sessionStorage.setItem(`${IN_CALL}.${id}`, v);
+    else sessionStorage.removeItem(`${IN_CALL}.${id}`);
+  } catch {
+    // Storage blocked: a reload then shows the join button instead.
+  }
+}
+
+/** m:ss @param {number} ms */
+const clock = (ms) => {
+  const s = Math.max(0, Math.ceil(ms / 1000));
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
+};
+
 /**
- * Mounts the "join the call" button and, once pressed, the call. Returns a function that stops the call.
- * @param {HTMLElement} box @param {{consultationId: string, role: string, userId: string, onEnded: () => void}} opts
+ * Mounts the "join the call" button and, once pressed (or at once with `autoJoin`: a reload, or a consultation
+ * already under way), the call. Returns a function that stops the call.
+ * @param {HTMLElement} box
+ * @param {{consultationId: string, role: string, userId: string, autoJoin?: boolean, onEnded: () => void}} opts
  * @returns {() => void}
  */
 export function mountCall(box, opts) {
   /** @type {Call | null} */
   let call = null;
+  /** @type {(() => void) | null} */
+  let unmountCall = null;
   const joinBtn = h('button', { type: 'button', class: 'primary', id: 'join-call' }, t('call.join'));
   const intro = h('p', { class: 'muted' }, t('call.intro'));
   const msg = h('div', { id: 'call-msg', 'aria-live': 'polite' });
   box.replaceChildren(h('h3', { id: 'call-title' }, t('call.title')), intro, msg, h('div', { class: 'row' }, joinBtn));
 
-  joinBtn.addEventListener('click', () => void busy(joinBtn, async () => {
+  async function join() {
     msg.replaceChildren();
     if (!navigator.onLine) {
       msg.replaceChildren(notice(t('call.err.offline'), 'error'));
@@ -44,17 +77,29 @@ export function mountCall(box, opts) {
       msg.replaceChildren(notice(t(key), 'error'));
       return;
     }
-    call = start(local);
-  }));
+    remember(opts.consultationId, 'in');
+    [call, unmountCall] = start(local);
+  }
+  joinBtn.addEventListener('click', () => void busy(joinBtn, join));
+  if (opts.autoJoin) void busy(joinBtn, join);
 
-  /** @param {MediaStream} local @returns {Call} */
+  /** @param {MediaStream} local @returns {[Call, () => void]} */
   function start(local) {
-    const doctor = opts.role === 'doctor';
     const remoteVideo = h('video', { id: 'remote-video', autoplay: true, playsinline: true });
     const selfVideo = h('video', { id: 'self-video', autoplay: true, playsinline: true, muted: true });
+    // The attribute does not mute a video whose source is set from script; the property does.
     selfVideo.muted = true;
+    selfVideo.playsInline = true;
     selfVideo.srcObject = local;
+    /** The self view must always play: a health worker aims the camera at a wound by it. */
+    const playSelf = () => {
+      if (selfVideo.srcObject && selfVideo.paused && !selfVideo.hidden) void selfVideo.play().catch(() => {});
+    };
+    selfVideo.addEventListener('pause', playSelf);
+    selfVideo.addEventListener('loadedmetadata', playSelf);
+    playSelf();
     const remoteLabel = h('p', { class: 'call-placeholder', id: 'remote-wait' }, t('call.waitingOther'));
+    const frozen = h('p', { class: 'notice warn call-frozen', id: 'remote-frozen', role: 'status', hidden: true }, t('call.remoteFrozen'));
     const banner = h('p', { class: 'notice warn call-banner', id: 'reconnecting', role: 'status', hidden: true }, t('call.reconnecting'));
     const quality = h('span', { class: 'quality', id: 'call-quality', 'data-level': 'unknown' }, t('call.quality.unknown'));
     const others = h('span', { class: 'muted small', id: 'call-others' });
@@ -65,53 +110,110 @@ export function mountCall(box, opts) {
     const camBtn = toggle('call-camera', 'call.cameraOff');
     const audioOnlyBtn = toggle('call-audio-only', 'call.audioOnly');
     const leaveBtn = h('button', { type: 'button', class: 'secondary', id: 'call-leave' }, t('call.leave'));
-    const endBtn = doctor ? h('button', { type: 'button', class: 'danger', id: 'call-end' }, t('call.end')) : null;
+    const rejoinBtn = h('button', { type: 'button', class: 'primary', id: 'rejoin-call', hidden: true }, t('call.rejoin'));
+    const doctor = opts.role === 'doctor';
     const photoBtn = doctor ? null : h('button', { type: 'button', class: 'primary', id: 'send-photo', hidden: true }, t('call.sendPhoto'));
     const photoMsg = h('div', { id: 'photo-msg', 'aria-live': 'polite' });
     const photos = h('div', { class: 'call-photos', id: 'call-photos' });
 
     const chatLog = h('ol', { class: 'chat-log', id: 'chat-log', 'aria-live': 'polite' });
     const chatInput = h('input', { name: 'chat', maxlength: 2000, autocomplete: 'off', 'aria-label': t('call.chatLabel'), placeholder: t('call.chatPlaceholder') });
-    const chatForm = h('form', { class: 'row chat-form', id: 'chat-form' }, chatInput, h('button', { type: 'submit', class: 'secondary' }, t('call.chatSend')));
+    const chatSend = h('button', { type: 'submit', class: 'secondary' }, t('call.chatSend'));
+    const chatForm = h('form', { class: 'row chat-form', id: 'chat-form' }, chatInput, chatSend);
 
-    const stage = h('div', { class: 'call-stage' }, remoteVideo, remoteLabel, selfVideo, banner);
+    const stage = h('div', { class: 'call-stage' }, remoteVideo, remoteLabel, selfVideo, frozen, banner);
     box.replaceChildren(
       h('div', { class: 'call-head' }, h('h3', { id: 'call-title' }, t('call.title')), quality, others),
       msg, stage,
-      h('div', { class: 'row call-controls' }, muteBtn, camBtn, audioOnlyBtn, photoBtn, leaveBtn, endBtn),
+      h('div', { class: 'row call-controls' }, muteBtn, camBtn, audioOnlyBtn, photoBtn, leaveBtn, rejoinBtn),
       photoMsg, photos,
       h('section', { class: 'chat', 'aria-labelledby': 'chat-title' }, h('h4', { id: 'chat-title' }, t('call.chat')), chatLog, chatForm),
     );
+    box.dataset.ended = 'false';
+    box.dataset.phase = 'connecting';
 
     const c = new Call(opts.consultationId, local, onEvent);
     /** @type {any} */ (window).__thCall = c;
-    let ended = false;
-    let hadStatus = false;
+    let finished = false;
+    /** @type {import('../call.js').CallEvent & {kind: 'status'} | null} */
+    let lastStatus = null;
+    /** When the other side's seat expires, while it is away. @type {number | null} */
+    let otherAwayUntil = null;
+    /** Consecutive stats samples with the other side's picture not moving. */
+    let stillSamples = 0;
 
-    /** @param {CallEvent} e */
+    /** The banner's text for where the recovery stands, with its countdowns. */
+    function renderBanner() {
+      const st = lastStatus;
+      const down = !finished && st?.phase === 'reconnecting';
+      banner.hidden = !down;
+      if (!down || !st) return;
+      const now = Date.now();
+      const parts = [];
+      if (st.step === 'socket') {
+        parts.push(navigator.onLine ? t('call.rc.socket') : t('call.rc.offline'));
+        if (st.retryAt && st.retryAt > now) parts.push(t('call.rc.retryIn', { s: Math.ceil((st.retryAt - now) / 1000) }));
+        else if (st.attempt > 0) parts.push(t('call.rc.trying', { n: st.attempt }));
+      } else if (st.step === 'rejoin') {
+        parts.push(t('call.rc.rejoin'));
+      } else {
+        parts.push(t('call.rc.media'));
+      }
+      if (st.seatUntil) parts.push(t('call.rc.seat', { t: clock(st.seatUntil - now) }));
+      banner.textContent = parts.join(' ');
+    }
+
+    function renderOthers() {
+      if (finished) {
+        others.textContent = '';
+        return;
+      }
+      const list = [...c.participants.values()].filter((p) => p.participant_id !== c.participantId);
+      const away = list.filter((p) => p.connected === false);
+      if (away.length && otherAwayUntil) {
+        others.textContent = t('call.otherAway', { t: clock(otherAwayUntil - Date.now()) });
+        return;
+      }
+      others.textContent = list.length ? t('call.othersIn', { n: list.length }) : t('call.alone');
+    }
+    const ticker = setInterval(() => {
+      renderBanner();
+      if (otherAwayUntil) renderOthers();
+      playSelf();
+    }, 1000);
+
+    /** @param {import('../call.js').CallEvent} e */
     function onEvent(e) {
       if (e.kind === 'status') {
-        const down = !c.closed && hadStatus && (!e.socket || e.ice === 'disconnected' || e.ice === 'failed');
-        if (e.socket) hadStatus = true;
-        banner.hidden = !down;
-        banner.textContent = navigator.onLine ? t('call.reconnecting') : `${t('call.reconnecting')} ${t('call.offlineHint')}`;
+        lastStatus = e;
+        box.dataset.phase = e.phase;
+        renderBanner();
+        if (e.phase === 'out' && !finished) showOut();
       } else if (e.kind === 'remote') {
         if (remoteVideo.srcObject !== e.stream) remoteVideo.srcObject = e.stream;
         void remoteVideo.play().catch(() => {});
         remoteLabel.hidden = e.stream.getVideoTracks().length > 0;
+        playSelf();
       } else if (e.kind === 'quality') {
+        if (finished) return;
         quality.dataset.level = e.level;
         const parts = [t(/** @type {Key} */ (`call.quality.${e.level}`))];
-        if (e.lossPct !== null) parts.push(t('call.loss', { n: e.lossPct.toFixed(1) }));
-        if (e.rttMs !== null) parts.push(t('call.rtt', { n: Math.round(e.rttMs) }));
+        if (e.level !== 'down' && e.lossPct !== null) parts.push(t('call.loss', { n: e.lossPct.toFixed(1) }));
+        if (e.level !== 'down' && e.rttMs !== null) parts.push(t('call.rtt', { n: Math.round(e.rttMs) }));
         quality.textContent = parts.join(' · ');
+        // The other side's picture stopped: say so at once, from what this page receives.
+        const otherThere = [...c.participants.values()].some((p) => p.participant_id !== c.participantId);
+        stillSamples = e.videoFlowing === false && otherThere && remoteVideo.srcObject ? stillSamples + 1 : 0;
+        frozen.hidden = stillSamples < 1;
+        remoteVideo.dataset.height = String(e.frameHeight ?? '');
       } else if (e.kind === 'fatal') {
         const key = /** @type {Record<string, Key>} */ ({
           session: 'call.err.session', consultation_closed: 'call.err.closed', not_open_yet: 'call.err.notOpen',
-          not_accepted_yet: 'call.err.notAccepted', already_in_call: 'call.err.alreadyIn',
+          not_accepted_yet: 'call.err.notAccepted',
         })[e.code];
         msg.replaceChildren(notice(key ? t(key) : e.message && getLang() === 'vi' ? e.message : t('call.err.generic'), 'error'));
-        finish();
+        if (e.code === 'consultation_closed' || e.code === 'session') finish(true);
+        else showOut();
       } else if (e.kind === 'message') onMessage(e.message);
     }
 
@@ -124,12 +226,18 @@ export function mountCall(box, opts) {
           break;
         case 'participant_joined':
         case 'participant_reconnected':
-        case 'participant_left':
+          otherAwayUntil = null;
           renderOthers();
-          if (m.type === 'participant_left') remoteLabel.hidden = false;
+          break;
+        case 'participant_left':
+          otherAwayUntil = null;
+          renderOthers();
+          remoteLabel.textContent = t('call.waitingOther');
+          remoteLabel.hidden = false;
           break;
         case 'participant_reconnecting':
-          others.textContent = t('call.otherReconnecting');
+          otherAwayUntil = Date.now() + Number(m.seat_hold_s ?? 180) * 1000;
+          renderOthers();
           break;
         case 'participant_media':
           remoteLabel.textContent = m.video ? t('call.waitingOther') : t('call.otherCameraOff');
@@ -150,22 +258,18 @@ export function mountCall(box, opts) {
         case 'consultation_state':
           if (m.type === 'ended' || ['completed', 'cancelled', 'no_show'].includes(m.state)) {
             msg.replaceChildren(notice(t('call.ended'), 'info'));
-            finish();
+            remember(opts.consultationId, null);
+            finish(true);
             opts.onEnded();
           }
           break;
         case 'left':
-          msg.replaceChildren(notice(t('call.removed'), 'info'));
-          finish();
+          msg.replaceChildren(notice(t(m.reason === 'replaced' ? 'call.replaced' : 'call.removed'), 'info'));
+          showOut();
           break;
         default:
           break;
       }
-    }
-
-    function renderOthers() {
-      const n = [...c.participants.values()].filter((p) => p.participant_id !== c.participantId).length;
-      others.textContent = n ? t('call.othersIn', { n }) : t('call.alone');
     }
 
     /** @param {import('../call.js').WireMessage} m */
@@ -176,16 +280,30 @@ export function mountCall(box, opts) {
       chatLog.scrollTop = chatLog.scrollHeight;
     }
 
-    function finish() {
-      if (ended) return;
-      ended = true;
-      c.close(false);
+    /** Media and every call control stop. @param {boolean} ended the consultation is over (no way back in) */
+    function finish(ended) {
+      if (finished) return;
+      finished = true;
+      clearInterval(ticker);
+      c.close(false, ended ? 'ended' : 'out');
       banner.hidden = true;
-      for (const b of [muteBtn, camBtn, audioOnlyBtn, photoBtn, endBtn, leaveBtn]) if (b) b.disabled = true;
+      frozen.hidden = true;
+      for (const b of [muteBtn, camBtn, audioOnlyBtn, photoBtn, leaveBtn, chatSend]) if (b) b.disabled = true;
       chatInput.disabled = true;
       remoteVideo.srcObject = null;
       selfVideo.srcObject = null;
-      box.dataset.ended = 'true';
+      quality.textContent = '';
+      quality.dataset.level = 'none';
+      others.textContent = '';
+      box.dataset.ended = String(ended);
+      box.dataset.phase = ended ? 'ended' : 'out';
+      rejoinBtn.hidden = ended;
+    }
+
+    /** Out of the call, the consultation still open: a way back in. */
+    function showOut() {
+      finish(false);
+      rejoinBtn.hidden = false;
     }
 
     /** @param {HTMLButtonElement} b @param {boolean} on @param {Key} onLabel @param {Key} offLabel */
@@ -201,26 +319,29 @@ export function mountCall(box, opts) {
       c.setVideo(!c.video);
       flip(camBtn, !c.video, 'call.cameraOn', 'call.cameraOff');
       selfVideo.hidden = !c.video;
+      playSelf();
     });
     audioOnlyBtn.addEventListener('click', () => void busy(audioOnlyBtn, async () => {
       await c.setAudioOnly(!c.audioOnly);
       flip(audioOnlyBtn, c.audioOnly, 'call.withVideo', 'call.audioOnly');
       remoteVideo.hidden = c.audioOnly;
       selfVideo.hidden = c.audioOnly || !c.video;
+      playSelf();
     }));
     leaveBtn.addEventListener('click', () => {
-      c.close(true);
-      finish();
+      remember(opts.consultationId, 'left');
+      c.close(true, 'out');
       msg.replaceChildren(notice(t('call.youLeft'), 'info'));
+      showOut();
     });
-    endBtn?.addEventListener('click', () => {
-      if (!confirm(t('call.confirmEnd'))) return;
-      c.end();
-    });
+    rejoinBtn.addEventListener('click', () => void busy(rejoinBtn, async () => {
+      unmountCall?.();
+      await join();
+    }));
     chatForm.addEventListener('submit', (e) => {
       e.preventDefault();
       const text = chatInput.value.trim();
-      if (!text) return;
+      if (!text || finished) return;
       if (!c.joined) {
         chatForm.append(notice(t('call.err.chatOffline'), 'warn'));
         return;
@@ -231,7 +352,7 @@ export function mountCall(box, opts) {
 
     // Photos: only when the server has the photo API (GET answers 200).
     void api(`/api/consultations/${opts.consultationId}/photos`).then((r) => {
-      if (!r.ok || ended) return;
+      if (!r.ok || finished) return;
       if (photoBtn) photoBtn.hidden = false;
       if (doctor && Array.isArray(r.data)) for (const p of r.data) void showPhoto(String(p.id));
     });
@@ -276,7 +397,10 @@ export function mountCall(box, opts) {
     }
 
     c.start();
-    return c;
+    return [c, () => {
+      clearInterval(ticker);
+      c.close(false);
+    }];
   }
 
   return () => {

@@ -12,7 +12,7 @@ import { busy, dateTime, h, heading, notice, stateBadge } from '../ui.js';
 import { vitalsTable } from '../vitals.js';
 import { latest, mountNoteEditor, noteView } from './note.js';
 import { summary } from './patient.js';
-import { mountCall } from './callview.js';
+import { callMemory, mountCall } from './callview.js';
 
 /** @typedef {import('../types.js').Ctx} Ctx */
 /** @typedef {import('../types.js').Consultation} Consultation */
@@ -100,8 +100,18 @@ export async function render(ctx, [id]) {
     const mine = c.doctor_id === ctx.user.id;
     if (doctor) {
       if (c.state === 'requested' && !c.doctor_id) act('consult.accept', 'primary', () => api(`/api/consultations/${c.id}/accept`, { method: 'POST' }), 'accept');
-      if (mine && (c.state === 'requested' || c.state === 'scheduled' || c.state === 'interrupted')) act('consult.start', 'primary', state('in_progress'), 'start');
-      if (mine && c.state === 'in_progress') act('consult.end', 'secondary', state('completed'), 'end');
+      // Joining the call starts the consultation (docs/signaling.md): the one way in is the call's join
+      // button. The one way to end is here; it ends the call on every page too.
+      // When video cannot work at all (a phone call instead), the consultation can still be run and recorded.
+      if (mine && ((c.state === 'requested' && c.doctor_id) || c.state === 'scheduled' || c.state === 'interrupted')) {
+        act('consult.startNoVideo', 'secondary', state('in_progress'), 'start-without-video');
+      }
+      if (mine && (c.state === 'in_progress' || c.state === 'interrupted')) {
+        act('call.end', 'danger', async () => {
+          if (!confirm(await endQuestion(c.id))) return { ok: true, status: 200, data: c };
+          return state('completed')();
+        }, 'end');
+      }
       if (mine && c.state === 'scheduled') act('consult.noShow', 'secondary', state('no_show'), 'no_show');
     } else if (c.state === 'requested' || c.state === 'scheduled') {
       act('consult.cancel', 'secondary', async () => {
@@ -139,7 +149,10 @@ export async function render(ctx, [id]) {
     const member = doctor ? c.doctor_id === ctx.user.id : true;
     if (stopCall || !joinable || !member) return;
     callBox.hidden = false;
-    stopCall = mountCall(callBox, { consultationId: c.id, role: ctx.user.role, userId: ctx.user.id, onEnded: () => void reload() });
+    // Back in the call by itself after a reload, or when the consultation is already under way.
+    const memory = callMemory(c.id);
+    const autoJoin = memory === 'in' || (memory !== 'left' && c.state === 'in_progress');
+    stopCall = mountCall(callBox, { consultationId: c.id, role: ctx.user.role, userId: ctx.user.id, autoJoin, onEnded: () => void reload() });
   }
   ctx.cleanup(() => stopCall?.());
 
@@ -173,6 +186,18 @@ export async function render(ctx, [id]) {
     if (c.state === 'requested') void refreshHeader();
   }, 60_000);
   ctx.cleanup(() => clearInterval(tick));
+}
+
+/**
+ * The question before ending: says whether the note is signed, so nobody ends a consultation thinking it is.
+ * @param {string} id @returns {Promise<string>}
+ */
+async function endQuestion(id) {
+  const r = await api(`/api/consultations/${id}/notes`);
+  /** @type {Note[]} */
+  const notes = r.ok ? r.data : [];
+  if (!notes.length) return t('call.endConfirmNoNote');
+  return t(notes.some((n) => n.status === 'signed') ? 'call.endConfirmSigned' : 'call.endConfirmUnsigned');
 }
 
 /**
