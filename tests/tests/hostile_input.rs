@@ -173,11 +173,9 @@ async fn hostile_input_does_not_disturb_a_running_room() {
         sfu.leave(good.clone(), ParticipantId::new("nobody")).await,
         Err(SfuError::UnknownParticipant { .. })
     ));
-    assert!(matches!(
-        sfu.join(good.clone(), ParticipantId::new("doctor"), valid_offer.clone())
-            .await,
-        Err(SfuError::ParticipantExists { .. })
-    ));
+    // (Joining again under a participant id already in the room takes that
+    // seat over: the SFU trusts the ids signaling gives it, and signaling
+    // lets only the same user do that — tests/e2e/calls.rs.)
 
     // Garbage datagrams on the media port, from several sockets, some routed
     // to mallory's connection by her ufrag.

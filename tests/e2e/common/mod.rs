@@ -99,15 +99,16 @@ impl Server {
 
     /// Starts the binary with extra flags.
     pub fn start_with(data_dir: &Path, database_url: &str, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_telehealth"))
-            .args(extra)
-            .args([
-                "--http-addr",
-                "127.0.0.1:0",
-                "--media-udp-port",
-                "0",
-                "--data-dir",
-            ])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_telehealth"));
+        cmd.args(extra);
+        // Defaults a test may override (a flag may be given only once).
+        for (flag, value) in [("--http-addr", "127.0.0.1:0"), ("--media-udp-port", "0")] {
+            if !extra.contains(&flag) {
+                cmd.args([flag, value]);
+            }
+        }
+        let mut child = cmd
+            .arg("--data-dir")
             .arg(data_dir)
             .args(["--database-url", database_url])
             .env("TELEHEALTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
