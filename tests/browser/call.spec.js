@@ -130,12 +130,13 @@ test('video call: media both ways, photo, dropped socket resumed, doctor ends', 
     await shoot(dr, 'call-doctor-photo', img);
   });
 
-  await test.step('the health worker loses the network: banner, resume, media again in the same call', async () => {
+  await test.step("the health worker's socket drops (media untouched): banner, resume, media again in the same call", async () => {
+    // Only the signaling socket: real packet loss is in network.spec.js, through the link emulator.
     const before = /** @type {Inbound} */ (await inbound(hw));
     await worker.context.setOffline(true);
     await hw.evaluate(() => /** @type {any} */ (window).__thCall.socket.close());
     await expect(hw.locator('#reconnecting')).toBeVisible();
-    await expect(dr.locator('#call-others')).toContainText('đang kết nối lại');
+    await expect(dr.locator('#call-others')).toContainText('đang chờ họ vào lại');
     // The one fixed wait: a few seconds without network.
     await hw.waitForTimeout(3000);
     await worker.context.setOffline(false);
@@ -147,10 +148,18 @@ test('video call: media both ways, photo, dropped socket resumed, doctor ends', 
   });
 
   await test.step('the doctor ends the consultation; both pages show it ended', async () => {
-    await dr.locator('#call-end').click();
+    await dr.locator('#consult-actions [data-action=end]').click();
     for (const page of [dr, hw]) {
       await expect(page.locator('#call')).toHaveAttribute('data-ended', 'true');
       await expect(page.locator('#call-msg')).toContainText('đã kết thúc');
+      // Media and every call control stop; nothing claims the call goes on.
+      for (const control of ['#call-mute', '#call-camera', '#call-leave', '#chat-form button[type=submit]']) {
+        await expect(page.locator(control)).toBeDisabled();
+      }
+      await expect(page.locator('#call-quality')).toHaveText('');
+      await expect(page.locator('#call-others')).toHaveText('');
+      await expect(page.locator('#rejoin-call')).toBeHidden();
+      expect(await page.evaluate(() => /** @type {any} */ (window).__thCall?.pc?.connectionState), 'the peer connection is closed').toBe('closed');
       await expect(page.locator('#consult-state [data-state]')).toHaveAttribute('data-state', 'completed', { timeout: 60_000 });
     }
     await shoot(hw, 'call-ended', hw.locator('#call-msg'));

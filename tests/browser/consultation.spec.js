@@ -113,11 +113,11 @@ test('urgent consultation from registration to signed note', async ({ browser })
   });
 
   await test.step('doctor starts, signs and ends', async () => {
-    await dr.locator('[data-action=start]').click();
+    await dr.locator('[data-action=start-without-video]').click();
     await expect(dr.locator('#consult-state [data-state]')).toHaveAttribute('data-state', 'in_progress');
     await dr.locator('#sign-note').click();
     await expect(dr.locator('.note-view[data-status=signed]')).toBeVisible();
-    await dr.locator('[data-action=end]').click();
+    await dr.locator('#consult-actions [data-action=end]').click();
     await expect(dr.locator('#consult-state [data-state]')).toHaveAttribute('data-state', 'completed');
     await shoot(dr, 'doctor-consultation-signed', dr.locator('.note-view'));
   });

@@ -29,16 +29,58 @@ if [ ! -d "$here/node_modules/@playwright/test" ]; then
   (cd "$here" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
 fi
 
+linkemu_bin="$(dirname "$bin")/linkemu"
+if [ ! -x "$linkemu_bin" ] || [ "$linkemu_bin" -ot "$root/tests/src/linkemu.rs" ]; then
+  echo "== building the link emulator"
+  (cd "$root" && cargo build -p telehealth-tests --bin linkemu)
+  target_dir=${CARGO_TARGET_DIR:-$root/target}
+  case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
+  linkemu_bin="$target_dir/debug/linkemu"
+fi
+
 data=$(mktemp -d "${TMPDIR:-/tmp}/telehealth-browser.XXXXXX")
 port=$(node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
+media_port=$(python3 -c "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 admin_pw="admin-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 server_pid=""
+linkemu_pid=""
+
+# The station's browser runs in a network namespace of its own, joined to this one by a veth pair: all of its
+# traffic (the pages, the WebSocket, the media) goes through the link emulator, which can cut it (blackout),
+# move it (handover) or shape it. The server announces the emulator's address for media. Nothing leaves the host.
+netns="thst$$"
+veth="thv$$"
+net="10.77.$(( $$ % 250 ))"
+host_ip="$net.1"
+station_ip="$net.2"
+netns_up=0
+setup_netns() {
+  ip netns add "$netns" &&
+    ip link add "${veth}a" type veth peer name "${veth}b" &&
+    ip link set "${veth}b" netns "$netns" &&
+    ip addr add "$host_ip/30" dev "${veth}a" &&
+    ip link set "${veth}a" up &&
+    ip netns exec "$netns" ip addr add "$station_ip/30" dev "${veth}b" &&
+    ip netns exec "$netns" ip link set "${veth}b" up &&
+    ip netns exec "$netns" ip link set lo up
+}
 
 cleanup() {
   status=$?
-  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
+  for pid in "$server_pid" "$linkemu_pid"; do
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      kill "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
+  if [ "$netns_up" = 1 ]; then
+    ip link del "${veth}a" 2>/dev/null || true
+    ip netns del "$netns" 2>/dev/null || true
+  fi
+  # TH_SERVER_LOG=<file> keeps the server's log (and the emulator's, beside it) for a closer look.
+  if [ -n "${TH_SERVER_LOG:-}" ] && [ -f "$data/server.log" ]; then
+    cp "$data/server.log" "$TH_SERVER_LOG" || true
+    [ -f "$data/linkemu.log" ] && cp "$data/linkemu.log" "$TH_SERVER_LOG.linkemu" || true
   fi
   if [ "$status" -ne 0 ] && [ -f "$data/server.log" ]; then
     echo "== last lines of the server log" >&2
@@ -49,12 +91,37 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-echo "== starting the server on 127.0.0.1:$port"
+if [ "$(id -u)" = 0 ]; then
+  setup_netns || { echo "cannot create the station's network namespace (ip netns, veth)" >&2; exit 1; }
+  netns_up=1
+  public_ip="$host_ip"
+else
+  echo "== not root: no network namespace for the station, so the network tests (network.spec.js) are skipped" >&2
+  public_ip="127.0.0.1"
+fi
+
+echo "== starting the server on 127.0.0.1:$port (media port $media_port, announced on $public_ip)"
 # Settings from the caller's environment must not point the test server at a real database.
 env -u TELEHEALTH_DATABASE_URL -u TELEHEALTH_JWT_KEY -u TELEHEALTH_TLS_CERT -u TELEHEALTH_TLS_KEY -u TELEHEALTH_ICE_SERVERS \
   TELEHEALTH_ADMIN_PASSWORD="$admin_pw" \
-  "$bin" --demo --data-dir "$data" --http-addr "127.0.0.1:$port" --media-udp-port 0 >"$data/server.log" 2>&1 &
+  "$bin" --demo --data-dir "$data" --http-addr "127.0.0.1:$port" --media-udp-port "$media_port" \
+  --public-ip "$public_ip" >"$data/server.log" 2>&1 &
 server_pid=$!
+
+if [ "$netns_up" = 1 ]; then
+  # Media (UDP, and ICE-TCP on the same number) and the station's pages go through the emulator.
+  "$linkemu_bin" --udp "$host_ip:$media_port=127.0.0.1:$media_port" --tcp "$host_ip:$media_port=127.0.0.1:$media_port" \
+    --tcp "$host_ip:$port=127.0.0.1:$port" --control 127.0.0.1:0 >"$data/linkemu.log" 2>&1 &
+  linkemu_pid=$!
+  for _ in $(seq 1 100); do
+    grep -q '^linkemu control ' "$data/linkemu.log" 2>/dev/null && break
+    kill -0 "$linkemu_pid" 2>/dev/null || { echo "the link emulator exited early" >&2; cat "$data/linkemu.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  TH_LINKEMU=$(sed -n 's/^linkemu control //p' "$data/linkemu.log" | head -1)
+  [ -n "$TH_LINKEMU" ] || { echo "the link emulator did not start" >&2; exit 1; }
+  export TH_LINKEMU TH_NETNS="$netns" TH_STATION_IP="$station_ip" TH_STATION_URL="http://$host_ip:$port"
+fi
 
 for _ in $(seq 1 240); do
   if curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then break; fi

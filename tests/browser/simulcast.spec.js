@@ -1,8 +1,9 @@
 // @ts-check
 /**
- * Simulcast from a real browser, end to end: the station (yta3) publishes its fake camera as several layers
- * (rid q/h/f), the SFU forwards one layer to the doctor (bacsi2) as one continuous stream, the doctor keeps
- * decoding without freezing, and the SFU's stats samples in the session log name the layer it forwards.
+ * Simulcast from a real browser, end to end: the station (yta3) opens its fake camera at 1280×720 and publishes
+ * it as three layers (rid q/h/f), the SFU forwards one layer to the doctor (bacsi2) as one continuous stream, the
+ * doctor keeps decoding without freezing and, on this clean link, reaches the top layer within seconds; the SFU's
+ * stats samples in the session log name the layer it forwards.
  */
 import { expect, request, test } from '@playwright/test';
 import { password, signIn } from './helpers.js';
@@ -17,7 +18,7 @@ function outboundByRid(page) {
     if (!pc) return out;
     (await pc.getStats()).forEach((s) => {
       if (s.type === 'outbound-rtp' && s.kind === 'video') {
-        out[s.rid ?? '-'] = { frames: s.framesEncoded ?? 0, bytes: s.bytesSent ?? 0, width: s.frameWidth ?? 0 };
+        out[s.rid ?? '-'] = { frames: s.framesEncoded ?? 0, bytes: s.bytesSent ?? 0, width: s.frameWidth ?? 0, fps: s.framesPerSecond ?? 0, limit: s.qualityLimitationReason ?? '' };
       }
     });
     return out;
@@ -29,7 +30,7 @@ function inboundVideo(page) {
   return page.evaluate(async () => {
     /** @type {RTCPeerConnection | null} */
     const pc = /** @type {any} */ (window).__thCall?.pc ?? null;
-    const v = { frames: 0, freezes: 0, freezeS: 0, width: 0, ssrcs: 0 };
+    const v = { frames: 0, freezes: 0, freezeS: 0, width: 0, height: 0, ssrcs: 0 };
     if (!pc) return v;
     (await pc.getStats()).forEach((s) => {
       if (s.type === 'inbound-rtp' && s.kind === 'video') {
@@ -37,6 +38,7 @@ function inboundVideo(page) {
         v.freezes += s.freezeCount ?? 0;
         v.freezeS += s.totalFreezesDuration ?? 0;
         v.width = Math.max(v.width, s.frameWidth ?? 0);
+        v.height = Math.max(v.height, s.frameHeight ?? 0);
         v.ssrcs += 1;
       }
     });
@@ -51,6 +53,7 @@ test('simulcast: the station sends several layers, the doctor gets one continuou
   const dr = doctor.page;
   const suffix = Date.now().toString().slice(-6);
   let consultationId = '';
+  let joinedAt = 0;
 
   await test.step('the station asks for an urgent consultation; the doctor accepts; both join', async () => {
     await hw.getByRole('link', { name: 'Đăng ký bệnh nhân mới' }).click();
@@ -70,6 +73,7 @@ test('simulcast: the station sends several layers, the doctor gets one continuou
     await expect(dr.locator('#join-call')).toBeVisible();
     await hw.locator('#join-call').click();
     await dr.locator('#join-call').click();
+    joinedAt = Date.now();
   });
 
   await test.step('the station really sends several layers (outbound-rtp per rid)', async () => {
@@ -92,12 +96,33 @@ test('simulcast: the station sends several layers, the doctor gets one continuou
       prev = await inboundVideo(dr);
     }
     console.log(`doctor: framesDecoded ${start.frames} → ${prev.frames}, width ${start.width} → ${prev.width}, freezes ${start.freezes} → ${prev.freezes} (${prev.freezeS.toFixed(2)} s)`);
+    console.log('station outbound now:', JSON.stringify(await outboundByRid(hw)));
+    console.log('doctor inbound now:', JSON.stringify(await dr.evaluate(async () => {
+      /** @type {any[]} */ const o = [];
+      (await /** @type {any} */ (window).__thCall.pc.getStats()).forEach((/** @type {any} */ s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') o.push({ lost: s.packetsLost, rx: s.packetsReceived, nack: s.nackCount, pli: s.pliCount, dropped: s.framesDropped, fps: s.framesPerSecond, decodeMs: Math.round(1000 * s.totalDecodeTime / Math.max(1, s.framesDecoded)), jb: Math.round(1000 * s.jitterBufferDelay / Math.max(1, s.jitterBufferEmittedCount)) });
+      });
+      return o;
+    })));
     expect(prev.ssrcs).toBe(1);
     // Known open defect (reported with the media issue): about one run in six
     // shows a single ~3 s freeze at the q→h switch, cause not yet found. A
     // picture that stops for longer, or freezes more than once, fails here.
     expect(prev.freezes - start.freezes, 'at most one freeze while watching').toBeLessThanOrEqual(1);
     expect(prev.freezeS - start.freezeS, 'freezes shorter than 4 s in all').toBeLessThan(4);
+  });
+
+  await test.step('on a clean link the camera opens at 1280×720 and the doctor gets the top layer within seconds', async () => {
+    const settings = () => hw.evaluate(() => {
+      const t = /** @type {any} */ (window).__thCall?.local?.getVideoTracks()[0];
+      return t ? t.getSettings() : null;
+    });
+    await expect.poll(async () => (await settings())?.height ?? 0, { timeout: 30_000 }).toBeGreaterThan(0);
+    const camera = await settings();
+    console.log(`station camera: ${camera?.width}×${camera?.height}`);
+    expect(camera?.height, 'the camera is opened at 720p where it can be').toBe(720);
+    await expect.poll(async () => (await inboundVideo(dr)).height, { message: 'the doctor decodes 720p', timeout: 30_000, intervals: [250] }).toBe(720);
+    console.log(`doctor decodes 1280×720 ${Date.now() - joinedAt} ms after joining`);
   });
 
   await test.step("the SFU's stats samples name the layer it forwards to the doctor", async () => {
@@ -133,7 +158,7 @@ test('simulcast: the station sends several layers, the doctor gets one continuou
     await api.dispose();
   });
 
-  await dr.locator('#call-end').click();
+  await dr.locator('#consult-actions [data-action=end]').click();
   await expect(hw.locator('#call')).toHaveAttribute('data-ended', 'true');
   await worker.context.close();
   await doctor.context.close();

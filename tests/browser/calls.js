@@ -1,0 +1,168 @@
+// @ts-check
+/**
+ * Shared steps for the call tests: a consultation made ready through the API, what a page's call receives
+ * (from its RTCPeerConnection's getStats, never the DOM), waiting for media both ways with the time it took,
+ * keeping both cores busy, and the link emulator's control API (tests/src/bin/linkemu.rs).
+ */
+import { expect } from '@playwright/test';
+import { spawn } from 'node:child_process';
+
+/**
+ * An urgent consultation at the worker's station, accepted by the doctor, through the API with each page's own
+ * login (the pages' contexts hold the cookies). Returns its id.
+ * @param {import('@playwright/test').Page} hw @param {import('@playwright/test').Page} dr @param {string} reason
+ */
+export async function acceptedConsultation(hw, dr, reason) {
+  const suffix = `${Date.now()}`.slice(-6);
+  const patient = await hw.request.post('/api/patients', {
+    data: { full_name: `Bệnh Nhân Thử ${suffix}`, date_of_birth: '1970-05-05', sex: 'female' },
+  });
+  expect(patient.status(), await patient.text()).toBe(201);
+  const c = await hw.request.post('/api/consultations', { data: { patient_id: (await patient.json()).id, kind: 'urgent', reason } });
+  expect(c.status(), await c.text()).toBe(201);
+  const id = (await c.json()).id;
+  const a = await dr.request.post(`/api/consultations/${id}/accept`, { data: {} });
+  expect(a.ok(), await a.text()).toBeTruthy();
+  return id;
+}
+
+/** Opens the consultation page and waits for its call panel. @param {import('@playwright/test').Page} page @param {string} id */
+export async function openConsultation(page, id) {
+  await page.goto(`/#/consultations/${id}`);
+  await expect(page.locator('#call')).toBeVisible();
+}
+
+/**
+ * @typedef {{frames: number, samples: number, audioPackets: number, videoPackets: number, height: number,
+ *   ice: string, conn: string, sig: string, pid: string | null, phase: string | null}} Inbound
+ */
+
+/**
+ * What the page's call receives now (0s when there is no call).
+ * @param {import('@playwright/test').Page} page @returns {Promise<Inbound>}
+ */
+export function inbound(page) {
+  return page.evaluate(async () => {
+    const call = /** @type {any} */ (window).__thCall;
+    /** @type {RTCPeerConnection | null} */
+    const pc = call?.pc ?? null;
+    const v = { frames: 0, samples: 0, audioPackets: 0, videoPackets: 0, height: 0, ice: 'none', conn: 'none', sig: 'none', pid: call?.participantId ?? null, phase: call?.phase ?? null };
+    if (!pc || call.closed) return v;
+    v.ice = pc.iceConnectionState;
+    v.conn = pc.connectionState;
+    v.sig = pc.signalingState;
+    (await pc.getStats()).forEach((s) => {
+      if (s.type !== 'inbound-rtp') return;
+      if (s.kind === 'video') {
+        v.frames += s.framesDecoded ?? 0;
+        v.videoPackets += s.packetsReceived ?? 0;
+        v.height = Math.max(v.height, s.frameHeight ?? 0);
+      } else if (s.kind === 'audio') {
+        v.samples += s.totalSamplesReceived ?? 0;
+        v.audioPackets += s.packetsReceived ?? 0;
+      }
+    });
+    return v;
+  });
+}
+
+/** @param {number} ms */
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Polls every 100 ms until new video frames are decoded AND audio samples rise on the page, compared with the
+ * counters when it was called (or `since`). Returns the ms it took, or throws after `timeoutMs`.
+ * @param {import('@playwright/test').Page} page @param {string} who @param {number} timeoutMs @param {Inbound} [since]
+ */
+export async function newMedia(page, who, timeoutMs, since) {
+  const t0 = Date.now();
+  const base = since ?? (await inbound(page));
+  /** @type {Inbound} */
+  let now = base;
+  let gotFrames = 0;
+  while (Date.now() - t0 < timeoutMs) {
+    now = await inbound(page);
+    // Frames and samples count per connection: a new connection starts again from zero.
+    const frames = now.pid === base.pid && now.frames >= base.frames ? now.frames - base.frames : now.frames;
+    const samples = now.pid === base.pid && now.samples >= base.samples ? now.samples - base.samples : now.samples;
+    if (frames > 0 && !gotFrames) gotFrames = Date.now() - t0;
+    if (frames > 0 && samples > 0) return { ms: Date.now() - t0, framesMs: gotFrames, now };
+    await sleep(100);
+  }
+  throw new Error(`${who}: no new video frames and audio within ${timeoutMs} ms (last: ${JSON.stringify(now)}, before: ${JSON.stringify(base)})`);
+}
+
+/**
+ * Waits for video frames and audio samples to rise on both pages; returns the ms until each had them.
+ * @param {import('@playwright/test').Page} a @param {string} aName @param {import('@playwright/test').Page} b @param {string} bName
+ * @param {number} timeoutMs @param {[Inbound, Inbound]} [since]
+ */
+export async function mediaBothWays(a, aName, b, bName, timeoutMs, since) {
+  const [ra, rb] = await Promise.all([newMedia(a, aName, timeoutMs, since?.[0]), newMedia(b, bName, timeoutMs, since?.[1])]);
+  return { [aName]: ra.ms, [bName]: rb.ms, max: Math.max(ra.ms, rb.ms), firstFrame: { [aName]: ra.framesMs, [bName]: rb.framesMs } };
+}
+
+/**
+ * Keeps `n` cores busy with spinning processes until the returned function is called.
+ * @param {number} n @returns {() => void}
+ */
+export function busyCores(n) {
+  const procs = Array.from({ length: n }, () =>
+    spawn(process.execPath, ['-e', 'for(;;){Math.sqrt(Math.random())}'], { stdio: 'ignore' }));
+  return () => {
+    for (const p of procs) p.kill('SIGKILL');
+  };
+}
+
+/** p50 and p95 of a list of numbers. @param {number[]} xs */
+export function percentiles(xs) {
+  const s = [...xs].sort((x, y) => x - y);
+  const at = (/** @type {number} */ p) => s[Math.min(s.length - 1, Math.round((s.length - 1) * p))];
+  return { n: s.length, p50: at(0.5), p95: at(0.95), max: s[s.length - 1] };
+}
+
+/**
+ * The link emulator's control API (TH_LINKEMU, started by run.sh): shapes, blackouts and handovers of the
+ * traffic from one client IP.
+ * @param {string} ip
+ */
+export function link(ip) {
+  const base = process.env.TH_LINKEMU;
+  if (!base) throw new Error('TH_LINKEMU is not set: run the tests through tests/browser/run.sh');
+  /** @param {string} path @param {unknown} [body] */
+  const post = async (path, body) => {
+    const r = await fetch(`${base}/links/${ip}/${path}`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body ?? {}),
+    });
+    if (!r.ok) throw new Error(`linkemu ${path}: ${r.status} ${await r.text()}`);
+    return r.json();
+  };
+  return {
+    /** @param {number} ms */
+    blackout: (ms) => post('blackout', { ms }),
+    handover: () => post('handover'),
+    /** @param {unknown} up @param {unknown} down */
+    shape: (up, down) => post('shape', { up, down }),
+    stats: async () => (await fetch(`${base}/links/${ip}`)).json(),
+  };
+}
+
+/**
+ * Polls every 100 ms until video frames and audio samples have risen at each of the last three polls (media
+ * flowing steadily again, not one late frame); returns the ms that took.
+ * @param {import('@playwright/test').Page} page @param {string} who @param {number} timeoutMs
+ */
+export async function flowing(page, who, timeoutMs) {
+  const t0 = Date.now();
+  let prev = await inbound(page);
+  let run = 0;
+  while (Date.now() - t0 < timeoutMs) {
+    await sleep(100);
+    const now = await inbound(page);
+    const fresh = now.pid !== prev.pid || now.frames < prev.frames;
+    run = !fresh && now.frames > prev.frames && now.samples > prev.samples ? run + 1 : 0;
+    prev = now;
+    if (run >= 3) return Date.now() - t0;
+  }
+  throw new Error(`${who}: media not flowing steadily within ${timeoutMs} ms (last: ${JSON.stringify(prev)})`);
+}
