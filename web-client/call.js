@@ -68,7 +68,7 @@ function useIceServers(pc, list) {
  *     seatUntil: number | null, socket: boolean, ice: string, joined: boolean}
  *   | {kind: 'remote', stream: MediaStream}
  *   | {kind: 'message', message: WireMessage}
- *   | {kind: 'quality', lossPct: number | null, rttMs: number | null, level: 'good' | 'fair' | 'poor' | 'down' | 'unknown',
+ *   | {kind: 'quality', lossPct: number | null, rttMs: number | null, level: 'good' | 'fair' | 'poor' | 'down' | 'alone' | 'unknown',
  *       videoFlowing: boolean | null, audioFlowing: boolean | null, frameHeight: number | null}
  *   | {kind: 'fatal', code: string, message?: string}} CallEvent
  */
@@ -650,9 +650,12 @@ export class Call {
       if (hasAudio) audioFlowing = audio > prev.audio;
     }
     const r = /** @type {number | null} */ (rtt);
-    /** @type {'good' | 'fair' | 'poor' | 'down' | 'unknown'} */
+    /** @type {'good' | 'fair' | 'poor' | 'down' | 'alone' | 'unknown'} */
     let level = 'unknown';
-    if (!this.mediaUp() || (this.joined && prev && received === prev.received && this.othersPresent())) {
+    if (this.joined && this.mediaUp() && !this.othersPresent()) {
+      // Nobody to receive from: no quality to speak of (and none to call good).
+      level = 'alone';
+    } else if (!this.mediaUp() || (this.joined && prev && received === prev.received && this.othersPresent())) {
       // Nothing arrives although someone is there: never call that a good line.
       level = this.joined || this.phase === 'reconnecting' ? 'down' : 'unknown';
     } else if (lossPct !== null || r !== null) {

@@ -197,14 +197,16 @@ export function mountCall(box, opts) {
       } else if (e.kind === 'quality') {
         if (finished) return;
         quality.dataset.level = e.level;
-        const parts = [t(/** @type {Key} */ (`call.quality.${e.level}`))];
+        quality.hidden = e.level === 'alone';
+        const parts = [t(/** @type {Key} */ (`call.quality.${e.level === 'alone' ? 'unknown' : e.level}`))];
         if (e.level !== 'down' && e.lossPct !== null) parts.push(t('call.loss', { n: e.lossPct.toFixed(1) }));
         if (e.level !== 'down' && e.rttMs !== null) parts.push(t('call.rtt', { n: Math.round(e.rttMs) }));
         quality.textContent = parts.join(' · ');
         // The other side's picture stopped: say so at once, from what this page receives.
         const otherThere = [...c.participants.values()].some((p) => p.participant_id !== c.participantId);
         stillSamples = e.videoFlowing === false && otherThere && remoteVideo.srcObject ? stillSamples + 1 : 0;
-        frozen.hidden = stillSamples < 1;
+        // Our own line down says more (and takes the same place): then only the banner shows.
+        frozen.hidden = stillSamples < 1 || !banner.hidden;
         remoteVideo.dataset.height = String(e.frameHeight ?? '');
       } else if (e.kind === 'fatal') {
         const key = /** @type {Record<string, Key>} */ ({
@@ -292,6 +294,9 @@ export function mountCall(box, opts) {
       chatInput.disabled = true;
       remoteVideo.srcObject = null;
       selfVideo.srcObject = null;
+      // Nothing left that looks like a call going on: no picture, no line quality.
+      stage.hidden = true;
+      quality.hidden = true;
       quality.textContent = '';
       quality.dataset.level = 'none';
       others.textContent = '';
