@@ -224,7 +224,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         calls.clone(),
         stop_rx.clone(),
     );
-    tokio::spawn(call::dispatch(calls, store.clone(), state.hub.clone()));
+    let dispatch = tokio::spawn(call::dispatch(calls, store.clone(), state.hub.clone()));
     // Rooms do not survive a restart: consultations that were live are
     // interrupted, and the pages that show them are told.
     for c in store.interrupt_live_consultations().await? {
@@ -265,6 +265,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }
     }
     sfu.shutdown().await;
+    // The SFU's last events (participants leaving at shutdown) become session
+    // events: let the dispatcher write them before the pool closes. It ends
+    // with the SFU's event stream.
+    if tokio::time::timeout(std::time::Duration::from_secs(10), dispatch)
+        .await
+        .is_err()
+    {
+        tracing::warn!("session events still being written at shutdown; some may be missing");
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
