@@ -12,7 +12,9 @@
 //!   having (an outage's, too old), are struck out of outgoing NACKs;
 //! - [`FreshRepairs`]: packets sent too long ago are struck out of inbound
 //!   NACKs, so they are not resent;
-//! - [`KeepLayerIds`]: simulcast layers stay out of our receiver reports.
+//! - [`KeepLayerIds`]: simulcast layers stay out of our receiver reports;
+//! - [`LayerRtx`]: retransmissions of simulcast layers are put back into
+//!   their layers, before the NACK generator and the endpoint see them.
 //!
 //! The stage sits at slot 3,500, between the pacer (3,000) and the NACK
 //! responder (4,000), which is where each job needs to be (reads walk the
@@ -28,6 +30,7 @@
 use crate::feedback::DeliverFeedback;
 use crate::fresh_repairs::FreshRepairs;
 use crate::layer_ids::KeepLayerIds;
+use crate::layer_rtx::LayerRtx;
 use crate::nack_filter::RtxNackFilter;
 use rtc::interceptor::{Interceptor, StreamInfo, TaggedPacket};
 use rtc::sansio::Protocol;
@@ -49,6 +52,8 @@ pub struct SfuInterceptor {
     pub layer_ids: KeepLayerIds,
     /// Strikes stale packets out of inbound NACKs.
     pub fresh_repairs: FreshRepairs,
+    /// Unwraps simulcast layers' retransmissions.
+    pub layer_rtx: LayerRtx,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
 }
@@ -61,6 +66,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SfuInterceptor {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if !self.layer_rtx.on_read(&mut msg) {
+            return Ok(());
+        }
         self.nack_filter.on_read(&msg);
         self.layer_ids.on_read(&msg);
         if !self.fresh_repairs.on_read(&mut msg) {
@@ -103,11 +111,13 @@ impl Interceptor for SfuInterceptor {
     fn bind_remote_stream(&mut self, info: &StreamInfo) {
         self.nack_filter.bind_remote_stream(info);
         self.layer_ids.bind_remote_stream(info);
+        self.layer_rtx.bind_remote_stream(info);
     }
 
     fn unbind_remote_stream(&mut self, info: &StreamInfo) {
         self.nack_filter.unbind_remote_stream(info);
         self.layer_ids.unbind_remote_stream(info);
+        self.layer_rtx.unbind_remote_stream(info);
     }
 }
 

@@ -64,6 +64,7 @@ pub mod ids;
 pub mod interceptor;
 pub mod keyframe;
 pub mod layer_ids;
+pub mod layer_rtx;
 pub mod layers;
 pub mod nack_filter;
 pub mod negotiation;
