@@ -166,3 +166,107 @@ export async function flowing(page, who, timeoutMs) {
   }
   throw new Error(`${who}: media not flowing steadily within ${timeoutMs} ms (last: ${JSON.stringify(prev)})`);
 }
+
+/**
+ * A worker signed in from the station's own browser, in its network namespace (run.sh), so that everything it
+ * sends crosses the link emulator. Close `browser` at the end.
+ * @param {string} user
+ */
+export async function stationSignIn(user) {
+  const stationUrl = process.env.TH_STATION_URL;
+  if (!stationUrl) throw new Error('TH_STATION_URL is not set: run the tests through tests/browser/run.sh as root');
+  const { chromium } = await import('@playwright/test');
+  const { fileURLToPath } = await import('node:url');
+  const config = (await import('./playwright.config.js')).default;
+  const args = [...(config.use?.launchOptions?.args ?? []), `--unsafely-treat-insecure-origin-as-secure=${stationUrl}`];
+  const browser = await chromium.launch({
+    executablePath: fileURLToPath(new URL('./netns-chromium.sh', import.meta.url)),
+    args,
+  });
+  const context = await browser.newContext({
+    baseURL: stationUrl, permissions: ['camera', 'microphone'], locale: 'vi-VN', timezoneId: 'Asia/Ho_Chi_Minh',
+    viewport: { width: 1280, height: 800 },
+  });
+  const page = await context.newPage();
+  page.on('dialog', (d) => void d.accept());
+  page.on('pageerror', (e) => console.error('[station] page error:', e.message));
+  await page.goto('/');
+  await page.locator('#login input[name=username]').fill(user);
+  const { password } = await import('./helpers.js');
+  await page.locator('#login input[name=password]').fill(password(user));
+  await page.locator('#login button[type=submit]').click();
+  await expect(page.locator('#nav')).toBeVisible();
+  return { browser, page };
+}
+
+/**
+ * @typedef {{at: number, frames: number, freezes: number, freezeSec: number, width: number, height: number,
+ *   videoLost: number, videoPackets: number, nacks: number, plis: number, samples: number, concealed: number,
+ *   audioLost: number, audioPackets: number, audioCodec: string, videoCodec: string,
+ *   sentNacks: number, retransmitted: number}} Quality
+ */
+
+/**
+ * The page's call quality counters, summed over its streams, from getStats (cumulative; take differences).
+ * Received video and audio, the repairs it asked for, and the retransmissions it sent.
+ * @param {import('@playwright/test').Page} page @returns {Promise<Quality>}
+ */
+export function quality(page) {
+  return page.evaluate(async () => {
+    /** @type {RTCPeerConnection | null} */
+    const pc = /** @type {any} */ (window).__thCall?.pc ?? null;
+    const q = { at: Date.now(), frames: 0, freezes: 0, freezeSec: 0, width: 0, height: 0, videoLost: 0, videoPackets: 0,
+      nacks: 0, plis: 0, samples: 0, concealed: 0, audioLost: 0, audioPackets: 0, audioCodec: '', videoCodec: '',
+      sentNacks: 0, retransmitted: 0 };
+    if (!pc) return q;
+    const stats = await pc.getStats();
+    stats.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') {
+        q.frames += s.framesDecoded ?? 0;
+        q.freezes += s.freezeCount ?? 0;
+        q.freezeSec += s.totalFreezesDuration ?? 0;
+        q.width = Math.max(q.width, s.frameWidth ?? 0);
+        q.height = Math.max(q.height, s.frameHeight ?? 0);
+        q.videoLost += s.packetsLost ?? 0;
+        q.videoPackets += s.packetsReceived ?? 0;
+        q.nacks += s.nackCount ?? 0;
+        q.plis += s.pliCount ?? 0;
+        q.videoCodec = stats.get(s.codecId)?.mimeType ?? q.videoCodec;
+      } else if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+        q.samples += s.totalSamplesReceived ?? 0;
+        q.concealed += s.concealedSamples ?? 0;
+        q.audioLost += s.packetsLost ?? 0;
+        q.audioPackets += s.packetsReceived ?? 0;
+        q.audioCodec = stats.get(s.codecId)?.mimeType ?? q.audioCodec;
+      } else if (s.type === 'outbound-rtp') {
+        q.sentNacks += s.nackCount ?? 0;
+        q.retransmitted += s.retransmittedPacketsSent ?? 0;
+      }
+    });
+    return q;
+  });
+}
+
+/**
+ * What a page received between two quality snapshots: video frames per second, freezes and their seconds, the
+ * share of audio samples concealed, packets lost after repair, the repairs asked, and the resolution at the end.
+ * @param {Quality} a @param {Quality} b
+ */
+export function received(a, b) {
+  const sec = Math.max(0.001, (b.at - a.at) / 1000);
+  const samples = b.samples - a.samples;
+  return {
+    sec: Math.round(sec * 10) / 10,
+    fps: Math.round(((b.frames - a.frames) / sec) * 10) / 10,
+    freezes: b.freezes - a.freezes,
+    freezeSec: Math.round((b.freezeSec - a.freezeSec) * 10) / 10,
+    concealedPct: samples > 0 ? Math.round(((b.concealed - a.concealed) / samples) * 1000) / 10 : 100,
+    audioLost: b.audioLost - a.audioLost,
+    videoLost: b.videoLost - a.videoLost,
+    nacks: b.nacks - a.nacks,
+    plis: b.plis - a.plis,
+    retransmitted: b.retransmitted - a.retransmitted,
+    resolution: `${b.width}x${b.height}`,
+    codecs: `${b.audioCodec} ${b.videoCodec}`,
+  };
+}
