@@ -137,7 +137,7 @@ impl Engine {
             // RTP padding was stripped when the packet was read.
             out.header.padding = false;
             let len = out.payload.len() as u64;
-            tracing::trace!(subscriber = %subscriber.id, pt, ssrc = rw.ssrc, "forward");
+            tracing::trace!(subscriber = %subscriber.id, pt, ssrc, seq = packet.header.sequence_number, out_seq = rw.sequence_number, "forward");
             match sender.write_rtp(now, out) {
                 Ok(()) => {
                     sub.counters.packets += 1;
@@ -194,35 +194,58 @@ impl Engine {
                 }
             }
         }
-        // Only feedback about media we send to this peer matters here.
-        let Some(track_id) = peer.outbound.get(rtc_track) else {
-            return;
-        };
-        let Some(published) = self
-            .rooms
-            .get_mut(&peer.room)
-            .and_then(|r| r.tracks.get_mut(track_id))
-        else {
-            return;
-        };
-        let Some(sub) = published.subs.get_mut(&key) else {
-            return;
-        };
+        // Feedback about media we send to this peer, each packet filed under
+        // the stream it names, not under the track `rtc` filed the message
+        // with (for a compound, its first packet's stream).
+        let fallback = peer.outbound.get(rtc_track).cloned();
         for p in packets {
             let any = p.as_any();
-            if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
-                sub.counters.plis += 1;
-                sub.keyframe_wanted = true;
-                tracing::debug!(subscriber = %peer.id, "keyframe request from a subscriber");
-                published.keyframe.handle_request(now);
-            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
-                sub.counters.nacks += nack.nacks.len() as u64;
-            } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
-                // With our own send-side estimate, that one decides: two
-                // estimates taking turns would make the layer flap.
-                if !self.config.bandwidth_estimation {
-                    if let Some(sel) = sub.selector.as_mut() {
-                        sel.handle_estimate(now, remb.bitrate as u64);
+            let (named, keyframe): (Vec<u32>, bool) =
+                if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                    (vec![pli.media_ssrc], true)
+                } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                    (fir.fir.iter().map(|e| e.ssrc).collect(), true)
+                } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                    (vec![nack.media_ssrc], false)
+                } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                    (remb.ssrcs.clone(), false)
+                } else {
+                    continue;
+                };
+            let mut tracks: Vec<TrackId> = named
+                .iter()
+                .filter_map(|s| peer.outbound_ssrcs.get(s).cloned())
+                .collect();
+            if tracks.is_empty() {
+                // A request naming no stream we know (e.g. a REMB for all).
+                tracks.extend(fallback.clone());
+            }
+            tracks.dedup();
+            for track_id in tracks {
+                let Some(published) = self
+                    .rooms
+                    .get_mut(&peer.room)
+                    .and_then(|r| r.tracks.get_mut(&track_id))
+                else {
+                    continue;
+                };
+                let Some(sub) = published.subs.get_mut(&key) else {
+                    continue;
+                };
+                if keyframe {
+                    sub.counters.plis += 1;
+                    sub.keyframe_wanted = true;
+                    tracing::debug!(subscriber = %peer.id, track = %track_id, "keyframe request from a subscriber");
+                    published.keyframe.handle_request(now);
+                } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                    sub.counters.nacks += nack.nacks.len() as u64;
+                } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                    // With our own send-side estimate, that one decides: two
+                    // estimates taking turns would make the layer flap.
+                    if !self.config.bandwidth_estimation {
+                        if let Some(sel) = sub.selector.as_mut() {
+                            sel.handle_estimate(now, remb.bitrate as u64);
+                        }
                     }
                 }
             }
