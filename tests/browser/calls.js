@@ -143,6 +143,8 @@ export function link(ip) {
     handover: () => post('handover'),
     /** @param {unknown} up @param {unknown} down */
     shape: (up, down) => post('shape', { up, down }),
+    /** A named profile (GET /profiles on the emulator lists them). @param {string} name */
+    profile: (name) => post('profile', { name }),
     stats: async () => (await fetch(`${base}/links/${ip}`)).json(),
   };
 }

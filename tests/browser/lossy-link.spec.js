@@ -5,8 +5,8 @@
  * the emulator impairs the station's UDP in each direction; after a warm-up, both pages' getStats give what each
  * side received (frames per second, freezes, audio concealment, packets lost after repair).
  *
- * TH_LINK_PROFILES (JSON: [{name, up, down, warmup_s, measure_s}]) replaces the default profiles, for the
- * benchmark (tests/bench/network.sh).
+ * TH_LINK_PROFILES (JSON: [{name, up, down, warmup_s, measure_s}], or {name, profile} for one of the emulator's
+ * named profiles such as "4g-yeu") replaces the default profiles, for the benchmark.
  */
 import { expect, test } from '@playwright/test';
 import { signIn } from './helpers.js';
@@ -16,7 +16,7 @@ const stationIp = process.env.TH_STATION_IP ?? '';
 /** @param {number} ms */
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** @typedef {{name: string, up: object, down: object, warmup_s?: number, measure_s?: number}} Profile */
+/** @typedef {{name: string, profile?: string, up?: object, down?: object, warmup_s?: number, measure_s?: number}} Profile */
 /** @type {Profile[]} */
 const profiles = process.env.TH_LINK_PROFILES
   ? JSON.parse(process.env.TH_LINK_PROFILES)
@@ -42,7 +42,8 @@ test('a call on a lossy station link: what each side receives', async ({ browser
   /** @type {Record<string, unknown>[]} */
   const rows = [];
   for (const p of profiles) {
-    await stationLink.shape(p.up, p.down);
+    if (p.profile) await stationLink.profile(p.profile);
+    else await stationLink.shape(p.up, p.down);
     await sleep((p.warmup_s ?? 10) * 1000);
     const before = await Promise.all([quality(hw), quality(dr), stationLink.stats()]);
     // Frames the doctor decoded in each second: where a freeze falls.

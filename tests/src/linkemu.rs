@@ -60,6 +60,7 @@
 
 pub mod control;
 mod model;
+pub mod profiles;
 mod tcp;
 mod udp;
 

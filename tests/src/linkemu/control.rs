@@ -5,6 +5,8 @@
 //! | Request | Body | Answer |
 //! |---|---|---|
 //! | `POST /links/{ip}/shape` | `{"up": ShapeSpec, "down": ShapeSpec}`, each optional (missing: unimpaired) | [`LinkStats`] |
+//! | `POST /links/{ip}/profile` | `{"name": "4g-yeu"}`, a named profile ([`super::profiles`]) | [`LinkStats`] |
+//! | `GET /profiles` | | every named profile: name, label, up and down [`ShapeSpec`] |
 //! | `POST /links/{ip}/blackout` | `{"ms": 5000}`; `{"ms": 0}` ends it; `{"until_ended": true}` | [`LinkStats`] |
 //! | `POST /links/{ip}/handover` | none | [`LinkStats`], once every flow moved |
 //! | `GET /links/{ip}` | | [`LinkStats`] |
@@ -34,6 +36,8 @@ pub fn app(emulator: LinkEmulator) -> Router {
         .route("/links", get(all_links))
         .route("/links/{ip}", get(one_link))
         .route("/links/{ip}/shape", post(shape))
+        .route("/links/{ip}/profile", post(profile))
+        .route("/profiles", get(|| async { Json(super::profiles::all()) }))
         .route("/links/{ip}/blackout", post(blackout))
         .route("/links/{ip}/handover", post(handover))
         .route("/relays", get(relays))
@@ -116,6 +120,35 @@ async fn shape(
     let up = direction("up", request.up)?;
     let down = direction("down", request.down)?;
     // Both validated above; this cannot fail, but say so if it ever does.
+    link.set_shape(up, down)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(Json(link.stats()))
+}
+
+/// Body of `POST /links/{ip}/profile`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileRequest {
+    name: String,
+}
+
+async fn profile(
+    State(emulator): State<LinkEmulator>,
+    Path(ip): Path<String>,
+    body: Result<Json<ProfileRequest>, JsonRejection>,
+) -> Result<Json<LinkStats>, ApiError> {
+    let link = link(&emulator, &ip)?;
+    let Json(request) = body?;
+    let Some(p) = super::profiles::named(&request.name) else {
+        let names: Vec<&str> = super::profiles::all().iter().map(|p| p.name).collect();
+        return Err(ApiError::BadRequest(format!(
+            "name: no profile {:?}; the profiles are {}",
+            request.name.chars().take(40).collect::<String>(),
+            names.join(", ")
+        )));
+    };
+    let up = direction("up", Some(p.up))?;
+    let down = direction("down", Some(p.down))?;
     link.set_shape(up, down)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     Ok(Json(link.stats()))
@@ -252,6 +285,8 @@ mod tests {
             ("/links/127.0.0.3/shape", json!({"up": {"loss": 2}}), "up.loss"),
             ("/links/127.0.0.3/shape", json!({"down": {"delay": 5}}), "delay"),
             ("/links/nonsense/shape", json!({}), "nonsense"),
+            ("/links/127.0.0.3/profile", json!({"name": "5g"}), "4g-yeu"),
+            ("/links/127.0.0.3/profile", json!({}), "name"),
             ("/links/127.0.0.3/blackout", json!({}), "ms"),
             ("/links/127.0.0.3/blackout", json!({"ms": -1}), "ms"),
             (
@@ -270,6 +305,28 @@ mod tests {
             emulator.link(client).state.model().shape(Direction::Up).clone(),
             shape
         );
+
+        // A named profile, both ways; the list names it.
+        let (status, listed) = api.get("/profiles").await;
+        assert_eq!(status, 200);
+        let yeu = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "4g-yeu")
+            .cloned()
+            .expect("4g-yeu is listed");
+        assert_eq!(yeu["label"], "4G yếu / weak 4G");
+        let (status, stats) = api
+            .post("/links/127.0.0.3/profile", json!({"name": "4g-yeu"}))
+            .await;
+        assert_eq!(status, 200, "{stats}");
+        assert_eq!(
+            (&stats["up"]["shape"]["loss"], &stats["up"]["shape"]["burst_len"]),
+            (&json!(0.05), &json!(3.0))
+        );
+        assert_eq!(stats["down"]["shape"]["rate_kbps"], json!(1500.0));
+        let (_, _) = api.post("/links/127.0.0.3/shape", json!({ "up": up })).await;
 
         let (_, stats) = api.post("/links/127.0.0.3/blackout", json!({"ms": 5000})).await;
         let remaining = stats["blackout_remaining_ms"].as_u64().unwrap();
