@@ -205,7 +205,7 @@ export async function stationSignIn(user) {
  * @typedef {{at: number, frames: number, freezes: number, freezeSec: number, width: number, height: number,
  *   videoLost: number, videoPackets: number, nacks: number, plis: number, samples: number, concealed: number,
  *   audioLost: number, audioPackets: number, audioCodec: string, videoCodec: string,
- *   sentNacks: number, retransmitted: number}} Quality
+ *   sentNacks: number, retransmitted: number, videoStreams: number}} Quality
  */
 
 /**
@@ -219,7 +219,7 @@ export function quality(page) {
     const pc = /** @type {any} */ (window).__thCall?.pc ?? null;
     const q = { at: Date.now(), frames: 0, freezes: 0, freezeSec: 0, width: 0, height: 0, videoLost: 0, videoPackets: 0,
       nacks: 0, plis: 0, samples: 0, concealed: 0, audioLost: 0, audioPackets: 0, audioCodec: '', videoCodec: '',
-      sentNacks: 0, retransmitted: 0 };
+      sentNacks: 0, retransmitted: 0, videoStreams: 0 };
     if (!pc) return q;
     const stats = await pc.getStats();
     stats.forEach((s) => {
@@ -233,6 +233,7 @@ export function quality(page) {
         q.videoPackets += s.packetsReceived ?? 0;
         q.nacks += s.nackCount ?? 0;
         q.plis += s.pliCount ?? 0;
+        q.videoStreams += 1;
         q.videoCodec = stats.get(s.codecId)?.mimeType ?? q.videoCodec;
       } else if (s.type === 'inbound-rtp' && s.kind === 'audio') {
         q.samples += s.totalSamplesReceived ?? 0;

@@ -82,6 +82,7 @@ test('a call on a lossy station link: what each side receives', async ({ browser
     expect(d.freezeSec, 'and is frozen under 2 s of 20').toBeLessThan(2);
   }
   await dr.locator('#consult-actions [data-action=end]').click();
+  await expect(hw.locator('#call')).toHaveAttribute('data-ended', 'true');
   await station.browser.close();
   await doctor.context.close();
 });

@@ -7,6 +7,7 @@
  */
 import { expect, request, test } from '@playwright/test';
 import { password, signIn } from './helpers.js';
+import { quality } from './calls.js';
 
 /** The publisher's video encodings by rid: frames encoded, bytes sent, width. @param {import('@playwright/test').Page} page */
 function outboundByRid(page) {
@@ -22,27 +23,6 @@ function outboundByRid(page) {
       }
     });
     return out;
-  });
-}
-
-/** The subscriber's received video: frames decoded, freezes, the decoded width. @param {import('@playwright/test').Page} page */
-function inboundVideo(page) {
-  return page.evaluate(async () => {
-    /** @type {RTCPeerConnection | null} */
-    const pc = /** @type {any} */ (window).__thCall?.pc ?? null;
-    const v = { frames: 0, freezes: 0, freezeS: 0, width: 0, height: 0, ssrcs: 0 };
-    if (!pc) return v;
-    (await pc.getStats()).forEach((s) => {
-      if (s.type === 'inbound-rtp' && s.kind === 'video') {
-        v.frames += s.framesDecoded ?? 0;
-        v.freezes += s.freezeCount ?? 0;
-        v.freezeS += s.totalFreezesDuration ?? 0;
-        v.width = Math.max(v.width, s.frameWidth ?? 0);
-        v.height = Math.max(v.height, s.frameHeight ?? 0);
-        v.ssrcs += 1;
-      }
-    });
-    return v;
   });
 }
 
@@ -86,16 +66,16 @@ test('simulcast: the station sends several layers, the doctor gets one continuou
   });
 
   await test.step('the doctor decodes one continuous stream, without freezing', async () => {
-    await expect.poll(async () => (await inboundVideo(dr)).frames, { message: 'first frames at the doctor', timeout: 90_000 }).toBeGreaterThan(0);
-    const start = await inboundVideo(dr);
-    expect(start.ssrcs, 'one video stream, whatever the layer').toBe(1);
+    await expect.poll(async () => (await quality(dr)).frames, { message: 'first frames at the doctor', timeout: 90_000 }).toBeGreaterThan(0);
+    const start = await quality(dr);
+    expect(start.videoStreams, 'one video stream, whatever the layer').toBe(1);
     // Ten seconds in two-second steps: every step decodes frames (a layer switch must not stop the picture).
     let prev = start;
     for (let i = 0; i < 5; i++) {
-      await expect.poll(async () => (await inboundVideo(dr)).frames - prev.frames, { message: `frames decoded in step ${i + 1}`, timeout: 10_000, intervals: [2000] }).toBeGreaterThan(10);
-      prev = await inboundVideo(dr);
+      await expect.poll(async () => (await quality(dr)).frames - prev.frames, { message: `frames decoded in step ${i + 1}`, timeout: 10_000, intervals: [2000] }).toBeGreaterThan(10);
+      prev = await quality(dr);
     }
-    console.log(`doctor: framesDecoded ${start.frames} → ${prev.frames}, width ${start.width} → ${prev.width}, freezes ${start.freezes} → ${prev.freezes} (${prev.freezeS.toFixed(2)} s)`);
+    console.log(`doctor: framesDecoded ${start.frames} → ${prev.frames}, width ${start.width} → ${prev.width}, freezes ${start.freezes} → ${prev.freezes} (${prev.freezeSec.toFixed(2)} s)`);
     console.log('station outbound now:', JSON.stringify(await outboundByRid(hw)));
     console.log('doctor inbound now:', JSON.stringify(await dr.evaluate(async () => {
       /** @type {any[]} */ const o = [];
@@ -104,12 +84,12 @@ test('simulcast: the station sends several layers, the doctor gets one continuou
       });
       return o;
     })));
-    expect(prev.ssrcs).toBe(1);
+    expect(prev.videoStreams).toBe(1);
     // Known open defect (reported with the media issue): about one run in six
     // shows a single ~3 s freeze at the q→h switch, cause not yet found. A
     // picture that stops for longer, or freezes more than once, fails here.
     expect(prev.freezes - start.freezes, 'at most one freeze while watching').toBeLessThanOrEqual(1);
-    expect(prev.freezeS - start.freezeS, 'freezes shorter than 4 s in all').toBeLessThan(4);
+    expect(prev.freezeSec - start.freezeSec, 'freezes shorter than 4 s in all').toBeLessThan(4);
   });
 
   await test.step('on a clean link the camera opens at 1280×720 and the doctor gets the top layer within seconds', async () => {
@@ -121,7 +101,7 @@ test('simulcast: the station sends several layers, the doctor gets one continuou
     const camera = await settings();
     console.log(`station camera: ${camera?.width}×${camera?.height}`);
     expect(camera?.height, 'the camera is opened at 720p where it can be').toBe(720);
-    await expect.poll(async () => (await inboundVideo(dr)).height, { message: 'the doctor decodes 720p', timeout: 30_000, intervals: [250] }).toBe(720);
+    await expect.poll(async () => (await quality(dr)).height, { message: 'the doctor decodes 720p', timeout: 30_000, intervals: [250] }).toBe(720);
     console.log(`doctor decodes 1280×720 ${Date.now() - joinedAt} ms after joining`);
   });
 
@@ -147,7 +127,7 @@ test('simulcast: the station sends several layers, the doctor gets one continuou
       return layers.length;
     }, { message: "a stats sample with the doctor's forwarded layer", timeout: 60_000, intervals: [2000] }).toBeGreaterThan(0);
     console.log(`SFU forwards layer ${layers.join(',')} of the station's video to the doctor; last samples:`, JSON.stringify(lastSamples));
-    const width = (await inboundVideo(dr)).width;
+    const width = (await quality(dr)).width;
     const out = await outboundByRid(hw);
     const sending = Object.entries(out).filter(([rid, s]) => rid !== '-' && s.bytes > 0).sort((a, b) => a[1].width - b[1].width);
     console.log(`doctor decodes ${width} px wide; station layers ${sending.map(([rid, s]) => `${rid}=${s.width}`).join(' ')}`);
