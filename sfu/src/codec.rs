@@ -1,6 +1,9 @@
 //! Just enough payload parsing to find keyframes without decoding: the SFU
 //! switches layers and releases a new subscriber's video only at a keyframe.
 
+/// Redundant audio (RFC 2198) as SDP names it.
+pub const MIME_TYPE_RED: &str = "audio/red";
+
 /// Video/audio codecs the SFU forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
@@ -104,9 +107,65 @@ pub fn h264_is_keyframe(payload: &[u8]) -> bool {
     }
 }
 
+/// Redundant audio (RFC 2198, `audio/red`): where the primary block of a RED
+/// payload starts, for a subscriber that takes plain Opus. `None` if the
+/// headers run past the payload.
+///
+/// Each header but the last is 4 bytes (F bit set, payload type, 14-bit
+/// timestamp offset, 10-bit length); the last is 1 byte (F clear, payload
+/// type). The blocks follow in header order; the primary is the last, and
+/// takes the rest of the payload.
+pub fn red_primary(payload: &[u8]) -> Option<(u8, usize)> {
+    let mut pos = 0usize;
+    let mut redundant = 0usize;
+    loop {
+        let first = *payload.get(pos)?;
+        if first & 0x80 == 0 {
+            let start = pos + 1 + redundant;
+            return (start <= payload.len()).then_some((first & 0x7f, start));
+        }
+        let hi = usize::from(*payload.get(pos + 2)? & 0x03);
+        let lo = usize::from(*payload.get(pos + 3)?);
+        redundant += (hi << 8) | lo;
+        pos += 4;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn red_primary_is_the_last_block() {
+        // Two redundant blocks (3 and 2 bytes) then the primary (PT 111).
+        let payload = [
+            0x80 | 111,
+            0x03,
+            0xC0,
+            3, // ts offset 960, length 3
+            0x80 | 111,
+            0x07,
+            0x80,
+            2,   // ts offset 1920, length 2
+            111, // primary header
+            1,
+            2,
+            3,
+            4,
+            5, // redundant data
+            9,
+            9,
+            9, // primary data
+        ];
+        let (pt, start) = red_primary(&payload).expect("parsed");
+        assert_eq!((pt, &payload[start..]), (111, &[9u8, 9, 9][..]));
+        // No redundancy: one header byte, then the primary.
+        assert_eq!(red_primary(&[111, 7, 7]), Some((111, 1)));
+        // Headers that promise more than there is.
+        assert_eq!(red_primary(&[0x80 | 111, 0, 0, 200, 111, 1]), None);
+        assert_eq!(red_primary(&[0x80 | 111, 0]), None);
+        assert_eq!(red_primary(&[]), None);
+    }
 
     #[test]
     fn vp8_keyframe_and_delta() {

@@ -111,6 +111,10 @@ pub struct TrackStats {
     pub plis: u64,
     /// Selected simulcast layer (outbound simulcast only).
     pub layer: Option<usize>,
+    /// The codec as SDP names it, lower case (`audio/red`, `audio/opus`,
+    /// `video/vp8`): as published (inbound), as this subscriber gets it
+    /// (outbound).
+    pub codec: String,
 }
 
 /// A stats sample for one participant.

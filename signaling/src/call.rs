@@ -495,7 +495,14 @@ impl LossMemory {
         let mut jitter: Option<f64> = None;
         let (mut nacks, mut plis) = (0u64, 0u64);
         let mut layers = Vec::new();
+        let (mut audio_sent, mut audio_received): (Option<&str>, Option<&str>) = (None, None);
         for t in &s.tracks {
+            if t.kind == MediaKind::Audio {
+                match t.direction {
+                    Direction::Inbound => audio_sent = Some(&t.codec),
+                    Direction::Outbound => audio_received = Some(&t.codec),
+                }
+            }
             let key = (
                 s.room.to_string(),
                 s.participant.to_string(),
@@ -537,6 +544,10 @@ impl LossMemory {
             "nacks": nacks,
             "plis": plis,
             "layers": layers,
+            // Redundant audio shows here: `audio/red` when the participant
+            // sends it (and when it receives it).
+            "audio_codec_sent": audio_sent,
+            "audio_codec_received": audio_received,
             "send_estimate_kbps": s.send_estimate_bps.map(|b| b / 1000),
         })
     }

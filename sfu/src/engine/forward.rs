@@ -95,25 +95,35 @@ impl Engine {
                 Some(pt) => pt,
                 None => {
                     let params = sender.get_parameters();
-                    let Some(pt) =
-                        params
-                            .rtp_parameters
-                            .codecs
+                    let find = |mime: &str, fmtp: Option<&str>| {
+                        let codecs = &params.rtp_parameters.codecs;
+                        codecs
                             .iter()
                             .find(|c| {
-                                c.rtp_codec.mime_type.eq_ignore_ascii_case(&rtc_codec.mime_type)
-                                    && c.rtp_codec.sdp_fmtp_line == rtc_codec.sdp_fmtp_line
+                                c.rtp_codec.mime_type.eq_ignore_ascii_case(mime)
+                                    && fmtp.is_none_or(|f| c.rtp_codec.sdp_fmtp_line == f)
                             })
                             .or_else(|| {
-                                params.rtp_parameters.codecs.iter().find(|c| {
-                                    c.rtp_codec.mime_type.eq_ignore_ascii_case(&rtc_codec.mime_type)
-                                })
+                                codecs
+                                    .iter()
+                                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
                             })
                             .map(|c| c.payload_type)
-                    else {
-                        continue;
+                    };
+                    let (pt, strip_red) = match find(&rtc_codec.mime_type, Some(&rtc_codec.sdp_fmtp_line)) {
+                        Some(pt) => (pt, false),
+                        // Redundant audio to a subscriber that did not
+                        // accept it: its primary Opus block only.
+                        None if rtc_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_RED) => {
+                            let Some(pt) = find(MIME_TYPE_OPUS, None) else {
+                                continue;
+                            };
+                            (pt, true)
+                        }
+                        None => continue,
                     };
                     sub.payload_type = Some(pt);
+                    sub.strip_red = strip_red;
                     pt
                 }
             };
@@ -121,6 +131,12 @@ impl Engine {
                 .rewriter
                 .rewrite(now, ssrc, packet.header.sequence_number, packet.header.timestamp);
             let mut out = packet.clone();
+            if sub.strip_red {
+                let Some((_, start)) = crate::codec::red_primary(&out.payload) else {
+                    continue;
+                };
+                out.payload = out.payload.slice(start..);
+            }
             out.header.ssrc = rw.ssrc;
             out.header.sequence_number = rw.sequence_number;
             out.header.timestamp = rw.timestamp;

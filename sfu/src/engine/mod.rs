@@ -32,6 +32,7 @@ mod stats;
 mod tcp;
 
 use crate::codec::Codec;
+use crate::codec::MIME_TYPE_RED;
 use crate::config::SfuConfig;
 use crate::error::{Result, SfuError};
 use crate::event::{
@@ -44,8 +45,9 @@ use crate::rewrite::StreamRewriter;
 use crate::stun;
 use bytes::BytesMut;
 use net::Net;
-use peer::{add_host_candidates, new_peer_connection, webrtc, Counters, Peer, PeerKey};
+use peer::{add_host_candidates, new_peer_connection, prefer_red, webrtc, Counters, Peer, PeerKey};
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
 use rtc::peer_connection::event::RTCTrackEvent;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -166,6 +168,9 @@ struct Subscription {
     keyframe_wanted: bool,
     selector: Option<LayerSelector>,
     payload_type: Option<u8>,
+    /// The publisher sends redundant audio (RED) this subscriber did not
+    /// accept: forward the primary Opus block only.
+    strip_red: bool,
     counters: Counters,
     /// Is media reaching this subscriber as it should?
     watch: crate::delivery::DeliveryWatch,

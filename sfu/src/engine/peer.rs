@@ -16,6 +16,7 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -102,6 +103,13 @@ pub(crate) fn webrtc(e: impl std::fmt::Display) -> SfuError {
 pub(crate) fn new_peer_connection(now: Instant, config: &SfuConfig) -> Result<RTCPeerConnection> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs().map_err(webrtc)?;
+    // Redundant audio (RFC 2198): each packet also carries the previous
+    // one's Opus frame, so one lost packet costs no audio. Forwarded as it
+    // comes to subscribers that accept it; the others get the primary
+    // block (`forward.rs`).
+    media_engine
+        .register_codec(red_codec(), RtpCodecKind::Audio)
+        .map_err(webrtc)?;
     let mut registry = register_default_interceptors(
         Registry::new().with(
             Slot::from(crate::interceptor::SLOT),
@@ -194,4 +202,42 @@ pub(crate) fn add_host_candidates(
         pc.add_local_candidate(init).map_err(webrtc)?;
     }
     Ok(())
+}
+
+/// `red/48000/2` over Opus at its default payload type, as Chromium offers it.
+fn red_codec() -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: crate::codec::MIME_TYPE_RED.to_owned(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: "111/111".to_owned(),
+            rtcp_feedback: vec![],
+        },
+        payload_type: 63,
+    }
+}
+
+/// Asks a publisher for redundant audio: RED first, then Opus (which RED
+/// carries), in the audio sections of the answer about to be made — a
+/// browser sends the first codec of the answer. Where the offer had no RED
+/// the preference is refused and the answer is left as it was; video
+/// sections refuse it too.
+pub(crate) fn prefer_red(pc: &mut RTCPeerConnection) {
+    let opus = RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS.to_owned(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            rtcp_feedback: vec![],
+        },
+        payload_type: 111,
+    };
+    let ids: Vec<_> = pc.get_transceivers().collect();
+    for id in ids {
+        if let Some(mut t) = pc.rtp_transceiver(id) {
+            let _ = t.set_codec_preferences(vec![red_codec(), opus.clone()]);
+        }
+    }
 }

@@ -60,6 +60,7 @@ impl Engine {
                 keyframe_wanted: false,
                 selector,
                 payload_type: None,
+                strip_red: false,
                 counters: Counters::default(),
                 watch: crate::delivery::DeliveryWatch::new(),
                 confirmed: 0,

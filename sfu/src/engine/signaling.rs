@@ -143,6 +143,7 @@ impl Engine {
             let offer = RTCSessionDescription::offer(offer).map_err(sdp_error)?;
             pc.set_remote_description(now, offer).map_err(sdp_error)?;
             add_host_candidates(&mut pc, udp_host, tcp_host)?;
+            prefer_red(&mut pc);
             let answer = pc.create_answer(None).map_err(sdp_error)?;
             pc.set_local_description(now, answer.clone()).map_err(sdp_error)?;
             Ok(answer.sdp)
@@ -204,6 +205,7 @@ impl Engine {
         let answer = guarded(|| {
             let offer = RTCSessionDescription::offer(sdp).map_err(sdp_error)?;
             peer.pc.set_remote_description(now, offer).map_err(sdp_error)?;
+            prefer_red(&mut peer.pc);
             let answer = peer.pc.create_answer(None).map_err(sdp_error)?;
             peer.pc
                 .set_local_description(now, answer.clone())

@@ -113,6 +113,7 @@ impl Engine {
                     nacks: figures.nacks,
                     plis: published.keyframe.sent(),
                     layer: None,
+                    codec: published.rtc_codec.mime_type.to_ascii_lowercase(),
                 });
                 c.last_packets = c.packets;
                 c.last_bytes = c.bytes;
@@ -134,6 +135,11 @@ impl Engine {
                         nacks: c.nacks,
                         plis: c.plis,
                         layer: sub.selector.as_ref().and_then(|s| s.current()),
+                        codec: if sub.strip_red {
+                            MIME_TYPE_OPUS.to_ascii_lowercase()
+                        } else {
+                            published.rtc_codec.mime_type.to_ascii_lowercase()
+                        },
                     });
                     c.last_packets = c.packets;
                     c.last_bytes = c.bytes;
