@@ -29,6 +29,8 @@ const stationIp = process.env.TH_STATION_IP ?? '';
 
 /** @param {number} ms */
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** The middle of a few measurements. @param {number[]} xs */
+const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
 
 test.skip(!stationUrl, 'needs the station network namespace (run.sh as root)');
 
@@ -72,7 +74,6 @@ test('the call survives blackouts and handovers of the station, by itself', asyn
       await expect(dr.locator('#remote-frozen')).toBeHidden({ timeout: 5000 });
       await sleep(3000);
     }
-    const median = (/** @type {number[]} */ xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
     console.log(`5 s blackouts: first new frame median ${median(station)} ms (station), ${median(doctorSide)} ms (doctor)`);
     expect(median(station), 'station: first new frame within 1 s (median of 3)').toBeLessThanOrEqual(1000);
     expect(Math.max(...station), 'station: never more than 2 s').toBeLessThanOrEqual(2000);
@@ -119,7 +120,6 @@ test('the call survives blackouts and handovers of the station, by itself', asyn
       const after = await station_link.stats();
       console.log(`handover ${i}: media flowing steadily again after ${a} ms (station), ${b} ms (doctor); link before ${JSON.stringify(before)} after ${JSON.stringify(after)}`);
     }
-    const median = (/** @type {number[]} */ xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
     console.log(`handovers: media flowing again median ${median(station)} ms (station), ${median(doctorSide)} ms (doctor); all ${JSON.stringify({ station, doctor: doctorSide })}`);
     expect(median(station), 'station: within 3 s (median of 5)').toBeLessThanOrEqual(3000);
     expect(median(doctorSide), 'doctor: within 3 s (median of 5)').toBeLessThanOrEqual(3000);
