@@ -117,8 +117,13 @@ async fn shape(
 ) -> Result<Json<LinkStats>, ApiError> {
     let link = link(&emulator, &ip)?;
     let Json(request) = body?;
-    let up = direction("up", request.up)?;
-    let down = direction("down", request.down)?;
+    apply(&link, request.up, request.down)
+}
+
+/// Shapes both directions of `link` and answers with its stats.
+fn apply(link: &Link, up: Option<ShapeSpec>, down: Option<ShapeSpec>) -> Result<Json<LinkStats>, ApiError> {
+    let up = direction("up", up)?;
+    let down = direction("down", down)?;
     // Both validated above; this cannot fail, but say so if it ever does.
     link.set_shape(up, down)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -147,11 +152,7 @@ async fn profile(
             names.join(", ")
         )));
     };
-    let up = direction("up", Some(p.up))?;
-    let down = direction("down", Some(p.down))?;
-    link.set_shape(up, down)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    Ok(Json(link.stats()))
+    apply(&link, Some(p.up), Some(p.down))
 }
 
 /// Body of `POST /links/{ip}/blackout`.
