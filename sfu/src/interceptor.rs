@@ -135,8 +135,12 @@ fn split_compound(mut msg: TaggedPacket) -> Vec<TaggedPacket> {
 }
 
 impl Interceptor for SfuInterceptor {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        self.fresh_repairs.bind_local_stream(info);
+    }
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.fresh_repairs.unbind_local_stream(info);
+    }
 
     fn bind_remote_stream(&mut self, info: &StreamInfo) {
         self.nack_filter.bind_remote_stream(info);
