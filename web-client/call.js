@@ -30,7 +30,7 @@ import { api } from './api.js';
 export const CALL_MESSAGES = /** @type {const} */ ([
   'hello', 'pong', 'joined', 'offer', 'answer', 'ice', 'participant_joined', 'participant_reconnected',
   'participant_reconnecting', 'participant_left', 'left', 'participant_media', 'connection_state', 'consultation_state',
-  'chat', 'ended', 'photo_shared', 'rejoin', 'error',
+  'chat', 'ended', 'photo_shared', 'rejoin', 'video_level', 'error',
 ]);
 
 /** @typedef {{candidate: string, sdp_mid?: string | null, sdp_mline_index?: number | null, username_fragment?: string | null}} WireCandidate */
@@ -562,7 +562,7 @@ export class Call {
 
   /** Tells the others whether the microphone and the camera are on. */
   announce() {
-    this.send({ type: 'media', audio: this.audio, video: this.video && !this.audioOnly });
+    this.send({ type: 'media', audio: this.audio, video: this.video && !this.audioOnly, receive_video: !this.audioOnly });
   }
 
   /** @param {boolean} on */
@@ -579,7 +579,10 @@ export class Call {
     this.announce();
   }
 
-  /** Audio only (a weak link): stop sending video altogether, keep the microphone. @param {boolean} on */
+  /**
+   * Audio only (a weak link): stop sending video altogether, keep the microphone; the server stops sending this
+   * page video too. @param {boolean} on
+   */
   async setAudioOnly(on) {
     this.audioOnly = on;
     const sender = this.pc?.getTransceivers().find((t) => t.receiver.track.kind === 'video')?.sender;

@@ -117,6 +117,40 @@ pub struct TrackStats {
     pub codec: String,
 }
 
+/// Why a subscriber gets no video of a track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoOff {
+    /// Its downlink cannot carry even the lowest layer next to the audio.
+    Bandwidth,
+    /// It asked for audio only ([`crate::Sfu::set_video_wanted`]).
+    Requested,
+}
+
+impl VideoOff {
+    /// A stable code for logs and clients.
+    pub fn code(self) -> &'static str {
+        match self {
+            VideoOff::Bandwidth => "bandwidth",
+            VideoOff::Requested => "requested",
+        }
+    }
+}
+
+/// What one subscriber gets of one video track: a step of the degradation
+/// ladder (top layer, lower layers, audio only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoLevel {
+    /// This simulcast layer (0 = lowest) of `layers`.
+    Layer {
+        /// The layer forwarded now.
+        layer: usize,
+        /// How many layers the publisher sends.
+        layers: usize,
+    },
+    /// No video: only audio.
+    Off(VideoOff),
+}
+
 /// A stats sample for one participant.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatsSample {
@@ -232,6 +266,20 @@ pub enum SfuEvent {
         /// The participant.
         participant: ParticipantId,
     },
+    /// What a subscriber gets of a video track changed: another simulcast
+    /// layer, video off (audio only), or video back.
+    VideoLevel {
+        /// The room.
+        room: RoomId,
+        /// The subscriber.
+        participant: ParticipantId,
+        /// The publisher of the track.
+        publisher: ParticipantId,
+        /// The track.
+        track: TrackId,
+        /// What it gets now.
+        level: VideoLevel,
+    },
     /// The participant did not answer our offer after every resend: its
     /// connection is broken. It should rejoin with a fresh one (`join` again:
     /// it takes back its seat).
@@ -257,6 +305,7 @@ impl SfuEvent {
             | SfuEvent::Repaired { room, .. }
             | SfuEvent::PathResumed { room, .. }
             | SfuEvent::PathMoved { room, .. }
+            | SfuEvent::VideoLevel { room, .. }
             | SfuEvent::RejoinNeeded { room, .. } => room,
             SfuEvent::Stats(s) => &s.room,
         }

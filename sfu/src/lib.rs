@@ -79,6 +79,7 @@ pub use engine::EngineCounters;
 pub use error::{Result, SfuError};
 pub use event::{
     CloseReason, ConnectionState, Direction, IceCandidate, MediaKind, SfuEvent, StatsSample, TrackStats,
+    VideoLevel, VideoOff,
 };
 pub use ids::{ParticipantId, RoomId, TrackId};
 
@@ -307,6 +308,25 @@ impl Sfu {
             room,
             participant,
             reachable,
+            reply,
+        })
+        .await
+    }
+
+    /// Whether the participant wants video. `false` (it chose audio only, on
+    /// a weak link) stops forwarding every video track to it; `true` starts
+    /// again from each track's next keyframe. Each change is reported as
+    /// [`SfuEvent::VideoLevel`].
+    pub async fn set_video_wanted(
+        &self,
+        room: RoomId,
+        participant: ParticipantId,
+        wanted: bool,
+    ) -> Result<()> {
+        self.call(|reply| Command::WantVideo {
+            room,
+            participant,
+            wanted,
             reply,
         })
         .await

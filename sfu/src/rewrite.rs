@@ -60,6 +60,14 @@ impl StreamRewriter {
         self.source
     }
 
+    /// Forwarding stopped for a while (video off): the next packet is
+    /// spliced on after the last one sent, even from the same source, so
+    /// the subscriber sees no jump in sequence numbers for what it never
+    /// was sent.
+    pub fn splice(&mut self) {
+        self.source = None;
+    }
+
     /// Maps one packet's `(ssrc, seq, ts)` to the subscriber's stream. A packet
     /// from a different SSRC than the last one starts a splice (the caller only
     /// switches sources at a keyframe).

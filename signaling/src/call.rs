@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use telehealth_records::{Consultation, ConsultationId, ConsultationState, Role, UserId};
 use telehealth_sfu::{
     CloseReason, ConnectionState, Direction, MediaKind, ParticipantId, RoomId, Sfu, SfuError, SfuEvent,
-    StatsSample,
+    StatsSample, VideoLevel,
 };
 use tokio::sync::mpsc;
 
@@ -723,6 +723,32 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
                     json!({"participant_id": participant.as_str()}),
                 )
                 .await;
+            }
+            SfuEvent::VideoLevel {
+                participant,
+                publisher,
+                track,
+                level,
+                ..
+            } => {
+                let user = calls.member_user(c, &participant).map(|m| m.0);
+                let (layer, layers, off) = match level {
+                    VideoLevel::Layer { layer, layers } => (Some(layer), Some(layers), None),
+                    VideoLevel::Off(why) => (None, None, Some(why.code())),
+                };
+                log(
+                    "video_level",
+                    user,
+                    json!({"participant_id": participant.as_str(), "publisher_id": publisher.as_str(), "track": track.as_str(), "layer": layer, "layers": layers, "off": off}),
+                )
+                .await;
+                // Both pages: the one that stops (or starts again) getting
+                // the picture, and the one whose picture it is.
+                calls.broadcast(
+                    c,
+                    None,
+                    &json!({"type": "video_level", "participant_id": participant.as_str(), "publisher_id": publisher.as_str(), "layer": layer, "layers": layers, "off": off}),
+                );
             }
             SfuEvent::RejoinNeeded { participant, .. } => {
                 let user = calls.member_user(c, &participant).map(|m| m.0);

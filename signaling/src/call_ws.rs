@@ -141,10 +141,24 @@ async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) ->
                 Err(e) => Some(sfu_error(&e)),
             }
         }
-        ClientMessage::Media { audio, video } => {
+        ClientMessage::Media {
+            audio,
+            video,
+            receive_video,
+        } => {
             let Some((c, pid)) = seat(state, call) else {
                 return Some(not_in_call());
             };
+            let receive_video = receive_video.unwrap_or(true);
+            if let Err(e) = state
+                .calls
+                .sfu
+                .set_video_wanted(RoomId::new(c.to_string()), pid.clone(), receive_video)
+                .await
+            {
+                // Not in the media room yet (or any more): nothing to stop.
+                tracing::debug!(consultation = %c, error = %e, "video wanted not applied");
+            }
             state.calls.set_media(c, &pid, audio, video);
             state.calls.broadcast(c, Some(&pid), &json!({"type": "participant_media", "participant_id": pid.as_str(), "audio": audio, "video": video}));
             log(
@@ -152,7 +166,7 @@ async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) ->
                 c,
                 "media",
                 Some(call.user.user.id),
-                json!({"participant_id": pid.as_str(), "audio": audio, "video": video}),
+                json!({"participant_id": pid.as_str(), "audio": audio, "video": video, "receive_video": receive_video}),
             )
             .await;
             None

@@ -59,8 +59,15 @@ pub enum ClientMessage {
     Answer { sdp: String },
     /// A trickled ICE candidate (`candidate` empty = end of candidates).
     Ice { candidate: WireCandidate },
-    /// Microphone / camera on or off, announced to the others.
-    Media { audio: bool, video: bool },
+    /// Microphone / camera on or off, announced to the others; and whether
+    /// the page wants the others' video (`false`: audio only, on a weak
+    /// link; the server then stops forwarding video to it). Default true.
+    Media {
+        audio: bool,
+        video: bool,
+        #[serde(default)]
+        receive_video: Option<bool>,
+    },
     /// Text chat, the fallback when video fails.
     Chat { text: String },
     /// Leave the call.

@@ -101,6 +101,10 @@ export function mountCall(box, opts) {
     const remoteLabel = h('p', { class: 'call-placeholder', id: 'remote-wait' }, t('call.waitingOther'));
     const frozen = h('p', { class: 'notice warn call-frozen', id: 'remote-frozen', role: 'status', hidden: true }, t('call.remoteFrozen'));
     const banner = h('p', { class: 'notice warn call-banner', id: 'reconnecting', role: 'status', hidden: true }, t('call.reconnecting'));
+    // The degradation ladder's last step, told on both pages: this page gets no video (`video-off`), or the other
+    // side does not get this page's (`other-video-off`).
+    const videoOff = h('p', { class: 'notice info', id: 'video-off', role: 'status', hidden: true });
+    const otherVideoOff = h('p', { class: 'notice info', id: 'other-video-off', role: 'status', hidden: true });
     const quality = h('span', { class: 'quality', id: 'call-quality', 'data-level': 'unknown' }, t('call.quality.unknown'));
     const others = h('span', { class: 'muted small', id: 'call-others' });
 
@@ -124,7 +128,7 @@ export function mountCall(box, opts) {
     const stage = h('div', { class: 'call-stage' }, remoteVideo, remoteLabel, selfVideo, frozen, banner);
     box.replaceChildren(
       h('div', { class: 'call-head' }, h('h3', { id: 'call-title' }, t('call.title')), quality, others),
-      msg, stage,
+      msg, stage, videoOff, otherVideoOff,
       h('div', { class: 'row call-controls' }, muteBtn, camBtn, audioOnlyBtn, photoBtn, leaveBtn, rejoinBtn),
       photoMsg, photos,
       h('section', { class: 'chat', 'aria-labelledby': 'chat-title' }, h('h4', { id: 'chat-title' }, t('call.chat')), chatLog, chatForm),
@@ -204,7 +208,7 @@ export function mountCall(box, opts) {
         quality.textContent = parts.join(' · ');
         // The other side's picture stopped: say so at once, from what this page receives.
         const otherThere = [...c.participants.values()].some((p) => p.participant_id !== c.participantId);
-        stillSamples = e.videoFlowing === false && otherThere && remoteVideo.srcObject ? stillSamples + 1 : 0;
+        stillSamples = e.videoFlowing === false && otherThere && remoteVideo.srcObject && videoOff.hidden ? stillSamples + 1 : 0;
         // Our own line down says more (and takes the same place): then only the banner shows.
         frozen.hidden = stillSamples < 1 || !banner.hidden;
         remoteVideo.dataset.height = String(e.frameHeight ?? '');
@@ -247,6 +251,19 @@ export function mountCall(box, opts) {
           if (m.audio) renderOthers();
           else others.textContent = t('call.otherMuted');
           break;
+        case 'video_level': {
+          const off = /** @type {string | null} */ (m.off ?? null);
+          if (m.participant_id === c.participantId) {
+            videoOff.hidden = off === null;
+            if (off) videoOff.textContent = t(off === 'bandwidth' ? 'call.videoOffWeak' : 'call.videoOffAsked');
+            remoteVideo.hidden = off !== null;
+            if (off) frozen.hidden = true;
+          } else if (m.publisher_id === c.participantId) {
+            otherVideoOff.hidden = off === null;
+            if (off) otherVideoOff.textContent = t(off === 'bandwidth' ? 'call.otherVideoOffWeak' : 'call.otherVideoOffAsked');
+          }
+          break;
+        }
         case 'chat':
           addChat(m);
           break;

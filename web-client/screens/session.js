@@ -75,8 +75,18 @@ export async function render(ctx, [id]) {
     h('section', { class: 'panel' }, h('h3', {}, t('sessions.timeline')),
       h('ol', { class: 'timeline', id: 'timeline' }, events.map((e) => h('li', { 'data-kind': e.kind },
         h('time', { datetime: e.at }, time(e.at)), ' ', h('strong', {}, e.kind), ' ', h('span', { class: 'muted' }, who(e.user_id)), ' ',
-        h('code', { class: 'small' }, describe(e)))))),
+        ...summary(e), h('code', { class: 'small' }, describe(e)))))),
   );
+}
+
+/** A step of the degradation ladder in words, before its raw fields. @param {SessionEvent} e */
+function summary(e) {
+  if (e.kind !== 'video_level') return [];
+  const d = /** @type {Record<string, any>} */ (e.data ?? {});
+  const text = d.off === 'bandwidth' ? t('sessions.videoOffBandwidth')
+    : d.off === 'requested' ? t('sessions.videoOffRequested')
+      : t('sessions.videoLayer', { n: Number(d.layer ?? 0) + 1, of: Number(d.layers ?? 1) });
+  return [h('span', { class: d.off ? 'warn-text' : '' }, text), ' '];
 }
 
 /** The event's data as short `key=value` pairs. @param {SessionEvent} e */

@@ -56,12 +56,19 @@ impl Engine {
             *published.layer_bytes.entry(ssrc).or_default() += packet.payload.len() as u64;
         }
         let rtc_codec = &published.rtc_codec;
+        let video = published.kind == MediaKind::Video;
+        // Subscribers that start getting this video now, and at which level.
+        let mut started: Vec<(ParticipantId, VideoLevel)> = Vec::new();
         for (&sub_key, sub) in published.subs.iter_mut() {
             let Some(subscriber) = self.peers.get_mut(&sub_key) else {
                 continue;
             };
             if !subscriber.can_receive(now) {
                 tracing::trace!(subscriber = %subscriber.id, ssrc, "not forwarded: subscriber not connected");
+                continue;
+            }
+            if video && !subscriber.video_wanted {
+                tracing::trace!(subscriber = %subscriber.id, ssrc, "not forwarded: audio only");
                 continue;
             }
             // A layer switch needs nothing more here: the rewriter splices the
@@ -74,6 +81,10 @@ impl Engine {
                     }
                     LayerDecision::Forward { switched: true } => {
                         tracing::debug!(subscriber = %subscriber.id, layer, "simulcast layer switched");
+                        // From the same layer after video was off: no jump in numbers.
+                        sub.rewriter.splice();
+                        let layers = published.layers.len();
+                        started.push((subscriber.id.clone(), VideoLevel::Layer { layer, layers }));
                     }
                     LayerDecision::Forward { switched: false } => {}
                 }
@@ -84,6 +95,9 @@ impl Engine {
                     continue;
                 }
                 sub.waiting_keyframe = false;
+                if sub.selector.is_none() {
+                    started.push((subscriber.id.clone(), VideoLevel::Layer { layer: 0, layers: 1 }));
+                }
             }
             if keyframe {
                 sub.keyframe_wanted = false;
@@ -166,6 +180,22 @@ impl Engine {
                 Err(e) => tracing::debug!(error = %e, "write_rtp failed"),
             }
         }
+        if !started.is_empty() {
+            let publisher = published.participant.clone();
+            let Some(peer) = self.peers.get(&key) else {
+                return;
+            };
+            let (room, track) = (peer.room.clone(), peer.inbound.get(rtc_track).cloned());
+            for (participant, level) in started {
+                self.emit(SfuEvent::VideoLevel {
+                    room: room.clone(),
+                    participant,
+                    publisher: publisher.clone(),
+                    track: track.clone().unwrap_or_else(|| TrackId::new(String::new())),
+                    level,
+                });
+            }
+        }
     }
 
     pub(super) fn handle_rtcp(
@@ -207,6 +237,14 @@ impl Engine {
                     // knows it (browsers report nothing about a stream they
                     // have no place for).
                     sub.confirmed += 1;
+                    // Cumulative lost is 24-bit signed (RFC 3550 §6.4.1).
+                    let lost = i64::from(block.total_lost & 0xFF_FFFF);
+                    let lost = if lost >= 0x80_0000 {
+                        lost - 0x100_0000
+                    } else {
+                        lost
+                    };
+                    sub.reported = Some((lost, block.jitter));
                 }
             }
         }
@@ -214,6 +252,8 @@ impl Engine {
         // the stream it names, not under the track `rtc` filed the message
         // with (for a compound, its first packet's stream).
         let fallback = peer.outbound.get(rtc_track).cloned();
+        // Tracks whose video a REMB turned off for this subscriber.
+        let mut off: Vec<(ParticipantId, ParticipantId, TrackId)> = Vec::new();
         for p in packets {
             let any = p.as_any();
             let (named, keyframe): (Vec<u32>, bool) =
@@ -255,16 +295,80 @@ impl Engine {
                     published.keyframe.handle_request(now);
                 } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                     sub.counters.nacks += nack.nacks.len() as u64;
+                    for pair in &nack.nacks {
+                        for seq in pair.packet_list() {
+                            if sub.nacked.first_time(seq) {
+                                sub.nacked_packets += 1;
+                            }
+                        }
+                    }
                 } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
                     // With our own send-side estimate, that one decides: two
                     // estimates taking turns would make the layer flap.
-                    if !self.config.bandwidth_estimation {
-                        if let Some(sel) = sub.selector.as_mut() {
-                            sel.handle_estimate(now, remb.bitrate as u64);
-                        }
+                    if !self.config.bandwidth_estimation && sub.handle_estimate(now, remb.bitrate as u64) {
+                        off.push((peer.id.clone(), published.participant.clone(), track_id.clone()));
                     }
                 }
             }
+        }
+        let room = peer.room.clone();
+        for (participant, publisher, track) in off {
+            self.emit(SfuEvent::VideoLevel {
+                room: room.clone(),
+                participant,
+                publisher,
+                track,
+                level: VideoLevel::Off(VideoOff::Bandwidth),
+            });
+        }
+    }
+
+    /// The participant chose audio only (`wanted == false`), or video again.
+    pub(super) fn set_video_wanted(&mut self, now: Instant, key: PeerKey, wanted: bool) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if peer.video_wanted == wanted {
+            return;
+        }
+        peer.video_wanted = wanted;
+        let (participant, room_id) = (peer.id.clone(), peer.room.clone());
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        let mut events = Vec::new();
+        for (track_id, published) in room.tracks.iter_mut() {
+            if published.kind != MediaKind::Video {
+                continue;
+            }
+            let Some(sub) = published.subs.get_mut(&key) else {
+                continue;
+            };
+            if wanted {
+                // From the next keyframe, asked for now.
+                sub.waiting_keyframe = true;
+                sub.keyframe_wanted = true;
+                if let Some(sel) = sub.selector.as_mut() {
+                    sel.restart();
+                }
+                published.keyframe.handle_urgent_request(now);
+            } else {
+                sub.rewriter.splice();
+                events.push(SfuEvent::VideoLevel {
+                    room: room_id.clone(),
+                    participant: participant.clone(),
+                    publisher: published.participant.clone(),
+                    track: track_id.clone(),
+                    level: VideoLevel::Off(VideoOff::Requested),
+                });
+            }
+        }
+        tracing::info!(%participant, wanted, "video wanted");
+        for e in events {
+            self.emit(e);
+        }
+        if wanted {
+            self.keyframe_tick(now);
         }
     }
 
@@ -283,7 +387,11 @@ impl Engine {
                 // own PLI/FIR — about the layer it is receiving, not another.
                 let mut want_layers: Vec<usize> = Vec::new();
                 for (sub_key, sub) in &published.subs {
-                    if !self.peers.get(sub_key).is_some_and(|p| p.can_receive(now)) {
+                    if !self
+                        .peers
+                        .get(sub_key)
+                        .is_some_and(|p| p.can_receive(now) && p.video_wanted)
+                    {
                         continue;
                     }
                     let sel = sub.selector.as_ref();
@@ -351,7 +459,11 @@ impl Engine {
                         .peers
                         .get(sub_key)
                         .is_some_and(|p| p.can_receive(now) && p.path.heard_within(now, SENDING_WITHIN));
-                    let expected = sending && reachable;
+                    // Video off (audio only, asked for or for bandwidth): nothing to forward.
+                    let video_off = video
+                        && (self.peers.get(sub_key).is_some_and(|p| !p.video_wanted)
+                            || sub.selector.as_ref().is_some_and(LayerSelector::video_off));
+                    let expected = sending && reachable && !video_off;
                     if let Some(r) = sub
                         .watch
                         .poll(now, expected, sub.counters.packets, sub.confirmed, video)

@@ -37,6 +37,7 @@ use crate::config::SfuConfig;
 use crate::error::{Result, SfuError};
 use crate::event::{
     CloseReason, ConnectionState, Direction, IceCandidate, MediaKind, SfuEvent, StatsSample, TrackStats,
+    VideoLevel, VideoOff,
 };
 use crate::ids::{ParticipantId, RoomId, TrackId};
 use crate::keyframe::KeyframeRequester;
@@ -126,6 +127,12 @@ pub(crate) enum Command {
         reachable: bool,
         reply: Reply<()>,
     },
+    WantVideo {
+        room: RoomId,
+        participant: ParticipantId,
+        wanted: bool,
+        reply: Reply<()>,
+    },
     Subscribe(mpsc::UnboundedSender<SfuEvent>),
     Counters(oneshot::Sender<EngineCounters>),
     Shutdown(oneshot::Sender<()>),
@@ -176,6 +183,43 @@ struct Subscription {
     watch: crate::delivery::DeliveryWatch,
     /// Reception reports about this stream from the subscriber.
     confirmed: u64,
+    /// The last of them: cumulative packets lost, and jitter in RTP
+    /// timestamp units. Read here, not from `rtc`'s stats, which take
+    /// reports only from RRs (a subscriber that also publishes reports in
+    /// its SRs).
+    reported: Option<(i64, u32)>,
+    /// What the subscriber lost of this stream lately (simulcast video):
+    /// each packet it asked for again, counted once.
+    loss: crate::layers::LossWindow,
+    nacked: crate::dedup::SeqWindow,
+    nacked_packets: u64,
+}
+
+impl Subscription {
+    /// Feeds the layer selector (simulcast only) a downlink estimate, and
+    /// what the subscriber lost lately; returns true when that turned video
+    /// off (audio only).
+    fn handle_estimate(&mut self, now: Instant, estimate_bps: u64) -> bool {
+        let Some(sel) = self.selector.as_mut() else {
+            return false;
+        };
+        // What it lost: what it asked for again. A subscriber that never
+        // asked for anything may not ask at all (no NACK): nothing known,
+        // and the estimate alone decides.
+        let lost = self
+            .loss
+            .handle_counts(now, self.nacked_packets as i64, self.counters.packets)
+            .filter(|_| self.nacked_packets > 0);
+        sel.handle_loss(lost);
+        tracing::trace!(estimate_bps, ?lost, layer = ?sel.current(), "estimate");
+        let was_off = sel.video_off();
+        sel.handle_estimate(now, estimate_bps);
+        let off = !was_off && sel.video_off();
+        if off {
+            self.rewriter.splice();
+        }
+        off
+    }
 }
 
 struct Published {

@@ -64,6 +64,10 @@ impl Engine {
                 counters: Counters::default(),
                 watch: crate::delivery::DeliveryWatch::new(),
                 confirmed: 0,
+                reported: None,
+                loss: crate::layers::LossWindow::default(),
+                nacked: crate::dedup::SeqWindow::default(),
+                nacked_packets: 0,
             },
         );
         self.mark(sub_key);

@@ -94,6 +94,17 @@ impl Engine {
                 });
                 let _ = reply.send(r);
             }
+            Command::WantVideo {
+                room,
+                participant,
+                wanted,
+                reply,
+            } => {
+                let r = self
+                    .peer_key(&room, &participant)
+                    .map(|k| self.set_video_wanted(now, k, wanted));
+                let _ = reply.send(r);
+            }
             Command::Subscribe(tx) => self.listeners.push(tx),
             Command::Counters(tx) => {
                 let mut c = self.counters.clone();
@@ -177,6 +188,7 @@ impl Engine {
                 outbound_ssrcs: HashMap::new(),
                 published_count: 0,
                 closing: false,
+                video_wanted: true,
             },
         );
         let existing: Vec<TrackId> = match self.rooms.get_mut(&room_id) {

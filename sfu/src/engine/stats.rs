@@ -49,7 +49,9 @@ impl RtcpFigures {
                         },
                     );
                 }
-                // What we send to the participant (it reports, in RTCP RR).
+                // What we send to the participant (it reports, in RTCP RR;
+                // `rtc` reads reception reports from RRs only, the engine
+                // reads them from SRs too, `forward.rs`, and prefers those).
                 RTCStatsReportEntry::RemoteInboundRtp(s) => {
                     let r = &s.received_rtp_stream_stats;
                     f.by_ssrc.insert(
@@ -118,10 +120,18 @@ impl Engine {
                 c.last_packets = c.packets;
                 c.last_bytes = c.bytes;
                 for (sub_key, sub) in published.subs.iter_mut() {
-                    let figures = rtcp
-                        .get(sub_key)
-                        .and_then(|f| f.by_ssrc.get(&sub.rewriter.out_ssrc()))
-                        .copied()
+                    let figures = sub
+                        .reported
+                        .map(|(lost, jitter)| StreamFigures {
+                            packets_lost: lost,
+                            jitter_ticks: Some(f64::from(jitter)),
+                            nacks: 0,
+                        })
+                        .or_else(|| {
+                            rtcp.get(sub_key)
+                                .and_then(|f| f.by_ssrc.get(&sub.rewriter.out_ssrc()))
+                                .copied()
+                        })
                         .unwrap_or_default();
                     let c = &mut sub.counters;
                     samples.entry(*sub_key).or_default().push(TrackStats {
@@ -210,6 +220,7 @@ impl Engine {
                         _ => u64::MAX,
                     })
                     .collect();
+                tracing::trace!(publisher = %published.participant, ?rates, "layer bitrates");
                 for (k, sub) in published.subs.iter_mut() {
                     if let Some(sel) = sub.selector.as_mut() {
                         for (layer, &bps) in rates.iter().enumerate() {
@@ -234,24 +245,46 @@ impl Engine {
                 }
             }
         }
-        for room in self.rooms.values_mut() {
-            for published in room.tracks.values_mut() {
+        let mut off: Vec<SfuEvent> = Vec::new();
+        for (room_id, room) in self.rooms.iter_mut() {
+            for (track_id, published) in room.tracks.iter_mut() {
                 for (k, sub) in published.subs.iter_mut() {
-                    if let (Some(sel), Some(&bps)) = (sub.selector.as_mut(), estimates.get(k)) {
-                        let before = sel.target();
-                        sel.handle_estimate(now, bps);
-                        if sel.target() != before {
-                            tracing::debug!(
-                                subscriber = k,
-                                from = before,
-                                to = sel.target(),
-                                estimate_bps = bps,
-                                "simulcast target layer"
-                            );
+                    let (Some(before), Some(&bps)) =
+                        (sub.selector.as_ref().map(LayerSelector::target), estimates.get(k))
+                    else {
+                        continue;
+                    };
+                    if sub.handle_estimate(now, bps) {
+                        tracing::info!(
+                            subscriber = k,
+                            estimate_bps = bps,
+                            "video off: not even the lowest layer fits"
+                        );
+                        if let Some(p) = self.peers.get(k) {
+                            off.push(SfuEvent::VideoLevel {
+                                room: room_id.clone(),
+                                participant: p.id.clone(),
+                                publisher: published.participant.clone(),
+                                track: track_id.clone(),
+                                level: VideoLevel::Off(VideoOff::Bandwidth),
+                            });
                         }
+                    }
+                    let after = sub.selector.as_ref().map_or(before, LayerSelector::target);
+                    if after != before {
+                        tracing::debug!(
+                            subscriber = k,
+                            from = before,
+                            to = after,
+                            estimate_bps = bps,
+                            "simulcast target layer"
+                        );
                     }
                 }
             }
+        }
+        for e in off {
+            self.emit(e);
         }
     }
 }
