@@ -1,8 +1,10 @@
 // @ts-check
 /**
  * The degradation ladder, in Chromium: the station's browser (in its own network namespace, behind the link
- * emulator) receives the doctor's simulcast camera. Its downlink is capped: at 300 kbps the SFU moves it to the
- * lowest layer and the picture keeps moving; at 80 kbps not even the lowest layer fits beside the audio, and the
+ * emulator) receives the doctor's simulcast camera. Its downlink is capped: at 400 kbps the SFU moves it to the
+ * lowest layer and the picture keeps moving (the lowest layer, 145 kbps, with the redundant audio and the packets'
+ * headers needs about 260 kbps: at 300 kbps it is marginal, and the ladder settles there on the lowest layer in some
+ * runs and on audio only in others); at 80 kbps not even the lowest layer fits beside the audio, and the
  * SFU stops forwarding video to it (audio only), telling both pages; when the cap is lifted, video comes back by
  * itself. Then the doctor presses "Chỉ âm thanh": the server stops forwarding video to the doctor (its page
  * receives no video packets), until it presses again. Every step is in the session log.
@@ -62,8 +64,8 @@ test('the ladder: a capped downlink gets the lowest layer, then audio only, and 
     figures.upMs = r.ms;
   });
 
-  await test.step('300 kbps: down to the lowest layer, the picture keeps moving, the audio is untouched', async () => {
-    await stationLink.shape({}, { rate_kbps: 300 });
+  await test.step('400 kbps: down to the lowest layer, the picture keeps moving, the audio is untouched', async () => {
+    await stationLink.shape({}, { rate_kbps: 400 });
     const r = await until('station on the lowest layer (180p)', 15_000, async () => {
       const v = await inbound(hw);
       return v.height > 0 && v.height <= 180;
@@ -77,12 +79,12 @@ test('the ladder: a capped downlink gets the lowest layer, then audio only, and 
     await sleep(30_000);
     const b = await quality(hw);
     const got = received(a, b);
-    figures.at300 = got;
-    console.log(`at 300: ${JSON.stringify(figures)}`);
-    expect(got.fps, 'the picture keeps moving at 300 kbps').toBeGreaterThanOrEqual(8);
-    // The goal is under 2 % (measured 0.7-1.8 % over 30 s); a try of the layer above costs a second or two of
-    // congested audio, so the bound here leaves room for one try more than usual.
-    expect(got.concealedPct, 'audio under 3 % concealed at 300 kbps').toBeLessThan(3);
+    figures.at400 = got;
+    console.log(`at 400: ${JSON.stringify(figures)}`);
+    expect(got.fps, 'the picture keeps moving at 400 kbps').toBeGreaterThanOrEqual(8);
+    // The goal is under 2 %; a try of the layer above costs a second or two of congested audio, so the bound here
+    // leaves room for one try more than usual.
+    expect(got.concealedPct, 'audio under 3 % concealed at 400 kbps').toBeLessThan(3);
     await expect(hw.locator('#video-off')).toBeHidden();
   });
 
@@ -120,6 +122,10 @@ test('the ladder: a capped downlink gets the lowest layer, then audio only, and 
     figures.doctorAudioOnly = v;
     expect(v.packets, 'the server forwards no video to a page that chose audio only').toBeLessThanOrEqual(2);
     expect(v.audio, 'audio keeps arriving').toBeGreaterThan(0);
+    // The station sees why there is no picture, not a warning that it is interrupted.
+    await expect(hw.locator('#remote-wait')).toContainText('Người bên kia đã tắt camera');
+    await expect(hw.locator('#remote-frozen')).toBeHidden();
+    await expect(dr.locator('#remote-wait')).toContainText('Đang chỉ nghe tiếng');
     await dr.locator('#call-audio-only').click();
     const r = await until('doctor gets video again', 15_000, async () => (await videoOver(dr, 1000)).frames >= 5);
     figures.doctorBackMs = r.ms;

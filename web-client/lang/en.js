@@ -385,6 +385,7 @@ export const en = {
   'call.photoAlt': 'Photo sent by the health station',
   'call.rejoin': 'Join the call again',
   'call.remoteFrozen': 'The other side\'s picture is interrupted — reconnecting.',
+  'call.audioOnlyNow': 'Audio only for now — the picture is paused.',
   'call.videoOffWeak': 'Your network is weak: the other side\'s video is paused so that speech stays clear. It comes back by itself when the network improves.',
   'call.videoOffAsked': 'You chose audio only: the other side\'s video is not received. Press “Video back on” to see it again.',
   'call.otherVideoOffWeak': 'The other side\'s network is weak: for now they only hear you and do not see your video. Describe what you see.',

@@ -383,6 +383,7 @@ export const vi = {
   'call.photoAlt': 'Ảnh do trạm y tế gửi',
   'call.rejoin': 'Vào lại cuộc gọi',
   'call.remoteFrozen': 'Hình của bên kia đang bị gián đoạn — đang kết nối lại.',
+  'call.audioOnlyNow': 'Đang chỉ nghe tiếng — hình tạm tắt.',
   'call.videoOffWeak': 'Mạng của bạn đang yếu: tạm tắt hình của bên kia để tiếng nói vẫn rõ. Hình sẽ tự bật lại khi mạng khá hơn.',
   'call.videoOffAsked': 'Bạn đang chọn chỉ âm thanh: không nhận hình của bên kia. Bấm «Bật lại hình» để xem lại.',
   'call.otherVideoOffWeak': 'Mạng của bên kia đang yếu: họ tạm thời chỉ nghe tiếng, không thấy hình của bạn. Hãy nói rõ điều bạn thấy.',

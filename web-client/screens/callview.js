@@ -145,6 +145,20 @@ export function mountCall(box, opts) {
     let otherAwayUntil = null;
     /** Consecutive stats samples with the other side's picture not moving. */
     let stillSamples = 0;
+    /** The other side turned its camera off (or chose audio only): no picture to expect. */
+    let otherCameraOff = false;
+    /** Why this page gets no video now (`video_level`): 'bandwidth', 'requested', or null. */
+    let myVideoOff = /** @type {string | null} */ (null);
+
+    /** The picture area: the other side's video, or a line saying why there is none. */
+    function renderRemote() {
+      const none = otherCameraOff || myVideoOff !== null;
+      remoteVideo.hidden = none;
+      remoteLabel.textContent = t(myVideoOff ? 'call.audioOnlyNow' : otherCameraOff ? 'call.otherCameraOff' : 'call.waitingOther');
+      remoteLabel.hidden = !none && remoteVideo.srcObject !== null;
+      // No picture is expected: it is not "interrupted".
+      if (none) frozen.hidden = true;
+    }
 
     /** The banner's text for where the recovery stands, with its countdowns. */
     function renderBanner() {
@@ -196,7 +210,8 @@ export function mountCall(box, opts) {
       } else if (e.kind === 'remote') {
         if (remoteVideo.srcObject !== e.stream) remoteVideo.srcObject = e.stream;
         void remoteVideo.play().catch(() => {});
-        remoteLabel.hidden = e.stream.getVideoTracks().length > 0;
+        renderRemote();
+        if (e.stream.getVideoTracks().length === 0) remoteLabel.hidden = false;
         playSelf();
       } else if (e.kind === 'quality') {
         if (finished) return;
@@ -208,7 +223,8 @@ export function mountCall(box, opts) {
         quality.textContent = parts.join(' · ');
         // The other side's picture stopped: say so at once, from what this page receives.
         const otherThere = [...c.participants.values()].some((p) => p.participant_id !== c.participantId);
-        stillSamples = e.videoFlowing === false && otherThere && remoteVideo.srcObject && videoOff.hidden ? stillSamples + 1 : 0;
+        const expected = otherThere && remoteVideo.srcObject && !otherCameraOff && myVideoOff === null;
+        stillSamples = e.videoFlowing === false && expected ? stillSamples + 1 : 0;
         // Our own line down says more (and takes the same place): then only the banner shows.
         frozen.hidden = stillSamples < 1 || !banner.hidden;
         remoteVideo.dataset.height = String(e.frameHeight ?? '');
@@ -237,8 +253,9 @@ export function mountCall(box, opts) {
           break;
         case 'participant_left':
           otherAwayUntil = null;
+          otherCameraOff = false;
           renderOthers();
-          remoteLabel.textContent = t('call.waitingOther');
+          renderRemote();
           remoteLabel.hidden = false;
           break;
         case 'participant_reconnecting':
@@ -246,8 +263,8 @@ export function mountCall(box, opts) {
           renderOthers();
           break;
         case 'participant_media':
-          remoteLabel.textContent = m.video ? t('call.waitingOther') : t('call.otherCameraOff');
-          remoteLabel.hidden = Boolean(m.video) && remoteVideo.srcObject !== null;
+          otherCameraOff = !m.video;
+          renderRemote();
           if (m.audio) renderOthers();
           else others.textContent = t('call.otherMuted');
           break;
@@ -256,8 +273,8 @@ export function mountCall(box, opts) {
           if (m.participant_id === c.participantId) {
             videoOff.hidden = off === null;
             if (off) videoOff.textContent = t(off === 'bandwidth' ? 'call.videoOffWeak' : 'call.videoOffAsked');
-            remoteVideo.hidden = off !== null;
-            if (off) frozen.hidden = true;
+            myVideoOff = off;
+            renderRemote();
           } else if (m.publisher_id === c.participantId) {
             otherVideoOff.hidden = off === null;
             if (off) otherVideoOff.textContent = t(off === 'bandwidth' ? 'call.otherVideoOffWeak' : 'call.otherVideoOffAsked');
@@ -346,7 +363,6 @@ export function mountCall(box, opts) {
     audioOnlyBtn.addEventListener('click', () => void busy(audioOnlyBtn, async () => {
       await c.setAudioOnly(!c.audioOnly);
       flip(audioOnlyBtn, c.audioOnly, 'call.withVideo', 'call.audioOnly');
-      remoteVideo.hidden = c.audioOnly;
       selfVideo.hidden = c.audioOnly || !c.video;
       playSelf();
     }));
