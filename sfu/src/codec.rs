@@ -80,6 +80,24 @@ pub fn vp8_is_keyframe_start(payload: &[u8]) -> bool {
     }
 }
 
+/// VP8: where the payload descriptor's 15-bit PictureID is (RFC 7741
+/// §4.2: X, then I, then M), and its value. `None` without one (a 7-bit
+/// PictureID is left alone: browsers send 15 bits).
+pub fn vp8_picture_id(payload: &[u8]) -> Option<(usize, u16)> {
+    let b0 = *payload.first()?;
+    if b0 & 0x80 == 0 || payload.get(1)? & 0x80 == 0 {
+        return None;
+    }
+    let (hi, lo) = (*payload.get(2)?, *payload.get(3)?);
+    (hi & 0x80 != 0).then(|| (2, (u16::from(hi & 0x7F) << 8) | u16::from(lo)))
+}
+
+/// Writes a 15-bit PictureID where [`vp8_picture_id`] found one.
+pub fn vp8_set_picture_id(payload: &mut [u8], at: usize, id: u16) {
+    payload[at] = 0x80 | ((id >> 8) as u8 & 0x7F);
+    payload[at + 1] = id as u8;
+}
+
 /// H.264 (RFC 6184): an IDR slice (type 5) or SPS (type 7) in a single NAL
 /// unit, the first NAL of a STAP-A, or the start of an FU-A.
 pub fn h264_is_keyframe(payload: &[u8]) -> bool {
@@ -195,5 +213,21 @@ mod tests {
         assert!(h264_is_keyframe(&[0x78, 0x00, 0x02, 0x67, 0x42]));
         assert!(!h264_is_keyframe(&[0x78, 0xff, 0xff, 0x41]));
         assert!(!h264_is_keyframe(&[]));
+    }
+
+    #[test]
+    fn vp8_picture_ids_are_found_and_rewritten_in_place() {
+        // X, I with M (15 bits: 0x1234), then the VP8 payload header.
+        let mut p = vec![0x90, 0x80, 0x80 | 0x12, 0x34, 0x00];
+        assert_eq!(vp8_picture_id(&p), Some((2, 0x1234)));
+        vp8_set_picture_id(&mut p, 2, 0x7FFE);
+        assert_eq!(vp8_picture_id(&p), Some((2, 0x7FFE)));
+        assert_eq!(p[4], 0x00, "the rest is untouched");
+        assert!(vp8_is_keyframe_start(&p), "still a keyframe start");
+        // 7-bit PictureID, no I bit, no X bit, too short: nothing to rewrite.
+        assert_eq!(vp8_picture_id(&[0x90, 0x80, 0x12, 0x00]), None);
+        assert_eq!(vp8_picture_id(&[0x90, 0x00, 0x00]), None);
+        assert_eq!(vp8_picture_id(&[0x10, 0x00]), None);
+        assert_eq!(vp8_picture_id(&[0x90, 0x80, 0x92]), None);
     }
 }

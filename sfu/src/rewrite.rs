@@ -7,6 +7,9 @@
 //! timestamps advance by the wall time elapsed, so the subscriber's jitter
 //! buffer and NACK logic never see a jump. Packets of the same source keep a
 //! fixed offset, so late retransmissions land on the right output number.
+//! VP8 PictureIDs (each layer counts its own) are carried across a splice
+//! the same way: a receiver that saw the picture ID jump back would take the
+//! new layer's frames for old ones.
 //! RFC 3550 §5.1 (sequence/timestamp semantics), RFC 7667 §3.7 (selective forwarding).
 
 use std::time::Instant;
@@ -22,6 +25,11 @@ pub struct StreamRewriter {
     highest_out_seq: u16,
     highest_out_ts: u32,
     highest_out_at: Option<Instant>,
+    /// VP8 PictureID: the offset for the current source, the highest sent,
+    /// and whether the next one starts a splice.
+    pid_offset: u16,
+    highest_out_pid: Option<u16>,
+    pid_splice: bool,
 }
 
 /// The rewritten header fields.
@@ -47,6 +55,9 @@ impl StreamRewriter {
             highest_out_seq: 0,
             highest_out_ts: 0,
             highest_out_at: None,
+            pid_offset: 0,
+            highest_out_pid: None,
+            pid_splice: false,
         }
     }
 
@@ -89,6 +100,7 @@ impl StreamRewriter {
             }
             self.source = Some(ssrc);
             self.highest_out_at = None;
+            self.pid_splice = true;
         }
         let out_seq = seq.wrapping_add(self.seq_offset);
         let out_ts = ts.wrapping_add(self.ts_offset);
@@ -109,6 +121,27 @@ impl StreamRewriter {
             sequence_number: out_seq,
             timestamp: out_ts,
         }
+    }
+}
+
+impl StreamRewriter {
+    /// Maps the VP8 PictureID of the packet just passed to [`Self::rewrite`]
+    /// (15 bits): after a splice it continues at the highest sent + 1.
+    pub fn picture_id(&mut self, pid: u16) -> u16 {
+        if self.pid_splice {
+            self.pid_splice = false;
+            self.pid_offset = self
+                .highest_out_pid
+                .map_or(0, |h| h.wrapping_add(1).wrapping_sub(pid) & 0x7FFF);
+        }
+        let out = pid.wrapping_add(self.pid_offset) & 0x7FFF;
+        let newer = self
+            .highest_out_pid
+            .is_none_or(|h| (out.wrapping_sub(h) & 0x7FFF) < 0x4000);
+        if newer {
+            self.highest_out_pid = Some(out);
+        }
+        out
     }
 }
 
@@ -148,5 +181,29 @@ mod tests {
         let s3 = r.rewrite(t2, 1, 20, 5);
         assert_eq!(s3.sequence_number, 2);
         assert_eq!(s3.timestamp, 1000 + 9000 + 3000 + 900);
+    }
+
+    #[test]
+    fn vp8_picture_ids_continue_across_a_switch() {
+        let t0 = Instant::now();
+        let mut r = StreamRewriter::new(42, 90_000);
+        r.rewrite(t0, 1, 10, 0);
+        assert_eq!(r.picture_id(30_000), 30_000, "the first passes through");
+        r.rewrite(t0, 1, 11, 3000);
+        assert_eq!(r.picture_id(30_001), 30_001);
+        // Another layer, whose own count is far behind: it continues at +1.
+        r.rewrite(t0, 2, 500, 90_000);
+        assert_eq!(r.picture_id(7), 30_002);
+        r.rewrite(t0, 2, 501, 93_000);
+        assert_eq!(r.picture_id(8), 30_003);
+        // Across the 15-bit wrap.
+        r.rewrite(t0, 1, 12, 6000);
+        assert_eq!(r.picture_id(32_767), 30_004);
+        r.rewrite(t0, 1, 13, 9000);
+        assert_eq!(r.picture_id(0), 30_005);
+        // A resumed stream of the same source (video was off) continues too.
+        r.splice();
+        r.rewrite(t0, 1, 900, 99_000);
+        assert_eq!(r.picture_id(500), 30_006);
     }
 }

@@ -145,6 +145,16 @@ impl Engine {
                 .rewriter
                 .rewrite(now, ssrc, packet.header.sequence_number, packet.header.timestamp);
             let mut out = packet.clone();
+            if published.codec == Codec::Vp8 {
+                if let Some((at, pid)) = crate::codec::vp8_picture_id(&out.payload) {
+                    let mapped = sub.rewriter.picture_id(pid);
+                    if mapped != pid {
+                        let mut payload = BytesMut::from(&out.payload[..]);
+                        crate::codec::vp8_set_picture_id(&mut payload, at, mapped);
+                        out.payload = payload.freeze();
+                    }
+                }
+            }
             if sub.strip_red {
                 let Some((_, start)) = crate::codec::red_primary(&out.payload) else {
                     continue;
