@@ -476,6 +476,21 @@ mod tests {
         }
     }
 
+    /// Feeds `estimate` half a second at a time until `done`; returns the seconds it took.
+    fn seconds_until(
+        sel: &mut LayerSelector,
+        now: &mut Instant,
+        estimate: u64,
+        done: impl Fn(&LayerSelector) -> bool,
+    ) -> f64 {
+        let mut waited = 0.0;
+        while !done(sel) {
+            feed(sel, now, 0.5, estimate);
+            waited += 0.5;
+        }
+        waited
+    }
+
     #[test]
     fn a_link_that_cannot_carry_the_lowest_layer_goes_audio_only_and_comes_back() {
         let mut t = Instant::now();
@@ -526,11 +541,7 @@ mod tests {
             feed(&mut sel, &mut t, 4.0, 120_000);
             assert!(sel.video_off());
             // Audio alone: the estimate climbs as if the link had recovered.
-            let mut waited = 0.0;
-            while sel.video_off() {
-                feed(&mut sel, &mut t, 0.5, 400_000);
-                waited += 0.5;
-            }
+            let waited = seconds_until(&mut sel, &mut t, 400_000, |s| !s.video_off());
             holds.push(waited);
         }
         // The hold counts from the first estimate that fits (half a second in).
@@ -539,11 +550,7 @@ mod tests {
         feed(&mut sel, &mut t, 40.0, 400_000);
         feed(&mut sel, &mut t, 4.0, 120_000);
         assert!(sel.video_off());
-        let mut waited = 0.0;
-        while sel.video_off() {
-            feed(&mut sel, &mut t, 0.5, 400_000);
-            waited += 0.5;
-        }
+        let waited = seconds_until(&mut sel, &mut t, 400_000, |s| !s.video_off());
         assert_eq!(waited, 4.5);
     }
 
@@ -590,11 +597,7 @@ mod tests {
         let mut waits = Vec::new();
         for _ in 0..3 {
             // The estimate says layer 1 fits; it does not, and the estimate falls when it is tried.
-            let mut waited = 0.0;
-            while sel.target() == 0 {
-                feed(&mut sel, &mut t, 0.5, 1_000_000);
-                waited += 0.5;
-            }
+            let waited = seconds_until(&mut sel, &mut t, 1_000_000, |s| s.target() != 0);
             waits.push(waited);
             feed(&mut sel, &mut t, 2.0, 300_000);
             assert_eq!(sel.target(), 0);
@@ -602,11 +605,7 @@ mod tests {
         assert_eq!(waits, vec![3.5, 6.5, 12.5]);
         // Staying down longer than the window: the next step up waits the usual time.
         feed(&mut sel, &mut t, 31.0, 300_000);
-        let mut waited = 0.0;
-        while sel.target() == 0 {
-            feed(&mut sel, &mut t, 0.5, 1_000_000);
-            waited += 0.5;
-        }
+        let waited = seconds_until(&mut sel, &mut t, 1_000_000, |s| s.target() != 0);
         assert_eq!(waited, 3.5);
     }
 

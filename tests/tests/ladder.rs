@@ -12,20 +12,12 @@ use telehealth_sfu::{ParticipantId, SfuEvent, VideoLevel, VideoOff};
 use telehealth_tests::{ParticipantConfig, SfuSession, SyntheticParticipant};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-fn video_packets_from(p: &SyntheticParticipant, from: &str) -> u64 {
+/// RTP packets `p` received of `from`'s audio, or of its video.
+fn packets_from(p: &SyntheticParticipant, from: &str, audio: bool) -> u64 {
     p.report()
         .tracks
         .iter()
-        .filter(|t| !t.audio && t.stream_id == from)
-        .map(|t| t.packets_received)
-        .sum()
-}
-
-fn audio_packets_from(p: &SyntheticParticipant, from: &str) -> u64 {
-    p.report()
-        .tracks
-        .iter()
-        .filter(|t| t.audio && t.stream_id == from)
+        .filter(|t| t.audio == audio && t.stream_id == from)
         .map(|t| t.packets_received)
         .sum()
 }
@@ -48,9 +40,9 @@ async fn next_level(events: &mut UnboundedReceiver<SfuEvent>, who: &str, timeout
 
 /// What arrives at `p` from `from` over `secs`: (video packets, audio packets).
 async fn arriving(p: &SyntheticParticipant, from: &str, secs: u64) -> (u64, u64) {
-    let (v, a) = (video_packets_from(p, from), audio_packets_from(p, from));
+    let (v, a) = (packets_from(p, from, false), packets_from(p, from, true));
     tokio::time::sleep(Duration::from_secs(secs)).await;
-    (video_packets_from(p, from) - v, audio_packets_from(p, from) - a)
+    (packets_from(p, from, false) - v, packets_from(p, from, true) - a)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
