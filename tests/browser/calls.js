@@ -171,34 +171,69 @@ export async function flowing(page, who, timeoutMs) {
 
 /**
  * A worker signed in from the station's own browser, in its network namespace (run.sh), so that everything it
- * sends crosses the link emulator. Close `browser` at the end.
- * @param {string} user
+ * sends crosses the link emulator. Close `browser` at the end. `at` signs in elsewhere: another server (`url`,
+ * the account's `password` there), with a script run in every page before its own (`init`).
+ * @param {string} user @param {{url?: string, password?: string, init?: Function, arg?: unknown, args?: string[]}} [at]
  */
-export async function stationSignIn(user) {
-  const stationUrl = process.env.TH_STATION_URL;
+export async function stationSignIn(user, at = {}) {
+  const stationUrl = at.url ?? process.env.TH_STATION_URL;
   if (!stationUrl) throw new Error('TH_STATION_URL is not set: run the tests through tests/browser/run.sh as root');
-  const { chromium } = await import('@playwright/test');
   const { fileURLToPath } = await import('node:url');
+  return signInAt(user, stationUrl, { ...at, executablePath: fileURLToPath(new URL('./netns-chromium.sh', import.meta.url)) });
+}
+
+/**
+ * A browser of its own signed in at `url` (treated as a secure origin, as HTTPS would be). Close `browser` at
+ * the end.
+ * @param {string} user @param {string} url
+ * @param {{password?: string, init?: Function, arg?: unknown, args?: string[], executablePath?: string}} [at]
+ */
+export async function signInAt(user, url, at = {}) {
+  const { chromium } = await import('@playwright/test');
   const config = (await import('./playwright.config.js')).default;
-  const args = [...(config.use?.launchOptions?.args ?? []), `--unsafely-treat-insecure-origin-as-secure=${stationUrl}`];
-  const browser = await chromium.launch({
-    executablePath: fileURLToPath(new URL('./netns-chromium.sh', import.meta.url)),
-    args,
-  });
+  const args = [...(config.use?.launchOptions?.args ?? []), `--unsafely-treat-insecure-origin-as-secure=${url}`, ...(at.args ?? [])];
+  const browser = await chromium.launch({ executablePath: at.executablePath ?? process.env.CHROMIUM ?? '/usr/bin/chromium', args });
   const context = await browser.newContext({
-    baseURL: stationUrl, permissions: ['camera', 'microphone'], locale: 'vi-VN', timezoneId: 'Asia/Ho_Chi_Minh',
+    baseURL: url, permissions: ['camera', 'microphone'], locale: 'vi-VN', timezoneId: 'Asia/Ho_Chi_Minh',
     viewport: { width: 1280, height: 800 },
   });
+  if (at.init) await context.addInitScript(/** @type {any} */ (at.init), at.arg);
   const page = await context.newPage();
   page.on('dialog', (d) => void d.accept());
-  page.on('pageerror', (e) => console.error('[station] page error:', e.message));
+  page.on('pageerror', (e) => console.error(`[${user}] page error:`, e.message));
   await page.goto('/');
   await page.locator('#login input[name=username]').fill(user);
   const { password } = await import('./helpers.js');
-  await page.locator('#login input[name=password]').fill(password(user));
+  await page.locator('#login input[name=password]').fill(at.password ?? password(user));
   await page.locator('#login button[type=submit]').click();
   await expect(page.locator('#nav')).toBeVisible();
   return { browser, page };
+}
+
+/**
+ * The path the page's media takes now: the selected ICE candidate pair's local candidate (type, transport, and
+ * for a relay candidate the transport to the TURN server) and the remote candidate. `null` before one is chosen.
+ * @param {import('@playwright/test').Page} page
+ */
+export function mediaPath(page) {
+  return page.evaluate(async () => {
+    /** @type {RTCPeerConnection | null} */
+    const pc = /** @type {any} */ (window).__thCall?.pc ?? null;
+    if (!pc) return null;
+    const stats = await pc.getStats();
+    /** @type {string | null} */
+    let pairId = null;
+    stats.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId; });
+    const pair = pairId ? stats.get(pairId) : null;
+    if (!pair) return null;
+    const local = stats.get(pair.localCandidateId);
+    const remote = stats.get(pair.remoteCandidateId);
+    return {
+      local: /** @type {string} */ (local?.candidateType), protocol: /** @type {string} */ (local?.protocol),
+      relayProtocol: /** @type {string | null} */ (local?.relayProtocol ?? null),
+      remote: `${remote?.protocol} ${remote?.address}:${remote?.port}`,
+    };
+  });
 }
 
 /**

@@ -120,7 +120,7 @@ if [ "$netns_up" = 1 ]; then
   done
   TH_LINKEMU=$(sed -n 's/^linkemu control //p' "$data/linkemu.log" | head -1)
   [ -n "$TH_LINKEMU" ] || { echo "the link emulator did not start" >&2; exit 1; }
-  export TH_LINKEMU TH_NETNS="$netns" TH_STATION_IP="$station_ip" TH_STATION_URL="http://$host_ip:$port"
+  export TH_LINKEMU TH_NETNS="$netns" TH_STATION_IP="$station_ip" TH_STATION_URL="http://$host_ip:$port" TH_HOST_IP="$host_ip"
 fi
 
 for _ in $(seq 1 240); do
@@ -136,6 +136,8 @@ while read -r user pw _role; do
 done < <(grep -E '^\s+(yta[0-9]+|bacsi[0-9]+)\s+\S+\s+\(' "$data/server.log")
 export TH_PW_ADMIN="$admin_pw"
 export TH_BASE_URL="http://127.0.0.1:$port"
+# A spec that needs a server of its own (firewall.spec.js: one configured with TURN) starts this binary.
+export TH_BIN="$bin"
 export CHROMIUM="$chromium"
 [ -n "${TH_PW_YTA1:-}" ] && [ -n "${TH_PW_BACSI1:-}" ] || { echo "demo passwords not found in the server log" >&2; exit 1; }
 
