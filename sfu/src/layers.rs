@@ -5,8 +5,10 @@
 //! highest layer that fits its downlink estimate, after the audio it also
 //! receives (audio is never given up for video). Going down is urgent
 //! (the link is congesting now) and happens at the lower layer's next
-//! keyframe; going up waits until the estimate has held for `up_hold`, so a
-//! brief 4G recovery does not bounce the picture. The current layer keeps
+//! keyframe; going up, one layer at a time, waits until the estimate has
+//! held for `up_hold`, so a brief 4G recovery does not bounce the picture,
+//! and never happens while the subscriber is losing `OFF_LOSS` of what it
+//! gets. A layer the publisher paused is left at once. The current layer keeps
 //! flowing until the new one's keyframe, so the picture does not freeze,
 //! except going down a link that is dropping packets (the viewer asks again
 //! for `OFF_LOSS` of them): there it stops at once, since more of it only
@@ -20,7 +22,10 @@
 //! Below the lowest layer is the last step of the ladder: no video at all
 //! (audio only). It is taken when even the lowest layer has not fitted for
 //! `off_hold` while the estimate stayed down and the subscriber kept losing
-//! what it is sent all along (it asks again for at least `OFF_LOSS`). A
+//! what it is sent all along (it asks again for at least `OFF_LOSS`),
+//! counted only once the lowest layer has flowed alone for a whole
+//! [`LOSS_WINDOW`], so the loss the layer it came down from leaves behind
+//! is not taken for its own. A
 //! sudden cap makes the estimator overshoot to its floor and stay there
 //! for seconds after the link has drained, while the lowest layer arrives
 //! whole: an estimate climbing back, or a link that delivers, keeps the
@@ -93,8 +98,10 @@ pub struct LayerPolicy {
     /// Bits per second reserved for the audio this subscriber receives. Default 64 kbps.
     pub audio_reserve_bps: u64,
     /// How long the lowest layer must not fit, and the subscriber keep losing
-    /// packets, before video stops. Default 3 s: a step down leaves a second or
-    /// two of loss behind it (the queue it found full) that says nothing.
+    /// packets, before video stops; counted once the lowest layer has flowed
+    /// alone for [`LOSS_WINDOW`] (a step down leaves a second or two of loss
+    /// behind it, the queue it found full, that says nothing). Default 1.5 s:
+    /// with the window, the lowest layer alone has lost for 3 s.
     pub off_hold: Duration,
     /// How long the lowest layer must fit again before video comes back. Default 4 s.
     pub on_hold: Duration,
@@ -112,7 +119,7 @@ impl Default for LayerPolicy {
             headroom: 0.85,
             up_hold: Duration::from_secs(3),
             audio_reserve_bps: 64_000,
-            off_hold: Duration::from_secs(3),
+            off_hold: Duration::from_millis(1500),
             on_hold: Duration::from_secs(4),
             on_hold_max: Duration::from_secs(64),
             flap_window: Duration::from_secs(30),
@@ -159,6 +166,8 @@ pub struct LayerSelector {
     up_hold: Duration,
     /// When the target last went up (or video came back).
     up_at: Option<Instant>,
+    /// Since when the lowest layer has been the one forwarded (video on).
+    settled_at: Option<Instant>,
     /// When the target last went down.
     down_at: Option<Instant>,
 }
@@ -182,6 +191,7 @@ impl LayerSelector {
             lost: None,
             on_at: None,
             up_at: None,
+            settled_at: None,
             down_at: None,
         }
     }
@@ -210,7 +220,10 @@ impl LayerSelector {
     pub fn handle_estimate(&mut self, now: Instant, estimate_bps: u64) {
         let budget = estimate_bps.saturating_sub(self.policy.audio_reserve_bps) as f64 * self.policy.headroom;
         // The lowest layer the publisher is sending (a paused one never fits).
-        let lowest = self.bitrates.iter().copied().filter(|&b| b != u64::MAX).min();
+        let lowest_layer = (0..self.bitrates.len())
+            .filter(|&l| self.bitrates[l] != u64::MAX)
+            .min_by_key(|&l| self.bitrates[l]);
+        let lowest = lowest_layer.map(|l| self.bitrates[l]);
         if self.off {
             let fits_again = lowest.is_some_and(|l| budget >= l as f64 * self.policy.on_margin);
             if !fits_again {
@@ -226,10 +239,22 @@ impl LayerSelector {
             return;
         }
         // Starved: the lowest layer does not fit, or is losing heavily; and
-        // losing all along (when the subscriber's losses are known).
-        let heavy_loss = self.lost.is_some_and(|l| l >= OFF_LOSS_ALONE) && self.target == 0;
+        // losing all along (when the subscriber's losses are known). What is
+        // lost counts only once the lowest layer has flowed alone for a
+        // whole loss window: until then the window holds the layer it came
+        // down from (a 300 ms queue of it, its retransmissions), whose loss
+        // says nothing about this one.
+        if self.current.is_some() && self.current == lowest_layer {
+            self.settled_at.get_or_insert(now);
+        } else {
+            self.settled_at = None;
+        }
+        let settled = self
+            .settled_at
+            .is_some_and(|at| now.saturating_duration_since(at) >= LOSS_WINDOW);
+        let heavy_loss = self.lost.is_some_and(|l| l >= OFF_LOSS_ALONE) && Some(self.target) == lowest_layer;
         let losing = self.lost.is_none_or(|l| l >= OFF_LOSS);
-        if losing && (heavy_loss || lowest.is_some_and(|l| budget < l as f64)) {
+        if settled && losing && (heavy_loss || lowest.is_some_and(|l| budget < l as f64)) {
             let climbing =
                 self.edge_since.is_some() && estimate_bps as f64 >= self.edge_low as f64 * CLIMBING;
             if self.edge_since.is_none() || climbing {
@@ -242,6 +267,7 @@ impl LayerSelector {
                 self.off = true;
                 self.edge_since = None;
                 self.current = None;
+                self.settled_at = None;
                 self.target = 0;
                 self.up_since = None;
                 return;
@@ -253,6 +279,7 @@ impl LayerSelector {
             .bitrates
             .iter()
             .rposition(|&b| (b as f64) <= budget)
+            .or(lowest_layer)
             .unwrap_or(0);
         // A step up that makes the link lose what it carries is taken back
         // at once, not seconds later when the estimate catches up: the
@@ -268,6 +295,10 @@ impl LayerSelector {
             self.target = fits;
             self.up_since = None;
             self.down_at = Some(now);
+        } else if fits > self.target && self.bitrates.get(self.target) == Some(&u64::MAX) {
+            // The publisher paused the layer aimed at: the lowest it sends, at once.
+            self.target = fits;
+            self.up_since = None;
         } else if fits > self.target {
             // Down for longer than the window: past tries are forgotten.
             if self
@@ -277,6 +308,10 @@ impl LayerSelector {
                 self.up_hold = self.policy.up_hold;
             }
             match self.up_since {
+                // A link losing what it carries now cannot take more: a try
+                // would only be taken back (below), at the cost of a
+                // congested moment.
+                _ if self.lost.is_some_and(|l| l >= OFF_LOSS) => self.up_since = None,
                 Some((layer, since)) if layer <= fits => {
                     if now.saturating_duration_since(since) >= self.up_hold {
                         self.target = layer.max(self.target);
@@ -284,7 +319,9 @@ impl LayerSelector {
                         self.up_at = Some(now);
                     }
                 }
-                _ => self.up_since = Some((fits, now)),
+                // One layer at a time: a try costs the link a keyframe and
+                // a higher rate, and the smaller the step the smaller both.
+                _ => self.up_since = Some((self.target + 1, now)),
             }
         } else {
             self.up_since = None;
@@ -420,10 +457,16 @@ mod tests {
     #[test]
     fn estimate_drop_moves_down_and_recovery_moves_back_up_without_freezing() {
         let mut s = Sim::new();
-        // Good link: climbs to the top layer only after the hold time.
+        // Good link: climbs one layer per hold time.
         s.run(60, 3_000_000);
         assert_eq!(s.sel.target(), 0, "still holding after 2 s");
         s.run(60, 3_000_000);
+        assert_eq!(
+            s.sel.target(),
+            1,
+            "one layer up after the hold, not straight to the top"
+        );
+        s.run(100, 3_000_000);
         assert_eq!(s.sel.target(), 2);
         s.run(65, 3_000_000);
         assert_eq!(s.sel.current(), Some(2));
@@ -437,10 +480,13 @@ mod tests {
         assert_eq!(s.sel.current(), Some(0));
         assert_eq!(s.sel.poll_keyframe_request(), None);
 
-        // It recovers: back up after the hold, at a keyframe. The hold is
-        // twice the first (the step up was taken back within the window).
+        // It recovers: back up after the hold, at a keyframe, a layer at a
+        // time. The hold is twice the first (the step up was taken back
+        // within the window).
         s.run(30, 3_000_000);
         assert_eq!(s.sel.current(), Some(0), "no bounce within the hold time");
+        s.run(200, 3_000_000);
+        assert_eq!(s.sel.current(), Some(1));
         s.run(220, 3_000_000);
         assert_eq!(s.sel.current(), Some(2));
 
@@ -452,7 +498,7 @@ mod tests {
         let doubles = s.forwarded.iter().filter(|l| l.len() > 1).count() as u64;
         assert!(doubles <= s.sel.switches(), "{doubles} double frames");
         assert!(s.forwarded[before..].iter().any(|l| l == &vec![0]));
-        assert!(s.sel.switches() >= 4, "0→2 (via 1 or direct), 2→0, 0→2");
+        assert!(s.sel.switches() >= 5, "0→1→2, 2→0, 0→1→2");
     }
 
     #[test]
@@ -468,11 +514,18 @@ mod tests {
         assert_eq!(sel.target(), 1);
     }
 
-    /// The estimate each half second for `secs` seconds, as the engine feeds it.
+    /// The estimate each half second for `secs` seconds, as the engine
+    /// feeds it, each followed by a keyframe of every layer the publisher
+    /// sends (switches complete at once).
     fn feed(sel: &mut LayerSelector, now: &mut Instant, secs: f64, estimate: u64) {
         for _ in 0..(secs * 2.0) as u32 {
             *now += Duration::from_millis(500);
             sel.handle_estimate(*now, estimate);
+            for layer in 0..sel.bitrates.len() {
+                if sel.bitrates[layer] != u64::MAX {
+                    sel.handle_packet(layer, true);
+                }
+            }
         }
     }
 
@@ -503,8 +556,13 @@ mod tests {
         assert_eq!(sel.target(), 0, "but goes down to the lowest layer at once");
         feed(&mut sel, &mut t, 1.0, 150_000);
         assert!(
+            !sel.video_off(),
+            "the lowest layer has not yet lost alone for 3 s"
+        );
+        feed(&mut sel, &mut t, 0.5, 150_000);
+        assert!(
             sel.video_off(),
-            "3 s without the lowest layer fitting: audio only"
+            "the lowest layer alone not fitting for 3 s: audio only"
         );
         assert_eq!(sel.handle_packet(0, true), LayerDecision::Drop);
         assert_eq!(
@@ -518,7 +576,10 @@ mod tests {
         assert!(sel.video_off());
         feed(&mut sel, &mut t, 3.5, 300_000);
         assert!(sel.video_off(), "back only after the hold");
-        feed(&mut sel, &mut t, 1.0, 300_000);
+        for _ in 0..2 {
+            t += Duration::from_millis(500);
+            sel.handle_estimate(t, 300_000);
+        }
         assert!(!sel.video_off());
         assert_eq!(
             sel.poll_keyframe_request(),
@@ -583,10 +644,11 @@ mod tests {
             assert!(!sel.video_off(), "climbing at {e}");
             e *= 1.1;
         }
-        // Stuck at the floor: off after the hold.
-        feed(&mut sel, &mut t, 2.5, 100_000);
+        // Stuck at the floor: off after the hold (the switch to the lowest
+        // layer, its loss window, then the hold).
+        feed(&mut sel, &mut t, 3.5, 100_000);
         assert!(!sel.video_off());
-        feed(&mut sel, &mut t, 1.0, 100_000);
+        feed(&mut sel, &mut t, 0.5, 100_000);
         assert!(sel.video_off());
     }
 
@@ -617,8 +679,11 @@ mod tests {
         feed(&mut sel, &mut t, 10.0, 100_000);
         assert!(!sel.video_off(), "1 % lost: the picture arrives");
         sel.handle_loss(Some(0.3));
-        feed(&mut sel, &mut t, 2.5, 100_000);
-        assert!(!sel.video_off(), "a step down leaves seconds of loss behind it");
+        feed(&mut sel, &mut t, 1.0, 100_000);
+        assert!(
+            !sel.video_off(),
+            "a moment of loss is not a link that cannot carry it"
+        );
         feed(&mut sel, &mut t, 1.0, 100_000);
         assert!(sel.video_off(), "30 % lost all through the hold: audio only");
     }
@@ -670,10 +735,29 @@ mod tests {
         );
         let mut sel = LayerSelector::new(vec![145_000, 500_000], LayerPolicy::default());
         sel.handle_loss(Some(0.5));
-        feed(&mut sel, &mut t, 2.5, 5_000_000);
+        feed(&mut sel, &mut t, 3.5, 5_000_000);
         assert!(!sel.video_off());
-        feed(&mut sel, &mut t, 1.0, 5_000_000);
+        feed(&mut sel, &mut t, 0.5, 5_000_000);
         assert!(sel.video_off());
+    }
+
+    #[test]
+    fn the_loss_a_step_down_leaves_behind_does_not_turn_video_off() {
+        let mut t = Instant::now();
+        let mut sel = LayerSelector::new(vec![145_000, 500_000, 1_500_000], LayerPolicy::default());
+        sel.handle_loss(Some(0.0));
+        feed(&mut sel, &mut t, 10.0, 3_000_000);
+        assert_eq!(sel.current(), Some(2));
+        // A cap: the estimate falls to its floor, and for 3.5 s the viewer
+        // asks again for half of what it gets (the top layer's queue, then
+        // the lowest layer's keyframe through what is left of it).
+        sel.handle_loss(Some(0.5));
+        feed(&mut sel, &mut t, 3.5, 100_000);
+        assert_eq!(sel.current(), Some(0));
+        // Then the lowest layer arrives whole: the picture stays.
+        sel.handle_loss(Some(0.0));
+        feed(&mut sel, &mut t, 10.0, 100_000);
+        assert!(!sel.video_off(), "the loss was the old layer's");
     }
 
     #[test]
