@@ -57,6 +57,7 @@ pub mod dedup;
 pub mod delivery;
 mod engine;
 pub mod error;
+pub mod estimate;
 pub mod event;
 pub mod feedback;
 pub mod fresh_repairs;

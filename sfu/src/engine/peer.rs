@@ -5,7 +5,9 @@ use crate::error::{Result, SfuError};
 use crate::ids::{ParticipantId, RoomId, TrackId};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::tcp_type::TcpType;
-use rtc::interceptor::{CongestionControlBuilder, Gcc, Registry, Slot};
+use rtc::interceptor::{CongestionControlBuilder, Registry, Slot};
+
+use crate::estimate::ForwardingEstimate;
 use rtc::media_stream::MediaStreamTrackId;
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_twcc_sender_only, register_default_interceptors,
@@ -126,7 +128,9 @@ pub(crate) fn new_peer_connection(now: Instant, config: &SfuConfig) -> Result<RT
     .map_err(webrtc)?;
     if config.bandwidth_estimation {
         // GCC over TWCC feedback (RFC 8888 is the alternative; browsers
-        // speak TWCC), without a pacer. `rtc`'s `configure_congestion_control`
+        // speak TWCC), its loss half held back until the loss is heavy
+        // (`ForwardingEstimate`: random radio loss is not a full link),
+        // without a pacer. `rtc`'s `configure_congestion_control`
         // also installs a pacer that releases packets at exactly the GCC
         // target. A sender that encodes can slow its encoder to that target;
         // an SFU cannot slow the publisher whose packets it forwards, so
@@ -141,7 +145,7 @@ pub(crate) fn new_peer_connection(now: Instant, config: &SfuConfig) -> Result<RT
             .map_err(webrtc)?
             .with(
                 Slot::CongestionControl,
-                CongestionControlBuilder::new(Gcc::new(
+                CongestionControlBuilder::new(ForwardingEstimate::new(
                     INITIAL_ESTIMATE_BPS,
                     MIN_ESTIMATE_BPS,
                     MAX_ESTIMATE_BPS,
