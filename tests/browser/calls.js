@@ -308,3 +308,71 @@ export function received(a, b) {
     codecs: `${b.audioCodec} ${b.videoCodec}`,
   };
 }
+
+/** @typedef {{name: string, profile?: string, up?: object, down?: object, warmup_s?: number, measure_s?: number}} Profile */
+
+/**
+ * Puts the station's link through each profile in turn (a named one of the emulator's, or a shape each way): after
+ * `warmup_s` (default 10), `measure_s` (default 30) seconds of what each page received, the frames the doctor
+ * decoded in each second (where a freeze falls) and the emulator's counts; then a clean link for 3 s. Returns a
+ * row per profile, each also logged as `link profile: {...}`.
+ * @param {import('@playwright/test').Page} hw @param {import('@playwright/test').Page} dr
+ * @param {ReturnType<typeof link>} stationLink @param {Profile[]} profiles
+ */
+export async function throughProfiles(hw, dr, stationLink, profiles) {
+  /** @type {Record<string, any>[]} */
+  const rows = [];
+  for (const p of profiles) {
+    if (p.profile) await stationLink.profile(p.profile);
+    else await stationLink.shape(p.up, p.down);
+    await sleep((p.warmup_s ?? 10) * 1000);
+    const before = await Promise.all([quality(hw), quality(dr), stationLink.stats()]);
+    /** @type {number[]} */
+    const perSecond = [];
+    let last = before[1];
+    const end = Date.now() + (p.measure_s ?? 30) * 1000;
+    while (Date.now() < end) {
+      await sleep(Math.min(1000, end - Date.now()));
+      const q = await quality(dr);
+      perSecond.push(q.frames - last.frames);
+      last = q;
+    }
+    const after = await Promise.all([quality(hw), quality(dr), stationLink.stats()]);
+    const row = {
+      profile: p.name,
+      doctor_receives: received(before[1], after[1]),
+      doctor_frames_per_second: perSecond.join(' '),
+      station_receives: received(before[0], after[0]),
+      link: { up: after[2].up, down: after[2].down },
+    };
+    console.log(`link profile: ${JSON.stringify(row)}`);
+    rows.push(row);
+    await stationLink.shape({}, {});
+    await sleep(3000);
+  }
+  return rows;
+}
+
+/**
+ * Starts a process and waits until its output matches `ready`; returns its output so far and a stop.
+ * @param {string} what @param {string} cmd @param {string[]} args @param {RegExp} ready @param {NodeJS.ProcessEnv} [env]
+ */
+export async function started(what, cmd, args, ready, env) {
+  const child = spawn(cmd, args, { env: env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const exited = new Promise((r) => child.once('exit', r));
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} not ready in 120 s:\n${out.slice(-3000)}`)), 120_000);
+    const onData = (/** @type {Buffer} */ d) => {
+      out += d.toString();
+      if (ready.test(out)) { clearTimeout(timer); resolve(null); }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`${what} exited (${code}):\n${out.slice(-3000)}`)); });
+  });
+  return {
+    output: () => out,
+    stop: async () => { child.kill('SIGTERM'); await exited; },
+  };
+}

@@ -17,7 +17,7 @@
  * the other tests' pages never see a relay.
  */
 import { expect, test } from '@playwright/test';
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
@@ -26,7 +26,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { signIn } from './helpers.js';
 import {
-  acceptedConsultation, link, mediaBothWays, mediaPath, openConsultation, quality, received, signInAt, stationSignIn,
+  acceptedConsultation, link, mediaBothWays, mediaPath, openConsultation, quality, received, signInAt, started, stationSignIn,
 } from './calls.js';
 
 const stationIp = process.env.TH_STATION_IP ?? '';
@@ -96,30 +96,6 @@ function freePort(ip, kind = 'tcp') {
       s.listen(0, ip, () => { const a = /** @type {import('node:net').AddressInfo} */ (s.address()); s.close(() => resolve(a.port)); });
     }
   });
-}
-
-/**
- * Starts a process and waits until its output matches `ready`; returns it, its output so far, and a stop.
- * @param {string} what @param {string} cmd @param {string[]} args @param {RegExp} ready @param {NodeJS.ProcessEnv} [env]
- */
-async function started(what, cmd, args, ready, env) {
-  const child = spawn(cmd, args, { env: env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  const exited = new Promise((r) => child.once('exit', r));
-  await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${what} not ready in 60 s:\n${out.slice(-3000)}`)), 60_000);
-    const onData = (/** @type {Buffer} */ d) => {
-      out += d.toString();
-      if (ready.test(out)) { clearTimeout(timer); resolve(null); }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`${what} exited (${code}):\n${out.slice(-3000)}`)); });
-  });
-  return {
-    output: () => out,
-    stop: async () => { child.kill('SIGTERM'); await exited; },
-  };
 }
 
 test('a station forced to relay calls through coturn over TCP, and over TLS', async () => {

@@ -10,14 +10,13 @@
  */
 import { expect, request, test } from '@playwright/test';
 import { password, signIn } from './helpers.js';
-import { acceptedConsultation, link, mediaBothWays, openConsultation, quality, received, stationSignIn } from './calls.js';
+import { acceptedConsultation, link, mediaBothWays, openConsultation, stationSignIn, throughProfiles } from './calls.js';
 
 const stationIp = process.env.TH_STATION_IP ?? '';
 /** @param {number} ms */
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** @typedef {{name: string, profile?: string, up?: object, down?: object, warmup_s?: number, measure_s?: number}} Profile */
-/** @type {Profile[]} */
+/** @type {import('./calls.js').Profile[]} */
 const profiles = process.env.TH_LINK_PROFILES
   ? JSON.parse(process.env.TH_LINK_PROFILES)
   : [
@@ -42,37 +41,7 @@ test('a call on a lossy station link: what each side receives', async ({ browser
   await mediaBothWays(hw, 'station', dr, 'doctor', 20_000);
   await sleep(5000);
 
-  /** @type {Record<string, unknown>[]} */
-  const rows = [];
-  for (const p of profiles) {
-    if (p.profile) await stationLink.profile(p.profile);
-    else await stationLink.shape(p.up, p.down);
-    await sleep((p.warmup_s ?? 10) * 1000);
-    const before = await Promise.all([quality(hw), quality(dr), stationLink.stats()]);
-    // Frames the doctor decoded in each second: where a freeze falls.
-    /** @type {number[]} */
-    const perSecond = [];
-    let last = before[1];
-    const end = Date.now() + (p.measure_s ?? 30) * 1000;
-    while (Date.now() < end) {
-      await sleep(Math.min(1000, end - Date.now()));
-      const q = await quality(dr);
-      perSecond.push(q.frames - last.frames);
-      last = q;
-    }
-    const after = await Promise.all([quality(hw), quality(dr), stationLink.stats()]);
-    const row = {
-      profile: p.name,
-      doctor_receives: received(before[1], after[1]),
-      doctor_frames_per_second: perSecond.join(' '),
-      station_receives: received(before[0], after[0]),
-      link: { up: after[2].up, down: after[2].down },
-    };
-    console.log(`link profile: ${JSON.stringify(row)}`);
-    rows.push(row);
-    await stationLink.shape({}, {});
-    await sleep(3000);
-  }
+  const rows = await throughProfiles(hw, dr, stationLink, profiles);
   console.log(`link profiles: ${JSON.stringify(rows)}`);
   if (!process.env.TH_LINK_PROFILES) {
     const d = /** @type {any} */ (rows[0].doctor_receives);

@@ -110,8 +110,19 @@ server_pid=$!
 
 if [ "$netns_up" = 1 ]; then
   # Media (UDP, and ICE-TCP on the same number) and the station's pages go through the emulator.
-  "$linkemu_bin" --udp "$host_ip:$media_port=127.0.0.1:$media_port" --tcp "$host_ip:$media_port=127.0.0.1:$media_port" \
-    --tcp "$host_ip:$port=127.0.0.1:$port" --control 127.0.0.1:0 >"$data/linkemu.log" 2>&1 &
+  relays=(--udp "$host_ip:$media_port=127.0.0.1:$media_port" --tcp "$host_ip:$media_port=127.0.0.1:$media_port"
+    --tcp "$host_ip:$port=127.0.0.1:$port")
+  # TH_JANUS_RTP_PORTS=FIRST-LAST (tests/bench/network.sh): Janus, the comparison server, behind the same
+  # emulator: its API and each of its media ports, announced on the same address.
+  if [ -n "${TH_JANUS_RTP_PORTS:-}" ]; then
+    TH_JANUS_HTTP_PORT=$(node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
+    relays+=(--tcp "$host_ip:$TH_JANUS_HTTP_PORT=127.0.0.1:$TH_JANUS_HTTP_PORT")
+    for p in $(seq "${TH_JANUS_RTP_PORTS%-*}" "${TH_JANUS_RTP_PORTS#*-}"); do
+      relays+=(--udp "$host_ip:$p=127.0.0.1:$p")
+    done
+    export TH_JANUS_HTTP_PORT
+  fi
+  "$linkemu_bin" "${relays[@]}" --control 127.0.0.1:0 >"$data/linkemu.log" 2>&1 &
   linkemu_pid=$!
   for _ in $(seq 1 100); do
     grep -q '^linkemu control ' "$data/linkemu.log" 2>/dev/null && break

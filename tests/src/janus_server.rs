@@ -29,6 +29,15 @@ pub struct JanusOptions {
     pub event_loops: u32,
     /// Run Janus on these CPUs only (`taskset -c` list), when given.
     pub cpus: Option<String>,
+    /// For browsers behind the link emulator: Janus announces this address
+    /// in its candidates instead of 127.0.0.1 (`nat_1_1_mapping`), and the
+    /// emulator relays it to Janus's ports on 127.0.0.1.
+    pub announce_ip: Option<std::net::IpAddr>,
+    /// The UDP ports Janus's peer connections use (`rtp_port_range`), so
+    /// that the emulator can relay each of them; any when `None`.
+    pub rtp_ports: Option<(u16, u16)>,
+    /// The API's port on 127.0.0.1; a free one when `None`.
+    pub http_port: Option<u16>,
 }
 
 impl Default for JanusOptions {
@@ -39,6 +48,9 @@ impl Default for JanusOptions {
             debug_level: 4,
             event_loops: 0,
             cpus: None,
+            announce_ip: None,
+            rtp_ports: None,
+            http_port: None,
         }
     }
 }
@@ -188,6 +200,14 @@ fn write_config(dir: &Path, lib: &Path, port: u16, opts: &JanusOptions) -> Resul
     } else {
         String::new()
     };
+    let rtp_ports = opts
+        .rtp_ports
+        .map(|(a, b)| format!("\trtp_port_range = \"{a}-{b}\"\n"))
+        .unwrap_or_default();
+    let announce = opts
+        .announce_ip
+        .map(|ip| format!("\tnat_1_1_mapping = \"{ip}\"\n\tkeep_private_host = false\n"))
+        .unwrap_or_default();
     std::fs::write(
         dir.join("janus.jcfg"),
         format!(
@@ -211,13 +231,13 @@ certificates: {{
 }}
 media: {{
 	ipv6 = false
-}}
+{rtp_ports}}}
 nat: {{
 	nice_debug = false
 	full_trickle = false
 	ignore_mdns = true
 	ice_enforce_list = "lo"
-}}
+{announce}}}
 plugins: {{
 }}
 transports: {{
@@ -279,7 +299,10 @@ impl JanusServer {
         };
         std::fs::create_dir_all(&dir)?;
         let dir = dir.canonicalize()?;
-        let port = free_port()?;
+        let port = match opts.http_port {
+            Some(p) => p,
+            None => free_port()?,
+        };
         write_config(&dir, &lib, port, opts)?;
         let shim = build_loopback_shim(&dir)?;
         let out = std::fs::File::create(dir.join("janus.stdout"))?;

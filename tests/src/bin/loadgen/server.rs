@@ -74,6 +74,7 @@ pub async fn start(args: &Args) -> Result<Server> {
                 debug_level: args.janus_debug_level,
                 event_loops: args.janus_event_loops,
                 cpus: args.server_cpus.clone(),
+                ..JanusOptions::default()
             })
             .await?;
             Ok(Server {
