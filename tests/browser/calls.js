@@ -70,6 +70,20 @@ export function inbound(page) {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
+ * A new accepted consultation with both pages in its call (the station's worker presses "join" first, then the
+ * doctor), once media flows both ways. Returns its id and the ms each side took.
+ * @param {import('@playwright/test').Page} hw @param {import('@playwright/test').Page} dr @param {string} reason
+ * @param {number} timeoutMs
+ */
+export async function inCall(hw, dr, reason, timeoutMs) {
+  const id = await acceptedConsultation(hw, dr, reason);
+  await Promise.all([openConsultation(hw, id), openConsultation(dr, id)]);
+  await hw.locator('#join-call').click();
+  await dr.locator('#join-call').click();
+  return { id, took: await mediaBothWays(hw, 'station', dr, 'doctor', timeoutMs) };
+}
+
+/**
  * Polls every 100 ms until new video frames are decoded AND audio samples rise on the page, compared with the
  * counters when it was called (or `since`). Returns the ms it took, or throws after `timeoutMs`.
  * @param {import('@playwright/test').Page} page @param {string} who @param {number} timeoutMs @param {Inbound} [since]

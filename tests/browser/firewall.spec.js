@@ -26,7 +26,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { signIn } from './helpers.js';
 import {
-  acceptedConsultation, link, mediaBothWays, mediaPath, openConsultation, quality, received, signInAt, started, stationSignIn,
+  inCall, link, mediaPath, quality, received, signInAt, started, stationSignIn,
 } from './calls.js';
 
 const stationIp = process.env.TH_STATION_IP ?? '';
@@ -35,15 +35,6 @@ const hostIp = process.env.TH_HOST_IP ?? '';
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 test.skip(!process.env.TH_STATION_URL, 'needs the station network namespace (run.sh as root)');
-
-/** Joins both pages to a new consultation's call and waits for media both ways. @param {import('@playwright/test').Page} hw @param {import('@playwright/test').Page} dr */
-async function call(hw, dr) {
-  const id = await acceptedConsultation(hw, dr, 'Đau ngực, khó thở');
-  await Promise.all([openConsultation(hw, id), openConsultation(dr, id)]);
-  await hw.locator('#join-call').click();
-  await dr.locator('#join-call').click();
-  return mediaBothWays(hw, 'station', dr, 'doctor', 45_000);
-}
 
 /** Ten seconds of what each page receives: the call is usable, not just connected. @param {import('@playwright/test').Page} hw @param {import('@playwright/test').Page} dr */
 async function usable(hw, dr) {
@@ -66,7 +57,7 @@ test('a station whose UDP is blocked calls over ICE-TCP', async ({ browser }) =>
   const station = await stationSignIn('yta1');
   const doctor = await signIn(browser, 'bacsi1');
   try {
-    const t = await call(station.page, doctor.page);
+    const { took: t } = await inCall(station.page, doctor.page, 'Đau ngực, khó thở', 45_000);
     const path = await mediaPath(station.page);
     console.log(`ICE-TCP: media both ways in ${t.max} ms over ${JSON.stringify(path)}`);
     expect(path?.protocol, 'the station\'s media goes over TCP').toBe('tcp');
@@ -162,7 +153,7 @@ test('a station forced to relay calls through coturn over TCP, and over TLS', as
           },
         });
         try {
-          const t = await call(station.page, doctor.page);
+          const { took: t } = await inCall(station.page, doctor.page, 'Đau ngực, khó thở', 45_000);
           const path = await mediaPath(station.page);
           console.log(`${scheme}: media both ways in ${t.max} ms over ${JSON.stringify(path)}`);
           expect(path?.local, 'the station\'s media goes through the relay').toBe('relay');

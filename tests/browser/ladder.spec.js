@@ -11,7 +11,7 @@
  */
 import { expect, request, test } from '@playwright/test';
 import { password, shoot, signIn } from './helpers.js';
-import { acceptedConsultation, inbound, link, mediaBothWays, openConsultation, quality, received, stationSignIn } from './calls.js';
+import { inbound, inCall, link, quality, received, stationSignIn } from './calls.js';
 
 const stationIp = process.env.TH_STATION_IP ?? '';
 /** @param {number} ms */
@@ -51,11 +51,7 @@ test('the ladder: a capped downlink gets the lowest layer, then audio only, and 
   const dr = doctor.page;
   const stationLink = link(stationIp);
 
-  const id = await acceptedConsultation(hw, dr, 'Sốt, ho, khó thở nhẹ');
-  await Promise.all([openConsultation(hw, id), openConsultation(dr, id)]);
-  await hw.locator('#join-call').click();
-  await dr.locator('#join-call').click();
-  await mediaBothWays(hw, 'station', dr, 'doctor', 20_000);
+  const { id } = await inCall(hw, dr, 'Sốt, ho, khó thở nhẹ', 20_000);
 
   /** @type {Record<string, unknown>} */
   const figures = {};

@@ -10,7 +10,7 @@
  */
 import { expect, request, test } from '@playwright/test';
 import { password, signIn } from './helpers.js';
-import { acceptedConsultation, link, mediaBothWays, openConsultation, stationSignIn, throughProfiles } from './calls.js';
+import { inCall, link, stationSignIn, throughProfiles } from './calls.js';
 
 const stationIp = process.env.TH_STATION_IP ?? '';
 /** @param {number} ms */
@@ -34,11 +34,7 @@ test('a call on a lossy station link: what each side receives', async ({ browser
   const dr = doctor.page;
   const stationLink = link(stationIp);
 
-  const id = await acceptedConsultation(hw, dr, 'Ho kéo dài, sốt về chiều');
-  await Promise.all([openConsultation(hw, id), openConsultation(dr, id)]);
-  await hw.locator('#join-call').click();
-  await dr.locator('#join-call').click();
-  await mediaBothWays(hw, 'station', dr, 'doctor', 20_000);
+  const { id } = await inCall(hw, dr, 'Ho kéo dài, sốt về chiều', 20_000);
   await sleep(5000);
 
   const rows = await throughProfiles(hw, dr, stationLink, profiles);

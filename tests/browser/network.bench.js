@@ -9,7 +9,7 @@
 import { test } from '@playwright/test';
 import { dirname, join } from 'node:path';
 import { signIn } from './helpers.js';
-import { acceptedConsultation, link, mediaBothWays, openConsultation, started, stationSignIn, throughProfiles } from './calls.js';
+import { inCall, link, mediaBothWays, started, stationSignIn, throughProfiles } from './calls.js';
 import { joinJanus } from './janus-client.js';
 
 const stationIp = process.env.TH_STATION_IP ?? '';
@@ -33,11 +33,7 @@ test('the link profiles through our server and through Janus', async ({ browser 
     const station = await stationSignIn('yta3');
     const doctor = await signIn(browser, 'bacsi2');
     const [hw, dr] = [station.page, doctor.page];
-    const id = await acceptedConsultation(hw, dr, 'Ho, sốt');
-    await Promise.all([openConsultation(hw, id), openConsultation(dr, id)]);
-    await hw.locator('#join-call').click();
-    await dr.locator('#join-call').click();
-    await mediaBothWays(hw, 'station', dr, 'doctor', 30_000);
+    await inCall(hw, dr, 'Ho, sốt', 30_000);
     await sleep(5000);
     table.ours = await throughProfiles(hw, dr, stationLink, profiles);
     await dr.locator('#consult-actions [data-action=end]').click();

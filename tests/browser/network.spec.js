@@ -22,7 +22,7 @@
  */
 import { expect, test } from '@playwright/test';
 import { signIn } from './helpers.js';
-import { acceptedConsultation, flowing, inbound, link, mediaBothWays, newMedia, openConsultation, stationSignIn } from './calls.js';
+import { flowing, inbound, inCall, link, mediaBothWays, newMedia, stationSignIn } from './calls.js';
 
 const stationUrl = process.env.TH_STATION_URL;
 const stationIp = process.env.TH_STATION_IP ?? '';
@@ -42,11 +42,7 @@ test('the call survives blackouts and handovers of the station, by itself', asyn
   const dr = doctor.page;
   const station_link = link(stationIp);
 
-  const id = await acceptedConsultation(hw, dr, 'Khó thở khi đi lại, cần bác sĩ xem qua video');
-  await Promise.all([openConsultation(hw, id), openConsultation(dr, id)]);
-  await hw.locator('#join-call').click();
-  await dr.locator('#join-call').click();
-  await mediaBothWays(hw, 'station', dr, 'doctor', 20_000);
+  const { id } = await inCall(hw, dr, 'Khó thở khi đi lại, cần bác sĩ xem qua video', 20_000);
   const stationPid = (await inbound(hw)).pid;
   const flows = await station_link.stats();
   console.log('station link before the drops:', JSON.stringify(flows));
