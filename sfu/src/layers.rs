@@ -7,8 +7,8 @@
 //! (the link is congesting now) and happens at the lower layer's next
 //! keyframe; going up, one layer at a time, waits until the estimate has
 //! held for `up_hold`, so a brief 4G recovery does not bounce the picture,
-//! and never happens while the subscriber is losing `OFF_LOSS` of what it
-//! gets. A layer the publisher paused is left at once. The current layer keeps
+//! and never happens while the subscriber is losing `OFF_LOSS` more than it
+//! usually does (a radio that loses 5 % at random is not a full link). A layer the publisher paused is left at once. The current layer keeps
 //! flowing until the new one's keyframe, so the picture does not freeze,
 //! except going down a link that is dropping packets (the viewer asks again
 //! for `OFF_LOSS` of them): there it stops at once, since more of it only
@@ -17,7 +17,7 @@
 //! estimate climbs with nothing to check it against until the higher layer
 //! is sent, so on a link that cannot carry it each try costs a congested
 //! moment, and they must grow rare; a try that makes the subscriber lose
-//! packets (`OFF_LOSS`) within `TRIAL` is taken back at once.
+//! `OFF_LOSS` more packets than usual within `TRIAL` is taken back at once.
 //!
 //! Below the lowest layer is the last step of the ladder: no video at all
 //! (audio only). It is taken when even the lowest layer has not fitted for
@@ -83,6 +83,10 @@ impl LossWindow {
 
 /// How long after a step up losing packets takes it back at once.
 const TRIAL: Duration = Duration::from_secs(5);
+
+/// The most of a viewer's usual loss discounted when judging a try: a link
+/// that loses more than this at random is judged as if it lost this.
+const MAX_USUAL_LOSS: f64 = 0.15;
 
 /// An estimate this much above its lowest since the lowest layer stopped
 /// fitting is climbing back: the wait before video goes off starts again.
@@ -158,6 +162,9 @@ pub struct LayerSelector {
     edge_low: u64,
     /// The share of what it is sent that the subscriber lost lately, if known.
     lost: Option<f64>,
+    /// What it usually loses while nothing is being tried (averaged over
+    /// some seconds): a 4G radio loses 5-10 % at random whatever it carries.
+    usual_loss: f64,
     /// How long the lowest layer must fit before video comes back, now.
     on_hold: Duration,
     /// When video last came back.
@@ -189,6 +196,7 @@ impl LayerSelector {
             edge_since: None,
             edge_low: 0,
             lost: None,
+            usual_loss: 0.0,
             on_at: None,
             up_at: None,
             settled_at: None,
@@ -284,10 +292,19 @@ impl LayerSelector {
         // A step up that makes the link lose what it carries is taken back
         // at once, not seconds later when the estimate catches up: the
         // queue it fills delays and drops the audio too.
+        // "Losing" here is losing `OFF_LOSS` more than usual: on a link that
+        // loses at random, what a try adds, not what the radio takes anyway.
         let trying = self
             .up_at
             .is_some_and(|at| now.saturating_duration_since(at) < TRIAL);
-        if trying && self.target > 0 && self.lost.is_some_and(|l| l >= OFF_LOSS) {
+        let unusual = OFF_LOSS + self.usual_loss.min(MAX_USUAL_LOSS);
+        let losing_more = self.lost.is_some_and(|l| l >= unusual);
+        if !trying {
+            if let Some(l) = self.lost {
+                self.usual_loss = 0.9 * self.usual_loss + 0.1 * l;
+            }
+        }
+        if trying && self.target > 0 && losing_more {
             fits = fits.min(self.target - 1);
         }
         if fits < self.target {
@@ -311,7 +328,7 @@ impl LayerSelector {
                 // A link losing what it carries now cannot take more: a try
                 // would only be taken back (below), at the cost of a
                 // congested moment.
-                _ if self.lost.is_some_and(|l| l >= OFF_LOSS) => self.up_since = None,
+                _ if losing_more => self.up_since = None,
                 Some((layer, since)) if layer <= fits => {
                     if now.saturating_duration_since(since) >= self.up_hold {
                         self.target = layer.max(self.target);
@@ -721,6 +738,36 @@ mod tests {
         sel.handle_loss(Some(0.3));
         feed(&mut sel, &mut t, 1.0, 1_000_000);
         assert_eq!(sel.target(), 1);
+    }
+
+    #[test]
+    fn a_link_that_loses_at_random_still_steps_up() {
+        let mut t = Instant::now();
+        let mut sel = LayerSelector::new(vec![145_000, 500_000, 1_500_000], LayerPolicy::default());
+        // A radio that loses at random: the viewer asks again for 8-14 % of
+        // what it gets, whatever it gets.
+        let mut i = 0u32;
+        let mut feed_lossy = |sel: &mut LayerSelector, t: &mut Instant, secs: f64| {
+            for _ in 0..(secs * 2.0) as u32 {
+                i += 1;
+                sel.handle_loss(Some(if i.is_multiple_of(3) { 0.14 } else { 0.08 }));
+                feed(sel, t, 0.5, 3_000_000);
+            }
+        };
+        feed_lossy(&mut sel, &mut t, 20.0);
+        assert_eq!(
+            sel.target(),
+            2,
+            "the top layer, whose tries lose no more than usual"
+        );
+        // A try that makes it lose a fifth more than usual is taken back.
+        let mut sel = LayerSelector::new(vec![145_000, 500_000], LayerPolicy::default());
+        sel.handle_loss(Some(0.08));
+        feed(&mut sel, &mut t, 3.5, 3_000_000);
+        assert_eq!(sel.target(), 1);
+        sel.handle_loss(Some(0.3));
+        feed(&mut sel, &mut t, 0.5, 3_000_000);
+        assert_eq!(sel.target(), 0);
     }
 
     #[test]

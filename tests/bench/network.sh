@@ -50,17 +50,27 @@ grep '^network table: ' "$log" | tail -1 | sed 's/^network table: //' >"$OUT"
 rm -f "$log"
 
 # A row per profile and receiving side; for each server: audio concealed, audio packets lost after repair, video
-# frames per second, freezes, seconds frozen, resolution received.
+# frames per second, freezes, seconds frozen, resolution received, and the second it settled on it. Then the
+# delay table and our server's view.
 node -e '
 const t = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-const cell = (q) => q ? `${q.concealedPct} % · ${q.audioLost} · ${q.fps} · ${q.freezes} · ${q.freezeSec} · ${q.resolution}` : "—";
-console.log("| profile | receiving | ours: concealed · audio lost · fps · freezes · frozen s · resolution | Janus: the same |");
+const sides = [["doctor (station uplink)", "doctor_receives"], ["station (downlink)", "station_receives"]];
+const cell = (q) => q ? `${q.concealedPct} % · ${q.audioLost} · ${q.fps} · ${q.freezes} · ${q.freezeSec} · ${q.resolution} · ${q.settle_s}` : "—";
+console.log("| profile | receiving | ours: concealed · audio lost · fps · freezes · frozen s · resolution · settled at s | Janus: the same |");
 console.log("| --- | --- | --- | --- |");
 (t.ours ?? []).forEach((r, i) => {
-  const j = (t.janus ?? [])[i];
-  for (const [who, k] of [["doctor (station uplink)", "doctor_receives"], ["station (downlink)", "station_receives"]]) {
-    console.log(`| ${r.profile} | ${who} | ${cell(r[k])} | ${cell(j?.[k])} |`);
-  }
+  for (const [who, k] of sides) console.log(`| ${r.profile} | ${who} | ${cell(r[k])} | ${cell(t.janus?.[i]?.[k])} |`);
 });
+const delay = (q) => q ? `${q.mouth_to_ear_ms ?? "—"} (buffer ${q.audioBufferMs ?? "—"}, RTT ${q.rttMs ?? "—"})` : "—";
+console.log("\n| profile | hearing | ours: mouth to ear, ms (jitter buffer, this page RTT) | Janus: the same |");
+console.log("| --- | --- | --- | --- |");
+(t.ours ?? []).forEach((r, i) => {
+  for (const [who, k] of sides) console.log(`| ${r.profile} | ${who} | ${delay(r[k])} | ${delay(t.janus?.[i]?.[k])} |`);
+});
+console.log("\n| profile | our estimate of the station downlink, kbps (mean, min) | NACKs from the station | layer changes | RTT ms |");
+console.log("| --- | --- | --- | --- | --- |");
+for (const v of t.ours_server ?? []) {
+  console.log(`| ${v.profile} | ${v.estimate_kbps.mean ?? "—"}, ${v.estimate_kbps.min ?? "—"} | ${v.station_nacks ?? "—"} | ${v.layer_changes.join(" → ") || "none"} | ${v.rtt_ms ?? "—"} |`);
+}
 ' "$OUT"
 echo "raw rows: $OUT"

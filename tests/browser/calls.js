@@ -254,7 +254,8 @@ export function mediaPath(page) {
  * @typedef {{at: number, frames: number, freezes: number, freezeSec: number, width: number, height: number,
  *   videoLost: number, videoPackets: number, nacks: number, plis: number, samples: number, concealed: number,
  *   audioLost: number, audioPackets: number, audioCodec: string, videoCodec: string,
- *   sentNacks: number, retransmitted: number, videoStreams: number}} Quality
+ *   sentNacks: number, retransmitted: number, videoStreams: number, jbDelay: number, jbEmitted: number,
+ *   rttMs: number | null}} Quality
  */
 
 /**
@@ -268,7 +269,7 @@ export function quality(page) {
     const pc = /** @type {any} */ (window).__thCall?.pc ?? null;
     const q = { at: Date.now(), frames: 0, freezes: 0, freezeSec: 0, width: 0, height: 0, videoLost: 0, videoPackets: 0,
       nacks: 0, plis: 0, samples: 0, concealed: 0, audioLost: 0, audioPackets: 0, audioCodec: '', videoCodec: '',
-      sentNacks: 0, retransmitted: 0, videoStreams: 0 };
+      sentNacks: 0, retransmitted: 0, videoStreams: 0, jbDelay: 0, jbEmitted: 0, rttMs: /** @type {number | null} */ (null) };
     if (!pc) return q;
     const stats = await pc.getStats();
     stats.forEach((s) => {
@@ -290,6 +291,11 @@ export function quality(page) {
         q.audioLost += s.packetsLost ?? 0;
         q.audioPackets += s.packetsReceived ?? 0;
         q.audioCodec = stats.get(s.codecId)?.mimeType ?? q.audioCodec;
+        q.jbDelay += s.jitterBufferDelay ?? 0;
+        q.jbEmitted += s.jitterBufferEmittedCount ?? 0;
+      } else if (s.type === 'transport' && s.selectedCandidatePairId) {
+        const rtt = stats.get(s.selectedCandidatePairId)?.currentRoundTripTime;
+        if (typeof rtt === 'number') q.rttMs = Math.round(rtt * 1000);
       } else if (s.type === 'outbound-rtp') {
         q.sentNacks += s.nackCount ?? 0;
         q.retransmitted += s.retransmittedPacketsSent ?? 0;
@@ -320,6 +326,9 @@ export function received(a, b) {
     retransmitted: b.retransmitted - a.retransmitted,
     resolution: `${b.width}x${b.height}`,
     codecs: `${b.audioCodec} ${b.videoCodec}`,
+    // The audio's average wait in this page's jitter buffer, and the round trip to the server at the end.
+    audioBufferMs: b.jbEmitted > a.jbEmitted ? Math.round(((b.jbDelay - a.jbDelay) / (b.jbEmitted - a.jbEmitted)) * 1000) : null,
+    rttMs: b.rttMs,
   };
 }
 
@@ -328,8 +337,11 @@ export function received(a, b) {
 /**
  * Puts the station's link through each profile in turn (a named one of the emulator's, or a shape each way): after
  * `warmup_s` (default 10), `measure_s` (default 30) seconds of what each page received, the frames the doctor
- * decoded in each second (where a freeze falls) and the emulator's counts; then a clean link for 3 s. Returns a
- * row per profile, each also logged as `link profile: {...}`.
+ * decoded in each second (where a freeze falls) and the emulator's counts; then a clean link for 3 s. Each row also
+ * has when the profile started and ended (ms since the epoch), each side's `settle_s` (the second, from the
+ * profile's start, after which the resolution it received no longer changed) and `mouth_to_ear_ms`, the network's and the jitter buffer's part of the audio's delay as far as `getStats` can
+ * tell: half of each page's round trip to the server plus the receiving page's jitter buffer (capture, encoding,
+ * decoding and playout add some tens of ms). Returns a row per profile, each also logged as `link profile: {...}`.
  * @param {import('@playwright/test').Page} hw @param {import('@playwright/test').Page} dr
  * @param {ReturnType<typeof link>} stationLink @param {Profile[]} profiles
  */
@@ -337,27 +349,45 @@ export async function throughProfiles(hw, dr, stationLink, profiles) {
   /** @type {Record<string, any>[]} */
   const rows = [];
   for (const p of profiles) {
+    const from = Date.now();
     if (p.profile) await stationLink.profile(p.profile);
     else await stationLink.shape(p.up, p.down);
-    await sleep((p.warmup_s ?? 10) * 1000);
-    const before = await Promise.all([quality(hw), quality(dr), stationLink.stats()]);
+    // Each second until the end: what each side receives (its resolution, for when it settles), and the frames
+    // the doctor decoded (where a freeze falls).
+    const warmupEnd = from + (p.warmup_s ?? 10) * 1000;
+    const end = warmupEnd + (p.measure_s ?? 30) * 1000;
+    /** @type {Quality[]} */
+    let before = [];
+    /** @type {Quality[][]} */
+    const seconds = [];
     /** @type {number[]} */
     const perSecond = [];
-    let last = before[1];
-    const end = Date.now() + (p.measure_s ?? 30) * 1000;
     while (Date.now() < end) {
       await sleep(Math.min(1000, end - Date.now()));
-      const q = await quality(dr);
-      perSecond.push(q.frames - last.frames);
-      last = q;
+      const now = await Promise.all([quality(hw), quality(dr)]);
+      if (!before.length && Date.now() >= warmupEnd) before = now;
+      else if (before.length) perSecond.push(now[1].frames - (seconds.at(-1) ?? now)[1].frames);
+      seconds.push(now);
     }
-    const after = await Promise.all([quality(hw), quality(dr), stationLink.stats()]);
+    const [after, emu] = await Promise.all([Promise.all([quality(hw), quality(dr)]), stationLink.stats()]);
+    if (!before.length) before = after;
+    /** The second, from the profile's start, of the last change in the resolution `side` received. @param {number} side */
+    const settle = (side) => {
+      const res = seconds.map((q) => `${q[side].width}x${q[side].height}`);
+      const i = res.findLastIndex((r, k) => k > 0 && r !== res[k - 1]);
+      return i > 0 ? Math.round((seconds[i][side].at - from) / 1000) : 0;
+    };
+    const doctorGets = received(before[1], after[1]);
+    const stationGets = received(before[0], after[0]);
+    const halfRtts = ((after[0].rttMs ?? 0) + (after[1].rttMs ?? 0)) / 2;
     const row = {
       profile: p.name,
-      doctor_receives: received(before[1], after[1]),
+      from,
+      to: Date.now(),
+      doctor_receives: { ...doctorGets, settle_s: settle(1), mouth_to_ear_ms: doctorGets.audioBufferMs === null ? null : Math.round(halfRtts + doctorGets.audioBufferMs) },
       doctor_frames_per_second: perSecond.join(' '),
-      station_receives: received(before[0], after[0]),
-      link: { up: after[2].up, down: after[2].down },
+      station_receives: { ...stationGets, settle_s: settle(0), mouth_to_ear_ms: stationGets.audioBufferMs === null ? null : Math.round(halfRtts + stationGets.audioBufferMs) },
+      link: { up: emu.up, down: emu.down },
     };
     console.log(`link profile: ${JSON.stringify(row)}`);
     rows.push(row);
