@@ -255,7 +255,7 @@ export function mediaPath(page) {
  *   videoLost: number, videoPackets: number, nacks: number, plis: number, samples: number, concealed: number,
  *   audioLost: number, audioPackets: number, audioCodec: string, videoCodec: string,
  *   sentNacks: number, retransmitted: number, videoStreams: number, jbDelay: number, jbEmitted: number,
- *   rttMs: number | null}} Quality
+ *   rttMs: number | null, sendingLayers: number, limited: string}} Quality
  */
 
 /**
@@ -269,7 +269,8 @@ export function quality(page) {
     const pc = /** @type {any} */ (window).__thCall?.pc ?? null;
     const q = { at: Date.now(), frames: 0, freezes: 0, freezeSec: 0, width: 0, height: 0, videoLost: 0, videoPackets: 0,
       nacks: 0, plis: 0, samples: 0, concealed: 0, audioLost: 0, audioPackets: 0, audioCodec: '', videoCodec: '',
-      sentNacks: 0, retransmitted: 0, videoStreams: 0, jbDelay: 0, jbEmitted: 0, rttMs: /** @type {number | null} */ (null) };
+      sentNacks: 0, retransmitted: 0, videoStreams: 0, jbDelay: 0, jbEmitted: 0, rttMs: /** @type {number | null} */ (null),
+      sendingLayers: 0, limited: '' };
     if (!pc) return q;
     const stats = await pc.getStats();
     stats.forEach((s) => {
@@ -297,6 +298,11 @@ export function quality(page) {
         const rtt = stats.get(s.selectedCandidatePairId)?.currentRoundTripTime;
         if (typeof rtt === 'number') q.rttMs = Math.round(rtt * 1000);
       } else if (s.type === 'outbound-rtp') {
+        if (s.kind === 'video') {
+          // What this page's camera sends: the layers encoding now, and why the browser holds any back.
+          if ((s.framesPerSecond ?? 0) > 0) q.sendingLayers += 1;
+          if (s.qualityLimitationReason && s.qualityLimitationReason !== 'none') q.limited = s.qualityLimitationReason;
+        }
         q.sentNacks += s.nackCount ?? 0;
         q.retransmitted += s.retransmittedPacketsSent ?? 0;
       }
@@ -387,6 +393,8 @@ export async function throughProfiles(hw, dr, stationLink, profiles) {
       doctor_receives: { ...doctorGets, settle_s: settle(1), mouth_to_ear_ms: doctorGets.audioBufferMs === null ? null : Math.round(halfRtts + doctorGets.audioBufferMs) },
       doctor_frames_per_second: perSecond.join(' '),
       station_receives: { ...stationGets, settle_s: settle(0), mouth_to_ear_ms: stationGets.audioBufferMs === null ? null : Math.round(halfRtts + stationGets.audioBufferMs) },
+      // What each camera was sending at the end: a browser short of CPU or uplink sends fewer layers.
+      sending: { doctor: { layers: after[1].sendingLayers, limited: after[1].limited }, station: { layers: after[0].sendingLayers, limited: after[0].limited } },
       link: { up: emu.up, down: emu.down },
     };
     console.log(`link profile: ${JSON.stringify(row)}`);
