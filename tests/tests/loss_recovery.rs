@@ -42,7 +42,9 @@ async fn nack_recovers_video_under_five_percent_loss() {
     let d = doctor.participant.report();
     let w = worker.participant.report();
     println!("{d}{w}dropped by the link: {dropped_up} up, {dropped_down} down");
-    assert!(dropped_up > 20 && dropped_down > 20, "the link did lose packets");
+    // About 30 each way are expected (5 % of some 600 packets); the bound is
+    // far enough below that chance never fails it (20 did, once, in CI).
+    assert!(dropped_up > 10 && dropped_down > 10, "the link did lose packets");
 
     for (label, before, after, dropped) in [
         (
