@@ -107,7 +107,11 @@ pub struct LayerPolicy {
     /// behind it, the queue it found full, that says nothing). Default 1.5 s:
     /// with the window, the lowest layer alone has lost for 3 s.
     pub off_hold: Duration,
-    /// How long the lowest layer must fit again before video comes back. Default 4 s.
+    /// How long the lowest layer must fit again before video comes back.
+    /// Default 8 s: with audio alone on the link the estimate climbs with
+    /// nothing to check it against (from its floor to the lowest layer's
+    /// need in about 4 s under an 80 kbps cap), so the first try waits this
+    /// long, and each try taken back doubles it.
     pub on_hold: Duration,
     /// The longest `on_hold` grows to when video keeps having to stop. Default 64 s.
     pub on_hold_max: Duration,
@@ -124,7 +128,7 @@ impl Default for LayerPolicy {
             up_hold: Duration::from_secs(3),
             audio_reserve_bps: 64_000,
             off_hold: Duration::from_millis(1500),
-            on_hold: Duration::from_secs(4),
+            on_hold: Duration::from_secs(8),
             on_hold_max: Duration::from_secs(64),
             flap_window: Duration::from_secs(30),
             on_margin: 1.25,
@@ -591,7 +595,7 @@ mod tests {
         // Just fitting is not enough to come back: 1.25 times the lowest layer is needed.
         feed(&mut sel, &mut t, 10.0, 190_000);
         assert!(sel.video_off());
-        feed(&mut sel, &mut t, 3.5, 300_000);
+        feed(&mut sel, &mut t, 7.5, 300_000);
         assert!(sel.video_off(), "back only after the hold");
         for _ in 0..2 {
             t += Duration::from_millis(500);
@@ -623,13 +627,13 @@ mod tests {
             holds.push(waited);
         }
         // The hold counts from the first estimate that fits (half a second in).
-        assert_eq!(holds, vec![4.5, 8.5, 16.5, 32.5, 64.5]);
+        assert_eq!(holds, vec![8.5, 16.5, 32.5, 64.5, 64.5]);
         // Once video has stayed on past the window, the next stop starts from the short hold again.
         feed(&mut sel, &mut t, 40.0, 400_000);
         feed(&mut sel, &mut t, 4.0, 120_000);
         assert!(sel.video_off());
         let waited = seconds_until(&mut sel, &mut t, 400_000, |s| !s.video_off());
-        assert_eq!(waited, 4.5);
+        assert_eq!(waited, 8.5);
     }
 
     #[test]
