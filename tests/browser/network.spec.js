@@ -53,6 +53,11 @@ test('the call survives blackouts and handovers of the station, by itself', asyn
     /** @type {number[]} */ const station = [];
     /** @type {number[]} */ const doctorSide = [];
     for (let i = 1; i <= 3; i++) {
+      // Each outage starts on a live picture both ways, or "told at once" and "first new frame" measure an
+      // earlier stall instead (one CI run: the doctor's picture stalled again 3 s after a recovery, and the next
+      // blackout's "first new frame" came 3.5 s after its end).
+      const live = await Promise.all([flowing(hw, 'station', 10_000), flowing(dr, 'doctor', 10_000)]);
+      if (i > 1) console.log(`before blackout ${i}: media flowing steadily (checked in ${live[0]} ms station, ${live[1]} ms doctor)`);
       await station_link.blackout(5000);
       const started = Date.now();
       await expect(dr.locator('#remote-frozen'), "the doctor's page says the picture is interrupted").toBeVisible({ timeout: 4000 });
@@ -66,7 +71,7 @@ test('the call survives blackouts and handovers of the station, by itself', asyn
       const [a, b] = await Promise.all([newMedia(hw, 'station', 15_000, before[0]), newMedia(dr, 'doctor', 15_000, before[1])]);
       station.push(a.framesMs);
       doctorSide.push(b.framesMs);
-      console.log(`5 s blackout ${i}: doctor told after ${told} ms; first new frame ${a.framesMs} ms (station), ${b.framesMs} ms (doctor) after its end; audio too by ${Math.max(a.ms, b.ms)} ms`);
+      console.log(`${new Date().toISOString()} 5 s blackout ${i}: doctor told after ${told} ms; first new frame ${a.framesMs} ms (station), ${b.framesMs} ms (doctor) after its end; audio too by ${Math.max(a.ms, b.ms)} ms`);
       await expect(dr.locator('#remote-frozen')).toBeHidden({ timeout: 5000 });
       await sleep(3000);
     }
