@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, SaltString};
 use argon2::Argon2;
 use axum::extract::{FromRequestParts, State};
 use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
@@ -66,47 +66,174 @@ struct Claims {
     exp: i64,
 }
 
-/// Hashes a password with argon2id (on a blocking thread: it is slow on purpose).
-pub async fn hash_password(password: String) -> ApiResult<String> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| ApiError::Internal(format!("argon2: {e}")))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
+/// Password hashing is the costliest work a stranger can make the server do:
+/// argon2id takes 19 MiB and tens of milliseconds of a core per login, by
+/// design, and unknown usernames are hashed too. On tokio's blocking pool, 150
+/// logins at once took the process to 3.8 GiB; taken in turn there, still to
+/// 550 MiB: each new pool thread got an allocator arena of its own and kept
+/// its 19 MiB. So hashing runs on a few threads of its own, one per core, and
+/// the other logins wait their turn, at most [`HASH_QUEUE_MAX`] of them and
+/// each for at most [`HASH_QUEUE_WAIT`]; beyond that the answer is 503 "busy"
+/// with a `Retry-After`, and calls, notes and everything else go on.
+struct HashGate {
+    turns: std::sync::Arc<tokio::sync::Semaphore>,
+    waiting: std::sync::atomic::AtomicUsize,
+    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
 }
 
-async fn verify_password(hash: Option<String>, password: String) -> bool {
+impl HashGate {
+    fn start() -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let queue = std::sync::Arc::new(Mutex::new(queue));
+        for i in 0..threads {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-hash-{i}"))
+                .spawn(move || loop {
+                    let job = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok(job) = job else { return };
+                    // A panic ends the job (its caller gets an error), not the thread.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a password hashing thread");
+            }
+        }
+        Self {
+            turns: std::sync::Arc::new(tokio::sync::Semaphore::new(threads)),
+            waiting: Default::default(),
+            jobs,
+        }
+    }
+}
+
+/// How many logins may wait for a hashing turn.
+pub const HASH_QUEUE_MAX: usize = 256;
+/// How long a login waits for a hashing turn before it is told to come back.
+pub const HASH_QUEUE_WAIT: Duration = Duration::from_secs(5);
+const HASH_RETRY_AFTER_SECS: u64 = 5;
+
+/// Runs `f` (an argon2 hash or verification) on a hashing thread, in turn
+/// (see [`HashGate`]). The turn is held until `f` ends, even when the request
+/// that asked for it has gone.
+async fn hashing<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    use std::sync::atomic::Ordering;
+    static GATE: std::sync::OnceLock<HashGate> = std::sync::OnceLock::new();
+    let gate = GATE.get_or_init(HashGate::start);
+    let busy = ApiError::Busy {
+        retry_after_secs: HASH_RETRY_AFTER_SECS,
+    };
+    if gate.waiting.fetch_add(1, Ordering::SeqCst) >= HASH_QUEUE_MAX {
+        gate.waiting.fetch_sub(1, Ordering::SeqCst);
+        return Err(busy);
+    }
+    let turn = tokio::time::timeout(HASH_QUEUE_WAIT, gate.turns.clone().acquire_owned()).await;
+    gate.waiting.fetch_sub(1, Ordering::SeqCst);
+    let Ok(Ok(turn)) = turn else {
+        tracing::warn!("password hashing busy: a login was turned away");
+        return Err(busy);
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    gate.jobs
+        .send(Box::new(move || {
+            let _turn = turn;
+            let _ = tx.send(f());
+        }))
+        .map_err(|_| ApiError::Internal("password hashing threads are gone".into()))?;
+    rx.await
+        .map_err(|_| ApiError::Internal("password hashing failed".into()))
+}
+
+thread_local! {
+    /// The argon2 working memory of this hashing thread (19 MiB by default),
+    /// kept from one hash to the next. Allocated afresh each time, the heap
+    /// ratcheted up: other allocations settled in the freed space, the next
+    /// 19 MiB did not fit, and 500 logins at once left 400 MiB behind.
+    static ARGON2_MEMORY: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The raw argon2 output for `password` with `salt`, in this thread's memory.
+fn argon2_raw(argon: &Argon2, password: &[u8], salt: &[u8], out: &mut [u8]) -> Result<(), argon2::Error> {
+    ARGON2_MEMORY.with_borrow_mut(|blocks| {
+        let need = argon.params().block_count();
+        if blocks.len() != need {
+            *blocks = vec![argon2::Block::default(); need];
+        }
+        argon.hash_password_into_with_memory(password, salt, out, &mut blocks[..])
+    })
+}
+
+/// A new argon2id hash of `password` in PHC string form (what
+/// `Argon2::default().hash_password` makes, in reused memory).
+fn argon2_hash(password: &[u8]) -> Result<String, String> {
+    let argon = Argon2::default();
+    let salt = SaltString::generate(&mut OsRng);
+    let mut salt_bytes = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(|e| e.to_string())?;
+    let mut out = [0u8; argon2::Params::DEFAULT_OUTPUT_LEN];
+    argon2_raw(&argon, password, salt_bytes, &mut out).map_err(|e| e.to_string())?;
+    let phc = PasswordHash {
+        algorithm: argon2::Algorithm::Argon2id.ident(),
+        version: Some(argon2::Version::V0x13.into()),
+        params: argon
+            .params()
+            .try_into()
+            .map_err(|e: argon2::password_hash::Error| e.to_string())?,
+        salt: Some(salt.as_salt()),
+        hash: Some(argon2::password_hash::Output::new(&out).map_err(|e| e.to_string())?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Whether `password` matches the PHC string `hash` (compared in constant time).
+fn argon2_verify(hash: &str, password: &[u8]) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (
+        argon2::Algorithm::try_from(parsed.algorithm),
+        argon2::Params::try_from(&parsed),
+    ) else {
+        return false;
+    };
+    let version = parsed
+        .version
+        .and_then(|v| argon2::Version::try_from(v).ok())
+        .unwrap_or_default();
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt_bytes) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    let argon = Argon2::new(algorithm, version, params);
+    argon2_raw(&argon, password, salt_bytes, &mut out).is_ok()
+        && argon2::password_hash::Output::new(&out).is_ok_and(|o| o == expected)
+}
+
+/// Hashes a password with argon2id (slow on purpose; in turn, see [`hashing`]).
+pub async fn hash_password(password: String) -> ApiResult<String> {
+    hashing(move || argon2_hash(password.as_bytes()).map_err(|e| ApiError::Internal(format!("argon2: {e}"))))
+        .await?
+}
+
+async fn verify_password(hash: Option<String>, password: String) -> ApiResult<bool> {
     // With no account, verify against a fixed hash anyway so that the answer
     // takes as long as for a real account (no username probing by timing).
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    tokio::task::spawn_blocking(move || {
+    hashing(move || {
         let known = hash.is_some();
         let h = hash.unwrap_or_else(|| {
             DUMMY
-                .get_or_init(|| {
-                    let salt = SaltString::generate(&mut OsRng);
-                    Argon2::default()
-                        .hash_password(b"no such account", &salt)
-                        .map(|h| h.to_string())
-                        .unwrap_or_default()
-                })
+                .get_or_init(|| argon2_hash(b"no such account").unwrap_or_default())
                 .clone()
         });
-        let ok = PasswordHash::new(&h)
-            .map(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
-            .unwrap_or(false);
-        ok && known
+        argon2_verify(&h, password.as_bytes()) && known
     })
     .await
-    .unwrap_or(false)
 }
 
 /// Checks a new password is one a person can keep and an attacker cannot guess easily.
@@ -288,12 +415,20 @@ pub async fn login(
         format!("u:{username}"),
         format!("a:{}", addr.as_deref().unwrap_or("?")),
     ];
-    let delay = state.throttle.check(&keys)?;
+    // The attempt counts from here, before its password is checked: guesses
+    // sent all at once are refused once the limit is reached, not after.
+    let delay = state.throttle.begin(&keys)?;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let creds = state.store.user_credentials(&username).await?;
-    let ok = verify_password(creds.as_ref().map(|c| c.password_hash.clone()), req.password).await;
+    let checked = async {
+        let creds = state.store.user_credentials(&username).await?;
+        let ok = verify_password(creds.as_ref().map(|c| c.password_hash.clone()), req.password).await?;
+        Ok::<_, ApiError>((creds, ok))
+    }
+    .await;
+    // No password was checked (the server busy, the database away): the attempt is given back.
+    let (creds, ok) = checked.inspect_err(|_| state.throttle.release(&keys))?;
     let actor = Actor {
         user_id: creds.as_ref().map(|c| c.user.id),
         role: creds.as_ref().map(|c| c.user.role),
@@ -301,7 +436,7 @@ pub async fn login(
     };
     match creds {
         Some(c) if ok && c.user.is_active() => {
-            state.throttle.succeeded(&keys[0]);
+            state.throttle.succeeded(&keys);
             let refresh = random_token();
             let expires = Timestamp(chrono::Utc::now() + state.auth.session_ttl);
             let sid = state
@@ -312,6 +447,7 @@ pub async fn login(
             issue(&state, &c.user, sid, refresh)
         }
         Some(c) if ok => {
+            state.throttle.release(&keys);
             state
                 .store
                 .audit(
@@ -454,39 +590,14 @@ impl LoginThrottle {
         }
     }
 
-    /// Before checking a password: refuse if locked, else say how long to wait.
-    fn check(&self, keys: &[String]) -> ApiResult<Duration> {
+    /// Before checking a password: refuse if locked, else count the attempt
+    /// (a failure until [`Self::succeeded`] or [`Self::release`] says
+    /// otherwise) and say how long to wait. Counting here, not after the
+    /// check, is what holds when many guesses arrive at once.
+    fn begin(&self, keys: &[String]) -> ApiResult<Duration> {
         let now = Instant::now();
         // A poisoned lock only means another request panicked mid-update;
         // the counters are still usable.
-        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let mut delay = Duration::ZERO;
-        for k in keys {
-            if let Some(f) = map.get_mut(k) {
-                if let Some(until) = f.locked_until {
-                    if until > now {
-                        return Err(ApiError::TooManyRequests {
-                            retry_after_secs: (until - now).as_secs().max(1),
-                        });
-                    }
-                    f.count = 0;
-                    f.locked_until = None;
-                    f.first = now;
-                }
-                if now.duration_since(f.first) > self.policy.window {
-                    f.count = 0;
-                    f.first = now;
-                }
-                if f.count >= self.policy.slow_after {
-                    delay = delay.max(self.policy.step * (f.count - self.policy.slow_after + 1));
-                }
-            }
-        }
-        Ok(delay.min(Duration::from_secs(5)))
-    }
-
-    fn failed(&self, keys: &[String]) {
-        let now = Instant::now();
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() > 100_000 {
             // Bound memory under a spray of addresses: forget stale entries.
@@ -495,21 +606,108 @@ impl LoginThrottle {
             });
         }
         for k in keys {
-            let f = map.entry(k.clone()).or_insert(Failures {
-                count: 0,
-                first: now,
-                locked_until: None,
-            });
+            if let Some(f) = map.get_mut(k) {
+                if let Some(until) = f.locked_until {
+                    if until > now {
+                        return Err(ApiError::TooManyRequests {
+                            retry_after_secs: (until - now).as_secs().max(1),
+                        });
+                    }
+                    *f = Failures::new(now);
+                }
+                if now.duration_since(f.first) > self.policy.window {
+                    *f = Failures::new(now);
+                }
+                if f.count >= self.policy.lock_after {
+                    f.locked_until = Some(now + self.policy.lockout);
+                    tracing::warn!(key_kind = &k[..1], "login locked after repeated failures");
+                    return Err(ApiError::TooManyRequests {
+                        retry_after_secs: self.policy.lockout.as_secs().max(1),
+                    });
+                }
+            }
+        }
+        let mut delay = Duration::ZERO;
+        for k in keys {
+            let f = map.entry(k.clone()).or_insert_with(|| Failures::new(now));
+            if f.count >= self.policy.slow_after {
+                delay = delay.max(self.policy.step * (f.count - self.policy.slow_after + 1));
+            }
             f.count += 1;
-            if f.count >= self.policy.lock_after {
-                f.locked_until = Some(now + self.policy.lockout);
-                tracing::warn!(key_kind = &k[..1], "login locked after repeated failures");
+        }
+        Ok(delay.min(Duration::from_secs(5)))
+    }
+
+    /// The password was wrong: the attempt counted in [`Self::begin`] stands,
+    /// and the limit reached locks at once.
+    fn failed(&self, keys: &[String]) {
+        let now = Instant::now();
+        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            if let Some(f) = map.get_mut(k) {
+                if f.count >= self.policy.lock_after && f.locked_until.is_none() {
+                    f.locked_until = Some(now + self.policy.lockout);
+                    tracing::warn!(key_kind = &k[..1], "login locked after repeated failures");
+                }
             }
         }
     }
 
-    fn succeeded(&self, user_key: &str) {
+    /// No password was checked after all: the attempt is not a failure.
+    fn release(&self, keys: &[String]) {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(user_key);
+        for k in keys {
+            if let Some(f) = map.get_mut(k) {
+                f.count = f.count.saturating_sub(1);
+            }
+        }
+    }
+
+    /// The right password: the account's failures are forgotten; the address's
+    /// stand (less this attempt).
+    fn succeeded(&self, keys: &[String]) {
+        self.release(&keys[1..]);
+        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&keys[0]);
+    }
+}
+
+impl Failures {
+    fn new(now: Instant) -> Self {
+        Self {
+            count: 0,
+            first: now,
+            locked_until: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+
+    #[test]
+    fn hashes_in_reused_memory_match_the_standard_ones() {
+        let ours = argon2_hash("mật khẩu".as_bytes()).unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(Argon2::default()
+            .verify_password("mật khẩu".as_bytes(), &parsed)
+            .is_ok());
+        assert!(Argon2::default().verify_password(b"other", &parsed).is_err());
+        let salt = SaltString::generate(&mut OsRng);
+        let standard = Argon2::default()
+            .hash_password(b"hunter42", &salt)
+            .unwrap()
+            .to_string();
+        assert!(argon2_verify(&standard, b"hunter42"));
+        assert!(!argon2_verify(&standard, b"hunter43"));
+        // Another thread, and the memory kept from the first hash: still right.
+        assert!(argon2_verify(&ours, "mật khẩu".as_bytes()));
+        assert!(!argon2_verify("not a hash", b"x"));
+        assert!(!argon2_verify(
+            &ours.replace("$argon2id$", "$argon2i$"),
+            "mật khẩu".as_bytes()
+        ));
     }
 }

@@ -55,6 +55,9 @@ pub enum ApiError {
     Internal(String),
     /// 503: the database cannot be reached.
     Unavailable,
+    /// 503: too much of one costly kind of work at once (password checks);
+    /// try again after this many seconds.
+    Busy { retry_after_secs: u64 },
 }
 
 #[derive(Serialize)]
@@ -113,7 +116,7 @@ impl ApiError {
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -227,6 +230,19 @@ impl IntoResponse for ApiError {
                     vec![],
                     None,
                     Some(incident),
+                )
+            }
+            ApiError::Busy { retry_after_secs } => {
+                retry_after = Some(retry_after_secs);
+                (
+                    "busy",
+                    "Máy chủ đang bận vì có quá nhiều lượt đăng nhập cùng lúc. Hãy đợi vài giây rồi bấm lại."
+                        .to_owned(),
+                    "The server is busy with too many sign-ins at once. Wait a few seconds and try again."
+                        .to_owned(),
+                    vec![],
+                    None,
+                    None,
                 )
             }
             ApiError::Unavailable => (
