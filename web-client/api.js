@@ -49,14 +49,25 @@ async function once(path, { method = 'GET', body } = {}) {
   return { ok: false, status: res.status, problem };
 }
 
-/** Swaps the refresh cookie for new tokens; concurrent callers share one attempt. @returns {Promise<boolean>} */
+/**
+ * Swaps the refresh cookie for new tokens; concurrent callers share one attempt. Other tabs of the app share the
+ * cookie: a refresh token presented twice ends the whole session (the server takes it for a stolen copy), so tabs
+ * take turns, and a tab whose turn comes after another's refresh finds its session live again and stops there.
+ * @returns {Promise<boolean>}
+ */
 export function refresh() {
-  refreshing ??= once('/api/auth/refresh', { method: 'POST' })
-    .then((r) => r.ok)
-    .finally(() => {
-      refreshing = null;
-    });
-  return refreshing;
+  if (refreshing) return refreshing;
+  /** @returns {Promise<boolean>} */
+  const swap = () => once('/api/auth/refresh', { method: 'POST' }).then((r) => r.ok);
+  // (The DOM types give `request` with an async callback a promise of a promise; it resolves to the value.)
+  const attempt = navigator.locks
+    ? /** @type {Promise<boolean>} */ (/** @type {unknown} */ (navigator.locks.request('th-refresh', async () => (await once('/api/auth/me')).ok || swap())))
+    : swap();
+  const shared = attempt.finally(() => {
+    refreshing = null;
+  });
+  refreshing = shared;
+  return shared;
 }
 
 /**

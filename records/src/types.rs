@@ -5,7 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::any::{Any, AnyTypeInfo, AnyValueRef};
 use sqlx::encode::IsNull;
@@ -257,10 +257,40 @@ text_enum!(
 );
 
 /// A point in time, stored as RFC 3339 UTC with milliseconds so that text
-/// order is time order on both databases.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// order is time order on both databases. Read from text (a request, a
+/// query, the database), only years 1900 to 2999 are accepted: beyond 9999
+/// and before 0000 text order is not time order (`-0001`, `+262142`), and no
+/// consultation, leave or audit entry lies outside them.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Timestamp(pub DateTime<Utc>);
+
+/// Why text is not a [`Timestamp`].
+#[derive(Debug)]
+pub enum TimestampError {
+    /// Not RFC 3339.
+    Syntax(chrono::ParseError),
+    /// A year before 1900 or after 2999.
+    OutOfRange,
+}
+
+impl fmt::Display for TimestampError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Syntax(e) => write!(f, "not an RFC 3339 timestamp: {e}"),
+            Self::OutOfRange => f.write_str("timestamp out of range: years 1900 to 2999"),
+        }
+    }
+}
+
+impl std::error::Error for TimestampError {}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
 
 impl Timestamp {
     /// The current time, truncated to milliseconds (what the database keeps).
@@ -282,9 +312,15 @@ impl fmt::Debug for Timestamp {
     }
 }
 impl FromStr for Timestamp {
-    type Err = chrono::ParseError;
+    type Err = TimestampError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(DateTime::parse_from_rfc3339(s)?.with_timezone(&Utc)))
+        let t = DateTime::parse_from_rfc3339(s)
+            .map_err(TimestampError::Syntax)?
+            .with_timezone(&Utc);
+        if !(1900..=2999).contains(&t.year()) {
+            return Err(TimestampError::OutOfRange);
+        }
+        Ok(Self(t))
     }
 }
 text_column!(Timestamp);

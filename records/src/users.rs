@@ -287,6 +287,12 @@ impl Store {
     ) -> Result<Option<AuthSession>> {
         let mut w = self.begin_write().await?;
         let now = Timestamp::now();
+        // Tokens whose session is over by now can no longer be told apart from
+        // unknown ones; they go.
+        sqlx::query("DELETE FROM used_refresh_tokens WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&mut *w.tx)
+            .await?;
         let session = sqlx::query_as::<_, AuthSession>(
             "UPDATE auth_sessions SET refresh_token_hash = $2, expires_at = $3
              WHERE refresh_token_hash = $1 AND revoked_at IS NULL AND expires_at > $4
@@ -298,6 +304,51 @@ impl Store {
         .bind(now)
         .fetch_optional(&mut *w.tx)
         .await?;
+        match &session {
+            Some(s) => {
+                sqlx::query("INSERT INTO used_refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)")
+                    .bind(old_hash)
+                    .bind(s.id)
+                    .bind(expires_at)
+                    .execute(&mut *w.tx)
+                    .await?;
+            }
+            None => {
+                // A token already rotated away, presented again: whoever holds
+                // the newer one got it from the same session, so the session
+                // ends for both (RFC 6819 5.2.2.3, OAuth 2.0 Security BCP 4.14).
+                let reused: Option<(AuthSessionId, UserId)> = sqlx::query_as(
+                    "SELECT s.id, s.user_id FROM used_refresh_tokens t JOIN auth_sessions s ON s.id = t.session_id
+                     WHERE t.token_hash = $1 AND s.revoked_at IS NULL",
+                )
+                .bind(old_hash)
+                .fetch_optional(&mut *w.tx)
+                .await?;
+                if let Some((id, user)) = reused {
+                    sqlx::query("UPDATE auth_sessions SET revoked_at = $2 WHERE id = $1")
+                        .bind(id)
+                        .bind(now)
+                        .execute(&mut *w.tx)
+                        .await?;
+                    // Who presented it is not known: the account is the target.
+                    let actor = Actor {
+                        user_id: None,
+                        role: None,
+                        client_addr: None,
+                    };
+                    record(
+                        &mut w.tx,
+                        &actor,
+                        "auth.refresh_reused",
+                        "user",
+                        Some(user.to_string()),
+                        None,
+                        Outcome::Denied,
+                    )
+                    .await?;
+                }
+            }
+        }
         w.commit().await?;
         Ok(session)
     }

@@ -488,6 +488,59 @@ pub async fn login(
     }
 }
 
+/// Checks that `user` knows their current password before a change that
+/// would let a stolen access token keep the account (a new password). Wrong
+/// answers count with the login's failures (same lockout), and are audited.
+pub async fn confirm_password(state: &AppState, user: &AuthUser, password: Option<String>) -> ApiResult<()> {
+    let field = |code: &'static str, vi: &'static str, en: &'static str| {
+        ApiError::Invalid(vec![telehealth_records::FieldError::new(
+            "current_password",
+            code,
+            vi,
+            en,
+        )])
+    };
+    let Some(password) = password.filter(|p| !p.is_empty()) else {
+        return Err(field(
+            "current_password_required",
+            "Nhập mật khẩu hiện tại của bạn để đổi mật khẩu.",
+            "Enter your current password to change it.",
+        ));
+    };
+    let keys = [
+        format!("u:{}", user.user.username),
+        format!("a:{}", user.addr.as_deref().unwrap_or("?")),
+    ];
+    let delay = state.throttle.begin(&keys)?;
+    tokio::time::sleep(delay).await;
+    let checked = async {
+        let creds = state.store.user_credentials(&user.user.username).await?;
+        verify_password(creds.map(|c| c.password_hash), password).await
+    }
+    .await;
+    if checked.inspect_err(|_| state.throttle.release(&keys))? {
+        state.throttle.succeeded(&keys);
+        return Ok(());
+    }
+    state.throttle.failed(&keys);
+    state
+        .store
+        .audit(
+            &user.actor(),
+            "user.password_confirm",
+            "user",
+            Some(user.user.id.to_string()),
+            None,
+            Outcome::Denied,
+        )
+        .await?;
+    Err(field(
+        "wrong_current_password",
+        "Mật khẩu hiện tại không đúng.",
+        "The current password is wrong.",
+    ))
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {

@@ -8,7 +8,7 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
-use telehealth_records::FieldError;
+use telehealth_records::{FieldError, Timestamp};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -60,6 +60,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             ("unknown_field", "Trường không được chấp nhận")
         } else if msg.contains("unknown variant") {
             ("invalid_value", "Giá trị không nằm trong danh sách cho phép")
+        } else if msg.contains("timestamp out of range") {
+            ("invalid_value", "Thời điểm phải nằm trong các năm 1900–2999")
+        } else if msg.contains("not an RFC 3339 timestamp") {
+            (
+                "invalid_value",
+                "Thời điểm không đúng định dạng (ví dụ 2026-03-01T08:00:00Z)",
+            )
         } else if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
             // serde reports some type mismatches (a number where an enum
             // belongs) as syntax errors; only text that is not JSON at all is
@@ -96,6 +103,24 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             },
         }
     })
+}
+
+/// A time from a query value (empty counts as absent), or a 400 naming the field.
+pub fn parse_time(field: &str, v: Option<String>) -> Result<Option<Timestamp>, ApiError> {
+    v.filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<Timestamp>().map_err(|_| {
+                let vi = "Thời điểm phải ở dạng RFC 3339, trong các năm 1900–2999, ví dụ 2026-11-23T08:00:00+07:00.";
+                let en = "Use RFC 3339 within the years 1900-2999, e.g. 2026-11-23T08:00:00+07:00.";
+                ApiError::BadRequest {
+                    code: "invalid_time",
+                    detail: format!("“{field}”: {vi}"),
+                    detail_en: format!("`{field}`: {en}"),
+                    errors: vec![FieldError::new(field, "invalid_time", vi, en)],
+                }
+            })
+        })
+        .transpose()
 }
 
 /// Parses a path or query value into a typed id, or names it as malformed.

@@ -302,6 +302,7 @@ export const en = {
   'admin.enable': 'Enable',
   'admin.confirmDisable': 'Disable the account {name}? All its logins end at once.',
   'admin.resetPassword': 'Reset password',
+  'admin.currentPassword': 'Your current password',
   'admin.newPassword': 'New password',
   'admin.setPassword': 'Set',
   'admin.passwordSet': 'New password set; earlier logins have ended.',

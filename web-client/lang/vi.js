@@ -300,6 +300,7 @@ export const vi = {
   'admin.enable': 'Mở khóa',
   'admin.confirmDisable': 'Khóa tài khoản {name}? Mọi phiên đăng nhập của tài khoản này sẽ kết thúc ngay.',
   'admin.resetPassword': 'Đặt lại mật khẩu',
+  'admin.currentPassword': 'Mật khẩu hiện tại của bạn',
   'admin.newPassword': 'Mật khẩu mới',
   'admin.setPassword': 'Đặt',
   'admin.passwordSet': 'Đã đặt mật khẩu mới; các phiên đăng nhập cũ đã kết thúc.',

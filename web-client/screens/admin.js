@@ -71,17 +71,21 @@ async function renderUsers(ctx) {
     });
     const reset = h('button', { type: 'button', class: 'link-button' }, t('admin.resetPassword'));
     reset.addEventListener('click', () => {
-      const pw = input('password', { type: 'password', autocomplete: 'new-password', 'aria-label': t('admin.newPassword') });
-      const f = h('form', { class: 'row', novalidate: true }, pw, h('button', { type: 'submit', class: 'primary small' }, t('admin.setPassword')));
+      const pw = input('password', { type: 'password', autocomplete: 'new-password', 'aria-label': t('admin.newPassword'), placeholder: t('admin.newPassword') });
+      // One's own password changes only with the current one (a borrowed session must not keep the account).
+      const own = u.id === ctx.user.id;
+      const current = input('current_password', { type: 'password', autocomplete: 'current-password', 'aria-label': t('admin.currentPassword'), placeholder: t('admin.currentPassword') });
+      const f = h('form', { class: 'row', novalidate: true }, own ? current : null, pw, h('button', { type: 'submit', class: 'primary small' }, t('admin.setPassword')));
       f.addEventListener('submit', async (e) => {
         e.preventDefault();
-        const r = await busy(f, () => api(`/api/users/${u.id}`, { method: 'PATCH', body: { password: pw.value } }));
+        const body = own ? { password: pw.value, current_password: current.value } : { password: pw.value };
+        const r = await busy(f, () => api(`/api/users/${u.id}`, { method: 'PATCH', body }));
         if (!r) return;
         if (!r.ok) return showProblem(f, r.problem);
         msg.replaceChildren(notice(t('admin.passwordSet'), 'ok'));
       });
       msg.replaceChildren(f);
-      pw.focus();
+      (own ? current : pw).focus();
     });
     return h('tr', { 'data-user': u.username },
       h('td', {}, u.username), h('td', {}, u.display_name), h('td', {}, t(/** @type {Key} */ (`role.${u.role}`))),

@@ -5,15 +5,15 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use telehealth_records::{
-    AuditEntry, AuditQuery, Facility, FacilityId, FacilityInput, NewUser, PatientId, Role, Timestamp, User,
-    UserChanges, UserId,
+    AuditEntry, AuditQuery, Facility, FacilityId, FacilityInput, NewUser, PatientId, Role, User, UserChanges,
+    UserId,
 };
 
 use super::ApiRoutes;
 use crate::access;
-use crate::auth::{check_password_rules, hash_password, AuthUser};
+use crate::auth::{check_password_rules, confirm_password, hash_password, AuthUser};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_id, ApiJson, ApiQuery, PathId};
+use crate::extract::{parse_id, parse_time, ApiJson, ApiQuery, PathId};
 use crate::state::AppState;
 
 pub fn routes(r: ApiRoutes) -> ApiRoutes {
@@ -120,6 +120,9 @@ struct UpdateUser {
     active: Option<bool>,
     #[serde(default)]
     password: Option<String>,
+    /// Required when an admin changes their own password.
+    #[serde(default)]
+    current_password: Option<String>,
 }
 
 async fn update_user(
@@ -140,6 +143,9 @@ async fn update_user(
     let password_hash = match b.password {
         Some(p) => {
             check_password_rules(&p).map_err(|e| ApiError::Invalid(vec![e]))?;
+            if id == user.user.id {
+                confirm_password(&s, &user, b.current_password).await?;
+            }
             Some(hash_password(p).await?)
         }
         None => None,
@@ -185,25 +191,13 @@ async fn audit(
     ApiQuery(p): ApiQuery<AuditParams>,
 ) -> ApiResult<Json<Vec<AuditEntry>>> {
     access::require_role(&user, &[Role::Admin])?;
-    let time = |field: &str, v: Option<String>| -> ApiResult<Option<Timestamp>> {
-        v.filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse::<Timestamp>().map_err(|_| {
-                    ApiError::bad_request(
-                        "invalid_time",
-                        format!("“{field}” phải ở dạng RFC 3339, ví dụ 2026-11-23T08:00:00Z."),
-                        format!("`{field}` must be RFC 3339, e.g. 2026-11-23T08:00:00Z."),
-                    )
-                })
-            })
-            .transpose()
-    };
+
     let q = AuditQuery {
         patient_id: opt::<PatientId>("patient_id", p.patient_id)?,
         actor_id: opt::<UserId>("actor_id", p.actor_id)?,
         action: p.action.filter(|s| !s.is_empty()),
-        from: time("from", p.from)?,
-        to: time("to", p.to)?,
+        from: parse_time("from", p.from)?,
+        to: parse_time("to", p.to)?,
         before_id: opt::<i64>("before_id", p.before_id)?,
         limit: super::limit(p.limit.as_deref(), 200)?,
     };

@@ -8,14 +8,14 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use telehealth_records::{
     ConsultationId, ConsultationState, FacilityId, FieldError, Role, SessionEvent, SessionQuery,
-    SessionSummary, Timestamp,
+    SessionSummary,
 };
 
 use super::ApiRoutes;
 use crate::access;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_id, ApiQuery, PathId};
+use crate::extract::{parse_id, parse_time, ApiQuery, PathId};
 use crate::state::AppState;
 
 pub fn routes(r: ApiRoutes) -> ApiRoutes {
@@ -39,21 +39,6 @@ struct ListQuery {
     min_worst_loss_pct: Option<String>,
     #[serde(default)]
     limit: Option<String>,
-}
-
-fn time(field: &'static str, v: Option<String>) -> ApiResult<Option<Timestamp>> {
-    v.filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<Timestamp>().map_err(|_| {
-                ApiError::Invalid(vec![FieldError::new(
-                    field,
-                    "invalid_time",
-                    "Thời điểm phải ở dạng RFC 3339, ví dụ 2026-11-23T00:00:00+07:00.",
-                    "Use RFC 3339, e.g. 2026-11-23T00:00:00+07:00.",
-                )])
-            })
-        })
-        .transpose()
 }
 
 async fn list(
@@ -90,8 +75,8 @@ async fn list(
         ),
     };
     let query = SessionQuery {
-        from: time("from", q.from)?,
-        to: time("to", q.to)?,
+        from: parse_time("from", q.from)?,
+        to: parse_time("to", q.to)?,
         facility_id: q
             .facility_id
             .filter(|s| !s.is_empty())
