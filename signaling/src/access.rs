@@ -44,12 +44,15 @@ pub fn patient_scope(user: &AuthUser) -> ApiResult<PatientScope> {
     }
 }
 
-async fn deny(
+/// Writes a refused access to a patient's data to the audit log (whatever
+/// refused it: the role, the facility, a signed note), and returns `answer`.
+pub async fn refuse(
     state: &AppState,
     user: &AuthUser,
     action: &str,
     patient: Option<PatientId>,
-    resource: String,
+    resource: Option<String>,
+    answer: ApiError,
 ) -> ApiError {
     if let Err(e) = state
         .store
@@ -57,7 +60,7 @@ async fn deny(
             &user.actor(),
             action,
             "patient",
-            Some(resource),
+            resource,
             patient,
             Outcome::Denied,
         )
@@ -65,7 +68,81 @@ async fn deny(
     {
         tracing::error!(error = %e, "could not audit a refused access");
     }
-    ApiError::other_facility()
+    answer
+}
+
+async fn deny(
+    state: &AppState,
+    user: &AuthUser,
+    action: &str,
+    patient: Option<PatientId>,
+    resource: String,
+) -> ApiError {
+    refuse(
+        state,
+        user,
+        action,
+        patient,
+        Some(resource),
+        ApiError::other_facility(),
+    )
+    .await
+}
+
+/// Refuses `user` this consultation (their role may not do `action` to it),
+/// audited under its patient. A missing consultation is a 404, not a refusal.
+pub async fn refuse_consultation(
+    state: &AppState,
+    user: &AuthUser,
+    id: ConsultationId,
+    action: &str,
+) -> ApiError {
+    match state.store.consultation(id).await {
+        Ok(c) => {
+            refuse(
+                state,
+                user,
+                action,
+                Some(c.patient_id),
+                Some(id.to_string()),
+                ApiError::forbidden_role(),
+            )
+            .await
+        }
+        Err(e) => e.into(),
+    }
+}
+
+/// Refuses `user` a role-limited action on patients' data that names no
+/// patient yet (registering one, listing consultations), audited.
+pub async fn refuse_role(state: &AppState, user: &AuthUser, action: &str) -> ApiError {
+    refuse(state, user, action, None, None, ApiError::forbidden_role()).await
+}
+
+/// The patients this user may search, or the refusal, audited.
+pub async fn search_scope(state: &AppState, user: &AuthUser) -> ApiResult<PatientScope> {
+    match patient_scope(user) {
+        Ok(scope) => Ok(scope),
+        Err(e) => Err(refuse(state, user, "patient.search", None, None, e).await),
+    }
+}
+
+/// A store result for a write to a patient's data: a refused change (a signed
+/// note) is audited like any other refusal.
+pub async fn audited_write<T>(
+    state: &AppState,
+    user: &AuthUser,
+    action: &str,
+    patient: PatientId,
+    resource: String,
+    r: Result<T, telehealth_records::RecordsError>,
+) -> ApiResult<T> {
+    match r {
+        Err(e @ telehealth_records::RecordsError::Immutable(_)) => {
+            Err(refuse(state, user, action, Some(patient), Some(resource), e.into()).await)
+        }
+        r => Ok(r?),
+    }
 }
 
 /// What a user wants to do with a patient's record.
@@ -77,12 +154,23 @@ pub enum PatientAccess {
 }
 
 pub async fn patient(state: &AppState, user: &AuthUser, id: PatientId, want: PatientAccess) -> ApiResult<()> {
-    let scope = patient_scope(user)?;
-    if want == PatientAccess::Write && user.role() != Role::HealthWorker {
-        return Err(ApiError::forbidden_role());
-    }
     // 404 first: a missing patient is a mistake, not an intrusion.
     state.store.patient_facility(id).await?;
+    let scope = match patient_scope(user) {
+        Ok(scope) if want == PatientAccess::Read || user.role() == Role::HealthWorker => scope,
+        _ => {
+            let refused = ApiError::forbidden_role();
+            return Err(refuse(
+                state,
+                user,
+                "patient.access",
+                Some(id),
+                Some(id.to_string()),
+                refused,
+            )
+            .await);
+        }
+    };
     if state.store.patient_in_scope(id, &scope).await? {
         Ok(())
     } else {
@@ -113,12 +201,23 @@ pub async fn consultation(
     let me = user.user.id;
     let fac = user.user.facility_id;
     let allowed = match (user.role(), want) {
-        (Role::Admin, _) => return Err(ApiError::forbidden_role()),
+        (Role::Admin, _)
+        | (Role::HealthWorker, ConsultationAccess::Accept | ConsultationAccess::Treat)
+        | (Role::Doctor, ConsultationAccess::Request) => {
+            let refused = ApiError::forbidden_role();
+            return Err(refuse(
+                state,
+                user,
+                "consultation.access",
+                Some(c.patient_id),
+                Some(id.to_string()),
+                refused,
+            )
+            .await);
+        }
         (Role::HealthWorker, ConsultationAccess::Read | ConsultationAccess::Request) => {
             fac == Some(c.station_id)
         }
-        (Role::HealthWorker, _) => return Err(ApiError::forbidden_role()),
-        (Role::Doctor, ConsultationAccess::Request) => return Err(ApiError::forbidden_role()),
         (Role::Doctor, ConsultationAccess::Read) => {
             c.doctor_id == Some(me) || (fac == Some(c.hospital_id) && c.doctor_id.is_none())
         }

@@ -618,6 +618,14 @@ async fn notes_autosave_sign_and_amend_over_http(store: Store) {
     )
     .await;
     assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "note_signed"));
+    let refused: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE action = 'note.update' AND outcome = 'denied' AND resource_id = $1",
+    )
+    .bind(&nid)
+    .fetch_one(w.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(refused, 1, "the refused change to a signed note is audited");
     let r = call(&w.app, Method::POST, &format!("/api/notes/{nid}/amend"), d, None).await;
     assert_eq!(
         (r.status, r.body["amends_note_id"].as_str()),

@@ -377,6 +377,7 @@ async fn authorization_matrix(
             "anonymous",
         ];
         for ((token, name), want) in callers.into_iter().zip(names).zip(expected) {
+            let denied_before = denied(&w.store).await;
             let r = if method == Method::POST && path.ends_with("/photos") {
                 raw(
                     &w.app,
@@ -403,6 +404,18 @@ async fn authorization_matrix(
                     r.status, r.body
                 ));
             }
+            // Every refused access to a patient's data leaves an audit entry,
+            // whatever refused it (role, facility, a signed note).
+            let patient_data = ["/api/patients", "/api/consultations", "/api/notes", "/api/photos"]
+                .iter()
+                .any(|p| path.starts_with(p));
+            let refused = r.status == StatusCode::FORBIDDEN || r.code() == "note_signed";
+            if patient_data && refused && token.is_some() && denied(&w.store).await == denied_before {
+                failures.push(format!(
+                    "{method} {path} as {name}: refused ({}) without an audit entry",
+                    r.status
+                ));
+            }
         }
     }
     assert!(
@@ -410,6 +423,14 @@ async fn authorization_matrix(
         "authorization matrix mismatches:\n{}",
         failures.join("\n")
     );
+}
+
+/// How many refusals the audit log holds.
+async fn denied(store: &Store) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE outcome = 'denied'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,7 +32,7 @@ async fn create(
     user: AuthUser,
     ApiJson(input): ApiJson<ConsultationInput>,
 ) -> ApiResult<(StatusCode, Json<Consultation>)> {
-    access::require_role(&user, &[Role::HealthWorker])?;
+    // Health workers of the patient's station only; others are refused, and audited, there.
     access::patient(&s, &user, input.patient_id, PatientAccess::Write).await?;
     let station = s.store.facility(access::facility(&user)?).await?;
     let hospital = match input.hospital_id.or(station.referral_hospital_id) {
@@ -95,7 +95,7 @@ async fn list(
             doctor: user.user.id,
             hospital: access::facility(&user)?,
         },
-        Role::Admin => return Err(ApiError::forbidden_role()),
+        Role::Admin => return Err(access::refuse_role(&s, &user, "consultation.list").await),
     };
     let state = match q.state.as_deref() {
         None | Some("") => None,
@@ -128,7 +128,6 @@ async fn accept(
     user: AuthUser,
     PathId(id): PathId<ConsultationId>,
 ) -> ApiResult<Json<Consultation>> {
-    access::require_role(&user, &[Role::Doctor])?;
     access::consultation(&s, &user, id, ConsultationAccess::Accept).await?;
     let c = s
         .store
@@ -161,7 +160,7 @@ async fn change_state(
         (Role::Doctor, InProgress | Completed | Cancelled | NoShow | Interrupted) => {
             access::consultation(&s, &user, id, ConsultationAccess::Treat).await?;
         }
-        _ => return Err(ApiError::forbidden_role()),
+        _ => return Err(access::refuse_consultation(&s, &user, id, "consultation.state").await),
     }
     let c = s
         .store
@@ -196,7 +195,6 @@ async fn create_note(
     PathId(id): PathId<ConsultationId>,
     ApiJson(content): ApiJson<NoteContent>,
 ) -> ApiResult<(StatusCode, Json<Note>)> {
-    access::require_role(&user, &[Role::Doctor])?;
     let c = access::consultation(&s, &user, id, ConsultationAccess::Treat).await?;
     let n = s
         .store

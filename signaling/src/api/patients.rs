@@ -31,7 +31,9 @@ async fn create(
     user: AuthUser,
     ApiJson(input): ApiJson<PatientInput>,
 ) -> ApiResult<(StatusCode, Json<Patient>)> {
-    access::require_role(&user, &[Role::HealthWorker])?;
+    if user.role() != Role::HealthWorker {
+        return Err(access::refuse_role(&s, &user, "patient.create").await);
+    }
     let station = access::facility(&user)?;
     let p = s.store.create_patient(&user.actor(), station, &input).await?;
     tracing::info!(patient = %p.id, user = %user.user.id, "patient registered");
@@ -52,7 +54,7 @@ async fn search(
     user: AuthUser,
     ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> ApiResult<Json<Vec<Patient>>> {
-    let scope = access::patient_scope(&user)?;
+    let scope = access::search_scope(&s, &user).await?;
     let text = q.q.unwrap_or_default();
     if text.trim().chars().count() < 2 {
         return Err(ApiError::Invalid(vec![telehealth_records::FieldError::new(

@@ -43,7 +43,7 @@ async fn upload(
     let want = match user.role() {
         Role::HealthWorker => ConsultationAccess::Request,
         Role::Doctor => ConsultationAccess::Treat,
-        Role::Admin => return Err(ApiError::forbidden_role()),
+        Role::Admin => return Err(access::refuse_consultation(&s, &user, id, "photo.add").await),
     };
     let c = access::consultation(&s, &user, id, want).await?;
     let ctype = headers

@@ -207,7 +207,9 @@ async fn reschedule(
     let want = match user.role() {
         Role::HealthWorker => ConsultationAccess::Request,
         Role::Doctor => ConsultationAccess::Treat,
-        Role::Admin => return Err(ApiError::forbidden_role()),
+        Role::Admin => {
+            return Err(access::refuse_consultation(&s, &user, id, "consultation.reschedule").await)
+        }
     };
     access::consultation(&s, &user, id, want).await?;
     let c = s
