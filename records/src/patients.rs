@@ -294,7 +294,7 @@ impl Store {
         query: &str,
         limit: i64,
     ) -> Result<Vec<Patient>> {
-        let q = query.trim();
+        let q: String = query.chars().filter(|c| !validate::invisible(*c)).collect();
         let digits: String = q
             .chars()
             .filter(|c| !matches!(c, ' ' | '.' | '-' | '+'))
@@ -326,18 +326,24 @@ impl Store {
             .fetch_all(&self.pool)
             .await?
         } else {
-            let folded = validate::fold_for_search(q);
-            sqlx::query_as::<_, Patient>(&format!(
-                "SELECT {cols} FROM patients p WHERE {scope_cond}
-                   AND p.search_name LIKE $3 ESCAPE '\\'
-                 ORDER BY p.search_name LIMIT $4"
-            ))
-            .bind(a)
-            .bind(b)
-            .bind(format!("%{}%", escape_like(&folded)))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?
+            // Each word, in any order, without accents: "nguyen dao" finds
+            // "Nguyễn Thị Đào". At most eight words are looked at.
+            let folded = validate::fold_for_search(&q);
+            let words: Vec<&str> = folded.split(' ').filter(|w| !w.is_empty()).take(8).collect();
+            let conds = (0..words.len())
+                .map(|i| format!("p.search_name LIKE ${} ESCAPE '\\'", i + 3))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let sql = format!(
+                "SELECT {cols} FROM patients p WHERE {scope_cond} AND {conds}
+                 ORDER BY p.search_name LIMIT ${}",
+                words.len() + 3
+            );
+            let mut query = sqlx::query_as::<_, Patient>(&sql).bind(a).bind(b);
+            for w in &words {
+                query = query.bind(format!("%{}%", escape_like(w)));
+            }
+            query.bind(limit).fetch_all(&self.pool).await?
         };
         let mut w = self.begin_write().await?;
         for p in &rows {

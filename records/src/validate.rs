@@ -113,7 +113,7 @@ pub fn optional_text(field: &str, value: &str, max: usize) -> Result<String, Fie
 pub fn fold_for_search(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.nfd() {
-        if ('\u{0300}'..='\u{036f}').contains(&c) {
+        if ('\u{0300}'..='\u{036f}').contains(&c) || invisible(c) {
             continue;
         }
         match c {
@@ -122,6 +122,14 @@ pub fn fold_for_search(s: &str) -> String {
         }
     }
     out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Characters that show nothing: controls (NUL, which ends a string for
+/// SQLite's LIKE, among them), zero-width characters and direction overrides
+/// (U+202E turns "gpj.exe" into "exe.jpg" on screen).
+pub fn invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// Province codes used in the first three digits of a CCCD (Circular

@@ -491,10 +491,39 @@ async fn patients_can_be_found_and_corrected(store: Store) {
         0,
         "another station sees nothing"
     );
-    let r = call(&w.app, Method::GET, "/api/patients?q=d", t, None).await;
+    // Each word in any order, without accents.
+    let mut other = patient_json("Đào Văn Nguyên");
+    other["cccd"] = json!("001085012346");
+    other["sex"] = json!("male");
+    let r = call(&w.app, Method::POST, "/api/patients", t, Some(other)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    for (q, found) in [
+        ("nguyen%20dao", 2),
+        ("dao%20nguyen", 2),
+        ("thi%20dao%20nguyen", 1),
+        ("nguyen%20van", 1),
+        ("nguyen%20lan", 0),
+    ] {
+        let r = call(&w.app, Method::GET, &format!("/api/patients?q={q}"), t, None).await;
+        assert_eq!(r.body.as_array().map(Vec::len), Some(found), "{q}: {}", r.body);
+    }
+    // Too little to search by, once what cannot be seen is left out: a NUL
+    // (SQLite's LIKE stops there, and it matched every patient), a zero-width space.
+    for q in ["d", "%00x", "x%00", "%E2%80%8Bx", "%00%00%00"] {
+        let r = call(&w.app, Method::GET, &format!("/api/patients?q={q}"), t, None).await;
+        assert_eq!(
+            (r.status, r.body["errors"][0]["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("q")),
+            "{q}: {}",
+            r.body
+        );
+    }
+    let r = call(&w.app, Method::GET, "/api/patients?q=%00thi%20dao%00", t, None).await;
     assert_eq!(
-        (r.status, r.body["errors"][0]["field"].as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, Some("q"))
+        r.body.as_array().map(Vec::len),
+        Some(1),
+        "a NUL is ignored, not a wildcard: {}",
+        r.body
     );
     let mut upd = patient_json("Nguyễn Thị Đào");
     upd["version"] = json!(1);

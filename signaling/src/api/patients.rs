@@ -56,7 +56,12 @@ async fn search(
 ) -> ApiResult<Json<Vec<Patient>>> {
     let scope = access::search_scope(&s, &user).await?;
     let text = q.q.unwrap_or_default();
-    if text.trim().chars().count() < 2 {
+    // What the search looks at: no accents, nothing invisible (a NUL matched every patient).
+    if telehealth_records::validate::fold_for_search(&text)
+        .chars()
+        .count()
+        < 2
+    {
         return Err(ApiError::Invalid(vec![telehealth_records::FieldError::new(
             "q",
             "too_short",
