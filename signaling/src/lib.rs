@@ -25,6 +25,7 @@ mod call_ws;
 pub mod config;
 pub mod error;
 pub mod extract;
+mod first_bytes;
 pub mod live;
 pub mod state;
 pub mod turn;
@@ -116,6 +117,9 @@ pub(crate) async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
         std::future::pending::<()>().await
     }
 }
+
+/// How long a client has to send a request's headers (see `serve`).
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Minutes after a booked start before an unstarted consultation is a no-show.
 const NO_SHOW_GRACE_MINUTES: i64 = 15;
@@ -240,27 +244,45 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     });
     let addr = listener.local_addr()?;
 
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        stopped(stop_rx).await;
+        h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+    });
+    let mut server = axum_server::from_tcp(listener).handle(handle);
+    // A client gets HEADER_READ_TIMEOUT to send a request's headers (and to
+    // start the next one on a kept-alive connection): 30 connections sending
+    // headers a byte at a time otherwise held their sockets for good.
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(64 * 1024);
     match tls {
         Some(tls) => {
-            let handle = axum_server::Handle::new();
-            let h = handle.clone();
-            tokio::spawn(async move {
-                stopped(stop_rx).await;
-                h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-            });
             println!("  telehealth listening on https://{addr}");
             tracing::info!(%addr, "listening (TLS)");
-            axum_server::from_tcp_rustls(listener, tls)
-                .handle(handle)
+            let tls = axum_server::tls_rustls::RustlsAcceptor::new(tls);
+            server
+                .acceptor(first_bytes::FirstBytes {
+                    inner: tls,
+                    within: HEADER_READ_TIMEOUT,
+                })
                 .serve(make)
                 .await?;
         }
         None => {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
             println!("  telehealth listening on http://{addr}");
             tracing::info!(%addr, "listening");
-            axum::serve(listener, make)
-                .with_graceful_shutdown(stopped(stop_rx))
+            let plain = axum_server::accept::DefaultAcceptor::new();
+            server
+                .acceptor(first_bytes::FirstBytes {
+                    inner: plain,
+                    within: HEADER_READ_TIMEOUT,
+                })
+                .serve(make)
                 .await?;
         }
     }
