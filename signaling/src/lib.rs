@@ -27,6 +27,7 @@ pub mod error;
 pub mod extract;
 mod first_bytes;
 pub mod live;
+mod same_origin;
 pub mod state;
 pub mod turn;
 mod web;
@@ -58,6 +59,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(extract::JSON_LIMIT))
+        .layer(middleware::from_fn(same_origin::writes))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
 }

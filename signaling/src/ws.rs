@@ -171,16 +171,9 @@ pub async fn upgrade(
             "This path only accepts WebSocket connections.",
         )
     })?;
-    if let Some(origin) = headers.get("origin").and_then(|o| o.to_str().ok()) {
-        let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("");
-        let origin_host = origin.split("://").nth(1).unwrap_or("");
-        if origin_host != host {
-            return Err(ApiError::Forbidden {
-                code: "bad_origin",
-                detail: "Kết nối bị từ chối: trang này không thuộc máy chủ.",
-                detail_en: "Connection refused: the page does not belong to this server.",
-            });
-        }
+    // A page of another site must not open a socket with this user's cookies.
+    if crate::same_origin::from_another_page(&headers) {
+        return Err(crate::same_origin::refusal());
     }
     let bound = match q.consultation_id.filter(|c| !c.is_empty()) {
         None => None,

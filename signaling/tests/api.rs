@@ -1348,3 +1348,138 @@ async fn an_admin_changes_their_own_password_only_with_the_current_one(store: St
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
 on_both!(an_admin_changes_their_own_password_only_with_the_current_one);
+
+async fn writes_from_another_sites_page_are_refused(store: Store) {
+    let w = world(store).await;
+    // Two requests in hospital 1's queue, not yet accepted.
+    let requested = |name: &'static str, cccd: &'static str| {
+        let w = &w;
+        async move {
+            let mut p = patient_json(name);
+            p["cccd"] = json!(cccd);
+            let pid = call(&w.app, Method::POST, "/api/patients", Some(&w.t_hw1), Some(p))
+                .await
+                .body["id"]
+                .clone();
+            let c = json!({"patient_id": pid, "kind": "urgent", "reason": "Sốt cao"});
+            let r = call(
+                &w.app,
+                Method::POST,
+                "/api/consultations",
+                Some(&w.t_hw1),
+                Some(c),
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+            r.body["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let cid = requested("Lò Thị Xuân", "001185012399").await;
+    let cid2 = requested("Lò Thị Páo", "001185012398").await;
+    let login = call(
+        &w.app,
+        Method::POST,
+        "/api/auth/login",
+        None,
+        Some(json!({"username": "doc1", "password": PASSWORD})),
+    )
+    .await;
+    let cookie = login
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_owned))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let accept = |site: Option<&'static str>, origin: Option<&'static str>, bearer: bool| {
+        let mut b = Request::builder()
+            .method(Method::POST)
+            .uri(format!("/api/consultations/{cid}/accept"))
+            .header("host", "telehealth.example")
+            .header("content-type", "application/x-www-form-urlencoded");
+        b = if bearer {
+            b.header("authorization", format!("Bearer {}", w.t_doc1))
+        } else {
+            b.header("cookie", &cookie)
+        };
+        if let Some(s) = site {
+            b = b.header("sec-fetch-site", s);
+        }
+        if let Some(o) = origin {
+            b = b.header("origin", o);
+        }
+        send(&w.app, b.body(Body::empty()).unwrap())
+    };
+    // A form on another site's page (a sibling subdomain is "same-site"), with the doctor's cookies.
+    for (site, origin) in [
+        (Some("cross-site"), None),
+        (Some("same-site"), Some("https://tin-tuc.telehealth.example")),
+        (None, Some("https://evil.example")),
+        (None, Some("null")),
+    ] {
+        let r = accept(site, origin, false).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::FORBIDDEN, "cross_site_request"),
+            "{site:?} {origin:?}"
+        );
+    }
+    let c = call(
+        &w.app,
+        Method::GET,
+        &format!("/api/consultations/{cid}"),
+        Some(&w.t_doc1),
+        None,
+    )
+    .await;
+    assert_eq!(c.body["state"], "requested", "nothing accepted");
+    // A login posted from another site is refused too (it would sign the victim in as the attacker).
+    let r = send(
+        &w.app,
+        Request::builder()
+            .method(Method::POST)
+            .uri("/api/auth/login")
+            .header("sec-fetch-site", "cross-site")
+            .header("content-type", "application/json")
+            .body(Body::from(
+                json!({"username": "doc1", "password": PASSWORD}).to_string(),
+            ))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // A bearer token cannot come from another site's page: not refused (then the consultation's own rules apply).
+    let r = accept(Some("cross-site"), None, true).await;
+    assert_ne!(r.code(), "cross_site_request", "{}", r.body);
+    // The app's own page: accepted.
+    let mut b = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/api/consultations/{cid2}/accept"))
+        .header("cookie", &cookie)
+        .header("host", "telehealth.example");
+    b = b
+        .header("sec-fetch-site", "same-origin")
+        .header("origin", "https://telehealth.example");
+    let r = send(&w.app, b.body(Body::empty()).unwrap()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = send(
+        &w.app,
+        Request::builder()
+            .method(Method::POST)
+            .uri(format!("/api/consultations/{cid2}/state"))
+            .header("cookie", &cookie)
+            .header("host", "telehealth.example")
+            .header("origin", "https://telehealth.example")
+            .header("content-type", "application/json")
+            .body(Body::from(json!({"state": "cancelled"}).to_string()))
+            .unwrap(),
+    )
+    .await;
+    assert_ne!(
+        r.code(),
+        "cross_site_request",
+        "an older browser's same-origin Origin passes: {}",
+        r.body
+    );
+}
+on_both!(writes_from_another_sites_page_are_refused);
