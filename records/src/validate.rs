@@ -83,7 +83,8 @@ impl Errors {
 /// A required, trimmed, non-empty text of at most `max` characters.
 pub fn text(field: &str, value: &str, max: usize) -> Result<String, FieldError> {
     let v = value.trim();
-    if v.is_empty() {
+    // Only invisible characters (zero-width spaces…) is no text at all.
+    if v.chars().all(|c| c.is_whitespace() || invisible(c)) {
         return Err(FieldError::required(field));
     }
     optional_text(field, v, max)
@@ -95,9 +96,12 @@ pub fn optional_text(field: &str, value: &str, max: usize) -> Result<String, Fie
     if v.chars().count() > max {
         return Err(FieldError::too_long(field, max));
     }
-    if v.chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
-    {
+    // Controls, and direction overrides (U+202E shows "Thị" as "ịhT", or a
+    // file name backwards), have no place in a name or a clinical note.
+    if v.chars().any(|c| {
+        (c.is_control() && c != '\n' && c != '\r' && c != '\t')
+            || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    }) {
         return Err(FieldError::new(
             field,
             "control_characters",

@@ -238,12 +238,25 @@ async fn verify_password(hash: Option<String>, password: String) -> ApiResult<bo
 
 /// Checks a new password is one a person can keep and an attacker cannot guess easily.
 pub fn check_password_rules(pw: &str) -> Result<(), telehealth_records::FieldError> {
+    let weak = |vi: &'static str, en: &'static str| {
+        telehealth_records::FieldError::new("password", "weak_password", vi, en)
+    };
     if pw.chars().count() < 10 || pw.chars().count() > 200 {
-        return Err(telehealth_records::FieldError::new(
-            "password",
-            "weak_password",
-            "Mật khẩu cần ít nhất 10 ký tự.",
-            "A password needs at least 10 characters.",
+        return Err(weak(
+            "Mật khẩu cần từ 10 đến 200 ký tự.",
+            "A password needs 10 to 200 characters.",
+        ));
+    }
+    if pw.chars().any(char::is_control) {
+        return Err(weak(
+            "Mật khẩu không được chứa ký tự điều khiển (như Tab hay xuống dòng).",
+            "A password cannot contain control characters (such as Tab or a line break).",
+        ));
+    }
+    if pw.chars().filter(|c| !c.is_whitespace()).count() < 6 {
+        return Err(weak(
+            "Mật khẩu phải có ít nhất 6 ký tự không phải dấu cách.",
+            "A password needs at least 6 characters that are not spaces.",
         ));
     }
     Ok(())

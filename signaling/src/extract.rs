@@ -45,6 +45,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 
 /// Parses JSON, turning serde's complaint into a field error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every body is an object. serde would fill a struct from an array by
+    // position (`["Renamed", null, null, true]` renamed a user), so nothing
+    // else is read as one.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+        return Err(ApiError::bad_request(
+            "invalid_type",
+            "Dữ liệu gửi lên phải là một đối tượng JSON, dạng {\"tên\": giá trị}.",
+            "The body must be a JSON object: {\"name\": value}.",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -257,6 +268,28 @@ mod tests {
         let e = parse_json::<T>(br#"{"a":1,"zz":2}"#).unwrap_err();
         assert!(
             matches!(e, ApiError::BadRequest { code: "unknown_field", ref errors, .. } if errors[0].field == "zz")
+        );
+        let e = parse_json::<T>(br#"["x", "y"]"#).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ApiError::BadRequest {
+                    code: "invalid_type",
+                    ..
+                }
+            ),
+            "an array is not an object"
+        );
+        let e = parse_json::<T>(br#" [1, null]"#).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ApiError::BadRequest {
+                    code: "invalid_type",
+                    ..
+                }
+            ),
+            "an array is not an object"
         );
         let e = parse_json::<T>(br#"{"a":1"#).unwrap_err();
         assert!(matches!(

@@ -1483,3 +1483,79 @@ async fn writes_from_another_sites_page_are_refused(store: Store) {
     );
 }
 on_both!(writes_from_another_sites_page_are_refused);
+
+async fn bodies_names_and_passwords_that_only_look_valid_are_refused(store: Store) {
+    let w = world(store).await;
+    let a = Some(w.t_admin.as_str());
+    let user = format!("/api/users/{}", w.doc1.id);
+    // An array is not an object (serde would fill fields by position: it renamed the user).
+    let r = call(
+        &w.app,
+        Method::PATCH,
+        &user,
+        a,
+        Some(json!(["Renamed", null, null, true])),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "invalid_type"),
+        "{}",
+        r.body
+    );
+    // Names of nothing visible, or that reverse the text around them.
+    for name in [
+        "\u{200B}\u{200B}\u{200B}",
+        " \u{FEFF} ",
+        "Bác sĩ \u{202E}ịhT",
+        "Nguyễn\u{0}Văn",
+    ] {
+        let r = call(
+            &w.app,
+            Method::PATCH,
+            &user,
+            a,
+            Some(json!({"display_name": name})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{name:?}: {}", r.body);
+        assert_eq!(r.body["errors"][0]["field"], "display_name", "{name:?}");
+    }
+    let mut p = patient_json("\u{200B}\u{200C}");
+    p["cccd"] = json!("001185012397");
+    let r = call(&w.app, Method::POST, "/api/patients", Some(&w.t_hw1), Some(p)).await;
+    assert_eq!(
+        (r.status, r.body["errors"][0]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("full_name")),
+        "{}",
+        r.body
+    );
+    // Passwords of spaces, or with control characters.
+    for pw in [
+        "          ",
+        "   abc    ",
+        "mật-khẩu\u{0}dài-lắm",
+        "mật\tkhẩu-dài-lắm",
+    ] {
+        let r = call(&w.app, Method::PATCH, &user, a, Some(json!({"password": pw}))).await;
+        assert_eq!(
+            (r.status, r.body["errors"][0]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("weak_password")),
+            "{pw:?}: {}",
+            r.body
+        );
+    }
+    let r = call(&w.app, Method::GET, &user, a, None).await;
+    assert_eq!(r.body["display_name"], w.doc1.display_name, "nothing changed");
+    // A passphrase with spaces is fine.
+    let r = call(
+        &w.app,
+        Method::PATCH,
+        &user,
+        a,
+        Some(json!({"password": "trâu ăn cỏ non"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+on_both!(bodies_names_and_passwords_that_only_look_valid_are_refused);
