@@ -58,14 +58,14 @@ pub async fn handle(state: &AppState, call: &mut CallState, msg: ClientMessage) 
     // Errors inside a call belong in its session log.
     if let (Some(r), Some(c)) = (&reply, call.current.as_ref().map(|c| c.0).or(call.bound)) {
         if r["type"] == "error" {
-            log(
-                state,
-                c,
-                "error",
-                Some(call.user.user.id),
-                json!({"code": r["code"]}),
-            )
-            .await;
+            let user = Some(call.user.user.id);
+            let (write, left_out) = call.errors.take();
+            if left_out > 0 {
+                log(state, c, "errors_suppressed", user, json!({"count": left_out})).await;
+            }
+            if write {
+                log(state, c, "error", user, json!({"code": r["code"]})).await;
+            }
         }
     }
     reply

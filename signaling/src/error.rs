@@ -51,6 +51,13 @@ pub enum ApiError {
     Invalid(Vec<FieldError>),
     /// 429: too many attempts; try again after this many seconds.
     TooManyRequests { retry_after_secs: u64 },
+    /// 429: over a per-user limit (open sockets…), named by `code`.
+    OverLimit {
+        code: &'static str,
+        detail: &'static str,
+        detail_en: &'static str,
+        retry_after_secs: u64,
+    },
     /// 500: our fault. The cause is logged, not sent.
     Internal(String),
     /// 503: the database cannot be reached.
@@ -114,7 +121,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests { .. } | ApiError::OverLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -231,6 +238,15 @@ impl IntoResponse for ApiError {
                     None,
                     Some(incident),
                 )
+            }
+            ApiError::OverLimit {
+                code,
+                detail,
+                detail_en,
+                retry_after_secs,
+            } => {
+                retry_after = Some(retry_after_secs);
+                (code, detail.to_owned(), detail_en.to_owned(), vec![], None, None)
             }
             ApiError::Busy { retry_after_secs } => {
                 retry_after = Some(retry_after_secs);

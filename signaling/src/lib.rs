@@ -95,6 +95,7 @@ pub fn state(
         hub: live::Hub::default(),
         calls,
         shutdown,
+        sockets: Default::default(),
     }
 }
 
