@@ -48,6 +48,27 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit trail's hash chain end to end (the server may be
+    /// running). Prints what was found; exits with status 1 when an entry was
+    /// changed, removed or slipped in.
+    Verify {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// An anchor kept from before, `id:hash` (the server logs a signed one
+        /// every hour; admins download one from `/api/audit/verify`): the
+        /// chain must still hold that entry with that hash.
+        #[arg(long)]
+        anchor: Option<String>,
+    },
 }
 
 /// Which database; the same settings (and `TELEHEALTH_*` variables) as
@@ -114,6 +135,16 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
+        Some(Command::Audit {
+            command: AuditCommand::Verify { db, anchor },
+        }) => {
+            let url = db.url(&cli.config);
+            match runtime.block_on(verify_audit(&url, anchor.as_deref())) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -156,4 +187,41 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// `telehealth audit verify`: whether the chain holds (printed either way).
+async fn verify_audit(url: &str, anchor: Option<&str>) -> anyhow::Result<bool> {
+    let anchor = match anchor {
+        None => None,
+        Some(a) => Some(
+            a.split_once(':')
+                .and_then(|(id, h)| Some((id.parse::<i64>().ok()?, h)))
+                .ok_or_else(|| anyhow::anyhow!("the anchor must be id:hash"))?,
+        ),
+    };
+    let store =
+        telehealth_records::Store::open(&telehealth_records::StoreOptions::new(url.to_owned())).await?;
+    let r = store.verify_audit_chain(anchor).await?;
+    store.close().await;
+    println!(
+        "audit chain: {} entries checked, {} written before the chain began",
+        r.checked, r.unchained
+    );
+    match (&r.problem, r.broken_at) {
+        (Some(problem), at) => {
+            println!("BROKEN at entry {}: {problem}", at.unwrap_or(0));
+            Ok(false)
+        }
+        (None, _) => {
+            if let Some(id) = r.head_id {
+                println!("intact; head {id}:{}", r.head_hash);
+            } else {
+                println!("intact (no chained entries yet)");
+            }
+            if let Some((id, _)) = anchor {
+                println!("the anchored entry {id} is in place");
+            }
+            Ok(true)
+        }
+    }
 }

@@ -2,7 +2,13 @@
 //!
 //! Entries are written inside the same transaction as the read or write they
 //! describe, so there is never a change without its entry. The table is
-//! append-only (database triggers refuse UPDATE and DELETE).
+//! append-only (database triggers refuse UPDATE and DELETE), and chained:
+//! each entry holds the hash of the one before and its own hash over both,
+//! so whoever holds the database file or a superuser login cannot edit,
+//! remove or insert an entry without breaking the chain from there on
+//! ([`Store::verify_audit_chain`]). Rewriting the whole chain from the broken
+//! entry on is caught by an anchor kept outside the database: a head the
+//! server signed earlier (logged every hour, downloadable by admins).
 
 use serde::Serialize;
 use sqlx::{Any, FromRow, Transaction};
@@ -91,22 +97,110 @@ pub(crate) async fn record(
     patient_id: Option<PatientId>,
     outcome: Outcome,
 ) -> Result<()> {
+    // Taking the head's row first makes audit writes take turns (PostgreSQL
+    // holds the row lock to commit; SQLite has one writer anyway), so two
+    // entries never chain to the same predecessor.
+    let (prev,): (String,) =
+        sqlx::query_as("UPDATE audit_chain SET entries = entries + 1 WHERE id = 1 RETURNING hash")
+            .fetch_one(&mut **tx)
+            .await?;
+    let entry = ChainedFields {
+        at: Timestamp::now(),
+        actor_id: actor.user_id,
+        actor_role: actor.role,
+        action: action.to_owned(),
+        resource_type: resource_type.to_owned(),
+        resource_id,
+        patient_id,
+        client_addr: actor.client_addr.clone(),
+        outcome: outcome.as_str().to_owned(),
+    };
+    let hash = entry.hash(&prev);
     sqlx::query(
-        "INSERT INTO audit_log (at, actor_id, actor_role, action, resource_type, resource_id, patient_id, client_addr, outcome)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO audit_log (at, actor_id, actor_role, action, resource_type, resource_id, patient_id, client_addr, outcome, prev_hash, hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
-    .bind(Timestamp::now())
-    .bind(actor.user_id)
-    .bind(actor.role)
-    .bind(action)
-    .bind(resource_type)
-    .bind(resource_id)
-    .bind(patient_id)
-    .bind(actor.client_addr.clone())
-    .bind(outcome.as_str())
+    .bind(entry.at)
+    .bind(entry.actor_id)
+    .bind(entry.actor_role)
+    .bind(&entry.action)
+    .bind(&entry.resource_type)
+    .bind(&entry.resource_id)
+    .bind(entry.patient_id)
+    .bind(&entry.client_addr)
+    .bind(&entry.outcome)
+    .bind(&prev)
+    .bind(&hash)
     .execute(&mut **tx)
     .await?;
+    sqlx::query("UPDATE audit_chain SET hash = $1 WHERE id = 1")
+        .bind(&hash)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
+}
+
+/// What an entry's hash covers: every field but its row id (the order is
+/// the chain's own), and the hash of the entry before it.
+#[derive(Debug, FromRow)]
+struct ChainedFields {
+    at: Timestamp,
+    actor_id: Option<UserId>,
+    actor_role: Option<Role>,
+    action: String,
+    resource_type: String,
+    resource_id: Option<String>,
+    patient_id: Option<PatientId>,
+    client_addr: Option<String>,
+    outcome: String,
+}
+
+impl ChainedFields {
+    /// SHA-256 over the previous hash and the fields as one JSON array (so
+    /// that no field's text can run into the next one's), in hex.
+    fn hash(&self, prev: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let fields = serde_json::json!([
+            prev,
+            self.at.to_string(),
+            self.actor_id.map(|u| u.to_string()),
+            self.actor_role.map(|r| r.as_str()),
+            self.action,
+            self.resource_type,
+            self.resource_id,
+            self.patient_id.map(|p| p.to_string()),
+            self.client_addr,
+            self.outcome,
+        ]);
+        hex::encode(Sha256::digest(fields.to_string().as_bytes()))
+    }
+}
+
+/// The first hash of a chain (what the first chained entry follows).
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What checking the audit chain found.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Entries checked (chained ones).
+    pub checked: i64,
+    /// Entries written before the chain existed (not covered).
+    pub unchained: i64,
+    /// The newest chained entry, as the chain says: `(id, hash)`.
+    pub head_id: Option<i64>,
+    pub head_hash: String,
+    /// The first entry where the chain does not hold, and why; `None` when whole.
+    pub broken_at: Option<i64>,
+    pub problem: Option<String>,
+}
+
+#[derive(FromRow)]
+struct ChainRow {
+    id: i64,
+    prev_hash: Option<String>,
+    hash: Option<String>,
+    #[sqlx(flatten)]
+    fields: ChainedFields,
 }
 
 impl Store {
@@ -158,5 +252,97 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows)
+    }
+
+    /// The newest chained entry: `(id, hash)`.
+    pub async fn audit_chain_head(&self) -> Result<Option<(i64, String)>> {
+        Ok(
+            sqlx::query_as("SELECT id, hash FROM audit_log WHERE hash IS NOT NULL ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Walks the whole audit trail and checks its chain: each entry follows
+    /// the one before, its hash is what its fields give, and the newest is the
+    /// head the database records (entries removed from the end show there).
+    /// With `anchor` (an id and hash kept outside the database), also that
+    /// this entry is still there with that hash.
+    pub async fn verify_audit_chain(&self, anchor: Option<(i64, &str)>) -> Result<ChainReport> {
+        let (head, entries): (String, i64) =
+            sqlx::query_as("SELECT hash, entries FROM audit_chain WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        let mut report = ChainReport {
+            checked: 0,
+            unchained: 0,
+            head_id: None,
+            head_hash: GENESIS.to_owned(),
+            broken_at: None,
+            problem: None,
+        };
+        let mut anchor_seen = false;
+        let mut after = 0i64;
+        'pages: loop {
+            let rows = sqlx::query_as::<_, ChainRow>(
+                "SELECT id, prev_hash, hash, at, actor_id, actor_role, action, resource_type, resource_id, patient_id, client_addr, outcome
+                 FROM audit_log WHERE id > $1 ORDER BY id LIMIT 1000",
+            )
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await?;
+            let Some(last) = rows.last() else { break };
+            after = last.id;
+            for r in rows {
+                let mut broken = |why: String| {
+                    report.broken_at = Some(r.id);
+                    report.problem = Some(why);
+                };
+                match (&r.prev_hash, &r.hash) {
+                    (None, None) if report.checked == 0 => {
+                        report.unchained += 1;
+                        continue;
+                    }
+                    (Some(prev), Some(hash)) => {
+                        if *prev != report.head_hash {
+                            broken(format!("entry {} does not follow the entry before it", r.id));
+                        } else if r.fields.hash(prev) != *hash {
+                            broken(format!("entry {} was changed after it was written", r.id));
+                        }
+                    }
+                    _ => broken(format!("entry {} has no place in the chain", r.id)),
+                }
+                if report.broken_at.is_some() {
+                    break 'pages;
+                }
+                if anchor.is_some_and(|(id, _)| id == r.id) {
+                    anchor_seen = true;
+                    if anchor.is_some_and(|(_, h)| h != r.hash.as_deref().unwrap_or("")) {
+                        report.broken_at = Some(r.id);
+                        report.problem = Some(format!(
+                            "entry {} is not the one anchored: the chain was rewritten",
+                            r.id
+                        ));
+                        break 'pages;
+                    }
+                }
+                report.checked += 1;
+                report.head_id = Some(r.id);
+                report.head_hash = r.hash.unwrap_or_default();
+            }
+        }
+        if report.broken_at.is_none() {
+            if report.head_hash != head || report.checked != entries {
+                report.problem = Some(format!(
+                    "the chain ends at entry {} but the database recorded {entries} entries ending in another one: entries were removed from the end",
+                    report.head_id.unwrap_or(0)
+                ));
+                report.broken_at = report.head_id.map(|i| i + 1).or(Some(1));
+            } else if let Some((id, _)) = anchor.filter(|_| !anchor_seen) {
+                report.broken_at = Some(id);
+                report.problem = Some(format!("the anchored entry {id} is missing"));
+            }
+        }
+        Ok(report)
     }
 }

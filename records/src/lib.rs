@@ -45,7 +45,7 @@ pub mod validate;
 mod vitals;
 
 pub use attachments::{sniff_image, Attachment, MAX_PHOTO_BYTES};
-pub use audit::{Actor, AuditEntry, AuditQuery, Outcome};
+pub use audit::{Actor, AuditEntry, AuditQuery, ChainReport, Outcome};
 pub use consultations::{Consultation, ConsultationInput, ConsultationScope};
 pub use error::{RecordsError, Result};
 pub use events::SessionEvent;

@@ -40,18 +40,34 @@ const REFRESH_COOKIE: &str = "th_refresh";
 pub struct AuthKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// Signs the audit chain's head (derived from the same secret, for no other use).
+    anchor_key: [u8; 32],
     pub access_ttl: chrono::Duration,
     pub session_ttl: chrono::Duration,
 }
 
 impl AuthKeys {
     pub fn new(secret: &[u8], access_ttl: chrono::Duration, session_ttl: chrono::Duration) -> Self {
+        let mut anchor = Sha256::new();
+        anchor.update(b"telehealth audit anchor\0");
+        anchor.update(secret);
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
+            anchor_key: anchor.finalize().into(),
             access_ttl,
             session_ttl,
         }
+    }
+
+    /// HMAC-SHA256 (hex) of an audit chain head `id:hash`: that this server
+    /// stated it, for whoever keeps the anchor outside the database.
+    pub fn sign_anchor(&self, id: i64, hash: &str) -> String {
+        use hmac::Mac;
+        let mut mac =
+            hmac::Hmac::<Sha256>::new_from_slice(&self.anchor_key).expect("HMAC accepts any key length");
+        mac.update(format!("{id}:{hash}").as_bytes());
+        hex::encode(mac.finalize().into_bytes())
     }
 }
 

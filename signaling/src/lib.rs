@@ -127,6 +127,24 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// Minutes after a booked start before an unstarted consultation is a no-show.
 const NO_SHOW_GRACE_MINUTES: i64 = 15;
 
+/// Writes the audit chain's head, signed, to the server's log at start and
+/// every hour: an anchor outside the database (`telehealth audit verify
+/// --anchor id:hash` checks the chain still holds it).
+async fn anchor_loop(state: AppState) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        match state.store.audit_chain_head().await {
+            Ok(Some((id, hash))) => {
+                let signature = state.auth.sign_anchor(id, &hash);
+                tracing::info!(anchor = %format!("{id}:{hash}"), %signature, "audit chain head");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the audit chain head"),
+        }
+    }
+}
+
 /// Marks overdue bookings as no-shows, once a minute.
 async fn no_show_loop(state: AppState) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -239,6 +257,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         state.hub.publish(&c);
     }
     tokio::spawn(no_show_loop(state.clone()));
+    tokio::spawn(anchor_loop(state.clone()));
     let app = app(state);
     let make = app.into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {

@@ -1559,3 +1559,144 @@ async fn bodies_names_and_passwords_that_only_look_valid_are_refused(store: Stor
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
 on_both!(bodies_names_and_passwords_that_only_look_valid_are_refused);
+
+/// Whoever holds the database can lift the append-only triggers.
+async fn lift_append_only(store: &Store) {
+    for sql in [
+        "DROP TRIGGER audit_log_append_only_update",
+        "DROP TRIGGER audit_log_append_only_delete",
+        "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only",
+    ] {
+        let _ = sqlx::query(sql).execute(store.pool()).await;
+    }
+}
+
+async fn the_audit_chain_shows_entries_changed_removed_or_cut_off(store: Store) {
+    let w = world(store).await;
+    let a = Some(w.t_admin.as_str());
+    let verify = |anchor: Option<String>| {
+        let app = w.app.clone();
+        let token = w.t_admin.clone();
+        async move {
+            let q = anchor.map(|x| format!("?anchor={x}")).unwrap_or_default();
+            call(
+                &app,
+                Method::GET,
+                &format!("/api/audit/verify{q}"),
+                Some(&token),
+                None,
+            )
+            .await
+            .body
+        }
+    };
+    let ok = verify(None).await;
+    assert_eq!(ok["intact"], true, "{ok}");
+    assert!(ok["checked"].as_i64().unwrap() > 5, "{ok}");
+    let anchor = ok["anchor"].as_str().unwrap().to_owned();
+    assert_eq!(ok["signature"].as_str().map(str::len), Some(64), "{ok}");
+    // Later entries, then the anchor still holds.
+    call(&w.app, Method::GET, "/api/audit?limit=5", a, None).await;
+    assert_eq!(verify(Some(anchor.clone())).await["intact"], true);
+    let r = call(&w.app, Method::GET, "/api/audit/verify?anchor=12:xyz", a, None).await;
+    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "invalid_anchor"));
+    let r = call(&w.app, Method::GET, "/api/audit/verify", Some(&w.t_doc1), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "admins only");
+
+    lift_append_only(&w.store).await;
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM audit_log ORDER BY id")
+        .fetch_all(w.store.pool())
+        .await
+        .unwrap();
+    let middle = ids[ids.len() / 2];
+    // An entry changed: a denied read made to look allowed.
+    let outcome: String = sqlx::query_scalar("SELECT outcome FROM audit_log WHERE id = $1")
+        .bind(middle)
+        .fetch_one(w.store.pool())
+        .await
+        .unwrap();
+    let flipped = if outcome == "ok" { "denied" } else { "ok" };
+    sqlx::query("UPDATE audit_log SET outcome = $1 WHERE id = $2")
+        .bind(flipped)
+        .bind(middle)
+        .execute(w.store.pool())
+        .await
+        .unwrap();
+    let r = verify(None).await;
+    assert_eq!(
+        (r["intact"].as_bool(), r["broken_at"].as_i64()),
+        (Some(false), Some(middle)),
+        "{r}"
+    );
+    assert!(r["problem"].as_str().unwrap().contains("changed"), "{r}");
+    assert!(r["anchor"].is_null(), "no anchor is signed for a broken chain");
+    sqlx::query("UPDATE audit_log SET outcome = $1 WHERE id = $2")
+        .bind(&outcome)
+        .bind(middle)
+        .execute(w.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(verify(None).await["intact"], true, "put back, it holds again");
+    // An entry removed.
+    sqlx::query("DELETE FROM audit_log WHERE id = $1")
+        .bind(middle)
+        .execute(w.store.pool())
+        .await
+        .unwrap();
+    let r = verify(None).await;
+    assert_eq!(
+        (r["intact"].as_bool(), r["broken_at"].as_i64()),
+        (Some(false), Some(ids[ids.len() / 2 + 1])),
+        "{r}"
+    );
+    assert!(r["problem"].as_str().unwrap().contains("does not follow"), "{r}");
+}
+on_both!(the_audit_chain_shows_entries_changed_removed_or_cut_off);
+
+async fn an_anchor_kept_outside_shows_a_chain_cut_off_and_its_head_rewritten(store: Store) {
+    let w = world(store).await;
+    let a = Some(w.t_admin.as_str());
+    let first = call(&w.app, Method::GET, "/api/audit/verify", a, None).await.body;
+    let keep: i64 = first["head_id"].as_i64().unwrap();
+    for _ in 0..3 {
+        call(&w.app, Method::GET, "/api/audit?limit=1", a, None).await;
+    }
+    let later = call(&w.app, Method::GET, "/api/audit/verify", a, None).await.body;
+    let anchor = later["anchor"].as_str().unwrap().to_owned();
+    // The newest entries removed, and the recorded head set back to match:
+    // the chain alone looks whole.
+    lift_append_only(&w.store).await;
+    sqlx::query("DELETE FROM audit_log WHERE id > $1")
+        .bind(keep)
+        .execute(w.store.pool())
+        .await
+        .unwrap();
+    let (hash, n): (String, i64) = sqlx::query_as(
+        "SELECT hash, (SELECT COUNT(*) FROM audit_log WHERE hash IS NOT NULL) FROM audit_log WHERE id = $1",
+    )
+    .bind(keep)
+    .fetch_one(w.store.pool())
+    .await
+    .unwrap();
+    sqlx::query("UPDATE audit_chain SET hash = $1, entries = $2 WHERE id = 1")
+        .bind(&hash)
+        .bind(n)
+        .execute(w.store.pool())
+        .await
+        .unwrap();
+    let r = call(&w.app, Method::GET, "/api/audit/verify", a, None).await.body;
+    assert_eq!(r["intact"], true, "{r}");
+    // The anchor kept from before was not.
+    let r = call(
+        &w.app,
+        Method::GET,
+        &format!("/api/audit/verify?anchor={anchor}"),
+        a,
+        None,
+    )
+    .await
+    .body;
+    assert_eq!(r["intact"], false, "{r}");
+    assert!(r["problem"].as_str().unwrap().contains("missing"), "{r}");
+}
+on_both!(an_anchor_kept_outside_shows_a_chain_cut_off_and_its_head_rewritten);

@@ -97,6 +97,7 @@ fn matrix() -> Vec<Row> {
             [403, 403, 403, 403, 200, 401],
         ),
         (M::GET, "/api/audit", none, [403, 403, 403, 403, 200, 401]),
+        (M::GET, "/api/audit/verify", none, [403, 403, 403, 403, 200, 401]),
         (M::GET, "/api/sessions", none, [403, 403, 403, 403, 200, 401]),
         (M::GET, "/api/sessions/{id}", none, [403, 403, 403, 403, 200, 401]),
         (

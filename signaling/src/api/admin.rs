@@ -26,6 +26,7 @@ pub fn routes(r: ApiRoutes) -> ApiRoutes {
         .get("/api/users/{id}", get_user)
         .patch("/api/users/{id}", update_user)
         .get("/api/audit", audit)
+        .get("/api/audit/verify", verify_audit)
 }
 
 /// Any logged-in user may list facilities (to pick a hospital, say).
@@ -202,4 +203,80 @@ async fn audit(
         limit: super::limit(p.limit.as_deref(), 200)?,
     };
     Ok(Json(s.store.audit_entries(&q).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyParams {
+    /// An anchor kept from before: `id:hash`.
+    #[serde(default)]
+    anchor: Option<String>,
+}
+
+/// The audit chain checked end to end, and its head signed by this server:
+/// the anchor an admin keeps (and passes back later as `anchor`) to show that
+/// nothing up to it was rewritten since.
+#[derive(serde::Serialize)]
+struct VerifyReport {
+    #[serde(flatten)]
+    report: telehealth_records::ChainReport,
+    /// Whether the chain holds (and contains the anchor given).
+    intact: bool,
+    anchor: Option<String>,
+    signature: Option<String>,
+}
+
+async fn verify_audit(
+    State(s): State<AppState>,
+    user: AuthUser,
+    ApiQuery(p): ApiQuery<VerifyParams>,
+) -> ApiResult<Json<VerifyReport>> {
+    access::require_role(&user, &[Role::Admin])?;
+    let anchor = match p.anchor.filter(|a| !a.is_empty()) {
+        None => None,
+        Some(a) => {
+            let parsed = a
+                .split_once(':')
+                .and_then(|(id, h)| Some((id.parse::<i64>().ok()?, h.to_owned())))
+                .filter(|(_, h)| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+            Some(parsed.ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_anchor",
+                    "Mốc kiểm tra phải có dạng số-thứ-tự:mã-băm (ví dụ 120:9f86d0…, 64 ký tự hex).",
+                    "The anchor must be id:hash (e.g. 120:9f86d0…, 64 hex digits).",
+                )
+            })?)
+        }
+    };
+    let report = s
+        .store
+        .verify_audit_chain(anchor.as_ref().map(|(id, h)| (*id, h.as_str())))
+        .await?;
+    s.store
+        .audit(
+            &user.actor(),
+            "audit.verify",
+            "audit_log",
+            None,
+            None,
+            telehealth_records::Outcome::Ok,
+        )
+        .await?;
+    let intact = report.problem.is_none();
+    let (anchor, signature) = match (intact, report.head_id) {
+        (true, Some(id)) => (
+            Some(format!("{id}:{}", report.head_hash)),
+            Some(s.auth.sign_anchor(id, &report.head_hash)),
+        ),
+        _ => (None, None),
+    };
+    if !intact {
+        tracing::error!(broken_at = ?report.broken_at, problem = ?report.problem, "audit chain broken");
+    }
+    Ok(Json(VerifyReport {
+        report,
+        intact,
+        anchor,
+        signature,
+    }))
 }
