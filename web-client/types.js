@@ -49,7 +49,7 @@
  *   quality: Quality}} SessionSummary
  */
 /** @typedef {{id: number, at: string, kind: string, user_id: string | null, data: Record<string, any>}} SessionEvent */
-/** @typedef {SessionSummary & {events: SessionEvent[]}} SessionDetail */
+/** @typedef {SessionSummary & {events: SessionEvent[], next_after_id: number | null}} SessionDetail */
 /**
  * @typedef {{id: number, at: string, actor_id: string | null, actor_role: string | null, action: string,
  *   resource_type: string, resource_id: string | null, patient_id: string | null, client_addr: string | null,

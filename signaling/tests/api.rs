@@ -1700,3 +1700,67 @@ async fn an_anchor_kept_outside_shows_a_chain_cut_off_and_its_head_rewritten(sto
     assert!(r["problem"].as_str().unwrap().contains("missing"), "{r}");
 }
 on_both!(an_anchor_kept_outside_shows_a_chain_cut_off_and_its_head_rewritten);
+
+async fn a_long_session_log_comes_a_page_at_a_time(store: Store) {
+    let w = world(store).await;
+    let (_, cid) = w.patient_and_consultation("Giàng Thị Mỷ", "001185012396").await;
+    let c: telehealth_records::ConsultationId = cid.parse().unwrap();
+    for i in 0..25 {
+        w.store
+            .append_session_event(c, "stats", None, json!({"loss_pct": i % 7, "rtt_ms": 40}))
+            .await
+            .unwrap();
+    }
+    let a = Some(w.t_admin.as_str());
+    let mut seen = Vec::new();
+    let mut after: Option<i64> = None;
+    let mut pages = 0;
+    loop {
+        let q = after.map(|x| format!("&after_id={x}")).unwrap_or_default();
+        let r = call(
+            &w.app,
+            Method::GET,
+            &format!("/api/sessions/{cid}?limit=10{q}"),
+            a,
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(
+            r.body["quality"]["samples"], 25,
+            "the summary covers every event, on every page"
+        );
+        let events = r.body["events"].as_array().unwrap();
+        assert!(events.len() <= 10);
+        seen.extend(events.iter().map(|e| e["id"].as_i64().unwrap()));
+        pages += 1;
+        match r.body["next_after_id"].as_i64() {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let all: Vec<i64> = call(&w.app, Method::GET, &format!("/api/sessions/{cid}"), a, None)
+        .await
+        .body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    assert!(
+        all.len() >= 25 && pages >= 3,
+        "{} events in {pages} pages",
+        all.len()
+    );
+    assert_eq!(seen, all, "the pages together are the whole log, in order, once");
+    let r = call(
+        &w.app,
+        Method::GET,
+        &format!("/api/sessions/{cid}?after_id=abc"),
+        a,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+on_both!(a_long_session_log_comes_a_page_at_a_time);

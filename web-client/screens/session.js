@@ -23,6 +23,13 @@ export async function render(ctx, [id]) {
   }
   /** @type {SessionDetail} */
   const s = r.data;
+  // A long call's log comes a page at a time.
+  for (let next = s.next_after_id; next !== null && next !== undefined;) {
+    const more = await api(`/api/sessions/${id}?after_id=${next}`);
+    if (!more.ok) break;
+    s.events.push(...more.data.events);
+    next = more.data.next_after_id;
+  }
   /** @type {Map<string, User>} */
   const users = new Map((ur.ok ? /** @type {User[]} */ (ur.data) : []).map((u) => [u.id, u]));
   const who = (/** @type {string | null} */ uid) => (uid ? users.get(uid)?.username ?? uid.slice(0, 8) : t('sessions.server'));

@@ -93,17 +93,58 @@ async fn list(
 struct SessionDetail {
     #[serde(flatten)]
     summary: SessionSummary,
+    /// One page of the events, oldest first.
     events: Vec<SessionEvent>,
+    /// Where the next page starts (`after_id`), or null after the last.
+    next_after_id: Option<i64>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    #[serde(default)]
+    after_id: Option<String>,
+    #[serde(default)]
+    limit: Option<String>,
+}
+
+/// Events per page: by default, and at most.
+const EVENTS_PAGE: i64 = 1000;
+const EVENTS_PAGE_MAX: i64 = 5000;
+
+/// The session's summary (over all its events) and one page of its events:
+/// a long call's log is several megabytes, read a page at a time.
 async fn get(
     State(s): State<AppState>,
     user: AuthUser,
     PathId(id): PathId<ConsultationId>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<SessionDetail>> {
     access::require_role(&user, &[Role::Admin])?;
+    let after = q
+        .after_id
+        .filter(|a| !a.is_empty())
+        .map(|a| parse_id::<i64>("after_id", &a))
+        .transpose()?
+        .unwrap_or(0);
+    let limit = super::limit(q.limit.as_deref(), EVENTS_PAGE)?.min(EVENTS_PAGE_MAX) as usize;
     let (summary, events) = s.store.session(id).await?;
-    Ok(Json(SessionDetail { summary, events }))
+    let mut page: Vec<SessionEvent> = events
+        .into_iter()
+        .filter(|e| e.id > after)
+        .take(limit + 1)
+        .collect();
+    let next_after_id = if page.len() > limit {
+        page.truncate(limit);
+        page.last().map(|e| e.id)
+    } else {
+        None
+    };
+    Ok(Json(SessionDetail {
+        summary,
+        events: page,
+        next_after_id,
+    }))
 }
 
 fn csv_field(s: &str) -> String {
