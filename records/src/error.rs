@@ -42,6 +42,20 @@ impl RecordsError {
         RecordsError::Invalid(vec![e])
     }
 
+    /// The database's disk is full (SQLite `SQLITE_FULL`, PostgreSQL
+    /// `disk_full`): nothing was written; writes work again once space returns.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            RecordsError::Database(sqlx::Error::Database(db)) => {
+                let code = db.code();
+                let code = code.as_deref().unwrap_or("");
+                // SQLite's extended codes keep the primary code in the low byte.
+                code == "53100" || code.parse::<i32>().is_ok_and(|c| c & 0xff == 13)
+            }
+            _ => false,
+        }
+    }
+
     /// The database could not be reached in time (not the request's fault).
     pub fn is_unavailable(&self) -> bool {
         matches!(

@@ -62,6 +62,8 @@ pub enum ApiError {
     Internal(String),
     /// 503: the database cannot be reached.
     Unavailable,
+    /// 503: the database's disk is full; nothing was written.
+    StorageFull,
     /// 503: too much of one costly kind of work at once (password checks);
     /// try again after this many seconds.
     Busy { retry_after_secs: u64 },
@@ -123,7 +125,9 @@ impl ApiError {
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } | ApiError::OverLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Unavailable | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Busy { .. } | ApiError::StorageFull => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }
@@ -261,6 +265,14 @@ impl IntoResponse for ApiError {
                     None,
                 )
             }
+            ApiError::StorageFull => (
+                "storage_full",
+                "Máy chủ đã hết chỗ lưu dữ liệu nên chưa lưu được. Những gì bạn đã nhập vẫn còn trên màn hình: báo bộ phận CNTT giải phóng dung lượng rồi bấm lưu lại.".to_owned(),
+                "The server's disk is full, so nothing was saved. What you typed is still on the screen: ask IT to free space, then save again.".to_owned(),
+                vec![],
+                None,
+                None,
+            ),
             ApiError::Unavailable => (
                 "database_unavailable",
                 "Không kết nối được cơ sở dữ liệu. Hãy thử lại sau ít phút.".to_owned(),
@@ -361,6 +373,10 @@ impl From<RecordsError> for ApiError {
                 }
             }
             e if e.is_unavailable() => ApiError::Unavailable,
+            e if e.is_storage_full() => {
+                tracing::error!("the database's disk is full: writes are refused until space is freed");
+                ApiError::StorageFull
+            }
             RecordsError::Database(e) => ApiError::Internal(e.to_string()),
             RecordsError::Corrupt(e) => ApiError::Internal(e),
         }
