@@ -5,9 +5,12 @@
 //! Needs root to mount the tmpfs (tests/run.sh runs as root in CI).
 //!
 //! Ignored for now: it finds a real fault. A full disk is refused cleanly
-//! (503 `storage_full`, nothing acknowledged lost), but once space returns,
-//! some runs stay refused with "database is locked" (a connection keeps a
-//! write lock after SQLite's SQLITE_FULL) until the server restarts. Run it
+//! (503 `storage_full`, nothing acknowledged lost), but in most runs a save
+//! soon waits out the busy timeout with "database is locked" (500), even
+//! before any `storage_full`, and saves stay refused after space returns: a
+//! pooled connection keeps SQLite's write lock after a failed write (the
+//! process lets one writer at a time in, so the holder is a connection no
+//! transaction owns any more). Run it
 //! with `cargo nextest run -p telehealth --test disk_full --run-ignored all`.
 
 mod common;
