@@ -254,6 +254,18 @@ impl Store {
         Ok(rows)
     }
 
+    /// How many entries of `action` by `actor` since `since`.
+    pub async fn count_audit(&self, actor: UserId, action: &str, since: Timestamp) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_log WHERE actor_id = $1 AND action = $2 AND at >= $3",
+        )
+        .bind(actor)
+        .bind(action)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// The newest chained entry: `(id, hash)`.
     pub async fn audit_chain_head(&self) -> Result<Option<(i64, String)>> {
         Ok(

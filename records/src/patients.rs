@@ -262,6 +262,17 @@ impl Store {
 
     /// The station a patient belongs to (for access checks; not audited
     /// because no personal data leaves the store).
+    /// The patient holding this citizen id (spaces ignored), and their facility.
+    pub async fn cccd_holder(&self, cccd: &str) -> Result<Option<(PatientId, FacilityId)>> {
+        let cccd: String = cccd.chars().filter(|c| !c.is_whitespace()).collect();
+        Ok(
+            sqlx::query_as("SELECT id, facility_id FROM patients WHERE cccd = $1")
+                .bind(cccd)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     pub async fn patient_facility(&self, id: PatientId) -> Result<FacilityId> {
         let row: Option<(FacilityId,)> = sqlx::query_as("SELECT facility_id FROM patients WHERE id = $1")
             .bind(id)

@@ -1764,3 +1764,76 @@ async fn a_long_session_log_comes_a_page_at_a_time(store: Store) {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
 on_both!(a_long_session_log_comes_a_page_at_a_time);
+
+async fn a_citizen_id_on_file_at_another_station_is_an_audited_and_limited_answer(store: Store) {
+    let w = world(store).await;
+    let mut p = patient_json("Vàng Thị Dua");
+    p["cccd"] = json!("001185012395");
+    let r = call(
+        &w.app,
+        Method::POST,
+        "/api/patients",
+        Some(&w.t_hw1),
+        Some(p.clone()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let pid = r.body["id"].as_str().unwrap().to_owned();
+    // The same station: the usual "search for them".
+    let r = call(
+        &w.app,
+        Method::POST,
+        "/api/patients",
+        Some(&w.t_hw1),
+        Some(p.clone()),
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "duplicate"));
+    // Another station: told only that a record exists elsewhere, and audited under that patient.
+    for _ in 0..5 {
+        let r = call(
+            &w.app,
+            Method::POST,
+            "/api/patients",
+            Some(&w.t_hw2),
+            Some(p.clone()),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::CONFLICT, "registered_elsewhere"),
+            "{}",
+            r.body
+        );
+        assert!(
+            !r.body.to_string().contains(&pid),
+            "the other record is not named"
+        );
+    }
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE action = 'patient.cccd_elsewhere' AND patient_id = $1 AND actor_id = $2 AND outcome = 'denied'",
+    )
+    .bind(&pid)
+    .bind(w.hw2.id.to_string())
+    .fetch_one(w.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(audited, 5);
+    // A sixth in a day: 429 (go through the hospital), audited like the others.
+    let r = call(&w.app, Method::POST, "/api/patients", Some(&w.t_hw2), Some(p)).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::TOO_MANY_REQUESTS, "too_many_lookups"),
+        "{}",
+        r.body
+    );
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE action = 'patient.cccd_elsewhere' AND patient_id = $1",
+    )
+    .bind(&pid)
+    .fetch_one(w.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(audited, 6);
+}
+on_both!(a_citizen_id_on_file_at_another_station_is_an_audited_and_limited_answer);

@@ -35,9 +35,78 @@ async fn create(
         return Err(access::refuse_role(&s, &user, "patient.create").await);
     }
     let station = access::facility(&user)?;
-    let p = s.store.create_patient(&user.actor(), station, &input).await?;
+    let p = match s.store.create_patient(&user.actor(), station, &input).await {
+        Err(telehealth_records::RecordsError::Duplicate { field: "cccd" }) => {
+            return Err(registered_elsewhere(&s, &user, station, &input).await);
+        }
+        r => r?,
+    };
     tracing::info!(patient = %p.id, user = %user.user.id, "patient registered");
     Ok((StatusCode::CREATED, Json(p)))
+}
+
+/// How many "registered elsewhere" answers one user may get in a day.
+const ELSEWHERE_PER_DAY: i64 = 5;
+
+/// A citizen id already on file. At the worker's own station, the answer says
+/// so (search for the patient). At another facility, it says only that a
+/// record exists elsewhere in the province and what to do — but the answer
+/// itself tells that this citizen is someone's patient, so it is audited
+/// under that patient (an inspector sees who asked about whom) and a user
+/// gets at most [`ELSEWHERE_PER_DAY`] of them a day.
+async fn registered_elsewhere(
+    s: &AppState,
+    user: &AuthUser,
+    station: telehealth_records::FacilityId,
+    input: &PatientInput,
+) -> ApiError {
+    let cccd = input.cccd.as_ref().map(|c| c.0.as_str()).unwrap_or("");
+    let holder = match s.store.cccd_holder(cccd).await {
+        Ok(Some(h)) => h,
+        Ok(None) => return ApiError::from(telehealth_records::RecordsError::Duplicate { field: "cccd" }),
+        Err(e) => return e.into(),
+    };
+    if holder.1 == station {
+        return ApiError::from(telehealth_records::RecordsError::Duplicate { field: "cccd" });
+    }
+    let since = telehealth_records::Timestamp(chrono::Utc::now() - chrono::Duration::days(1));
+    let asked = s
+        .store
+        .count_audit(user.user.id, "patient.cccd_elsewhere", since)
+        .await
+        .unwrap_or(i64::MAX);
+    let answer = if asked >= ELSEWHERE_PER_DAY {
+        ApiError::OverLimit {
+            code: "too_many_lookups",
+            detail: "Bạn đã gặp nhiều số CCCD có hồ sơ ở cơ sở khác trong hôm nay. Hãy liên hệ bệnh viện huyện để được hỗ trợ.",
+            detail_en: "You have met several citizen ids on file elsewhere today. Contact the district hospital for help.",
+            retry_after_secs: 24 * 3600,
+        }
+    } else {
+        let vi = "Người này đã có hồ sơ tại một cơ sở y tế khác trong tỉnh, nên không tạo hồ sơ thứ hai. Hãy gọi bệnh viện huyện để được chuyển hồ sơ về trạm.";
+        let en = "This person already has a record at another facility in the province, so no second one is made. Call the district hospital to have it moved to your station.";
+        ApiError::Conflict {
+            code: "registered_elsewhere",
+            detail: vi.to_owned(),
+            detail_en: en.to_owned(),
+            current_version: None,
+            errors: vec![telehealth_records::FieldError::new(
+                "cccd",
+                "registered_elsewhere",
+                vi,
+                en,
+            )],
+        }
+    };
+    access::refuse(
+        s,
+        user,
+        "patient.cccd_elsewhere",
+        Some(holder.0),
+        Some(holder.0.to_string()),
+        answer,
+    )
+    .await
 }
 
 #[derive(Deserialize)]
