@@ -81,10 +81,10 @@ impl Store {
         .bind(bytes.len() as i64)
         .bind(bytes.to_vec())
         .bind(Timestamp::now())
-        .fetch_one(&mut *w.tx)
+        .fetch_one(&mut **w)
         .await?;
         append_event(
-            &mut w.tx,
+            &mut *w,
             consultation,
             "photo",
             Some(by),
@@ -92,7 +92,7 @@ impl Store {
         )
         .await?;
         record(
-            &mut w.tx,
+            &mut *w,
             actor,
             "photo.create",
             "photo",

@@ -11,7 +11,8 @@
 //! server signed earlier (logged every hour, downloadable by admins).
 
 use serde::Serialize;
-use sqlx::{Any, FromRow, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, FromRow};
 
 use crate::error::Result;
 use crate::types::{PatientId, Role, Timestamp, UserId};
@@ -89,7 +90,7 @@ pub struct AuditQuery {
 }
 
 pub(crate) async fn record(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut PoolConnection<Any>,
     actor: &Actor,
     action: &str,
     resource_type: &str,
@@ -216,7 +217,7 @@ impl Store {
     ) -> Result<()> {
         let mut w = self.begin_write().await?;
         record(
-            &mut w.tx,
+            &mut *w,
             actor,
             action,
             resource_type,

@@ -115,13 +115,13 @@ impl Store {
         .bind(None::<Timestamp>)
         .bind(None::<Timestamp>)
         .bind(now)
-        .fetch_one(&mut *w.tx)
+        .fetch_one(&mut **w)
         .await?;
         if let Some(m) = &input.vitals {
-            crate::vitals::insert_vitals(&mut w.tx, actor, input.patient_id, Some(id), m).await?;
+            crate::vitals::insert_vitals(&mut *w, actor, input.patient_id, Some(id), m).await?;
         }
         append_event(
-            &mut w.tx,
+            &mut *w,
             id,
             "state_changed",
             actor.user_id,
@@ -129,7 +129,7 @@ impl Store {
         )
         .await?;
         record(
-            &mut w.tx,
+            &mut *w,
             actor,
             "consultation.create",
             "consultation",
@@ -197,7 +197,7 @@ impl Store {
         let mut w = self.begin_write().await?;
         for c in &rows {
             record(
-                &mut w.tx,
+                &mut *w,
                 actor,
                 "consultation.list",
                 "consultation",
@@ -228,7 +228,7 @@ impl Store {
         .bind(id)
         .bind(doctor)
         .bind(Timestamp::now())
-        .fetch_optional(&mut *w.tx)
+        .fetch_optional(&mut **w)
         .await?;
         let Some(c) = taken else {
             drop(w);
@@ -244,9 +244,9 @@ impl Store {
                 },
             );
         };
-        append_event(&mut w.tx, id, "accepted", Some(doctor), serde_json::json!({})).await?;
+        append_event(&mut *w, id, "accepted", Some(doctor), serde_json::json!({})).await?;
         record(
-            &mut w.tx,
+            &mut *w,
             actor,
             "consultation.accept",
             "consultation",
@@ -271,7 +271,7 @@ impl Store {
         let current =
             sqlx::query_as::<_, Consultation>(&format!("SELECT {COLUMNS} FROM consultations WHERE id = $1"))
                 .bind(id)
-                .fetch_optional(&mut *w.tx)
+                .fetch_optional(&mut **w)
                 .await?
                 .ok_or(RecordsError::NotFound("consultation"))?;
         if !current.state.can_become(to) {
@@ -301,11 +301,11 @@ impl Store {
         .bind(started)
         .bind(ended)
         .bind(now)
-        .fetch_optional(&mut *w.tx)
+        .fetch_optional(&mut **w)
         .await?
         .ok_or(RecordsError::AlreadyTaken("consultation"))?;
         append_event(
-            &mut w.tx,
+            &mut *w,
             id,
             "state_changed",
             actor.user_id,
@@ -313,7 +313,7 @@ impl Store {
         )
         .await?;
         record(
-            &mut w.tx,
+            &mut *w,
             actor,
             "consultation.transition",
             "consultation",

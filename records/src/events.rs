@@ -1,7 +1,8 @@
 //! The session log: everything that happened in a consultation, in order.
 
 use serde::Serialize;
-use sqlx::{Any, FromRow, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, FromRow};
 
 use crate::error::Result;
 use crate::types::{ConsultationId, Timestamp, UserId};
@@ -29,7 +30,7 @@ struct Row {
 }
 
 pub(crate) async fn append_event(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut PoolConnection<Any>,
     consultation: ConsultationId,
     kind: &str,
     user: Option<UserId>,
@@ -58,7 +59,7 @@ impl Store {
         data: serde_json::Value,
     ) -> Result<()> {
         let mut w = self.begin_write().await?;
-        append_event(&mut w.tx, consultation, kind, user, data).await?;
+        append_event(&mut *w, consultation, kind, user, data).await?;
         w.commit().await
     }
 

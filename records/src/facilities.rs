@@ -103,11 +103,11 @@ impl Store {
         .bind(f.referral_hospital_id)
         .bind(&f.province)
         .bind(now)
-        .fetch_one(&mut *w.tx)
+        .fetch_one(&mut **w)
         .await
         .map_err(|e| map_unique(e, &["code"]))?;
         record(
-            &mut w.tx,
+            &mut *w,
             actor,
             "facility.create",
             "facility",
@@ -139,12 +139,12 @@ impl Store {
         .bind(f.referral_hospital_id)
         .bind(&f.province)
         .bind(Timestamp::now())
-        .fetch_optional(&mut *w.tx)
+        .fetch_optional(&mut **w)
         .await
         .map_err(|e| map_unique(e, &["code"]))?
         .ok_or(RecordsError::NotFound("facility"))?;
         record(
-            &mut w.tx,
+            &mut *w,
             actor,
             "facility.update",
             "facility",

@@ -205,12 +205,12 @@ impl Store {
         .bind(c.disposition)
         .bind(amends)
         .bind(now)
-        .fetch_one(&mut *w.tx)
+        .fetch_one(&mut **w)
         .await
         .map_err(|e| map_unique(e, &["amends_note_id", "notes_one_original=consultation_id", "consultation_id"]))?
         .try_into()?;
         record(
-            &mut w.tx,
+            &mut *w,
             actor,
             action,
             "note",
@@ -247,7 +247,7 @@ impl Store {
         .bind(serde_json::to_string(&c.icd10_codes).map_err(|e| RecordsError::Corrupt(e.to_string()))?)
         .bind(c.disposition)
         .bind(Timestamp::now())
-        .fetch_optional(&mut *w.tx)
+        .fetch_optional(&mut **w)
         .await
         .map_err(|e| map_unique(e, &[]))?;
         let note: Note = match updated {
@@ -270,7 +270,7 @@ impl Store {
             }
         };
         record(
-            &mut w.tx,
+            &mut *w,
             actor,
             "note.update",
             "note",
@@ -321,7 +321,7 @@ impl Store {
         .bind(id)
         .bind(base_version)
         .bind(Timestamp::now())
-        .fetch_optional(&mut *w.tx)
+        .fetch_optional(&mut **w)
         .await?;
         let Some(row) = signed else {
             return Err(RecordsError::VersionConflict {
@@ -330,7 +330,7 @@ impl Store {
         };
         let note: Note = row.try_into()?;
         record(
-            &mut w.tx,
+            &mut *w,
             actor,
             "note.sign",
             "note",
@@ -404,7 +404,7 @@ impl Store {
         let mut w = self.begin_write().await?;
         for n in &notes {
             record(
-                &mut w.tx,
+                &mut *w,
                 actor,
                 "note.read",
                 "note",

@@ -168,11 +168,11 @@ impl Store {
         .bind(c.bhyt)
         .bind(actor.user_id)
         .bind(now)
-        .fetch_one(&mut *w.tx)
+        .fetch_one(&mut **w)
         .await
         .map_err(|e| map_unique(e, &["cccd"]))?;
         record(
-            &mut w.tx,
+            &mut *w,
             actor,
             "patient.create",
             "patient",
@@ -211,13 +211,13 @@ impl Store {
         .bind(c.cccd)
         .bind(c.bhyt)
         .bind(Timestamp::now())
-        .fetch_optional(&mut *w.tx)
+        .fetch_optional(&mut **w)
         .await
         .map_err(|e| map_unique(e, &["cccd"]))?;
         let Some(p) = updated else {
             let current: Option<(i64,)> = sqlx::query_as("SELECT version FROM patients WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&mut *w.tx)
+                .fetch_optional(&mut **w)
                 .await?;
             return Err(match current {
                 None => RecordsError::NotFound("patient"),
@@ -225,7 +225,7 @@ impl Store {
             });
         };
         record(
-            &mut w.tx,
+            &mut *w,
             actor,
             "patient.update",
             "patient",
@@ -243,11 +243,11 @@ impl Store {
         let mut w = self.begin_write().await?;
         let p = sqlx::query_as::<_, Patient>(&format!("SELECT {COLUMNS} FROM patients WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&mut *w.tx)
+            .fetch_optional(&mut **w)
             .await?
             .ok_or(RecordsError::NotFound("patient"))?;
         record(
-            &mut w.tx,
+            &mut *w,
             actor,
             "patient.read",
             "patient",
@@ -359,7 +359,7 @@ impl Store {
         let mut w = self.begin_write().await?;
         for p in &rows {
             record(
-                &mut w.tx,
+                &mut *w,
                 actor,
                 "patient.search",
                 "patient",

@@ -110,7 +110,7 @@ impl Store {
         let mut w = self.begin_write().await?;
         sqlx::query("DELETE FROM doctor_hours WHERE doctor_id = $1")
             .bind(doctor)
-            .execute(&mut *w.tx)
+            .execute(&mut **w)
             .await?;
         for h in hours {
             sqlx::query("INSERT INTO doctor_hours (doctor_id, weekday, start_minute, end_minute) VALUES ($1, $2, $3, $4)")
@@ -118,11 +118,11 @@ impl Store {
                 .bind(h.weekday)
                 .bind(h.start_minute)
                 .bind(h.end_minute)
-                .execute(&mut *w.tx)
+                .execute(&mut **w)
                 .await?;
         }
         record(
-            &mut w.tx,
+            &mut *w,
             actor,
             "schedule.hours",
             "user",
@@ -173,10 +173,10 @@ impl Store {
         .bind(ends)
         .bind(reason)
         .bind(Timestamp::now())
-        .fetch_one(&mut *w.tx)
+        .fetch_one(&mut **w)
         .await?;
         record(
-            &mut w.tx,
+            &mut *w,
             actor,
             "schedule.leave",
             "user",
@@ -194,13 +194,13 @@ impl Store {
         let r = sqlx::query("DELETE FROM doctor_leave WHERE id = $1 AND doctor_id = $2")
             .bind(id)
             .bind(doctor)
-            .execute(&mut *w.tx)
+            .execute(&mut **w)
             .await?;
         if r.rows_affected() == 0 {
             return Err(RecordsError::NotFound("leave"));
         }
         record(
-            &mut w.tx,
+            &mut *w,
             actor,
             "schedule.leave_delete",
             "user",
@@ -401,7 +401,7 @@ impl Store {
             .bind(start)
             .bind(Timestamp(start.0 + Duration::minutes(SLOT_MINUTES)))
             .bind(now)
-            .fetch_one(&mut *w.tx)
+            .fetch_one(&mut **w)
             .await
             .map_err(|e| map_unique(e, &["consultations_no_double_booking=scheduled_start", "scheduled_start"]));
             let c = match inserted {
@@ -411,10 +411,10 @@ impl Store {
                 Err(e) => return Err(e),
             };
             if let Some(m) = &input.vitals {
-                crate::vitals::insert_vitals(&mut w.tx, actor, input.patient_id, Some(id), m).await?;
+                crate::vitals::insert_vitals(&mut *w, actor, input.patient_id, Some(id), m).await?;
             }
             append_event(
-                &mut w.tx,
+                &mut *w,
                 id,
                 "state_changed",
                 actor.user_id,
@@ -422,7 +422,7 @@ impl Store {
             )
             .await?;
             record(
-                &mut w.tx,
+                &mut *w,
                 actor,
                 "consultation.create",
                 "consultation",
@@ -467,7 +467,7 @@ impl Store {
             .bind(start)
             .bind(Timestamp(start.0 + Duration::minutes(SLOT_MINUTES)))
             .bind(Timestamp::now())
-            .fetch_optional(&mut *w.tx)
+            .fetch_optional(&mut **w)
             .await
             .map_err(|e| map_unique(e, &["consultations_no_double_booking=scheduled_start", "scheduled_start"]));
             let c2 = match updated {
@@ -477,7 +477,7 @@ impl Store {
                 Err(e) => return Err(e),
             };
             append_event(
-                &mut w.tx,
+                &mut *w,
                 id,
                 "rescheduled",
                 actor.user_id,
@@ -485,7 +485,7 @@ impl Store {
             )
             .await?;
             record(
-                &mut w.tx,
+                &mut *w,
                 actor,
                 "consultation.reschedule",
                 "consultation",

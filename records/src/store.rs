@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool, Executor};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::error::Result;
@@ -132,20 +133,88 @@ impl Store {
             Some(lock) => Some(lock.clone().lock_owned().await),
             None => None,
         };
-        let tx = self.pool.begin().await?;
-        Ok(WriteTx { tx, _guard: guard })
+        let mut conn = self.pool.acquire().await?;
+        conn.execute("BEGIN").await?;
+        Ok(WriteTx {
+            tx: Some(conn),
+            guard,
+        })
     }
 }
 
 /// A write transaction (and, on SQLite, this process's writer turn).
+///
+/// It runs BEGIN, COMMIT and ROLLBACK itself rather than through sqlx's
+/// transaction type, to be sure what state its connection is left in. With a
+/// full disk SQLite may roll a transaction back by itself; sqlx's ROLLBACK
+/// then failed, its count of open transactions stayed at one, and the
+/// connection went back to the pool inside a transaction that held the write
+/// lock: every other connection got "database is locked", and that one's
+/// later "commits" only released savepoints. Here a connection whose ROLLBACK
+/// fails is closed, never reused.
 pub(crate) struct WriteTx {
-    pub(crate) tx: Transaction<'static, Any>,
-    _guard: Option<OwnedMutexGuard<()>>,
+    /// The connection; taken when the transaction ends.
+    pub(crate) tx: Option<PoolConnection<Any>>,
+    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = PoolConnection<Any>;
+    fn deref(&self) -> &Self::Target {
+        self.tx
+            .as_ref()
+            .expect("a write transaction is used only while open")
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.tx
+            .as_mut()
+            .expect("a write transaction is used only while open")
+    }
 }
 
 impl WriteTx {
-    pub(crate) async fn commit(self) -> Result<()> {
-        self.tx.commit().await?;
-        Ok(())
+    pub(crate) async fn commit(mut self) -> Result<()> {
+        let mut conn = self.tx.take().expect("committed once");
+        match conn.execute("COMMIT").await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                end_in_doubt(conn).await;
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Rolls back a transaction that did not commit; a connection that cannot
+/// is closed rather than handed to the next request.
+async fn end_in_doubt(mut conn: PoolConnection<Any>) {
+    if let Err(e) = conn.execute("ROLLBACK").await {
+        tracing::warn!(error = %e, "a write transaction could not be rolled back; its connection is closed");
+        let _ = conn.close().await;
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if let Some(conn) = self.tx.take() {
+            // Not committed (an error on the way): roll back before the
+            // connection, and the writer's turn, go to anyone else.
+            let guard = self.guard.take();
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(async move {
+                        end_in_doubt(conn).await;
+                        drop(guard);
+                    });
+                }
+                Err(_) => {
+                    // No runtime left to roll back on: close the connection.
+                    drop(conn.detach());
+                }
+            }
+        }
     }
 }

@@ -139,11 +139,11 @@ impl Store {
         .bind(u.role)
         .bind(u.facility_id)
         .bind(now)
-        .fetch_one(&mut *w.tx)
+        .fetch_one(&mut **w)
         .await
         .map_err(|e| map_unique(e, &["username"]))?;
         record(
-            &mut w.tx,
+            &mut *w,
             actor,
             "user.create",
             "user",
@@ -182,7 +182,7 @@ impl Store {
         .bind(active)
         .bind(c.password_hash.clone())
         .bind(Timestamp::now())
-        .fetch_optional(&mut *w.tx)
+        .fetch_optional(&mut **w)
         .await?
         .ok_or(RecordsError::NotFound("user"))?;
         if active == 0 || c.password_hash.is_some() {
@@ -190,11 +190,11 @@ impl Store {
             sqlx::query("UPDATE auth_sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
                 .bind(id)
                 .bind(Timestamp::now())
-                .execute(&mut *w.tx)
+                .execute(&mut **w)
                 .await?;
         }
         record(
-            &mut w.tx,
+            &mut *w,
             actor,
             "user.update",
             "user",
@@ -259,10 +259,10 @@ impl Store {
         .bind(Timestamp::now())
         .bind(expires_at)
         .bind(actor.client_addr.clone())
-        .execute(&mut *w.tx)
+        .execute(&mut **w)
         .await?;
         record(
-            &mut w.tx,
+            &mut *w,
             actor,
             "auth.login",
             "user",
@@ -291,7 +291,7 @@ impl Store {
         // unknown ones; they go.
         sqlx::query("DELETE FROM used_refresh_tokens WHERE expires_at <= $1")
             .bind(now)
-            .execute(&mut *w.tx)
+            .execute(&mut **w)
             .await?;
         let session = sqlx::query_as::<_, AuthSession>(
             "UPDATE auth_sessions SET refresh_token_hash = $2, expires_at = $3
@@ -302,7 +302,7 @@ impl Store {
         .bind(new_hash)
         .bind(expires_at)
         .bind(now)
-        .fetch_optional(&mut *w.tx)
+        .fetch_optional(&mut **w)
         .await?;
         match &session {
             Some(s) => {
@@ -310,7 +310,7 @@ impl Store {
                     .bind(old_hash)
                     .bind(s.id)
                     .bind(expires_at)
-                    .execute(&mut *w.tx)
+                    .execute(&mut **w)
                     .await?;
             }
             None => {
@@ -322,13 +322,13 @@ impl Store {
                      WHERE t.token_hash = $1 AND s.revoked_at IS NULL",
                 )
                 .bind(old_hash)
-                .fetch_optional(&mut *w.tx)
+                .fetch_optional(&mut **w)
                 .await?;
                 if let Some((id, user)) = reused {
                     sqlx::query("UPDATE auth_sessions SET revoked_at = $2 WHERE id = $1")
                         .bind(id)
                         .bind(now)
-                        .execute(&mut *w.tx)
+                        .execute(&mut **w)
                         .await?;
                     // Who presented it is not known: the account is the target.
                     let actor = Actor {
@@ -337,7 +337,7 @@ impl Store {
                         client_addr: None,
                     };
                     record(
-                        &mut w.tx,
+                        &mut *w,
                         &actor,
                         "auth.refresh_reused",
                         "user",
@@ -358,11 +358,11 @@ impl Store {
         sqlx::query("UPDATE auth_sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
             .bind(id)
             .bind(Timestamp::now())
-            .execute(&mut *w.tx)
+            .execute(&mut **w)
             .await?;
         if let Some(u) = actor.user_id {
             record(
-                &mut w.tx,
+                &mut *w,
                 actor,
                 "auth.logout",
                 "user",

@@ -118,7 +118,7 @@ impl Store {
     ) -> Result<Vitals> {
         check(m)?;
         let mut w = self.begin_write().await?;
-        let v = insert_vitals(&mut w.tx, actor, patient, consultation, m).await?;
+        let v = insert_vitals(&mut *w, actor, patient, consultation, m).await?;
         w.commit().await?;
         Ok(v)
     }
@@ -146,7 +146,7 @@ impl Store {
 
 /// Writes checked measurements and their audit entry inside a transaction.
 pub(crate) async fn insert_vitals(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut sqlx::pool::PoolConnection<sqlx::Any>,
     actor: &Actor,
     patient: PatientId,
     consultation: Option<ConsultationId>,

@@ -4,14 +4,11 @@
 //! returns, saving works again without a restart, and the database is whole.
 //! Needs root to mount the tmpfs (tests/run.sh runs as root in CI).
 //!
-//! Ignored for now: it finds a real fault. A full disk is refused cleanly
-//! (503 `storage_full`, nothing acknowledged lost), but in most runs a save
-//! soon waits out the busy timeout with "database is locked" (500), even
-//! before any `storage_full`, and saves stay refused after space returns: a
-//! pooled connection keeps SQLite's write lock after a failed write (the
-//! process lets one writer at a time in, so the holder is a connection no
-//! transaction owns any more). Run it
-//! with `cargo nextest run -p telehealth --test disk_full --run-ignored all`.
+//! It found a real fault: with a full disk SQLite may roll a transaction back
+//! by itself; sqlx's ROLLBACK then failed and left its connection in the pool
+//! inside a transaction holding the write lock. Every later save waited out
+//! the busy timeout ("database is locked", 500), and kept failing after space
+//! returned, until a restart (records/src/store.rs, `WriteTx`).
 
 mod common;
 
@@ -56,7 +53,6 @@ fn fill(dir: &Path) -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a connection stays locked after SQLITE_FULL (see the module's note)"]
 async fn a_full_disk_refuses_saves_clearly_and_saving_resumes_when_space_returns() {
     let base = temp_dir("disk-full");
     let Some(disk) = SmallDisk::mount(&base.join("fs"), "24m") else {
