@@ -84,7 +84,7 @@ impl Store {
         .fetch_one(&mut **w)
         .await?;
         append_event(
-            &mut *w,
+            &mut w,
             consultation,
             "photo",
             Some(by),
@@ -92,7 +92,7 @@ impl Store {
         )
         .await?;
         record(
-            &mut *w,
+            &mut w,
             actor,
             "photo.create",
             "photo",

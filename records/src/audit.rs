@@ -217,7 +217,7 @@ impl Store {
     ) -> Result<()> {
         let mut w = self.begin_write().await?;
         record(
-            &mut *w,
+            &mut w,
             actor,
             action,
             resource_type,

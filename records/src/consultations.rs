@@ -118,10 +118,10 @@ impl Store {
         .fetch_one(&mut **w)
         .await?;
         if let Some(m) = &input.vitals {
-            crate::vitals::insert_vitals(&mut *w, actor, input.patient_id, Some(id), m).await?;
+            crate::vitals::insert_vitals(&mut w, actor, input.patient_id, Some(id), m).await?;
         }
         append_event(
-            &mut *w,
+            &mut w,
             id,
             "state_changed",
             actor.user_id,
@@ -129,7 +129,7 @@ impl Store {
         )
         .await?;
         record(
-            &mut *w,
+            &mut w,
             actor,
             "consultation.create",
             "consultation",
@@ -197,7 +197,7 @@ impl Store {
         let mut w = self.begin_write().await?;
         for c in &rows {
             record(
-                &mut *w,
+                &mut w,
                 actor,
                 "consultation.list",
                 "consultation",
@@ -244,9 +244,9 @@ impl Store {
                 },
             );
         };
-        append_event(&mut *w, id, "accepted", Some(doctor), serde_json::json!({})).await?;
+        append_event(&mut w, id, "accepted", Some(doctor), serde_json::json!({})).await?;
         record(
-            &mut *w,
+            &mut w,
             actor,
             "consultation.accept",
             "consultation",
@@ -305,7 +305,7 @@ impl Store {
         .await?
         .ok_or(RecordsError::AlreadyTaken("consultation"))?;
         append_event(
-            &mut *w,
+            &mut w,
             id,
             "state_changed",
             actor.user_id,
@@ -313,7 +313,7 @@ impl Store {
         )
         .await?;
         record(
-            &mut *w,
+            &mut w,
             actor,
             "consultation.transition",
             "consultation",

@@ -59,7 +59,7 @@ impl Store {
         data: serde_json::Value,
     ) -> Result<()> {
         let mut w = self.begin_write().await?;
-        append_event(&mut *w, consultation, kind, user, data).await?;
+        append_event(&mut w, consultation, kind, user, data).await?;
         w.commit().await
     }
 

@@ -107,7 +107,7 @@ impl Store {
         .await
         .map_err(|e| map_unique(e, &["code"]))?;
         record(
-            &mut *w,
+            &mut w,
             actor,
             "facility.create",
             "facility",
@@ -144,7 +144,7 @@ impl Store {
         .map_err(|e| map_unique(e, &["code"]))?
         .ok_or(RecordsError::NotFound("facility"))?;
         record(
-            &mut *w,
+            &mut w,
             actor,
             "facility.update",
             "facility",

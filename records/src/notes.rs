@@ -210,7 +210,7 @@ impl Store {
         .map_err(|e| map_unique(e, &["amends_note_id", "notes_one_original=consultation_id", "consultation_id"]))?
         .try_into()?;
         record(
-            &mut *w,
+            &mut w,
             actor,
             action,
             "note",
@@ -270,7 +270,7 @@ impl Store {
             }
         };
         record(
-            &mut *w,
+            &mut w,
             actor,
             "note.update",
             "note",
@@ -330,7 +330,7 @@ impl Store {
         };
         let note: Note = row.try_into()?;
         record(
-            &mut *w,
+            &mut w,
             actor,
             "note.sign",
             "note",
@@ -404,7 +404,7 @@ impl Store {
         let mut w = self.begin_write().await?;
         for n in &notes {
             record(
-                &mut *w,
+                &mut w,
                 actor,
                 "note.read",
                 "note",

@@ -172,7 +172,7 @@ impl Store {
         .await
         .map_err(|e| map_unique(e, &["cccd"]))?;
         record(
-            &mut *w,
+            &mut w,
             actor,
             "patient.create",
             "patient",
@@ -225,7 +225,7 @@ impl Store {
             });
         };
         record(
-            &mut *w,
+            &mut w,
             actor,
             "patient.update",
             "patient",
@@ -247,7 +247,7 @@ impl Store {
             .await?
             .ok_or(RecordsError::NotFound("patient"))?;
         record(
-            &mut *w,
+            &mut w,
             actor,
             "patient.read",
             "patient",
@@ -359,7 +359,7 @@ impl Store {
         let mut w = self.begin_write().await?;
         for p in &rows {
             record(
-                &mut *w,
+                &mut w,
                 actor,
                 "patient.search",
                 "patient",

@@ -122,7 +122,7 @@ impl Store {
                 .await?;
         }
         record(
-            &mut *w,
+            &mut w,
             actor,
             "schedule.hours",
             "user",
@@ -176,7 +176,7 @@ impl Store {
         .fetch_one(&mut **w)
         .await?;
         record(
-            &mut *w,
+            &mut w,
             actor,
             "schedule.leave",
             "user",
@@ -200,7 +200,7 @@ impl Store {
             return Err(RecordsError::NotFound("leave"));
         }
         record(
-            &mut *w,
+            &mut w,
             actor,
             "schedule.leave_delete",
             "user",
@@ -411,10 +411,10 @@ impl Store {
                 Err(e) => return Err(e),
             };
             if let Some(m) = &input.vitals {
-                crate::vitals::insert_vitals(&mut *w, actor, input.patient_id, Some(id), m).await?;
+                crate::vitals::insert_vitals(&mut w, actor, input.patient_id, Some(id), m).await?;
             }
             append_event(
-                &mut *w,
+                &mut w,
                 id,
                 "state_changed",
                 actor.user_id,
@@ -422,7 +422,7 @@ impl Store {
             )
             .await?;
             record(
-                &mut *w,
+                &mut w,
                 actor,
                 "consultation.create",
                 "consultation",
@@ -477,7 +477,7 @@ impl Store {
                 Err(e) => return Err(e),
             };
             append_event(
-                &mut *w,
+                &mut w,
                 id,
                 "rescheduled",
                 actor.user_id,
@@ -485,7 +485,7 @@ impl Store {
             )
             .await?;
             record(
-                &mut *w,
+                &mut w,
                 actor,
                 "consultation.reschedule",
                 "consultation",

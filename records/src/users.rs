@@ -143,7 +143,7 @@ impl Store {
         .await
         .map_err(|e| map_unique(e, &["username"]))?;
         record(
-            &mut *w,
+            &mut w,
             actor,
             "user.create",
             "user",
@@ -194,7 +194,7 @@ impl Store {
                 .await?;
         }
         record(
-            &mut *w,
+            &mut w,
             actor,
             "user.update",
             "user",
@@ -262,7 +262,7 @@ impl Store {
         .execute(&mut **w)
         .await?;
         record(
-            &mut *w,
+            &mut w,
             actor,
             "auth.login",
             "user",
@@ -337,7 +337,7 @@ impl Store {
                         client_addr: None,
                     };
                     record(
-                        &mut *w,
+                        &mut w,
                         &actor,
                         "auth.refresh_reused",
                         "user",
@@ -362,7 +362,7 @@ impl Store {
             .await?;
         if let Some(u) = actor.user_id {
             record(
-                &mut *w,
+                &mut w,
                 actor,
                 "auth.logout",
                 "user",

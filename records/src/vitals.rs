@@ -118,7 +118,7 @@ impl Store {
     ) -> Result<Vitals> {
         check(m)?;
         let mut w = self.begin_write().await?;
-        let v = insert_vitals(&mut *w, actor, patient, consultation, m).await?;
+        let v = insert_vitals(&mut w, actor, patient, consultation, m).await?;
         w.commit().await?;
         Ok(v)
     }
