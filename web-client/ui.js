@@ -73,10 +73,14 @@ export function select(name, options, value = '', attrs = {}) {
   return s;
 }
 
+/** The 401 codes that mean the login is over (see signaling/src/auth.rs). */
+const SESSION_OVER = ['not_logged_in', 'session_ended', 'token_expired', 'invalid_token'];
+
 /** The user's sentence for a failed call, in the current language. @param {Problem} p @returns {string} */
 export function problemText(p) {
   if (p.code === 'network_error') return t('err.network');
-  if (p.status === 401) return t('err.session');
+  // A 401 means the session is over only when the server says so; a wrong password is a 401 too, and says that.
+  if (p.status === 401 && (SESSION_OVER.includes(p.code) || !p.detail)) return t('err.session');
   const en = getLang() === 'en';
   return (en ? p.detail_en ?? p.detail : p.detail ?? p.detail_en) ?? t('err.generic');
 }

@@ -199,6 +199,12 @@ test('login page: small first load, validation, English switch', async ({ page }
   await shoot(page, 'login', page.locator('#login'));
   await page.locator('#login button[type=submit]').click();
   await expect(page.locator('#login .form-alert')).toContainText('Vui lòng nhập');
+  // A wrong password is reported as such, not as an expired session.
+  await page.locator('#login input[name=username]').fill('yta1');
+  await page.locator('#login input[name=password]').fill('khong-phai-mat-khau');
+  await page.locator('#login button[type=submit]').click();
+  await expect(page.locator('#login .form-alert')).toHaveText('Sai tên đăng nhập hoặc mật khẩu.');
+  await page.locator('#login input[name=username]').fill('');
   await page.locator('[data-lang=en]').click();
   await expect(page.locator('#login h2')).toHaveText('Sign in');
   await shoot(page, 'login-en', page.locator('#login'));
