@@ -328,13 +328,12 @@ impl Store {
                 if report.broken_at.is_some() {
                     break 'pages;
                 }
-                if anchor.is_some_and(|(id, _)| id == r.id) {
+                if let Some((id, h)) = anchor.filter(|(id, _)| *id == r.id) {
                     anchor_seen = true;
-                    if anchor.is_some_and(|(_, h)| h != r.hash.as_deref().unwrap_or("")) {
-                        report.broken_at = Some(r.id);
+                    if r.hash.as_deref() != Some(h) {
+                        report.broken_at = Some(id);
                         report.problem = Some(format!(
-                            "entry {} is not the one anchored: the chain was rewritten",
-                            r.id
+                            "entry {id} is not the one anchored: the chain was rewritten"
                         ));
                         break 'pages;
                     }

@@ -262,9 +262,11 @@ impl Store {
 
     /// The station a patient belongs to (for access checks; not audited
     /// because no personal data leaves the store).
-    /// The patient holding this citizen id (spaces ignored), and their facility.
+    /// The patient holding this citizen id (as registration writes it), and their facility.
     pub async fn cccd_holder(&self, cccd: &str) -> Result<Option<(PatientId, FacilityId)>> {
-        let cccd: String = cccd.chars().filter(|c| !c.is_whitespace()).collect();
+        let Ok(cccd) = validate::cccd(cccd, None, None) else {
+            return Ok(None);
+        };
         Ok(
             sqlx::query_as("SELECT id, facility_id FROM patients WHERE cccd = $1")
                 .bind(cccd)

@@ -433,6 +433,35 @@ fn issue(state: &AppState, user: &User, session: AuthSessionId, refresh: String)
     Ok(resp)
 }
 
+/// The throttle's keys for a password attempt: the username and the client address.
+fn throttle_keys(username: &str, addr: Option<&str>) -> [String; 2] {
+    [format!("u:{username}"), format!("a:{}", addr.unwrap_or("?"))]
+}
+
+/// A throttled password check: the account (if any) and whether `password`
+/// is its password. The attempt counts from its arrival, before the check,
+/// so guesses sent all at once are refused once the limit is reached; one
+/// that checked nothing (the server busy, the database away) is given back.
+/// The caller reports the outcome (`succeeded`, `failed` or `release`).
+async fn check_password(
+    state: &AppState,
+    keys: &[String; 2],
+    username: &str,
+    password: String,
+) -> ApiResult<(Option<telehealth_records::UserCredentials>, bool)> {
+    let delay = state.throttle.begin(keys)?;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let checked = async {
+        let creds = state.store.user_credentials(username).await?;
+        let ok = verify_password(creds.as_ref().map(|c| c.password_hash.clone()), password).await?;
+        Ok::<_, ApiError>((creds, ok))
+    }
+    .await;
+    checked.inspect_err(|_| state.throttle.release(keys))
+}
+
 /// `POST /api/auth/login`
 pub async fn login(
     State(state): State<AppState>,
@@ -440,24 +469,8 @@ pub async fn login(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Response> {
     let username = req.username.trim().to_lowercase();
-    let keys = [
-        format!("u:{username}"),
-        format!("a:{}", addr.as_deref().unwrap_or("?")),
-    ];
-    // The attempt counts from here, before its password is checked: guesses
-    // sent all at once are refused once the limit is reached, not after.
-    let delay = state.throttle.begin(&keys)?;
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    let checked = async {
-        let creds = state.store.user_credentials(&username).await?;
-        let ok = verify_password(creds.as_ref().map(|c| c.password_hash.clone()), req.password).await?;
-        Ok::<_, ApiError>((creds, ok))
-    }
-    .await;
-    // No password was checked (the server busy, the database away): the attempt is given back.
-    let (creds, ok) = checked.inspect_err(|_| state.throttle.release(&keys))?;
+    let keys = throttle_keys(&username, addr.as_deref());
+    let (creds, ok) = check_password(&state, &keys, &username, req.password).await?;
     let actor = Actor {
         user_id: creds.as_ref().map(|c| c.user.id),
         role: creds.as_ref().map(|c| c.user.role),
@@ -536,18 +549,11 @@ pub async fn confirm_password(state: &AppState, user: &AuthUser, password: Optio
             "Enter your current password to change it.",
         ));
     };
-    let keys = [
-        format!("u:{}", user.user.username),
-        format!("a:{}", user.addr.as_deref().unwrap_or("?")),
-    ];
-    let delay = state.throttle.begin(&keys)?;
-    tokio::time::sleep(delay).await;
-    let checked = async {
-        let creds = state.store.user_credentials(&user.user.username).await?;
-        verify_password(creds.map(|c| c.password_hash), password).await
-    }
-    .await;
-    if checked.inspect_err(|_| state.throttle.release(&keys))? {
+    let keys = throttle_keys(&user.user.username, user.addr.as_deref());
+    if check_password(state, &keys, &user.user.username, password)
+        .await?
+        .1
+    {
         state.throttle.succeeded(&keys);
         return Ok(());
     }
