@@ -21,12 +21,20 @@
 //! there on the NACK generator counts the hole as filled, and the engine
 //! forwards the packet like any other (once: forwarding drops duplicates).
 //! Padding-only packets on the RTX stream, which a browser sends to probe
-//! for bandwidth, carry nothing to recover and go no further.
+//! for bandwidth, carry nothing to recover: they are marked [`Probe`] and
+//! go on only as far as the transport-wide feedback, which must count them
+//! as arrived ([`crate::interceptor::DropProbes`]).
 
 use bytes::Bytes;
-use rtc::interceptor::{Packet, StreamInfo, TaggedPacket};
+use rtc::interceptor::{Attribute, Packet, StreamInfo, TaggedPacket};
 use rtc::sdp::extmap::{SDES_MID_URI, SDES_REPAIR_RTP_STREAM_ID_URI, SDES_RTP_STREAM_ID_URI};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// Marks a padding-only packet on a layer's RTX stream: a bandwidth probe,
+/// nothing in it for the NACK generator or the endpoint.
+#[derive(Debug)]
+pub struct Probe;
 
 /// Longest MID or RID kept as a key (RFC 8852 allows 255; browsers use a
 /// few characters).
@@ -75,7 +83,10 @@ impl LayerRtx {
     }
 
     /// An inbound packet. `false`: it is a retransmission with nothing to
-    /// recover (padding); do not pass it on.
+    /// recover (padding, a bandwidth probe). It is marked [`Probe`] and
+    /// must still reach the transport-wide feedback, which tells the sender
+    /// it arrived, before [`crate::interceptor::DropProbes`] takes it out:
+    /// taken out here, a browser read every probe it sent as lost.
     pub fn on_read(&mut self, msg: &mut TaggedPacket) -> bool {
         let Packet::Rtp(p) = &mut msg.message.packet else {
             return true;
@@ -110,6 +121,7 @@ impl LayerRtx {
             return true;
         };
         if p.payload.len() < 2 {
+            msg.message.add(Attribute::Custom(Arc::new(Probe)));
             return false;
         }
         p.header.sequence_number = u16::from_be_bytes([p.payload[0], p.payload[1]]);
@@ -243,11 +255,12 @@ mod tests {
     }
 
     #[test]
-    fn padding_is_dropped_and_unknown_or_bound_streams_pass_untouched() {
+    fn padding_is_marked_a_probe_and_unknown_or_bound_streams_pass_untouched() {
         let mut l = with_layers();
         // A bandwidth probe: padding only.
         let mut probe = packet(21, 97, 9, &[(MID, "1"), (RRID, "h")], &[]);
         assert!(!l.on_read(&mut probe));
+        assert!(probe.message.custom::<Probe>().is_some());
         // A repair of a layer never seen, or of another m-section: left for `rtc`.
         for (mid, rrid) in [("1", "f"), ("2", "h")] {
             let mut p = packet(31, 97, 9, &[(MID, mid), (RRID, rrid)], &[0, 1, 2]);

@@ -30,6 +30,11 @@ export default defineConfig({
         '--disable-component-update', '--disable-sync',
         '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
         '--autoplay-policy=no-user-gesture-required',
+        // TH_CHROME_LOG=1 DEBUG=pw:browser: Chromium's congestion control explains its sending rate on stderr
+        // ("Switch to HOLD ... avg loss rate" is the loss it reads in our transport-wide feedback).
+        ...(process.env.TH_CHROME_LOG
+          ? ['--enable-logging=stderr', '--v=0', '--vmodule=goog_cc_network_control=1,delay_based_bwe=1,loss_based_bwe_v2=2,send_side_bandwidth_estimation=2']
+          : []),
       ],
     },
   },

@@ -698,14 +698,10 @@ impl SyntheticParticipant {
         media_engine.register_default_codecs()?;
         let acked = Arc::new(Mutex::new(BTreeSet::new()));
         let registry = register_default_interceptors(
-            Registry::new()
-                // The SFU's own stage: feedback reaches us and, like a
-                // browser, we do not ask again for what RTX repaired (`rtc`'s
-                // NACK generator would, every 100 ms).
-                .with(
-                    Slot::from(telehealth_sfu::interceptor::SLOT),
-                    telehealth_sfu::interceptor::SfuInterceptor::default(),
-                )
+            // The SFU's own stages: feedback reaches us and, like a
+            // browser, we do not ask again for what RTX repaired (`rtc`'s
+            // NACK generator would, every 100 ms).
+            telehealth_sfu::interceptor::with_sfu_stages(Registry::new())
                 // Wire-most: sees every receiver report that arrives.
                 .with(
                     Slot::from(REPORT_WATCHER_SLOT),

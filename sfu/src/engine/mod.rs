@@ -16,6 +16,7 @@
 //! | --- | --- |
 //! | `mod.rs` | the loop: commands, datagrams, TCP events, deadlines |
 //! | `net.rs` | packets in (routing) and out (UDP or TCP), draining peers |
+//! | `arrival.rs` | reading a datagram with the time it reached the host |
 //! | `tcp.rs` | the ICE-TCP listener and its connections |
 //! | `signaling.rs` | commands: join, offer/answer, candidates, renegotiation |
 //! | `room.rs` | publish, subscribe, leave |
@@ -23,6 +24,7 @@
 //! | `stats.rs` | stats samples and the bandwidth estimate |
 //! | `peer.rs` | building a participant's connection |
 
+mod arrival;
 mod forward;
 mod net;
 mod peer;
@@ -383,6 +385,8 @@ impl Engine {
     /// command or a deadline.
     pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut buf = vec![0u8; 2048];
+        let mut cmsg = arrival::cmsg_buffer();
+        arrival::enable(&self.net.socket);
         let mut tcp_events = self.tcp_events.take();
         // One timer, re-armed only when the deadline moves: creating a fresh
         // `Sleep` per datagram costs a timer-wheel insert and removal each time.
@@ -397,13 +401,13 @@ impl Engine {
             }
             let turn_started = Instant::now();
             tokio::select! {
-                r = self.net.socket.recv_from(&mut buf) => {
-                    if let Ok((n, from)) = r {
-                        self.handle_datagram(Instant::now(), from, &buf[..n]);
-                        // Drain what else is queued before the bookkeeping below.
-                        for _ in 0..64 {
-                            match self.net.socket.try_recv_from(&mut buf) {
-                                Ok((n, from)) => self.handle_datagram(Instant::now(), from, &buf[..n]),
+                r = self.net.socket.readable() => {
+                    if r.is_ok() {
+                        // What is queued, up to 65 datagrams before the
+                        // bookkeeping below, each at the time it arrived.
+                        for _ in 0..65 {
+                            match arrival::try_recv(&self.net.socket, &mut buf, &mut cmsg) {
+                                Ok((n, from, at)) => self.handle_datagram(at, from, &buf[..n]),
                                 Err(_) => break,
                             }
                         }

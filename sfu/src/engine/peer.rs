@@ -119,10 +119,7 @@ pub(crate) fn new_peer_connection(now: Instant, config: &SfuConfig) -> Result<RT
         .register_codec(red_codec(), RtpCodecKind::Audio)
         .map_err(webrtc)?;
     let mut registry = register_default_interceptors(
-        Registry::new().with(
-            Slot::from(crate::interceptor::SLOT),
-            crate::interceptor::SfuInterceptor::default(),
-        ),
+        crate::interceptor::with_sfu_stages(Registry::new()),
         &mut media_engine,
     )
     .map_err(webrtc)?;
