@@ -8,7 +8,7 @@ use sqlx::FromRow;
 use crate::audit::{record, Actor, Outcome};
 use crate::error::{map_unique, Result};
 use crate::types::{FacilityId, PatientId, Pii, Sex, Timestamp, UserId};
-use crate::validate::{self, Errors};
+use crate::validate::{self, Errors, FieldError};
 use crate::{RecordsError, Store};
 
 #[derive(Clone, Debug, Serialize, FromRow)]
@@ -36,9 +36,14 @@ pub struct Patient {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PatientInput {
+    // Missing, empty and wrong are reported together, field by field
+    // (`clean`), not as the first field the parser could not read.
+    #[serde(default)]
     pub full_name: Pii<String>,
+    #[serde(default)]
     pub date_of_birth: Pii<String>,
-    pub sex: Sex,
+    #[serde(default)]
+    pub sex: Option<Sex>,
     #[serde(default)]
     pub phone: Option<Pii<String>>,
     #[serde(default)]
@@ -63,6 +68,7 @@ struct Clean {
     full_name: String,
     search_name: String,
     dob: NaiveDate,
+    sex: Sex,
     phone: Option<String>,
     address: Option<String>,
     cccd: Option<String>,
@@ -82,8 +88,16 @@ fn clean(p: &PatientInput) -> Result<Clean> {
     let address = non_empty(&p.address)
         .map(|a| validate::optional_text("address", a, 500))
         .transpose();
+    let sex = p.sex.ok_or_else(|| {
+        FieldError::new(
+            "sex",
+            "required",
+            "Chọn giới tính của bệnh nhân.",
+            "Choose the patient's sex.",
+        )
+    });
     let cccd = non_empty(&p.cccd)
-        .map(|c| validate::cccd(c, dob.as_ref().ok().copied(), Some(p.sex)))
+        .map(|c| validate::cccd(c, dob.as_ref().ok().copied(), p.sex))
         .transpose();
     let bhyt = non_empty(&p.bhyt).map(validate::bhyt).transpose();
     macro_rules! take {
@@ -97,9 +111,10 @@ fn clean(p: &PatientInput) -> Result<Clean> {
             }
         };
     }
-    let (name, dob, phone, address, cccd, bhyt) = (
+    let (name, dob, sex, phone, address, cccd, bhyt) = (
         take!(name),
         take!(dob),
+        take!(sex),
         take!(phone),
         take!(address),
         take!(cccd),
@@ -112,6 +127,7 @@ fn clean(p: &PatientInput) -> Result<Clean> {
         search_name: validate::fold_for_search(&full_name),
         full_name,
         dob: dob.unwrap_or_default(),
+        sex: sex.unwrap_or(Sex::Other),
         phone: phone.flatten(),
         address: address.flatten(),
         cccd: cccd.flatten(),
@@ -161,7 +177,7 @@ impl Store {
         .bind(&c.full_name)
         .bind(&c.search_name)
         .bind(c.dob.to_string())
-        .bind(input.sex)
+        .bind(c.sex)
         .bind(c.phone)
         .bind(c.address)
         .bind(c.cccd)
@@ -205,7 +221,7 @@ impl Store {
         .bind(&c.full_name)
         .bind(&c.search_name)
         .bind(c.dob.to_string())
-        .bind(input.sex)
+        .bind(c.sex)
         .bind(c.phone)
         .bind(c.address)
         .bind(c.cccd)

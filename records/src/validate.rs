@@ -264,6 +264,14 @@ pub fn phone(value: &str) -> Result<String, FieldError> {
 
 /// Validates a date of birth: a real date, not in the future, not before 1900.
 pub fn date_of_birth(value: &str, today: NaiveDate) -> Result<NaiveDate, FieldError> {
+    if value.trim().is_empty() {
+        return Err(FieldError::new(
+            "date_of_birth",
+            "required",
+            "Nhập ngày sinh của bệnh nhân.",
+            "Enter the patient's date of birth.",
+        ));
+    }
     let d = NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d").map_err(|_| {
         FieldError::new(
             "date_of_birth",

@@ -105,7 +105,7 @@ async fn invalid_patients_are_refused_with_every_field_named(store: Store) {
     let input = PatientInput {
         full_name: Pii("  ".into()),
         date_of_birth: Pii("2999-01-01".into()),
-        sex: Sex::Male,
+        sex: Some(Sex::Male),
         phone: Some(Pii("123".into())),
         address: None,
         cccd: Some(Pii("12ab".into())),

@@ -208,8 +208,8 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Invalid(errors) => (
                 "validation_failed",
-                "Một số thông tin chưa hợp lệ. Xem từng mục bên dưới.".to_owned(),
-                "Some fields are not valid; see each one below.".to_owned(),
+                "Một số thông tin chưa hợp lệ: sửa các ô có viền đỏ rồi gửi lại.".to_owned(),
+                "Some fields are not valid: correct the boxes outlined in red, then send again.".to_owned(),
                 errors,
                 None,
                 None,

@@ -6,7 +6,7 @@
  * same consultation, and the doctor ends the consultation for both.
  */
 import { expect, test } from '@playwright/test';
-import { shoot, signIn } from './helpers.js';
+import { PHONE, shoot, signIn } from './helpers.js';
 
 /** @typedef {{frames: number, samples: number, audioPackets: number, videoPackets: number, ice: string, conn: string, pid: string | null, codecs: string}} Inbound */
 
@@ -107,6 +107,32 @@ test('video call: media both ways, photo, dropped socket resumed, doctor ends', 
     await expect(hw.locator('#call-others')).toContainText('tắt micro');
     await dr.locator('#call-mute').click();
     await expect(dr.locator('#call-mute')).toHaveAttribute('aria-pressed', 'false');
+  });
+
+  await test.step('the doctor writes the note with the patient in sight: beside it on a desktop, pinned on a phone', async () => {
+    // At least half of the element (or 80 px of a tall one) on screen, across its whole width.
+    const inView = (/** @type {string} */ sel) => dr.locator(sel).first().evaluate((el) => {
+      const r = el.getBoundingClientRect();
+      const shown = Math.min(r.bottom, window.innerHeight) - Math.max(r.top, 0);
+      return r.height > 0 && shown >= Math.min(r.height / 2, 80) && r.left >= 0 && r.right <= window.innerWidth + 1;
+    });
+    const plan = dr.locator('#note-form [name=plan]');
+    await plan.fill('Theo dõi nhiệt độ, uống nhiều nước.');
+    await plan.scrollIntoViewIfNeeded();
+    expect(await inView('#note-form [name=plan]'), 'the plan field on screen').toBe(true);
+    expect(await inView('#remote-video'), 'the patient on screen beside the note (desktop)').toBe(true);
+    await shoot(dr, 'doctor-desk', dr.locator('#note-form'));
+    const desktop = dr.viewportSize();
+    await dr.setViewportSize(PHONE);
+    await plan.scrollIntoViewIfNeeded();
+    await expect(dr.locator('#call .call-stage')).toHaveClass(/pinned/);
+    expect(await inView('#remote-video'), 'the patient pinned in a corner (phone)').toBe(true);
+    // The pinned picture is the live one: frames keep coming.
+    const before = (await inbound(dr))?.frames ?? 0;
+    await expect.poll(async () => ((await inbound(dr))?.frames ?? 0) - before, { timeout: 10_000 }).toBeGreaterThan(10);
+    await dr.evaluate(() => window.scrollTo(0, 0));
+    await expect(dr.locator('#call .call-stage')).not.toHaveClass(/pinned/);
+    if (desktop) await dr.setViewportSize(desktop);
   });
 
   await test.step('screenshots of the call at phone and desktop sizes', async () => {

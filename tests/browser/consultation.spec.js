@@ -29,6 +29,30 @@ test('urgent consultation from registration to signed note', async ({ browser })
     await shoot(hw, 'station-home', hw.locator('#open-title'));
     await hw.getByRole('link', { name: 'Đăng ký bệnh nhân mới' }).click();
     const form = hw.locator('#register');
+    const errorOf = async (/** @type {string} */ field) =>
+      form.locator('#' + (await form.locator(`[name=${field}]`).getAttribute('id')) + '-error');
+    // Sent empty: every missing field is named at once, beside it, in plain words (no parser message), and the
+    // page sends nothing.
+    let posted = 0;
+    const countPosts = (/** @type {import('@playwright/test').Request} */ r) => {
+      if (r.method() === 'POST' && r.url().endsWith('/api/patients')) posted += 1;
+    };
+    hw.on('request', countPosts);
+    await form.locator('button[type=submit]').click();
+    await expect(await errorOf('full_name')).toHaveText('Nhập họ tên của bệnh nhân.');
+    await expect(await errorOf('date_of_birth')).toHaveText('Nhập ngày sinh của bệnh nhân.');
+    await expect(await errorOf('sex')).toHaveText('Chọn giới tính của bệnh nhân.');
+    for (const f of ['full_name', 'date_of_birth', 'sex']) await expect(form.locator(`[name=${f}]`)).toHaveAttribute('aria-invalid', 'true');
+    await expect(form.locator('.form-alert')).toHaveText('Một số thông tin chưa hợp lệ: sửa các ô có viền đỏ rồi gửi lại.');
+    await expect(form.locator('[name=full_name]')).toBeFocused();
+    await shoot(hw, 'patient-register-empty', form);
+    // One field mended: the others are still named, the mended one is not.
+    await form.locator('[name=sex]').selectOption('female');
+    await form.locator('button[type=submit]').click();
+    await expect(await errorOf('sex')).toHaveText('');
+    await expect(await errorOf('full_name')).toHaveText('Nhập họ tên của bệnh nhân.');
+    hw.off('request', countPosts);
+    expect(posted, 'an incomplete form is not sent').toBe(0);
     await form.locator('[name=full_name]').fill(name);
     await form.locator('[name=date_of_birth]').fill('1985-04-12');
     await form.locator('[name=sex]').selectOption('female');
@@ -53,8 +77,14 @@ test('urgent consultation from registration to signed note', async ({ browser })
     await vitals.locator('[name=systolic_mmhg]').fill('128');
     await vitals.locator('[name=diastolic_mmhg]').fill('82');
     await vitals.locator('[name=spo2_pct]').fill('96');
+    await vitals.locator('[name=respiratory_rate]').fill('24');
+    await vitals.locator('[name=weight_kg]').fill('52.5');
     await vitals.locator('button[type=submit]').click();
     await expect(hw.locator('#vitals-latest table')).toContainText('38.6');
+    // Out-of-range values are marked with an arrow and a word (not colour alone); normal ones are not.
+    const flagged = hw.locator('#vitals-latest td.abnormal');
+    await expect(flagged).toHaveText(['38.6 ▲ cao', '104 ▲ cao', '24 ▲ cao']);
+    await expect(hw.locator('#vitals-latest')).toContainText('ngoài khoảng thường gặp');
     await shoot(hw, 'patient-page', hw.locator('#request-form'));
   });
 
@@ -96,6 +126,10 @@ test('urgent consultation from registration to signed note', async ({ browser })
     await dr.locator('#note-form [name=objective]').fill(objective);
     await dr.locator('#note-form [name=assessment]').fill('Viêm họng cấp do virus');
     await dr.locator('#note-form [name=plan]').fill('Hạ sốt paracetamol 500 mg khi sốt trên 38,5 độ; uống nhiều nước; tái khám sau 3 ngày.');
+    // Every vital sign fits its panel beside the note: SpO₂ and weight are not cut off; the abnormal ones marked.
+    const wrap = dr.locator('#patient-panel .table-wrap');
+    expect(await wrap.evaluate((el) => el.scrollWidth <= el.clientWidth + 1), 'the vitals table fits its panel').toBe(true);
+    await expect(dr.locator('#patient-panel td.abnormal')).toHaveCount(3);
     await dr.locator('#note-form [name=icd10_codes]').fill('viem hong');
     await dr.locator('#icd-suggestions button').filter({ hasText: 'J02.9' }).click();
     await expect(dr.locator('#icd-chips [data-code="J02.9"]')).toBeVisible();

@@ -42,17 +42,19 @@ export async function render(ctx, [id]) {
   const noteTitle = h('h3', { id: 'note-title' }, doctor ? t('note.title') : t('note.fromDoctor'));
   const callBox = h('section', { class: 'panel call', id: 'call', 'aria-labelledby': 'call-title', hidden: true });
 
-  ctx.view.append(
-    heading(p ? p.full_name : t('consult.title'), h('span', { id: 'consult-state' })),
-    h('section', { class: 'panel' }, facts, statusLine, actions),
-    callBox,
-  );
+  const factsPanel = h('section', { class: 'panel' }, facts, statusLine, actions);
+  const notePanel = h('section', { class: 'panel', 'aria-labelledby': 'note-title', id: 'note-panel' }, noteTitle, noteBox);
+  ctx.view.append(heading(p ? p.full_name : t('consult.title'), h('span', { id: 'consult-state' })));
   if (doctor && p) {
-    ctx.view.append(h('div', { class: 'split' },
-      h('section', { class: 'panel', 'aria-labelledby': 'note-title' }, noteTitle, noteBox),
-      await patientPanel(p, c.id)));
+    // The doctor's desk: on a wide screen the call (and the consultation's facts) on one side, held in view, and
+    // the note with the patient's record on the other, so the patient stays in sight while the doctor types; on
+    // a narrow one the same in one column, the picture pinned small in a corner once scrolled past.
+    ctx.view.append(h('div', { class: 'desk' },
+      h('div', { class: 'desk-side' }, callBox, factsPanel),
+      h('div', { class: 'desk-main' }, notePanel, await patientPanel(p, c.id))));
+    ctx.cleanup(pinWhenScrolledPast(callBox));
   } else {
-    ctx.view.append(h('section', { class: 'panel', 'aria-labelledby': 'note-title' }, noteTitle, noteBox));
+    ctx.view.append(factsPanel, callBox, notePanel);
   }
 
   let noteMounted = false;
@@ -237,7 +239,7 @@ async function patientPanel(p, currentId) {
     h('h3', { id: 'patient-title' }, t('patient.summary')),
     summary(p),
     h('h4', {}, t('vitals.title')),
-    vitals.length ? vitalsTable(vitals.slice(0, 5)) : h('p', { class: 'muted' }, t('vitals.none')),
+    vitals.length ? vitalsTable(vitals.slice(0, 5), { dob: p.date_of_birth }) : h('p', { class: 'muted' }, t('vitals.none')),
     h('h4', {}, t('patient.history')),
     earlier.length
       ? h('ul', { class: 'list' }, earlier.slice(0, 5).map((x, i) => h('li', { class: 'item column' },
@@ -246,4 +248,36 @@ async function patientPanel(p, currentId) {
         notes[i] ? h('details', {}, h('summary', {}, t('note.signedNote')), noteView(/** @type {Note} */ (notes[i]))) : null)))
       : h('p', { class: 'muted' }, t('patient.noHistory')),
   );
+}
+
+/**
+ * On a narrow screen, pins the call's picture small in a corner while its panel is scrolled out of view (the
+ * doctor writing the note below it keeps seeing the patient). Returns the cleanup.
+ * @param {HTMLElement} callBox
+ */
+function pinWhenScrolledPast(callBox) {
+  const narrow = window.matchMedia('(max-width: 999px)');
+  let out = false;
+  const update = () => {
+    const stage = callBox.querySelector('.call-stage');
+    if (!stage) return;
+    const pin = out && narrow.matches && !callBox.hidden;
+    if (pin && !stage.classList.contains('pinned')) {
+      // Keep the panel's height while the picture is elsewhere, so the page does not jump.
+      /** @type {HTMLElement} */ (stage.parentElement).style.setProperty('--stage-height', `${stage.getBoundingClientRect().height}px`);
+    }
+    stage.classList.toggle('pinned', pin);
+    callBox.classList.toggle('stage-pinned', pin);
+  };
+  const seen = new IntersectionObserver(([e]) => {
+    // Out of view once less than a tenth of the panel shows, and only when it left upwards.
+    out = !e.isIntersecting && e.boundingClientRect.top < 0;
+    update();
+  }, { threshold: [0, 0.1] });
+  seen.observe(callBox);
+  narrow.addEventListener('change', update);
+  return () => {
+    seen.disconnect();
+    narrow.removeEventListener('change', update);
+  };
 }

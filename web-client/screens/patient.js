@@ -43,7 +43,7 @@ export async function render(ctx, [id]) {
     if (!r.ok) return vitalsBox.replaceChildren(notice(t('err.listFailed'), 'error'));
     /** @type {Vitals[]} */
     const list = r.data;
-    vitalsBox.replaceChildren(list.length ? vitalsTable(list.slice(0, 5)) : h('p', { class: 'muted' }, t('vitals.none')));
+    vitalsBox.replaceChildren(list.length ? vitalsTable(list.slice(0, 5), { dob: p.date_of_birth }) : h('p', { class: 'muted' }, t('vitals.none')));
   }
   async function loadHistory() {
     const r = await api(`/api/patients/${p.id}/consultations`);
@@ -94,6 +94,21 @@ function renderNew(ctx) {
       full_name: text('full_name'), date_of_birth: text('date_of_birth'), sex: text('sex') || null,
       phone: opt('phone'), cccd: opt('cccd'), bhyt: opt('bhyt'), address: opt('address'),
     };
+    // What the page can tell without the server, all at once and next to each field (the server checks again).
+    /** @type {[string, import('../i18n.js').Key][]} */
+    const missing = [];
+    if (!body.full_name) missing.push(['full_name', 'patient.nameMissing']);
+    const dobInput = /** @type {HTMLInputElement} */ (form.querySelector('[name=date_of_birth]'));
+    if (dobInput.validity.badInput) missing.push(['date_of_birth', 'patient.dobInvalid']);
+    else if (!body.date_of_birth) missing.push(['date_of_birth', 'patient.dobMissing']);
+    else if (body.date_of_birth > localDay()) missing.push(['date_of_birth', 'patient.dobFuture']);
+    if (!body.sex) missing.push(['sex', 'patient.sexMissing']);
+    if (missing.length) {
+      return showProblem(form, {
+        status: 422, code: 'validation_failed', detail: t('err.checkFields'),
+        errors: missing.map(([f, key]) => ({ field: f, code: 'required', message: t(key), message_en: t(key) })),
+      });
+    }
     const r = await busy(form, () => api('/api/patients', { method: 'POST', body }));
     if (!r) return;
     if (!r.ok) return showProblem(form, r.problem);

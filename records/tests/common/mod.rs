@@ -152,7 +152,7 @@ pub fn patient_input(name: &str) -> PatientInput {
     PatientInput {
         full_name: Pii(name.into()),
         date_of_birth: Pii("1985-03-27".into()),
-        sex: Sex::Female,
+        sex: Some(Sex::Female),
         phone: Some(Pii("0912345678".into())),
         address: Some(Pii("Thôn 3, xã Bản Lầu".into())),
         cccd: None,

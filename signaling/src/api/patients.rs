@@ -160,9 +160,12 @@ async fn get(
 #[serde(deny_unknown_fields)]
 struct PatientUpdate {
     version: i64,
+    #[serde(default)]
     full_name: Pii<String>,
+    #[serde(default)]
     date_of_birth: Pii<String>,
-    sex: Sex,
+    #[serde(default)]
+    sex: Option<Sex>,
     #[serde(default)]
     phone: Option<Pii<String>>,
     #[serde(default)]
