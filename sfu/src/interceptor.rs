@@ -34,10 +34,14 @@ use crate::fresh_repairs::FreshRepairs;
 use crate::layer_ids::KeepLayerIds;
 use crate::layer_rtx::{LayerRtx, Probe};
 use crate::nack_filter::RtxNackFilter;
-use rtc::interceptor::{AttributedPacket, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{
+    Attribute, AttributedPacket, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket,
+};
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The registry slot for [`SfuInterceptor`].
@@ -46,11 +50,42 @@ pub const SLOT: usize = 3_500;
 /// before the receiver reports (10,000).
 pub const DROP_PROBES_SLOT: usize = 8_500;
 
-/// `registry` with the SFU's stages in their slots.
-pub fn with_sfu_stages(registry: Registry) -> Registry {
-    registry
-        .with(Slot::from(SLOT), SfuInterceptor::default())
-        .with(Slot::from(DROP_PROBES_SLOT), DropProbes::default())
+/// `registry` with the SFU's stages in their slots, and the handle on the
+/// connection's send-side estimate that the first stage keeps.
+pub fn with_sfu_stages(registry: Registry) -> (Registry, SendEstimate) {
+    let stage = SfuInterceptor::default();
+    let estimate = stage.send_estimate.clone();
+    let registry = registry
+        .with(Slot::from(SLOT), stage)
+        .with(Slot::from(DROP_PROBES_SLOT), DropProbes::default());
+    (registry, estimate)
+}
+
+/// A connection's latest send-side bandwidth estimate, as its congestion
+/// controller announced it ([`Attribute::TargetBitrateChanged`], on the
+/// feedback packet that changed it, on its way up the chain).
+///
+/// Read by the engine for layer choice. `rtc` also copies each change into
+/// the `target_bitrate` of the outbound streams that exist at that moment,
+/// but only then: a stream created after the estimate settled never had one,
+/// and a subscriber whose streams all came after it got no estimate at all —
+/// its layer selector kept the lowest layer for the whole call (the doctor
+/// at 320×180 on a clean link while the station sent 720p).
+#[derive(Clone, Debug, Default)]
+pub struct SendEstimate(Arc<AtomicU64>);
+
+impl SendEstimate {
+    /// The latest estimate in bps; `None` before the first.
+    pub fn get(&self) -> Option<u64> {
+        let v = self.0.load(Ordering::Relaxed);
+        (v > 0).then_some(v)
+    }
+
+    fn set(&self, bps: f64) {
+        if bps.is_finite() && bps >= 1.0 {
+            self.0.store(bps as u64, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Takes inbound bandwidth probes ([`Probe`]) out of the chain once the
@@ -122,6 +157,8 @@ pub struct SfuInterceptor {
     pub fresh_repairs: FreshRepairs,
     /// Unwraps simulcast layers' retransmissions.
     pub layer_rtx: LayerRtx,
+    /// The connection's send-side estimate, for the engine.
+    pub send_estimate: SendEstimate,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
 }
@@ -134,6 +171,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SfuInterceptor {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Some(Attribute::TargetBitrateChanged { bits_per_second }) = msg
+            .message
+            .get(&Attribute::TargetBitrateChanged { bits_per_second: 0.0 })
+        {
+            self.send_estimate.set(*bits_per_second);
+        }
         if !self.layer_rtx.on_read(&mut msg) {
             // A probe: on to the transport-wide feedback, and no further.
             self.read_queue.push_back(msg);
@@ -490,13 +533,35 @@ mod chain_tests {
         out
     }
 
+    /// Every estimate the congestion controller announces reaches the
+    /// engine's handle, whether or not any outbound stream existed to take it.
+    #[test]
+    fn the_send_estimate_is_kept_for_the_engine() {
+        let (registry, estimate) = with_sfu_stages(Registry::new());
+        let mut chain = registry.build();
+        assert_eq!(estimate.get(), None);
+        for bps in [300_000.0, 1_250_000.0] {
+            let mut carrier = AttributedPacket::from(Packet::Rtcp(vec![]));
+            carrier.add(Attribute::TargetBitrateChanged { bits_per_second: bps });
+            chain
+                .handle_read(TaggedPacket {
+                    now: Instant::now(),
+                    transport: Default::default(),
+                    message: carrier,
+                })
+                .unwrap();
+            while chain.poll_read().is_some() {}
+            assert_eq!(estimate.get(), Some(bps as u64));
+        }
+    }
+
     /// A browser's bandwidth probe (padding on a simulcast layer's RTX
     /// stream) is reported as arrived in the transport-wide feedback, and
     /// goes no further than that.
     #[test]
     fn a_probe_is_acknowledged_to_the_sender_and_not_delivered() {
         let registry =
-            register_default_interceptors(with_sfu_stages(Registry::new()), &mut MediaEngine::default())
+            register_default_interceptors(with_sfu_stages(Registry::new()).0, &mut MediaEngine::default())
                 .expect("registry");
         let mut chain = registry.build();
         chain.bind_remote_stream(&StreamInfo {

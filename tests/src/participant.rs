@@ -702,6 +702,7 @@ impl SyntheticParticipant {
             // browser, we do not ask again for what RTX repaired (`rtc`'s
             // NACK generator would, every 100 ms).
             telehealth_sfu::interceptor::with_sfu_stages(Registry::new())
+                .0
                 // Wire-most: sees every receiver report that arrives.
                 .with(
                     Slot::from(REPORT_WATCHER_SLOT),

@@ -149,7 +149,7 @@ impl Engine {
         let replaced = room.participants.get(&participant).copied();
         let udp_host = self.net.udp_host;
         let tcp_host = self.net.tcp.as_ref().map(|t| t.host);
-        let mut pc = new_peer_connection(now, &self.config)?;
+        let (mut pc, send_estimate) = new_peer_connection(now, &self.config)?;
         let answer = guarded(|| {
             let offer = RTCSessionDescription::offer(offer).map_err(sdp_error)?;
             pc.set_remote_description(now, offer).map_err(sdp_error)?;
@@ -189,6 +189,7 @@ impl Engine {
                 published_count: 0,
                 closing: false,
                 video_wanted: true,
+                send_estimate,
             },
         );
         let existing: Vec<TrackId> = match self.rooms.get_mut(&room_id) {

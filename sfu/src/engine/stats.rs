@@ -167,7 +167,7 @@ impl Engine {
                 participant: peer.id.clone(),
                 at,
                 rtt_s: rtcp.get(&key).and_then(|f| f.rtt_s),
-                send_estimate_bps: rtcp.get(&key).and_then(|f| f.send_estimate_bps),
+                send_estimate_bps: peer.send_estimate.get(),
                 tracks: samples.remove(&key).unwrap_or_default(),
             };
             self.emit(SfuEvent::Stats(sample));
@@ -238,11 +238,8 @@ impl Engine {
         }
         let mut estimates: HashMap<PeerKey, u64> = HashMap::new();
         for k in wanted {
-            if let Some(p) = self.peers.get_mut(&k) {
-                let report = p.pc.get_stats(now, StatsSelector::None);
-                if let Some(bps) = RtcpFigures::from_report(&report).send_estimate_bps {
-                    estimates.insert(k, bps);
-                }
+            if let Some(bps) = self.peers.get(&k).and_then(|p| p.send_estimate.get()) {
+                estimates.insert(k, bps);
             }
         }
         let mut off: Vec<SfuEvent> = Vec::new();
