@@ -58,13 +58,21 @@ test('urgent consultation from registration to signed note', async ({ browser })
     await form.locator('[name=sex]').selectOption('female');
     await form.locator('[name=phone]').fill('12345');
     await form.locator('[name=cccd]').fill('0011');
+    hw.on('request', countPosts);
     await form.locator('button[type=submit]').click();
-    const phoneError = form.locator('#' + (await form.locator('[name=phone]').getAttribute('id')) + '-error');
-    await expect(phoneError).toContainText('Số điện thoại gồm 10 chữ số');
-    await expect(form.locator('[name=cccd]')).toHaveAttribute('aria-invalid', 'true');
+    await expect(await errorOf('phone')).toContainText('Số điện thoại gồm 10 chữ số');
+    await expect(await errorOf('cccd')).toHaveText('Số CCCD phải gồm đúng 12 chữ số.');
     await expect(form.locator('.form-alert')).toContainText('Một số thông tin chưa hợp lệ');
+    expect(posted, 'a wrongly shaped phone or CCCD is not sent').toBe(0);
     await shoot(hw, 'patient-register-errors', form);
+    // What only the server knows (the CCCD's province code) comes back beside its field too.
     await form.locator('[name=phone]').fill('0912345678');
+    await form.locator('[name=cccd]').fill('003185123456');
+    await form.locator('button[type=submit]').click();
+    await expect(await errorOf('cccd')).toContainText('Mã tỉnh 003');
+    await expect(await errorOf('phone')).toHaveText('');
+    expect(posted, 'sent once the page found nothing').toBe(1);
+    hw.off('request', countPosts);
     await form.locator('[name=cccd]').fill(`001185${suffix}`);
     await form.locator('button[type=submit]').click();
     await expect(hw.locator('h2')).toHaveText(name);

@@ -103,6 +103,12 @@ function renderNew(ctx) {
     else if (!body.date_of_birth) missing.push(['date_of_birth', 'patient.dobMissing']);
     else if (body.date_of_birth > localDay()) missing.push(['date_of_birth', 'patient.dobFuture']);
     if (!body.sex) missing.push(['sex', 'patient.sexMissing']);
+    // The shapes the server checks too (it also checks a CCCD's province, century and sex digits).
+    const phone = (body.phone ?? '').replace(/[\s.()-]/g, '').replace(/^\+?84(?=\d{9}$)/, '0');
+    if (body.phone && !/^0[1-9]\d{8}$/.test(phone)) missing.push(['phone', 'patient.phoneInvalid']);
+    if (body.cccd && !/^\d{12}$/.test(body.cccd.replace(/\s/g, ''))) missing.push(['cccd', 'patient.cccdInvalid']);
+    const bhyt = (body.bhyt ?? '').replace(/\s/g, '').toUpperCase();
+    if (body.bhyt && !/^(\d{10}|[A-Z]{2}[1-5]\d{12})$/.test(bhyt)) missing.push(['bhyt', 'patient.bhytInvalid']);
     if (missing.length) {
       return showProblem(form, {
         status: 422, code: 'validation_failed', detail: t('err.checkFields'),
