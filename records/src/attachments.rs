@@ -13,6 +13,12 @@ use crate::{RecordsError, Store};
 
 /// Largest photo accepted (a 12-megapixel JPEG is about 4-6 MB).
 pub const MAX_PHOTO_BYTES: usize = 10 * 1024 * 1024;
+/// Most photos one consultation keeps: a wound from a few sides, a rash, a
+/// prescription, a test result, several times over. Bounds what one account
+/// can make the server store (each photo is in the database).
+pub const MAX_PHOTOS_PER_CONSULTATION: i64 = 30;
+/// Most bytes of photos one consultation keeps.
+pub const MAX_PHOTO_BYTES_PER_CONSULTATION: i64 = 100 * 1024 * 1024;
 
 #[derive(Clone, Debug, Serialize, FromRow)]
 pub struct Attachment {
@@ -69,6 +75,28 @@ impl Store {
         }
         let id = AttachmentId::new();
         let mut w = self.begin_write().await?;
+        let (count, stored): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM attachments WHERE consultation_id = $1",
+        )
+        .bind(consultation)
+        .fetch_one(&mut **w)
+        .await?;
+        if count >= MAX_PHOTOS_PER_CONSULTATION
+            || stored + bytes.len() as i64 > MAX_PHOTO_BYTES_PER_CONSULTATION
+        {
+            return Err(RecordsError::field(FieldError::new(
+                "body",
+                "photo_quota",
+                format!(
+                    "Ca tư vấn này đã có đủ ảnh (tối đa {MAX_PHOTOS_PER_CONSULTATION} ảnh, {} MB). Gửi ảnh qua ca tư vấn mới nếu cần.",
+                    MAX_PHOTO_BYTES_PER_CONSULTATION / (1024 * 1024)
+                ),
+                format!(
+                    "This consultation has all the photos it can keep (at most {MAX_PHOTOS_PER_CONSULTATION}, {} MB). Send more in a new consultation if needed.",
+                    MAX_PHOTO_BYTES_PER_CONSULTATION / (1024 * 1024)
+                ),
+            )));
+        }
         let a = sqlx::query_as::<_, Attachment>(&format!(
             "INSERT INTO attachments (id, consultation_id, patient_id, uploaded_by, content_type, size_bytes, data, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"

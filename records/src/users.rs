@@ -87,7 +87,13 @@ impl Store {
             },
         };
         match (role, kind) {
-            (Role::Admin, _) => Ok(()),
+            (Role::Admin, None) => Ok(()),
+            (Role::Admin, Some(_)) => Err(FieldError::new(
+                "facility_id",
+                "admin_has_no_facility",
+                "Quản trị viên làm việc cho cả tỉnh, không thuộc cơ sở nào: để trống mục cơ sở.",
+                "An admin works for the whole province and belongs to no facility: leave the facility empty.",
+            )),
             (Role::HealthWorker, Some(FacilityKind::CommuneStation)) => Ok(()),
             (Role::Doctor, Some(k)) if k.is_hospital() => Ok(()),
             (Role::HealthWorker, _) => Err(FieldError::new(
@@ -159,7 +165,14 @@ impl Store {
     pub async fn update_user(&self, actor: &Actor, id: UserId, c: &UserChanges) -> Result<User> {
         let current = self.user(id).await?;
         let role = c.role.unwrap_or(current.role);
-        let facility = c.facility_id.unwrap_or(current.facility_id);
+        let facility = match (role, c.facility_id) {
+            (_, Some(f)) => f,
+            // An admin works for the province, not a facility: an account
+            // made admin leaves its facility (and one given a facility by
+            // an older version loses it at its next change).
+            (Role::Admin, None) => None,
+            (_, None) => current.facility_id,
+        };
         let mut errs = Errors::default();
         let display = match &c.display_name {
             Some(d) => validate::text("display_name", d, 200),

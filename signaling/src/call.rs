@@ -338,7 +338,9 @@ impl Calls {
                         self.forget(c, &pid);
                     }
                 }
-                tracing::info!(consultation = %c, error = %e, "join refused by the SFU");
+                // The code, not the text: an SDP parser's message quotes the
+                // client's SDP (addresses, fingerprints).
+                tracing::info!(consultation = %c, error = e.code(), "join refused by the SFU");
                 Err(match e {
                     SfuError::InvalidSdp(_) => JoinError::BadSdp,
                     _ => JoinError::Media,

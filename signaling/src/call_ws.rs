@@ -24,17 +24,21 @@ fn join_error(e: JoinError) -> Value {
 }
 
 /// The reply to a refused offer, answer or candidate.
+/// The SFU's refusal, in fixed words: its text (a parser's message) quotes
+/// the client's SDP or candidate, which is neither the client's to be told
+/// back nor ours to log.
 fn sfu_error(e: &telehealth_sfu::SfuError) -> Value {
+    tracing::debug!(error = e.code(), "SFU refused a call message");
     match e {
         telehealth_sfu::SfuError::InvalidCandidate(_) => error(
             "bad_candidate",
             "Ứng viên ICE không hợp lệ.",
-            &format!("Invalid ICE candidate: {e}"),
+            "Invalid ICE candidate.",
         ),
         _ => error(
             "bad_sdp",
             "Mô tả phiên không hợp lệ.",
-            &format!("Invalid session description: {e}"),
+            "Invalid session description.",
         ),
     }
 }

@@ -186,6 +186,19 @@ fn serde_urlencoded_like<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let k = percent_decode(k);
         let v = percent_decode(v);
+        // `?state=a&state=b` means nothing here: refused, not the last one
+        // taken silently. (An empty value, as an HTML form sends an unset
+        // filter, reaches the handler, which reads it as no filter.)
+        if map.contains_key(&k) {
+            let vi = "Tham số này xuất hiện nhiều lần; chỉ gửi một lần";
+            let en = "This parameter appears more than once; send it once.";
+            return Err(ApiError::BadRequest {
+                code: "repeated_parameter",
+                detail: format!("{vi}: {k}."),
+                detail_en: en.to_owned(),
+                errors: vec![FieldError::new(k, "repeated_parameter", format!("{vi}."), en)],
+            });
+        }
         map.insert(k, serde_json::Value::from(v));
     }
     parse_json(&serde_json::to_vec(&map).unwrap_or_default())
@@ -240,6 +253,23 @@ impl FromRequestParts<AppState> for ClientAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_query_parameter_is_refused_by_name() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Q {
+            state: Option<String>,
+            q: Option<String>,
+        }
+        let e = serde_urlencoded_like::<Q>("q=a&state=done&state=open").unwrap_err();
+        assert!(
+            matches!(e, ApiError::BadRequest { code: "repeated_parameter", ref errors, .. } if errors[0].field == "state")
+        );
+        // An empty value (a form's unset filter) is a value, given once.
+        let q = serde_urlencoded_like::<Q>("q=&state=open").unwrap();
+        assert_eq!((q.q.as_deref(), q.state.as_deref()), (Some(""), Some("open")));
+    }
 
     #[test]
     fn percent_decoding() {

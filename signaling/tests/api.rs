@@ -932,6 +932,48 @@ async fn admins_manage_accounts_and_facilities(store: Store) {
     )
     .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // An admin works for the province: no facility, given at creation or
+    // later; an account made admin leaves the one it had.
+    let r = call(
+        &w.app,
+        Method::PATCH,
+        &format!("/api/users/{}", w.admin.id),
+        a,
+        Some(json!({"facility_id": w.h1.id})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["errors"][0]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("admin_has_no_facility"))
+    );
+    let r = call(&w.app, Method::POST, "/api/users", a, Some(json!({"username": "qtv.moi", "display_name": "Quản trị mới", "password": "mật-khẩu-đủ-dài", "role": "admin", "facility_id": w.h1.id}))).await;
+    assert_eq!(
+        (r.status, r.body["errors"][0]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("admin_has_no_facility"))
+    );
+    let r = call(
+        &w.app,
+        Method::PATCH,
+        &format!("/api/users/{uid}"),
+        a,
+        Some(json!({"role": "admin"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert!(r.body["facility_id"].is_null(), "{:?}", r.body);
+    // A query parameter given twice is refused by name, not the last one taken.
+    let r = call(
+        &w.app,
+        Method::GET,
+        "/api/sessions?state=completed&state=in_progress",
+        a,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code(), r.body["errors"][0]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, "repeated_parameter", Some("state"))
+    );
     let r = call(
         &w.app,
         Method::POST,
@@ -1151,6 +1193,35 @@ async fn photos_are_checked_stored_and_audited(store: Store) {
     assert_eq!(r.body["size_bytes"].as_u64(), Some(photo.len() as u64));
     let r = call(&w.app, Method::GET, &url, Some(&w.t_doc1), None).await;
     assert_eq!(r.body.as_array().unwrap().len(), 1);
+    // One consultation keeps at most 30 photos and 100 MB of them: the one
+    // over is refused by name, and nothing of it is stored.
+    for n in 2..=31 {
+        let r = raw(&w.app, Method::POST, &url, hw, "image/jpeg", JPEG.to_vec()).await;
+        if n <= 30 {
+            assert_eq!(r.status, StatusCode::CREATED, "photo {n}: {}", r.body);
+        } else {
+            assert_eq!(
+                (r.status, r.body["errors"][0]["code"].as_str()),
+                (StatusCode::UNPROCESSABLE_ENTITY, Some("photo_quota")),
+                "photo {n}"
+            );
+        }
+    }
+    assert_eq!(count(&w.store, "attachments").await, before + 30);
+    let (_, other) = w.patient_and_consultation("Hờ A Páo", "001185012346").await;
+    let other_url = format!("/api/consultations/{other}/photos");
+    let mut big = JPEG.to_vec();
+    big.resize(9 * 1024 * 1024, 7);
+    for n in 1..=12 {
+        let r = raw(&w.app, Method::POST, &other_url, hw, "image/jpeg", big.clone()).await;
+        let expected = if n <= 11 {
+            StatusCode::CREATED
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        assert_eq!(r.status, expected, "9 MB photo {n}: {}", r.body);
+    }
+    assert_eq!(count(&w.store, "attachments").await, before + 41);
     let req = Request::builder()
         .uri(format!("/api/photos/{id}"))
         .header("authorization", format!("Bearer {}", w.t_doc1))

@@ -441,8 +441,11 @@ async fn a_call_live_when_the_server_dies_is_interrupted_after_restart() {
         .unwrap();
     assert_eq!(worker.joined["state"], "in_progress");
     // A bad candidate inside the call is an error event in its log.
-    worker.send(json!({"type": "ice", "candidate": {"candidate": "candidate:x 1 udp nonsense"}}));
-    worker.wait_for("error", Duration::from_secs(5)).await.unwrap();
+    worker.send(json!({"type": "ice", "candidate": {"candidate": "candidate:1 1 udp 2130706431 192.0.2.7 5000 typ nonsense"}}));
+    let refused = worker.wait_for("error", Duration::from_secs(5)).await.unwrap();
+    // In fixed words: the parser's message would quote the client's text back.
+    assert_eq!(refused["code"], "bad_candidate");
+    assert!(!refused.to_string().contains("nonsense"), "{refused}");
     server.kill();
     drop((doctor, worker));
     let server = Server::start(&dir, &db);

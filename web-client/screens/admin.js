@@ -31,6 +31,16 @@ async function renderUsers(ctx) {
     field('admin.role', select('role', roles, 'health_worker')),
     field('admin.facility', select('facility_id', facOptions), { wide: true }),
     h('div', { class: 'wide row' }, h('button', { type: 'submit', class: 'primary' }, t('admin.createUser'))));
+  // An admin works for the whole province: no facility to choose.
+  const roleSelect = /** @type {HTMLSelectElement} */ (form.querySelector('[name=role]'));
+  const facilitySelect = /** @type {HTMLSelectElement} */ (form.querySelector('[name=facility_id]'));
+  const adminHasNoFacility = () => {
+    const admin = roleSelect.value === 'admin';
+    if (admin) facilitySelect.value = '';
+    facilitySelect.disabled = admin;
+  };
+  roleSelect.addEventListener('change', adminHasNoFacility);
+  form.addEventListener('reset', () => setTimeout(adminHasNoFacility));
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     clearProblem(form);
