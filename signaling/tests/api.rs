@@ -1230,6 +1230,10 @@ async fn photos_are_checked_stored_and_audited(store: Store) {
     let resp = tower::ServiceExt::oneshot(w.app.clone(), req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["content-type"], "image/jpeg");
+    assert!(resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("sandbox"));
     assert_eq!(resp.headers()["cache-control"], "private, no-store");
     let bytes = axum::body::to_bytes(resp.into_body(), 20 << 20).await.unwrap();
     assert!(

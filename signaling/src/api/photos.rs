@@ -96,6 +96,12 @@ async fn get(
             (header::CONTENT_TYPE, meta.content_type),
             (header::CACHE_CONTROL, "private, no-store".to_owned()),
             (header::CONTENT_DISPOSITION, "inline".to_owned()),
+            // A photo opened on its own is an image and nothing else, even if
+            // its bytes are also a page (a polyglot): no script, no origin.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; img-src 'self'; sandbox".to_owned(),
+            ),
         ],
         data,
     ))
