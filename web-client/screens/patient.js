@@ -96,23 +96,23 @@ function renderNew(ctx) {
     };
     // What the page can tell without the server, all at once and next to each field (the server checks again).
     /** @type {[string, import('../i18n.js').Key][]} */
-    const missing = [];
-    if (!body.full_name) missing.push(['full_name', 'patient.nameMissing']);
+    const wrong = [];
+    if (!body.full_name) wrong.push(['full_name', 'patient.nameMissing']);
     const dobInput = /** @type {HTMLInputElement} */ (form.querySelector('[name=date_of_birth]'));
-    if (dobInput.validity.badInput) missing.push(['date_of_birth', 'patient.dobInvalid']);
-    else if (!body.date_of_birth) missing.push(['date_of_birth', 'patient.dobMissing']);
-    else if (body.date_of_birth > localDay()) missing.push(['date_of_birth', 'patient.dobFuture']);
-    if (!body.sex) missing.push(['sex', 'patient.sexMissing']);
+    if (dobInput.validity.badInput) wrong.push(['date_of_birth', 'patient.dobInvalid']);
+    else if (!body.date_of_birth) wrong.push(['date_of_birth', 'patient.dobMissing']);
+    else if (body.date_of_birth > localDay()) wrong.push(['date_of_birth', 'patient.dobFuture']);
+    if (!body.sex) wrong.push(['sex', 'patient.sexMissing']);
     // The shapes the server checks too (it also checks a CCCD's province, century and sex digits).
     const phone = (body.phone ?? '').replace(/[\s.()-]/g, '').replace(/^\+?84(?=\d{9}$)/, '0');
-    if (body.phone && !/^0[1-9]\d{8}$/.test(phone)) missing.push(['phone', 'patient.phoneInvalid']);
-    if (body.cccd && !/^\d{12}$/.test(body.cccd.replace(/\s/g, ''))) missing.push(['cccd', 'patient.cccdInvalid']);
+    if (body.phone && !/^0[1-9]\d{8}$/.test(phone)) wrong.push(['phone', 'patient.phoneInvalid']);
+    if (body.cccd && !/^\d{12}$/.test(body.cccd.replace(/\s/g, ''))) wrong.push(['cccd', 'patient.cccdInvalid']);
     const bhyt = (body.bhyt ?? '').replace(/\s/g, '').toUpperCase();
-    if (body.bhyt && !/^(\d{10}|[A-Z]{2}[1-5]\d{12})$/.test(bhyt)) missing.push(['bhyt', 'patient.bhytInvalid']);
-    if (missing.length) {
+    if (body.bhyt && !/^(\d{10}|[A-Z]{2}[1-5]\d{12})$/.test(bhyt)) wrong.push(['bhyt', 'patient.bhytInvalid']);
+    if (wrong.length) {
       return showProblem(form, {
         status: 422, code: 'validation_failed', detail: t('err.checkFields'),
-        errors: missing.map(([f, key]) => ({ field: f, code: 'required', message: t(key), message_en: t(key) })),
+        errors: wrong.map(([f, key]) => ({ field: f, code: key.endsWith('Missing') ? 'required' : 'invalid', message: t(key), message_en: t(key) })),
       });
     }
     const r = await busy(form, () => api('/api/patients', { method: 'POST', body }));

@@ -28,8 +28,6 @@ impl StreamFigures {
 pub(crate) struct RtcpFigures {
     pub by_ssrc: HashMap<u32, StreamFigures>,
     pub rtt_s: Option<f64>,
-    /// Send-side estimate (GCC target) for what we send on this connection.
-    pub send_estimate_bps: Option<u64>,
 }
 
 impl RtcpFigures {
@@ -65,10 +63,6 @@ impl RtcpFigures {
                     if s.round_trip_time > 0.0 {
                         f.rtt_s = Some(s.round_trip_time);
                     }
-                }
-                RTCStatsReportEntry::OutboundRtp(s) if s.target_bitrate > 0.0 => {
-                    let bps = s.target_bitrate as u64;
-                    f.send_estimate_bps = Some(f.send_estimate_bps.unwrap_or(0).max(bps));
                 }
                 RTCStatsReportEntry::IceCandidatePair(p) if p.current_round_trip_time > 0.0 => {
                     f.rtt_s.get_or_insert(p.current_round_trip_time);
