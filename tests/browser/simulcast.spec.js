@@ -26,6 +26,25 @@ function outboundByRid(page) {
   });
 }
 
+/**
+ * The session log's stats samples for the doctor, oldest first, as [estimate kbps, layers, kbps sent, PLIs].
+ * @param {string | undefined} baseURL @param {string} consultationId @param {import('@playwright/test').Page} dr
+ */
+async function doctorSamples(baseURL, consultationId, dr) {
+  const api = await request.newContext({ baseURL });
+  try {
+    const login = await api.post('/api/auth/login', { data: { username: 'admin', password: password('admin') } });
+    const token = (await login.json()).access_token;
+    const pid = await dr.evaluate(() => /** @type {any} */ (window).__thCall?.participantId ?? null);
+    const r = await api.get(`/api/sessions/${consultationId}`, { headers: { authorization: `Bearer ${token}` } });
+    return (await r.json()).events
+      .filter((/** @type {any} */ e) => e.kind === 'stats' && e.data?.participant_id === pid)
+      .map((/** @type {any} */ e) => [e.data.send_estimate_kbps, e.data.layers, e.data.bitrate_out_kbps, e.data.plis]);
+  } finally {
+    await api.dispose();
+  }
+}
+
 test('simulcast: the station sends several layers, the doctor gets one continuous stream, the SFU names the layer', async ({ browser, baseURL }) => {
   const worker = await signIn(browser, 'yta3');
   const doctor = await signIn(browser, 'bacsi2');
@@ -101,7 +120,14 @@ test('simulcast: the station sends several layers, the doctor gets one continuou
     const camera = await settings();
     console.log(`station camera: ${camera?.width}×${camera?.height}`);
     expect(camera?.height, 'the camera is opened at 720p where it can be').toBe(720);
-    await expect.poll(async () => (await quality(dr)).height, { message: 'the doctor decodes 720p', timeout: 30_000, intervals: [250] }).toBe(720);
+    try {
+      await expect.poll(async () => (await quality(dr)).height, { message: 'the doctor decodes 720p', timeout: 30_000, intervals: [250] }).toBe(720);
+    } catch (e) {
+      // What the SFU thought of the doctor's downlink all along, for whoever reads the failure: an estimate
+      // stuck low, or one high enough while the layer stayed, are different faults.
+      console.log("the doctor's stats samples (estimate kbps, layers forwarded, kbps sent, PLIs):", JSON.stringify(await doctorSamples(baseURL, consultationId, dr)));
+      throw e;
+    }
     console.log(`doctor decodes 1280×720 ${Date.now() - joinedAt} ms after joining`);
   });
 
@@ -135,6 +161,14 @@ test('simulcast: the station sends several layers, the doctor gets one continuou
     for (const l of layers) expect(l).toBeLessThan(sending.length);
     // And what the doctor decodes is one of the station's layers, whole.
     expect(sending.map(([, s]) => s.width)).toContain(width);
+    // The index the SFU names is the layer the doctor decodes (the top one, on this link): an SFU that took a
+    // layer whose rid it did not know yet for the top one named "layer 2" while forwarding 320×180.
+    const decoded = sending.findIndex(([, s]) => s.width === width);
+    await expect.poll(async () => {
+      const r = await api.get(`/api/sessions/${consultationId}`, { headers: { authorization: `Bearer ${token}` } });
+      const samples = (await r.json()).events.filter((/** @type {any} */ e) => e.kind === 'stats' && e.data?.participant_id === drPid);
+      return samples.at(-1)?.data?.layers ?? [];
+    }, { message: `the SFU names layer ${decoded}, the one the doctor decodes`, timeout: 15_000, intervals: [1000] }).toEqual([decoded]);
     await api.dispose();
   });
 

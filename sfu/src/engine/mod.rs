@@ -233,6 +233,10 @@ struct Published {
     receiver_id: RTCRtpReceiverId,
     /// SSRCs of the layers, lowest first (one entry unless simulcast).
     layers: Vec<u32>,
+    /// Simulcast only: each layer's rid, once known. Kept here because the
+    /// receiving track forgets an SSRC's rid for a while after a
+    /// renegotiation, and a layer can arrive in that window.
+    rids: HashMap<u32, String>,
     /// Simulcast only: payload bytes per layer SSRC since the last estimate
     /// tick, and each layer's smoothed bitrate (`None`: nothing arrived in
     /// the last interval, the publisher has paused the layer).

@@ -94,22 +94,11 @@ impl Engine {
                 if !p.layers.contains(&ssrc) {
                     p.layers.push(ssrc);
                     self.by_ssrc.insert(ssrc, key);
-                    sort_layers(peer, receiver_id, &mut p.layers);
-                    // Every subscriber now needs a selector over all the
-                    // layers; it keeps the layer it is getting now, so the
-                    // picture carries on.
-                    let layers = p.layers.clone();
-                    for sub in p.subs.values_mut() {
-                        let current = sub
-                            .rewriter
-                            .source()
-                            .and_then(|s| layers.iter().position(|&l| l == s));
-                        sub.selector = Some(LayerSelector::resume(
-                            nominal_bitrates(layers.len()),
-                            LayerPolicy::default(),
-                            current,
-                        ));
+                    learn_rids(peer, receiver_id, &p.layers, &mut p.rids);
+                    if let Some(order) = layer_order(&p.layers, &p.rids, &p.layer_bps) {
+                        p.layers = order;
                     }
+                    resume_selectors(p);
                 }
             }
             return;
@@ -127,7 +116,11 @@ impl Engine {
         if layers.is_empty() {
             layers.push(ssrc);
         }
-        sort_layers(peer, receiver_id, &mut layers);
+        let mut rids = HashMap::new();
+        learn_rids(peer, receiver_id, &layers, &mut rids);
+        if let Some(order) = layer_order(&layers, &rids, &HashMap::new()) {
+            layers = order;
+        }
         for &ssrc in &layers {
             self.by_ssrc.insert(ssrc, key);
         }
@@ -150,6 +143,7 @@ impl Engine {
                 rtc_codec,
                 receiver_id,
                 layers,
+                rids,
                 layer_bytes: HashMap::new(),
                 layer_bps: HashMap::new(),
                 seen: HashMap::new(),
@@ -289,25 +283,94 @@ impl Engine {
 
 /// Orders simulcast layers lowest first by their rid (`q`/`h`/`f`, or `0`/`1`/`2`
 /// in the order the browser listed them); non-simulcast tracks have one layer.
-pub(super) fn sort_layers(peer: &mut Peer, receiver_id: RTCRtpReceiverId, layers: &mut [u32]) {
-    if layers.len() < 2 {
-        return;
+/// Notes the rid of each of `layers` that the publisher's receiving track
+/// knows now; true if one was learnt.
+pub(super) fn learn_rids(
+    peer: &mut Peer,
+    receiver_id: RTCRtpReceiverId,
+    layers: &[u32],
+    rids: &mut HashMap<u32, String>,
+) -> bool {
+    if layers.len() < 2 || layers.iter().all(|s| rids.contains_key(s)) {
+        return false;
     }
     let Some(receiver) = peer.pc.rtp_receiver(receiver_id) else {
-        return;
+        return false;
     };
     let track = receiver.track();
-    let rank = |ssrc: u32| -> (u8, String) {
-        let rid = track.rid(ssrc).cloned().unwrap_or_default();
-        let r = match rid.as_str() {
-            "q" | "l" | "low" => 0,
-            "h" | "m" | "mid" => 1,
-            "f" | "hi" | "high" => 2,
-            _ => 3,
-        };
-        (r, rid)
-    };
-    layers.sort_by_key(|&s| rank(s));
+    let mut learnt = false;
+    for &ssrc in layers {
+        if let Some(rid) = track.rid(ssrc).filter(|r| !r.is_empty()) {
+            learnt |= rids.insert(ssrc, rid.to_string()).is_none();
+        }
+    }
+    learnt
+}
+
+/// Where a rid puts its layer, lowest first, for the names browsers and
+/// SFUs use; `None` for any other name.
+fn rid_rank(rid: &str) -> Option<u8> {
+    match rid {
+        "q" | "l" | "low" => Some(0),
+        "h" | "m" | "mid" => Some(1),
+        "f" | "hi" | "high" => Some(2),
+        _ => None,
+    }
+}
+
+/// The order `layers` belong in, lowest first, if it can be told and
+/// differs from theirs: by rid where every layer's is known (and one of
+/// the usual names); while some rid is not known yet, by measured bitrate
+/// where each layer sends clearly more than the one below it. A layer
+/// whose rid was not known used to be sorted last, taken for the top one:
+/// the index a subscriber's selector climbed to was then the lowest layer,
+/// and the doctor on a clean link watched 320×180 for the whole call.
+pub(super) fn layer_order(
+    layers: &[u32],
+    rids: &HashMap<u32, String>,
+    bps: &HashMap<u32, Option<f64>>,
+) -> Option<Vec<u32>> {
+    if layers.len() < 2 {
+        return None;
+    }
+    let mut order = layers.to_vec();
+    if layers.iter().all(|s| rids.contains_key(s)) {
+        let ranks: Vec<u8> = layers
+            .iter()
+            .map(|s| rids.get(s).and_then(|r| rid_rank(r)))
+            .collect::<Option<_>>()?;
+        order.sort_by_key(|s| ranks[layers.iter().position(|l| l == s).unwrap_or(0)]);
+    } else {
+        let rates: Vec<f64> = layers
+            .iter()
+            .map(|s| bps.get(s).copied().flatten())
+            .collect::<Option<_>>()?;
+        let rate = |s: &u32| rates[layers.iter().position(|l| l == s).unwrap_or(0)];
+        order.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+        // Only when the bitrates say it plainly: a layer ramping up is not
+        // yet above the next.
+        if order.windows(2).any(|w| rate(&w[1]) < rate(&w[0]) * 1.3) {
+            return None;
+        }
+    }
+    (order != layers).then_some(order)
+}
+
+/// Every subscriber of `p` gets a selector over its layers as they are
+/// now; it keeps the layer it is getting, so the picture carries on.
+pub(super) fn resume_selectors(p: &mut Published) {
+    let layers = p.layers.clone();
+    for sub in p.subs.values_mut() {
+        let current = sub
+            .rewriter
+            .source()
+            .and_then(|s| layers.iter().position(|&l| l == s));
+        sub.selector = Some(LayerSelector::resume(
+            nominal_bitrates(layers.len()),
+            LayerPolicy::default(),
+            current,
+        ));
+    }
 }
 
 /// Layer bitrates assumed until measured (`stats.rs` measures them every
@@ -319,4 +382,50 @@ pub(super) fn nominal_bitrates(layers: usize) -> Vec<u64> {
         .chain(std::iter::repeat(1_500_000))
         .take(layers)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rids(pairs: &[(u32, &str)]) -> HashMap<u32, String> {
+        pairs.iter().map(|&(s, r)| (s, r.to_owned())).collect()
+    }
+
+    fn bps(pairs: &[(u32, f64)]) -> HashMap<u32, Option<f64>> {
+        pairs.iter().map(|&(s, b)| (s, Some(b))).collect()
+    }
+
+    #[test]
+    fn layers_are_ordered_by_rid_once_every_rid_is_known() {
+        let r = rids(&[(1, "f"), (2, "q"), (3, "h")]);
+        assert_eq!(layer_order(&[1, 2, 3], &r, &HashMap::new()), Some(vec![2, 3, 1]));
+        assert_eq!(
+            layer_order(&[2, 3, 1], &r, &HashMap::new()),
+            None,
+            "already in order"
+        );
+        // Names that say nothing of their place: the order stays.
+        let r = rids(&[(1, "a"), (2, "b")]);
+        assert_eq!(layer_order(&[2, 1], &r, &bps(&[(1, 1e6), (2, 1e5)])), None);
+    }
+
+    /// What a renegotiation left behind in a real call: the top layer's rid
+    /// known, the two others' forgotten. Sorting the unknown ones last made
+    /// the lowest layer the "top" one.
+    #[test]
+    fn while_a_rid_is_unknown_the_bitrates_order_the_layers() {
+        let r = rids(&[(1, "f")]);
+        // Nothing measured yet: no order can be told, none is made up.
+        assert_eq!(layer_order(&[1, 2, 3], &r, &HashMap::new()), None);
+        let rates = bps(&[(1, 700_000.0), (2, 140_000.0), (3, 350_000.0)]);
+        assert_eq!(layer_order(&[1, 2, 3], &r, &rates), Some(vec![2, 3, 1]));
+        // Two layers sending about the same: not plain enough to reorder.
+        let close = bps(&[(1, 700_000.0), (2, 600_000.0), (3, 350_000.0)]);
+        assert_eq!(layer_order(&[1, 2, 3], &r, &close), None);
+        // A paused layer (nothing measured): keep the order.
+        let mut paused = rates.clone();
+        paused.insert(1, None);
+        assert_eq!(layer_order(&[1, 2, 3], &r, &paused), None);
+    }
 }

@@ -1,6 +1,7 @@
 //! Stats samples: our own counters per track, plus what RTCP says (RFC 3550
 //! §6.4) read out of each connection's `getStats` report.
 
+use super::room::{layer_order, learn_rids, resume_selectors};
 use super::*;
 use rtc::statistics::report::{RTCStatsReport, RTCStatsReportEntry};
 
@@ -204,6 +205,19 @@ impl Engine {
                         _ => Some(measured),
                     };
                     published.layer_bps.insert(ssrc, smoothed);
+                }
+                if let Some(peer) = self.peers.get_mut(&published.publisher) {
+                    learn_rids(
+                        peer,
+                        published.receiver_id,
+                        &published.layers,
+                        &mut published.rids,
+                    );
+                }
+                if let Some(order) = layer_order(&published.layers, &published.rids, &published.layer_bps) {
+                    tracing::info!(publisher = %published.participant, from = ?published.layers, to = ?order, "simulcast layers put in order");
+                    published.layers = order;
+                    resume_selectors(published);
                 }
                 let rates: Vec<u64> = published
                     .layers
