@@ -61,6 +61,8 @@ pub mod estimate;
 pub mod event;
 pub mod feedback;
 pub mod fresh_repairs;
+#[cfg(test)]
+mod fuzz;
 pub mod ids;
 pub mod interceptor;
 pub mod keyframe;
