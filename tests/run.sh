@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: Rust unit, records (SQLite and PostgreSQL), HTTP,
-# end-to-end through the real binary, media (real WebRTC peers); then the
-# browser app's type check and lint, and the browser tests in Chromium.
+# end-to-end through the real binary, media (real WebRTC peers), fuzz
+# targets (a second or a few of each); then property-based API tests
+# (Schemathesis), the browser app's type check and lint, and the browser
+# tests in Chromium.
 #
 # Installs what is missing (Debian packages: PostgreSQL, libopus, Chromium…;
 # npm packages for the checks), starts a throwaway PostgreSQL server on
@@ -32,6 +34,15 @@ if [ -z "$rust_passed" ]; then
     rust_passed=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}')
 fi
 
+# Property-based API tests (Schemathesis, from our OpenAPI document) against
+# the binary the integration tests built. TELEHEALTH_API_FUZZ=0 skips them.
+api_passed=0
+api_failed=0
+if [ "${TELEHEALTH_API_FUZZ:-1}" = 1 ]; then
+    echo "== API property tests (schemathesis)"
+    if bash tests/scripts/schemathesis.sh; then api_passed=1; else api_failed=1; failed=1; fi
+fi
+
 browser_passed=0
 browser_failed=0
 if [ "${TELEHEALTH_BROWSER_TESTS:-1}" = 1 ]; then
@@ -53,8 +64,8 @@ if [ "${TELEHEALTH_BROWSER_TESTS:-1}" = 1 ]; then
 fi
 rm -f "$log"
 
-passed=$(( ${rust_passed:-0} + ${browser_passed:-0} ))
-nfailed=$(( ${rust_failed:-0} + ${browser_failed:-0} ))
+passed=$(( ${rust_passed:-0} + api_passed + ${browser_passed:-0} ))
+nfailed=$(( ${rust_failed:-0} + api_failed + ${browser_failed:-0} ))
 if [ "$failed" != 0 ] && [ "$nfailed" = 0 ]; then
     nfailed=1 # a step failed outside any test (build, type check, lint)
 fi

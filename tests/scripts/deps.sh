@@ -10,6 +10,8 @@ command -v cmake >/dev/null || need+=(cmake)
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 command -v python3 >/dev/null || need+=(python3)
+# Schemathesis (tests/scripts/schemathesis.sh) is installed into a venv.
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # The TURN test runs Debian's coturn on loopback; deploy/check.sh lints scripts.
 command -v turnserver >/dev/null || need+=(coturn)
