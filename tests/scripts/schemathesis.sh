@@ -8,6 +8,7 @@
 #
 #   tests/scripts/schemathesis.sh [binary]   (default: the debug build)
 #
+# TH_ST_REPORT=<dir> keeps each run's requests and responses (VCR cassettes).
 # TH_ST_EXAMPLES (default 20) cases per operation and role; TH_ST_SEED
 # (default 1, for a reproducible CI) the seed: `TH_ST_SEED=$RANDOM` looks
 # somewhere new. The /api/auth operations are left out: logging the
@@ -64,7 +65,8 @@ for who in yta1 bacsi1 admin; do
         --checks not_a_server_error,response_schema_conformance,negative_data_rejection \
         --exclude-path-regex '^/api/(auth|ws)' \
         --max-examples "${TH_ST_EXAMPLES:-20}" --seed "${TH_ST_SEED:-1}" \
-        --workers 1 --no-color --output-truncate true --warnings off >"$data/st-$who.log" 2>&1
+        --workers 1 --no-color --output-truncate true --warnings off --generation-database none \
+        --report-dir "${TH_ST_REPORT:-$data/report}" ${TH_ST_REPORT:+--report vcr} >"$data/st-$who.log" 2>&1
     status=$?
     # The summary, and the failures (their bodies cut short).
     sed -n '/FAILURES/,$p; /Test cases:/,+1p' "$data/st-$who.log" | cut -c1-400 | head -80
