@@ -328,3 +328,103 @@ async fn booking_over_http_shows_times_in_vietnam(store: Store) {
     );
 }
 on_both!(booking_over_http_shows_times_in_vietnam);
+
+/// The next message of `kind` (others skipped), within `within`.
+async fn next_of(s: &mut Socket, kind: &str, within: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let m = next(s, left).await?;
+        if m["type"] == kind {
+            return Some(m);
+        }
+    }
+}
+
+/// A real offer (made by the synthetic participant's WebRTC stack) for a
+/// page that never answers connectivity checks.
+const OFFER: &str = include_str!("fixtures/offer.sdp");
+
+/// Issue 15, item 12: the SFU dropping a participant (its connection
+/// failed: this test server gives up after 4 s, as `SfuConfig::loopback`
+/// says) must end the socket's seat too. Before, the socket kept it: a
+/// rejoin was refused `already_in_call`, an ICE candidate got a mislabelled
+/// `bad_sdp`, chat was dropped without a word.
+async fn a_socket_whose_participant_the_sfu_dropped_can_join_again(store: Store) {
+    let w = world(store).await;
+    let addr = serve(&w).await;
+    let p = call(
+        &w.app,
+        Method::POST,
+        "/api/patients",
+        Some(&w.t_hw1),
+        Some(patient_json("Giàng Thị Sính")),
+    )
+    .await;
+    let c = call(
+        &w.app,
+        Method::POST,
+        "/api/consultations",
+        Some(&w.t_hw1),
+        Some(json!({"patient_id": p.body["id"], "kind": "urgent", "reason": "Khó thở"})),
+    )
+    .await;
+    let cid = c.body["id"].as_str().unwrap().to_owned();
+    let r = call(
+        &w.app,
+        Method::POST,
+        &format!("/api/consultations/{cid}/accept"),
+        Some(&w.t_doc1),
+        None,
+    )
+    .await;
+    assert!(r.status.is_success(), "{}", r.body);
+
+    let mut s = connect(addr, Some(&w.t_hw1), None).await.unwrap();
+    hello(&mut s).await;
+    let join = json!({"type": "join", "consultation_id": cid, "sdp": OFFER}).to_string();
+    s.send(Message::Text(join.clone().into())).await.unwrap();
+    let joined = next_of(&mut s, "joined", Duration::from_secs(10))
+        .await
+        .expect("joined");
+    let pid = joined["participant_id"].as_str().unwrap().to_owned();
+    // A path where nobody answers: the connection fails.
+    let dead = json!({"type": "ice", "candidate": {"candidate": "candidate:1 1 udp 2130706431 127.0.0.1 9 typ host", "sdpMid": "0", "sdpMLineIndex": 0}});
+    s.send(Message::Text(dead.to_string().into())).await.unwrap();
+    let left = next_of(&mut s, "left", Duration::from_secs(30))
+        .await
+        .expect("the page is told its participant left");
+    assert_eq!(
+        (left["participant_id"].as_str(), left["reason"].as_str()),
+        (Some(pid.as_str()), Some("connection_failed"))
+    );
+
+    // No seat any more: said plainly, for a candidate and for chat alike.
+    s.send(Message::Text(dead.to_string().into())).await.unwrap();
+    let e = next_of(&mut s, "error", Duration::from_secs(5))
+        .await
+        .expect("an error");
+    assert_eq!(e["code"], "not_in_call", "{e}");
+    s.send(Message::Text(
+        json!({"type": "chat", "text": "còn ai không?"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let e = next_of(&mut s, "error", Duration::from_secs(5))
+        .await
+        .expect("an error");
+    assert_eq!(e["code"], "not_in_call", "{e}");
+
+    // And the same socket joins again, as the page does when it retries.
+    s.send(Message::Text(join.into())).await.unwrap();
+    let again = next_of(&mut s, "joined", Duration::from_secs(10))
+        .await
+        .expect("joined again");
+    assert!(
+        again["sdp"].as_str().is_some_and(|a| a.contains("a=ice-ufrag")),
+        "{again}"
+    );
+}
+on_both!(a_socket_whose_participant_the_sfu_dropped_can_join_again);
