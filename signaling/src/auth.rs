@@ -359,11 +359,14 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
+/// How far in the future a token's issue time may be (clocks drift).
+const ISSUED_AHEAD: i64 = 60;
+
 fn decode_access(state: &AppState, token: &str) -> ApiResult<Claims> {
     let mut v = Validation::new(Algorithm::HS256);
     v.leeway = 5;
     v.set_required_spec_claims(&["exp", "sub"]);
-    jsonwebtoken::decode::<Claims>(token, &state.auth.decoding, &v)
+    let claims = jsonwebtoken::decode::<Claims>(token, &state.auth.decoding, &v)
         .map(|d| d.claims)
         .map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => ApiError::Unauthorized {
@@ -376,7 +379,19 @@ fn decode_access(state: &AppState, token: &str) -> ApiResult<Claims> {
                 detail: "Mã đăng nhập không hợp lệ. Vui lòng đăng nhập lại.",
                 detail_en: "The access token is invalid. Please log in again.",
             },
-        })
+        })?;
+    // Issued "later than now": the server's clock went back (a wrong
+    // hardware clock corrected, a restored snapshot). Its expiry is as far
+    // off as the clock went back, so it would outlive its 15 minutes; it is
+    // refused as expired, and the page refreshes it.
+    if claims.iat > chrono::Utc::now().timestamp() + ISSUED_AHEAD {
+        return Err(ApiError::Unauthorized {
+            code: "token_expired",
+            detail: "Phiên làm việc đã hết hạn. Hãy làm mới hoặc đăng nhập lại.",
+            detail_en: "The access token expired. Refresh it or log in again.",
+        });
+    }
+    Ok(claims)
 }
 
 #[derive(Deserialize)]

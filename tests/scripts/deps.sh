@@ -15,6 +15,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # The TURN test runs Debian's coturn on loopback; deploy/check.sh lints scripts.
 command -v turnserver >/dev/null || need+=(coturn)
+# The clock-jump test (tests/e2e/clock_jumps.rs) runs the server under libfaketime.
+ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(libfaketime)
 command -v shellcheck >/dev/null || need+=(shellcheck)
 if [ "${TELEHEALTH_BROWSER_TESTS:-1}" = 1 ] && [ -f "$(dirname "$0")/../browser/package.json" ]; then
     command -v chromium >/dev/null || need+=(chromium)

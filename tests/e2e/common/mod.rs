@@ -99,8 +99,19 @@ impl Server {
 
     /// Starts the binary with extra flags.
     pub fn start_with(data_dir: &Path, database_url: &str, extra: &[&str]) -> Server {
+        Self::start_with_env(data_dir, database_url, extra, &[])
+    }
+
+    /// Starts the binary with extra flags and environment variables.
+    pub fn start_with_env(
+        data_dir: &Path,
+        database_url: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_telehealth"));
         cmd.args(extra);
+        cmd.envs(env.iter().copied());
         // Defaults a test may override (a flag may be given only once).
         for (flag, value) in [("--http-addr", "127.0.0.1:0"), ("--media-udp-port", "0")] {
             if !extra.contains(&flag) {
