@@ -17,7 +17,7 @@ use std::time::Duration;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use telehealth_tests::{ParticipantConfig, SyntheticParticipant};
+use telehealth_tests::{leaves_host, ParticipantConfig, SyntheticParticipant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -96,17 +96,6 @@ fn message((kind, a, b, flag, n): &Msg, cid: &str, offer: &str) -> Message {
         _ => return Message::Text(a.clone().into()),
     };
     Message::Text(text.to_string().into())
-}
-
-/// Whether `text` names an address off this host: such inputs are skipped,
-/// since tests send nothing to any address but loopback.
-fn leaves_host(text: &str) -> bool {
-    text.split(|c: char| c.is_whitespace() || c == '/')
-        .filter(|t| t.contains('.') || t.matches(':').count() > 1)
-        .any(|t| {
-            !t.parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
-        })
 }
 
 #[test]

@@ -83,21 +83,24 @@ impl Pg {
         }
     }
 
+    /// `pg_ctl -D <data> args…`.
+    fn pg_ctl(&self, args: &[&str]) -> std::process::Output {
+        self.cmd("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     fn start(&self) {
         let options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -k {}",
             self.port,
             self.dir.display()
         );
-        let ok = self
-            .cmd("pg_ctl")
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .arg("-l")
-            .arg(self.dir.join("log"))
-            .args(["-w", "-t", "60", "-o", &options, "start"])
-            .output()
-            .unwrap();
+        let log = self.dir.join("log").display().to_string();
+        let ok = self.pg_ctl(&["-l", &log, "-w", "-t", "60", "-o", &options, "start"]);
         assert!(
             ok.status.success(),
             "pg_ctl start: {}",
@@ -107,13 +110,7 @@ impl Pg {
 
     /// Stops without a shutdown checkpoint, as a crash would.
     fn stop_immediately(&self) {
-        let ok = self
-            .cmd("pg_ctl")
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .args(["-m", "immediate", "-w", "stop"])
-            .output()
-            .unwrap();
+        let ok = self.pg_ctl(&["-m", "immediate", "-w", "stop"]);
         assert!(
             ok.status.success(),
             "pg_ctl stop: {}",
@@ -128,14 +125,15 @@ impl Pg {
 
 impl Drop for Pg {
     fn drop(&mut self) {
-        let _ = self
-            .cmd("pg_ctl")
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .args(["-m", "immediate", "stop"])
-            .output();
+        let _ = self.pg_ctl(&["-m", "immediate", "stop"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Media flows both ways between the doctor (440 Hz) and the station (660 Hz).
+async fn both_ways(doctor: &WsSession, station: &WsSession, within: Duration) {
+    media_flows(doctor, &station.participant_id, 660.0, 20, within).await;
+    media_flows(station, &doctor.participant_id, 440.0, 20, within).await;
 }
 
 /// What one autosave got.
@@ -193,14 +191,7 @@ async fn the_call_and_the_notes_ride_out_a_postgresql_restart() {
     let station = WsSession::join(&url, &p.worker, &cid, ParticipantConfig::new("station", 660.0))
         .await
         .unwrap();
-    media_flows(
-        &doctor,
-        &station.participant_id,
-        660.0,
-        20,
-        Duration::from_secs(10),
-    )
-    .await;
+    both_ways(&doctor, &station, Duration::from_secs(10)).await;
     let note = post(
         &c,
         &server,
@@ -240,22 +231,7 @@ async fn the_call_and_the_notes_ride_out_a_postgresql_restart() {
         if let (Some(at), None) = (stopped_at, restarted_at) {
             if at.elapsed() >= Duration::from_secs(5) && unavailable > 0 {
                 // The call never needed the database.
-                media_flows(
-                    &doctor,
-                    &station.participant_id,
-                    660.0,
-                    20,
-                    Duration::from_secs(5),
-                )
-                .await;
-                media_flows(
-                    &station,
-                    &doctor.participant_id,
-                    440.0,
-                    20,
-                    Duration::from_secs(5),
-                )
-                .await;
+                both_ways(&doctor, &station, Duration::from_secs(5)).await;
                 pg.start();
                 restarted_at = Some(Instant::now());
             }
@@ -319,22 +295,7 @@ async fn the_call_and_the_notes_ride_out_a_postgresql_restart() {
     );
 
     // And the call is still on, both ways.
-    media_flows(
-        &doctor,
-        &station.participant_id,
-        660.0,
-        20,
-        Duration::from_secs(10),
-    )
-    .await;
-    media_flows(
-        &station,
-        &doctor.participant_id,
-        440.0,
-        20,
-        Duration::from_secs(10),
-    )
-    .await;
+    both_ways(&doctor, &station, Duration::from_secs(10)).await;
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -53,3 +53,16 @@ pub use participant::{ParticipantConfig, SyntheticParticipant};
 pub use report::{ParticipantReport, TrackReport};
 pub use sfu_link::SfuSession;
 pub use ws_link::WsSession;
+
+/// Whether `text` names an address off this host, or a name that might
+/// resolve to one. Fuzz targets skip such inputs: the tests send nothing to
+/// any address but loopback, and a candidate the fuzzer makes valid would
+/// otherwise have the SFU check connectivity to it.
+pub fn leaves_host(text: &str) -> bool {
+    text.split(|c: char| c.is_whitespace() || c == '/')
+        .filter(|t| t.contains('.') || t.matches(':').count() > 1)
+        .any(|t| {
+            !t.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+        })
+}

@@ -11,7 +11,7 @@ mod common;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 use telehealth_sfu::{IceCandidate, ParticipantId, Sfu, SfuError};
-use telehealth_tests::{ParticipantConfig, SyntheticParticipant};
+use telehealth_tests::{leaves_host, ParticipantConfig, SyntheticParticipant};
 
 /// One edit of the offer: `op` drops the line at `line`, replaces it with
 /// `text`, inserts `text` before it, or cuts it to `text`'s length.
@@ -45,17 +45,12 @@ fn edited(offer: &str, edits: &[Edit]) -> String {
     sdp
 }
 
-/// Whether `text` names an address off this host (or a name that might
-/// resolve to one): such inputs are skipped, since tests send nothing to
-/// any address but loopback. A candidate the fuzzer makes valid would
-/// otherwise have the SFU check connectivity to it.
-fn leaves_host(text: &str) -> bool {
-    text.split(|c: char| c.is_whitespace() || c == '/')
-        .filter(|t| t.contains('.') || t.matches(':').count() > 1)
-        .any(|t| {
-            !t.parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
-        })
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// The SFU answers within this, or it is stuck.
@@ -68,11 +63,7 @@ async fn still_running(sfu: &Sfu, what: &str) {
 
 #[test]
 fn offer_and_candidates() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let (sfu, room, offer) = rt.block_on(async {
         let sfu = common::start_sfu().await;
         let room = common::room(&sfu, "consultation-fuzz").await;
@@ -128,11 +119,7 @@ fn offer_and_candidates() {
 /// participant that joined with a real offer.
 #[test]
 fn candidates_for_a_real_participant() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let (sfu, room) = rt.block_on(async {
         let sfu = common::start_sfu().await;
         let room = common::room(&sfu, "consultation-fuzz").await;
