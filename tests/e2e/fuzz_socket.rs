@@ -134,7 +134,17 @@ fn call_socket_messages() {
             rt.block_on(async {
                 let token = if *doctor { &p.doctor } else { &p.worker };
                 let current = cid.lock().unwrap().clone();
-                let (mut s, cid) = match open(server, token, &current).await {
+                // A user holds at most 8 sockets: the server may not have
+                // finished closing the last inputs' yet.
+                let mut opened = open(server, token, &current).await;
+                for _ in 0..50 {
+                    if opened.as_ref().err() != Some(&429) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    opened = open(server, token, &current).await;
+                }
+                let (mut s, cid) = match opened {
                     Ok(s) => (s, current),
                     // The fuzzer ended that consultation (`end`): a new one.
                     Err(409) => {
