@@ -133,12 +133,28 @@ impl Store {
             Some(lock) => Some(lock.clone().lock_owned().await),
             None => None,
         };
-        let mut conn = self.pool.acquire().await?;
-        conn.execute("BEGIN").await?;
-        Ok(WriteTx {
+        let conn = self.pool.acquire().await?;
+        // The transaction is owned before BEGIN is sent. A request
+        // cancelled while BEGIN is on its way (its client went away) then
+        // drops a `WriteTx`, which rolls back or closes the connection;
+        // before, it dropped the bare connection, which went back to the
+        // pool inside the transaction BEGIN had opened: every later write on
+        // it failed "cannot start a transaction within a transaction", and
+        // its reads saw an old snapshot (a patient just registered was "not
+        // found").
+        let mut tx = WriteTx {
             tx: Some(conn),
             guard,
-        })
+        };
+        let begun = tx.tx.as_mut().expect("just made").execute("BEGIN").await;
+        if let Err(e) = begun {
+            // Nothing was opened; the connection itself is in doubt.
+            if let Some(conn) = tx.tx.take() {
+                let _ = conn.close().await;
+            }
+            return Err(e.into());
+        }
+        Ok(tx)
     }
 }
 
@@ -177,8 +193,12 @@ impl std::ops::DerefMut for WriteTx {
 
 impl WriteTx {
     pub(crate) async fn commit(mut self) -> Result<()> {
-        let mut conn = self.tx.take().expect("committed once");
-        match conn.execute("COMMIT").await {
+        // The connection stays ours until COMMIT has answered: cancelled
+        // meanwhile, the drop rolls back (or, after a COMMIT that went
+        // through, closes the connection) rather than pooling it mid-way.
+        let done = self.tx.as_mut().expect("committed once").execute("COMMIT").await;
+        let conn = self.tx.take().expect("committed once");
+        match done {
             Ok(_) => Ok(()),
             Err(e) => {
                 end_in_doubt(conn).await;
@@ -216,5 +236,79 @@ impl Drop for WriteTx {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::task::Poll;
+
+    /// Polls `fut` up to `polls` times, a millisecond apart (the SQLite
+    /// worker thread gets on meanwhile), then drops it: a request cancelled
+    /// at that point, as when its client goes away.
+    async fn poll_then_drop<F: Future>(fut: F, polls: usize) {
+        let mut fut = std::pin::pin!(fut);
+        for _ in 0..polls {
+            let ready = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx).is_ready())).await;
+            if ready {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// A write transaction dropped at any point of BEGIN or COMMIT never
+    /// leaves its connection in the pool inside a transaction. One was
+    /// (seen in CI after a page closed with a save on the wire): every
+    /// later write on that connection failed "cannot start a transaction
+    /// within a transaction", and its reads saw an old snapshot, so a
+    /// patient just registered was "not found".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_write_leaves_no_transaction_behind() {
+        let dir = std::env::temp_dir().join(format!("telehealth-cancel-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
+        // One connection: whatever one request leaves on it, the next gets.
+        let store = Store::open(&StoreOptions {
+            url,
+            max_connections: 1,
+        })
+        .await
+        .unwrap();
+        sqlx::query("CREATE TABLE t (n INTEGER)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        for round in 0..40 {
+            let polls = 1 + round % 8;
+            poll_then_drop(store.begin_write(), polls).await;
+            poll_then_drop(
+                async {
+                    let mut tx = store.begin_write().await?;
+                    tx.execute("INSERT INTO t (n) VALUES (1)").await?;
+                    tx.commit().await
+                },
+                polls,
+            )
+            .await;
+        }
+        // The rollbacks of dropped transactions run on their own.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for _ in 0..10 {
+            let mut tx = store.begin_write().await.expect("a write transaction starts");
+            tx.execute("INSERT INTO t (n) VALUES (2)")
+                .await
+                .expect("it writes");
+            tx.commit().await.expect("it commits");
+        }
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t WHERE n = 2")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 10);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
