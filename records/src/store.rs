@@ -1,11 +1,12 @@
 //! Opening the database, running migrations, and the write-transaction rule.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyPool, Executor};
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::error::Result;
@@ -46,7 +47,17 @@ pub struct Store {
     /// through this lock makes every write wait its turn instead of failing.
     /// PostgreSQL handles concurrent writers itself, so it has no lock.
     write_lock: Option<Arc<Mutex<()>>>,
+    /// Where the pool connects, for [`Store::watch_reachability`]'s own
+    /// connection.
+    connect: AnyConnectOptions,
+    /// Set while [`Store::watch_reachability`] finds the database away.
+    unreachable: Arc<AtomicBool>,
 }
+
+/// How often [`Store::watch_reachability`] checks the database, and how long
+/// it waits for an answer.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+const WATCH_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(crate) static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static MIGRATE_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -82,12 +93,14 @@ impl Store {
                     Ok(())
                 })
             })
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await?;
         let store = Store {
             pool,
             backend,
             write_lock: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
+            connect,
+            unreachable: Arc::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -119,6 +132,51 @@ impl Store {
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// Whether the database was away at [`Store::watch_reachability`]'s
+    /// last check (always `false` when nothing watches it).
+    pub fn unreachable(&self) -> bool {
+        self.unreachable.load(Ordering::Relaxed)
+    }
+
+    /// Checks every second, on a connection of its own (so a busy pool
+    /// does not look like a dead database), that the database answers, and
+    /// keeps [`Store::unreachable`] up to date; runs until dropped. While
+    /// the database is away the server refuses requests that need it at
+    /// once, instead of each waiting the pool's 10 s for a connection that
+    /// cannot come. Worth running for a database on another machine
+    /// (PostgreSQL); SQLite is a file in the process.
+    pub async fn watch_reachability(self) {
+        let mut conn: Option<AnyConnection> = None;
+        loop {
+            let answered = tokio::time::timeout(WATCH_TIMEOUT, async {
+                if conn.is_none() {
+                    conn = Some(AnyConnection::connect_with(&self.connect).await?);
+                }
+                let c = conn.as_mut().expect("just connected");
+                c.execute("SELECT 1").await.map(|_| ())
+            })
+            .await;
+            let error = match answered {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!("no answer within {WATCH_TIMEOUT:?}")),
+            };
+            if error.is_some() {
+                // Reconnect next time: this connection's state is unknown.
+                conn = None;
+            }
+            let was = self.unreachable.swap(error.is_some(), Ordering::Relaxed);
+            match (&error, was) {
+                (Some(e), false) => {
+                    tracing::error!(error = %e, "the database cannot be reached; refusing requests that need it until it answers")
+                }
+                (None, true) => tracing::info!("the database answers again"),
+                _ => {}
+            }
+            tokio::time::sleep(WATCH_EVERY).await;
+        }
     }
 
     /// Closes the pool, waiting for connections in use.

@@ -273,14 +273,17 @@ impl IntoResponse for ApiError {
                 None,
                 None,
             ),
-            ApiError::Unavailable => (
+            ApiError::Unavailable => {
+                retry_after = Some(UNAVAILABLE_RETRY_AFTER_SECS);
+                (
                 "database_unavailable",
                 "Không kết nối được cơ sở dữ liệu. Hãy thử lại sau ít phút.".to_owned(),
                 "The database cannot be reached. Try again in a few minutes.".to_owned(),
                 vec![],
                 None,
                 None,
-            ),
+            )
+            }
         };
         let body = Problem {
             kind: format!("/problems/{code}"),
@@ -307,6 +310,10 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+/// `Retry-After` on a 503 `database_unavailable`: the pages retry on
+/// their own; a restarting database is back in seconds.
+const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 2;
 
 impl From<RecordsError> for ApiError {
     fn from(e: RecordsError) -> Self {

@@ -58,10 +58,30 @@ pub fn app(state: AppState) -> Router {
         .merge(web::router())
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(state.clone(), database_gate))
         .layer(DefaultBodyLimit::max(extract::JSON_LIMIT))
         .layer(middleware::from_fn(same_origin::writes))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
+}
+
+/// While the database is known to be away ([`Store::unreachable`]), a
+/// request that needs it gets its 503 `database_unavailable` at once, not
+/// after the pool's 10 s wait for a connection: the page says "not saved,
+/// trying again" straight away, and requests do not pile up. The pages, the
+/// call's socket (a call needs no database once joined) and the health
+/// check go through.
+async fn database_gate(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request<axum::body::Body>,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    let needs_database = path.starts_with("/api/") && path != "/api/ws" && path != "/api/openapi.json";
+    if needs_database && state.store.unreachable() {
+        return axum::response::IntoResponse::into_response(ApiError::Unavailable);
+    }
+    next.run(req).await
 }
 
 async fn security_headers(req: Request<axum::body::Body>, next: Next) -> Response {
@@ -258,6 +278,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     }
     tokio::spawn(no_show_loop(state.clone()));
     tokio::spawn(anchor_loop(state.clone()));
+    if store.backend() == telehealth_records::Backend::Postgres {
+        tokio::spawn(store.clone().watch_reachability());
+    }
     let app = app(state);
     let make = app.into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {

@@ -164,11 +164,13 @@ async fn save(
     .expect("a save is answered within 20 s, database or not")
     .expect("the server answers");
     let status = r.status();
+    let retry_after = r.headers().contains_key("retry-after");
     let body: Value = r.json().await.unwrap_or(Value::Null);
     match status.as_u16() {
         200 => Saved::Ok(body["version"].as_i64().expect("a version")),
         503 => {
             assert_eq!(body["code"], "database_unavailable", "{body}");
+            assert!(retry_after, "a 503 says when to try again");
             Saved::Unavailable
         }
         409 => Saved::Conflict,
@@ -207,6 +209,7 @@ async fn the_call_and_the_notes_ride_out_a_postgresql_restart() {
     let mut n = 0u64;
     let (mut before, mut during, mut after) = (0, 0, 0);
     let mut unavailable = 0;
+    let mut fast_refusals = 0;
     let started = Instant::now();
     let mut stopped_at: Option<Instant> = None;
     let mut restarted_at: Option<Instant> = None;
@@ -238,7 +241,9 @@ async fn the_call_and_the_notes_ride_out_a_postgresql_restart() {
         }
         n += 1;
         let text = format!("lần {n}");
+        let asked = Instant::now();
         let outcome = save(&c, &server, &p.doctor, &nid, acked.0, &text).await;
+        let took = asked.elapsed();
         match outcome {
             Saved::Ok(v) => {
                 assert_eq!(v, acked.0 + 1, "each acknowledged save is the next version");
@@ -255,6 +260,17 @@ async fn the_call_and_the_notes_ride_out_a_postgresql_restart() {
             }
             Saved::Unavailable => {
                 unavailable += 1;
+                // Once the server has seen the database go (it checks every
+                // second), a save is refused at once rather than after the
+                // pool's 10 s wait: the page says "not saved" straight away.
+                let known = stopped_at.is_some_and(|at| asked.duration_since(at) >= Duration::from_secs(3));
+                if known && restarted_at.is_none() {
+                    assert!(
+                        took < Duration::from_secs(1),
+                        "a save 3 s into the outage took {took:?} to be refused"
+                    );
+                    fast_refusals += 1;
+                }
                 // It may have reached the database before the connection
                 // broke; it was not acknowledged.
                 in_flight = Some((acked.0 + 1, text));
@@ -277,10 +293,11 @@ async fn the_call_and_the_notes_ride_out_a_postgresql_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!(
-        "saves: {before} before, {during} while away (refused: {unavailable}), {after} after; back {:?} after the restart",
+        "saves: {before} before, {during} while away (refused: {unavailable}, {fast_refusals} of them at once), {after} after; back {:?} after the restart",
         back_after.unwrap()
     );
     assert!(before > 5 && unavailable > 0, "the outage was seen");
+    assert!(fast_refusals > 0, "no save was refused once the outage was known");
     assert_eq!(c.get(server.url("/healthz")).send().await.unwrap().status(), 200);
 
     // Every acknowledged save is there: the last one is the stored note.

@@ -507,6 +507,11 @@ impl WsSession {
         }
     }
 
+    /// The consultation this socket joined.
+    pub fn consultation_id(&self) -> &str {
+        &self.consultation_id
+    }
+
     /// Every offer the server sent so far (resends included), in order.
     pub fn offers(&self) -> Vec<String> {
         self.offers.lock().map(|o| o.clone()).unwrap_or_default()

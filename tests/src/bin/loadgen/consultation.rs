@@ -92,6 +92,14 @@ impl Call {
         ]
     }
 
+    /// Ours: the consultation's id.
+    pub fn consultation_id(&self) -> Option<&str> {
+        match self {
+            Call::Ours { doctor, .. } => Some(doctor.consultation_id()),
+            Call::Janus { .. } => None,
+        }
+    }
+
     /// Drops the delay samples so far (the warm-up).
     pub fn reset_delays(&self) {
         match self {
@@ -132,8 +140,11 @@ pub enum Joiner {
         http: reqwest::Client,
         base: String,
         ws_url: String,
-        doctor: String,
-        worker: String,
+        /// A doctor and a health worker per concurrent consultation (the
+        /// server caps each user's open sockets, as a province's would
+        /// have one doctor per call): consultation `i` uses pair `i % len`.
+        pairs: Vec<Pair>,
+        password: String,
         patient: Value,
     },
     Janus {
@@ -141,6 +152,13 @@ pub enum Joiner {
         url: String,
         room_base: u64,
     },
+}
+
+/// A doctor and a health worker: usernames and current access tokens
+/// (renewed by [`Joiner::renew_logins`]: they last 15 minutes).
+pub struct Pair {
+    users: (String, String),
+    tokens: std::sync::RwLock<(String, String)>,
 }
 
 /// Polls (cheaply: a report decodes nothing, but it does analyse the audio)
@@ -159,9 +177,10 @@ async fn first_video(mut probe: impl FnMut() -> Option<Instant>) -> Result<Insta
 }
 
 impl Joiner {
-    /// For our server: one hospital and station, a doctor, a health worker
-    /// and a patient, shared by every consultation. For Janus: nothing yet.
-    pub async fn new(server: &Server, http: &reqwest::Client) -> Result<Joiner> {
+    /// For our server: one hospital and station, `pairs` doctors and
+    /// health workers, and a patient, shared by every consultation. For
+    /// Janus: nothing yet.
+    pub async fn new(server: &Server, http: &reqwest::Client, pairs: usize) -> Result<Joiner> {
         match &server.endpoint {
             Endpoint::Janus { url } => Ok(Joiner::Janus {
                 http: http.clone(),
@@ -174,11 +193,19 @@ impl Joiner {
                 let password = format!("load-{tag}-password");
                 let h = post(http, base, Some(&admin), "/api/facilities", json!({"code": format!("LOAD-H-{tag}"), "name": "Load hospital", "kind": "district_hospital", "province": "Load"})).await?;
                 let st = post(http, base, Some(&admin), "/api/facilities", json!({"code": format!("LOAD-S-{tag}"), "name": "Load station", "kind": "commune_station", "referral_hospital_id": h["id"], "province": "Load"})).await?;
-                let (du, wu) = (format!("load.doc.{tag}"), format!("load.hw.{tag}"));
-                post(http, base, Some(&admin), "/api/users", json!({"username": du, "display_name": "Load doctor", "password": password, "role": "doctor", "facility_id": h["id"]})).await?;
-                post(http, base, Some(&admin), "/api/users", json!({"username": wu, "display_name": "Load worker", "password": password, "role": "health_worker", "facility_id": st["id"]})).await?;
-                let doctor = login(http, base, &du, &password).await?;
-                let worker = login(http, base, &wu, &password).await?;
+                let mut made = Vec::new();
+                for k in 0..pairs.max(1) {
+                    let (du, wu) = (format!("load.doc.{tag}.{k}"), format!("load.hw.{tag}.{k}"));
+                    post(http, base, Some(&admin), "/api/users", json!({"username": du, "display_name": format!("Load doctor {k}"), "password": password, "role": "doctor", "facility_id": h["id"]})).await?;
+                    post(http, base, Some(&admin), "/api/users", json!({"username": wu, "display_name": format!("Load worker {k}"), "password": password, "role": "health_worker", "facility_id": st["id"]})).await?;
+                    let doctor = login(http, base, &du, &password).await?;
+                    let worker = login(http, base, &wu, &password).await?;
+                    made.push(Pair {
+                        users: (du, wu),
+                        tokens: std::sync::RwLock::new((doctor, worker)),
+                    });
+                }
+                let worker = made[0].tokens.read().expect("tokens").1.clone();
                 let patient = post(
                     http,
                     base,
@@ -191,11 +218,46 @@ impl Joiner {
                     http: http.clone(),
                     base: base.clone(),
                     ws_url: format!("{}/api/ws", base.replacen("http", "ws", 1)),
-                    doctor,
-                    worker,
+                    pairs: made,
+                    password,
                     patient,
                 })
             }
+        }
+    }
+
+    /// Ours: logs every doctor and health worker in again (an access
+    /// token lasts 15 minutes; a soak runs for an hour). Janus: nothing.
+    pub async fn renew_logins(&self) -> Result<()> {
+        if let Joiner::Ours {
+            http,
+            base,
+            pairs,
+            password,
+            ..
+        } = self
+        {
+            for p in pairs {
+                let doctor = login(http, base, &p.users.0, password).await?;
+                let worker = login(http, base, &p.users.1, password).await?;
+                *p.tokens.write().expect("tokens") = (doctor, worker);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ours: the server's base URL and the current access token of the
+    /// doctor of consultation `i`.
+    pub fn doctor(&self, i: usize) -> Option<(&reqwest::Client, &str, String)> {
+        match self {
+            Joiner::Ours {
+                http, base, pairs, ..
+            } => Some((
+                http,
+                base.as_str(),
+                pairs[i % pairs.len()].tokens.read().expect("tokens").0.clone(),
+            )),
+            Joiner::Janus { .. } => None,
         }
     }
 
@@ -213,10 +275,12 @@ impl Joiner {
                 http,
                 base,
                 ws_url,
-                doctor,
-                worker,
+                pairs,
                 patient,
+                ..
             } => {
+                let (doctor, worker) = pairs[i % pairs.len()].tokens.read().expect("tokens").clone();
+                let (doctor, worker) = (doctor.as_str(), worker.as_str());
                 let c = post(
                     http,
                     base,

@@ -6,6 +6,7 @@
 //!   loadgen --server-bin target/release/telehealth --consultations 10 --seconds 20 [--json out.json]
 //!   loadgen --target janus --consultations 10 --seconds 20 [--json out.json]
 //!   loadgen --server http://127.0.0.1:8080 --admin-password … --server-pid PID …
+//!   loadgen --server-bin target/release/telehealth --consultations 15 --soak-minutes 60
 //!
 //! With `--server-bin` it starts our binary itself (fresh SQLite database,
 //! free loopback ports); with `--target janus` it starts Janus from a
@@ -22,6 +23,7 @@
 mod consultation;
 mod figures;
 mod server;
+mod soak;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -92,6 +94,24 @@ pub struct Args {
     /// Video bytes per frame (30 fps; 3,300 bytes ≈ 800 kbps).
     #[arg(long, default_value_t = 3300)]
     frame_bytes: usize,
+    /// Soak instead (ours only): hold `--consultations` calls for this many
+    /// minutes, each replaced by a new one after `--call-seconds`, the
+    /// doctor autosaving and signing a note, an admin reading session logs;
+    /// report memory, open files, disk and p99s at the start and the end.
+    #[arg(long)]
+    soak_minutes: Option<f64>,
+    /// Soak: how long each call lasts, seconds.
+    #[arg(long, default_value_t = 120)]
+    call_seconds: u64,
+    /// Soak: seconds between samples.
+    #[arg(long, default_value_t = 60)]
+    sample_seconds: u64,
+    /// Soak: seconds between the doctor's note autosaves (the page's pace).
+    #[arg(long, default_value_t = 5)]
+    autosave_seconds: u64,
+    /// Soak: seconds between the admin's reads (the list, then one log).
+    #[arg(long, default_value_t = 5)]
+    admin_read_seconds: u64,
     /// Write the JSON report here (without it, it goes to stdout before the table).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -113,8 +133,32 @@ async fn main() -> Result<()> {
         eprintln!("loadgen: server {} pid {pid}", srv.name);
     }
     let http = reqwest::Client::new();
-    let joiner = Joiner::new(&srv, &http).await?;
+    let joiner = Joiner::new(&srv, &http, args.consultations).await?;
     let rss_before = srv.pid.and_then(|p| status_field(p, "VmRSS"));
+
+    if let Some(minutes) = args.soak_minutes {
+        let settings = soak::Settings {
+            consultations: args.consultations,
+            minutes,
+            call_seconds: args.call_seconds,
+            sample_seconds: args.sample_seconds,
+            autosave_seconds: args.autosave_seconds,
+            admin_read_seconds: args.admin_read_seconds,
+            frame_bytes: args.frame_bytes,
+        };
+        let mut report = soak::run(settings, &srv, joiner).await?;
+        report["server_version"] = json!(srv.version);
+        report["machine"] = machine;
+        report["started_unix"] = json!(started_unix);
+        let text = serde_json::to_string_pretty(&report)?;
+        match &args.json {
+            Some(p) => std::fs::write(p, &text)?,
+            None => println!("{text}\n"),
+        }
+        print!("{}", soak::table(&report));
+        srv.stop().await;
+        return Ok(());
+    }
 
     let config = |name: &str, tone: f64| {
         let mut c = ParticipantConfig::new(name, tone);

@@ -45,6 +45,8 @@ pub struct Server {
     pub endpoint: Endpoint,
     /// Where its log is, when we started it.
     pub log: Option<PathBuf>,
+    /// Ours, started here: its data folder (the database).
+    pub data_dir: Option<PathBuf>,
     guard: Guard,
 }
 
@@ -85,6 +87,7 @@ pub async fn start(args: &Args) -> Result<Server> {
                     url: janus.url.clone(),
                 },
                 log: Some(janus.dir().join("janus.log")),
+                data_dir: None,
                 guard: Guard::Janus(janus),
             })
         }
@@ -103,6 +106,7 @@ pub async fn start(args: &Args) -> Result<Server> {
                         admin_password,
                     },
                     log: None,
+                    data_dir: None,
                     guard: Guard::External,
                 })
             }
@@ -171,6 +175,7 @@ async fn start_ours(args: &Args, bin: &Path) -> Result<Server> {
         pid: child.id(),
         endpoint: Endpoint::Ours { base, admin_password },
         log: (!remove_dir).then_some(log_path),
+        data_dir: Some(dir.join("data")),
         guard: Guard::Ours {
             child,
             dir,
