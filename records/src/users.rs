@@ -66,6 +66,11 @@ pub struct AuthSession {
     pub revoked_at: Option<Timestamp>,
 }
 
+/// How far ahead of the clock a login session's last refresh may be (two
+/// nodes' clocks differ a little) before it counts as made before the clock
+/// went back.
+const CLOCK_SLACK_SECS: i64 = 60;
+
 const COLUMNS: &str = "id, username, display_name, role, facility_id, active, created_at, updated_at";
 
 impl Store {
@@ -288,7 +293,8 @@ impl Store {
         Ok(id)
     }
 
-    /// Swaps a session's refresh token for a new one (refresh-token rotation).
+    /// Swaps a session's refresh token for a new one (refresh-token rotation),
+    /// the session now to expire at `expires_at` (now + its lifetime).
     /// Returns the session if the old token was current, unexpired and not
     /// revoked; a reused old token revokes the whole session (it was stolen
     /// or replayed).
@@ -300,6 +306,42 @@ impl Store {
     ) -> Result<Option<AuthSession>> {
         let mut w = self.begin_write().await?;
         let now = Timestamp::now();
+        // A session refreshed "in the future" (its expiry is later than a
+        // refresh now would set) was refreshed before the wall clock went
+        // back: it would outlive its lifetime by the whole jump. It ends, as
+        // an access token issued ahead of the clock is refused; its user
+        // logs in again.
+        let latest = Timestamp(expires_at.0 + chrono::Duration::seconds(CLOCK_SLACK_SECS));
+        let ahead: Option<(UserId,)> = sqlx::query_as(
+            "UPDATE auth_sessions SET revoked_at = $2
+             WHERE refresh_token_hash = $1 AND revoked_at IS NULL AND expires_at > $3
+             RETURNING user_id",
+        )
+        .bind(old_hash)
+        .bind(now)
+        .bind(latest)
+        .fetch_optional(&mut **w)
+        .await?;
+        if let Some((user,)) = ahead {
+            let actor = Actor {
+                user_id: None,
+                role: None,
+                client_addr: None,
+            };
+            record(
+                &mut w,
+                &actor,
+                "auth.refresh_ahead_of_clock",
+                "user",
+                Some(user.to_string()),
+                None,
+                Outcome::Denied,
+            )
+            .await?;
+            w.commit().await?;
+            tracing::warn!(%user, "a login session refreshed ahead of the clock (the clock went back) was ended");
+            return Ok(None);
+        }
         // Tokens whose session is over by now can no longer be told apart from
         // unknown ones; they go.
         sqlx::query("DELETE FROM used_refresh_tokens WHERE expires_at <= $1")

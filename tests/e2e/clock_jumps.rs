@@ -7,7 +7,9 @@
 //! time is now past (with its grace) becomes a no-show by itself; a new
 //! login works. Back to the real time: a token issued "in the future" is
 //! refused as expired (it would otherwise outlive its 15 minutes by the
-//! whole jump), the no-show stays one, a new login and a booking work.
+//! whole jump), and so is a login session started then (it would outlive
+//! its 12 hours by the jump); the no-show stays one, a new login and a
+//! booking work.
 
 mod common;
 
@@ -30,6 +32,30 @@ async fn status(c: &reqwest::Client, s: &Server, token: &str, path: &str) -> (u1
     let r = c.get(s.url(path)).bearer_auth(token).send().await.unwrap();
     let st = r.status().as_u16();
     (st, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Logs `user` in; the refresh token.
+async fn refresh_token_of(c: &reqwest::Client, s: &Server, user: &str) -> String {
+    let r = c
+        .post(s.url("/api/auth/login"))
+        .json(&json!({"username": user, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "login {user}");
+    let v: Value = r.json().await.unwrap();
+    v["refresh_token"].as_str().unwrap().to_owned()
+}
+
+/// Refreshes a login session; the status.
+async fn refresh(c: &reqwest::Client, s: &Server, token: &str) -> u16 {
+    c.post(s.url("/api/auth/refresh"))
+        .json(&json!({"refresh_token": token}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,6 +133,7 @@ async fn tokens_no_shows_and_bookings_stay_right_when_the_clock_jumps() {
     );
     let worker = login(&c, &server, "yta", PASSWORD).await;
     let admin = login(&c, &server, "admin", ADMIN_PASSWORD).await;
+    let ahead_refresh = refresh_token_of(&c, &server, "bacsi").await;
     // The no-show job runs once a minute (on the monotonic clock).
     let asked = Instant::now();
     let state = loop {
@@ -131,6 +158,17 @@ async fn tokens_no_shows_and_bookings_stay_right_when_the_clock_jumps() {
     );
     let (st, _) = status(&c, &server, &admin, "/api/users").await;
     assert_eq!(st, 401);
+    assert_eq!(
+        refresh(&c, &server, &ahead_refresh).await,
+        401,
+        "a login session started a day ahead does not last a day more than its 12 hours"
+    );
+    let now_refresh = refresh_token_of(&c, &server, "bacsi").await;
+    assert_eq!(
+        refresh(&c, &server, &now_refresh).await,
+        200,
+        "a new session refreshes"
+    );
     let worker = login(&c, &server, "yta", PASSWORD).await;
     let (st, v) = status(&c, &server, &worker, &format!("/api/consultations/{cid}")).await;
     assert_eq!(
