@@ -16,6 +16,7 @@ use telehealth_signaling::{init_logging, run, Config};
     name = "telehealth",
     version,
     about = "Telehealth consultation server (signaling, SFU, records)",
+    long_about = None,
     after_help = "Without a command, runs the server."
 )]
 struct Cli {

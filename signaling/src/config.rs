@@ -12,7 +12,9 @@ use std::path::PathBuf;
 #[command(
     name = "telehealth",
     version,
-    about = "Telehealth consultation server (signaling, SFU, records)"
+    about = "Telehealth consultation server (signaling, SFU, records)",
+    // The doc comment above is for the code's readers, not for `--help`.
+    long_about = None
 )]
 pub struct Config {
     /// Address and port for HTTP (or HTTPS when a certificate is given).
