@@ -1,5 +1,6 @@
 //! Embeds every file of `web-client/` (no build step, no Node at run time):
-//! generates a table of (URL path, content type, bytes) for `src/web.rs`.
+//! generates a table of (URL path, content type, content encoding, bytes)
+//! for `src/web.rs`.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ fn content_type(p: &Path) -> &'static str {
         "mp3" => "audio/mpeg",
         "wav" => "audio/wav",
         "txt" => "text/plain; charset=utf-8",
+        "tsv" => "text/tab-separated-values; charset=utf-8",
         _ => "application/octet-stream",
     }
 }
@@ -73,6 +75,11 @@ fn main() {
         {
             continue;
         }
+        // `x.tsv.gz` is served as `x.tsv`, gzip-encoded (big lists, compressed once here).
+        let (rel, served, encoding) = match rel.strip_suffix(".gz") {
+            Some(inner) => (inner.to_owned(), PathBuf::from(inner), Some("gzip")),
+            None => (rel.clone(), f.clone(), None),
+        };
         let url = if rel == "index.html" {
             "/".to_owned()
         } else {
@@ -81,8 +88,8 @@ fn main() {
         let abs = f.canonicalize().expect("file exists");
         writeln!(
             table,
-            "    ({url:?}, {:?}, include_bytes!({:?})),",
-            content_type(f),
+            "    ({url:?}, {:?}, {encoding:?}, include_bytes!({:?})),",
+            content_type(&served),
             abs.display().to_string()
         )
         .expect("write to String");

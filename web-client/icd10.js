@@ -1,7 +1,9 @@
 // @ts-check
 /**
- * A small list of ICD-10 codes common in commune and district practice, with Vietnamese and English names, for
- * the note's code search. Any code of the right shape may still be typed; the server validates the format.
+ * ICD-10 for the note's code search. Here, the codes common in commune and district practice with Vietnamese and
+ * English names (offered first, and at once). On demand, WHO's whole list (2019 edition, 12,246 categories and
+ * subcategories, English titles; `/icd10/who2019.tsv`, about 120 KB compressed), searchable without diacritics,
+ * the Vietnamese names below laid over it. The server accepts only WHO's codes.
  */
 
 /** @type {[string, string, string][]} code, Vietnamese name, English name */
@@ -119,14 +121,63 @@ export const ICD10_SHAPE = /^[A-Z][0-9]{2}(\.[0-9A-Z]{1,4})?$/;
 /** Lower-case without Vietnamese diacritics, for forgiving search. @param {string} s */
 export const fold = (s) => s.normalize('NFD').replace(/[\u0300-\u036f]/g, '').replace(/đ/g, 'd').replace(/Đ/g, 'd').toLowerCase();
 
-/** Up to `n` codes whose code or name matches `q`. @param {string} q @param {number} [n] */
+/** @typedef {[string, string, string]} IcdEntry code, Vietnamese name (the English one where none), English name */
+
+const COMMON = new Set(ICD10.map(([c]) => c));
+/** Every WHO code once loaded, common ones first. @type {IcdEntry[]} */
+let all = ICD10;
+/** Folded code and names of `all`, for search. @type {[string, string][]} */
+let folded = ICD10.map(([c, vi, en]) => [fold(c), fold(`${vi} ${en}`)]);
+/** @type {Map<string, IcdEntry>} */
+let byCode = new Map(ICD10.map((e) => [e[0], e]));
+/** @type {Promise<boolean> | null} */
+let loading = null;
+
+/** Whether WHO's whole list is loaded (else only the common codes are known). */
+export const icdLoaded = () => all !== ICD10;
+
+/** Loads WHO's whole list once; resolves to whether it is there. @returns {Promise<boolean>} */
+export function loadIcd() {
+  loading ??= fetch('/icd10/who2019.tsv')
+    .then((r) => (r.ok ? r.text() : Promise.reject(new Error(String(r.status)))))
+    .then((text) => {
+      /** @type {IcdEntry[]} */
+      const rest = [];
+      for (const line of text.split('\n')) {
+        const [code, en] = line.split('\t');
+        if (code && en && !COMMON.has(code)) rest.push([code, en, en]);
+      }
+      all = [...ICD10, ...rest];
+      folded = all.map(([c, vi, en]) => [fold(c), fold(vi === en ? en : `${vi} ${en}`)]);
+      byCode = new Map(all.map((e) => [e[0], e]));
+      return true;
+    })
+    .catch(() => {
+      loading = null; // try again next time
+      return false;
+    });
+  return loading;
+}
+
+/**
+ * Up to `n` codes whose code starts with `q`, then those whose names hold every word of `q` (any order, without
+ * accents); the common ones first. @param {string} q @param {number} [n] @returns {IcdEntry[]}
+ */
 export function searchIcd(q, n = 8) {
   const f = fold(q.trim());
   if (!f) return [];
-  const byCode = ICD10.filter(([c]) => fold(c).startsWith(f));
-  const byName = ICD10.filter(([c, vi, en]) => !fold(c).startsWith(f) && (fold(vi).includes(f) || fold(en).includes(f)));
-  return [...byCode, ...byName].slice(0, n);
+  const words = f.split(/\s+/);
+  /** @type {IcdEntry[]} */
+  const codes = [];
+  /** @type {IcdEntry[]} */
+  const names = [];
+  for (let i = 0; i < all.length && codes.length < n; i++) {
+    const [c, text] = folded[i];
+    if (c.startsWith(f)) codes.push(all[i]);
+    else if (names.length < n && words.every((w) => text.includes(w))) names.push(all[i]);
+  }
+  return [...codes, ...names].slice(0, n);
 }
 
-/** The names of a code if it is in the list. @param {string} code */
-export const icdName = (code) => ICD10.find(([c]) => c === code);
+/** A code's names, when the list knows it. @param {string} code @returns {IcdEntry | undefined} */
+export const icdName = (code) => byCode.get(code);

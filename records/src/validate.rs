@@ -293,6 +293,12 @@ pub fn date_of_birth(value: &str, today: NaiveDate) -> Result<NaiveDate, FieldEr
 
 /// Validates an ICD-10 code (WHO format: a letter, two digits, optionally a
 /// dot and one to four more characters), upper-casing it.
+/// Every ICD-10 category and subcategory of WHO's 2019 edition
+/// (`records/icd10/generate.py` writes the list; the page's code search
+/// loads the same codes with their titles).
+static ICD10_CODES: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
+    std::sync::LazyLock::new(|| include_str!("../icd10/codes.txt").lines().collect());
+
 pub fn icd10(field: &str, value: &str) -> Result<String, FieldError> {
     let v = value.trim().to_ascii_uppercase();
     let b = v.as_bytes();
@@ -306,7 +312,17 @@ pub fn icd10(field: &str, value: &str) -> Result<String, FieldError> {
         _ => false,
     };
     if head_ok && tail_ok && b[2].is_ascii_alphanumeric() {
-        Ok(v)
+        if ICD10_CODES.contains(v.as_str()) {
+            return Ok(v);
+        }
+        Err(FieldError::new(
+            field,
+            "unknown_icd10",
+            format!(
+                "Mã “{v}” không có trong danh mục ICD-10 (WHO, bản 2019). Gõ tên bệnh vào ô mã ICD-10 để chọn đúng mã."
+            ),
+            format!("“{v}” is not in the ICD-10 list (WHO, 2019 edition). Type the condition's name in the ICD-10 box to pick the right code."),
+        ))
     } else {
         Err(FieldError::new(
             field,
@@ -398,11 +414,23 @@ mod tests {
 
     #[test]
     fn icd10_codes() {
-        for ok in ["J18.9", "a09", "I10", "E11.65", "U07.1", "S52.501A"] {
+        for ok in ["J18.9", "a09", "I10", "E11.6", "U07.1", "S52.5", " b08.4 "] {
             assert!(icd10("icd10_codes", ok).is_ok(), "{ok}");
         }
         for bad in ["", "J1", "18.9", "J18.", "J18.9.1", "JJ8", "J18-9"] {
-            assert!(icd10("icd10_codes", bad).is_err(), "{bad}");
+            assert_eq!(
+                icd10("icd10_codes", bad).unwrap_err().code,
+                "invalid_icd10",
+                "{bad}"
+            );
+        }
+        // The right shape, but not a WHO code (US ICD-10-CM extensions, a made-up subcategory).
+        for unknown in ["E11.65", "S52.501A", "J18.7", "Z99.99"] {
+            assert_eq!(
+                icd10("icd10_codes", unknown).unwrap_err().code,
+                "unknown_icd10",
+                "{unknown}"
+            );
         }
     }
 
