@@ -71,18 +71,58 @@ impl Store {
         .bind(consultation)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(SessionEvent {
-                    id: r.id,
-                    consultation_id: r.consultation_id,
-                    at: r.at,
-                    kind: r.kind,
-                    user_id: r.user_id,
-                    data: serde_json::from_str(&r.data)
-                        .map_err(|e| crate::RecordsError::Corrupt(format!("session event {}: {e}", r.id)))?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(Row::event).collect()
+    }
+
+    /// The events of these kinds of several consultations, each oldest
+    /// first, in one query (a list of sessions summarises fifty at a time;
+    /// a query each cost a pool round trip each).
+    pub(crate) async fn session_events_of(
+        &self,
+        consultations: &[ConsultationId],
+        kinds: &[&str],
+    ) -> Result<std::collections::HashMap<ConsultationId, Vec<SessionEvent>>> {
+        let mut out: std::collections::HashMap<ConsultationId, Vec<SessionEvent>> = Default::default();
+        if consultations.is_empty() {
+            return Ok(out);
+        }
+        let ids = (1..=consultations.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let kind_list = (0..kinds.len())
+            .map(|i| format!("${}", consultations.len() + 1 + i))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT id, consultation_id, at, kind, user_id, data FROM session_events
+             WHERE consultation_id IN ({ids}) AND kind IN ({kind_list}) ORDER BY id"
+        );
+        let mut q = sqlx::query_as::<_, Row>(&sql);
+        for c in consultations {
+            q = q.bind(*c);
+        }
+        for k in kinds {
+            q = q.bind(*k);
+        }
+        for r in q.fetch_all(&self.pool).await? {
+            let e = r.event()?;
+            out.entry(e.consultation_id).or_default().push(e);
+        }
+        Ok(out)
+    }
+}
+
+impl Row {
+    fn event(self) -> Result<SessionEvent> {
+        Ok(SessionEvent {
+            id: self.id,
+            consultation_id: self.consultation_id,
+            at: self.at,
+            kind: self.kind,
+            user_id: self.user_id,
+            data: serde_json::from_str(&self.data)
+                .map_err(|e| crate::RecordsError::Corrupt(format!("session event {}: {e}", self.id)))?,
+        })
     }
 }

@@ -46,7 +46,12 @@ pub struct Quality {
     pub avg_jitter_ms: Option<f64>,
     /// Time some participant spent receiving audio only (video dropped).
     pub audio_only_secs: f64,
+    /// A participant's page came back into the call by itself (`reconnected`).
     pub reconnections: usize,
+    /// A participant's page lost its connection to the server (`reconnecting`).
+    pub disconnections: usize,
+    /// A participant's media path dropped (ICE `disconnected` or `failed`).
+    pub media_interruptions: usize,
 }
 
 /// Which sessions to list.
@@ -108,6 +113,15 @@ pub fn quality(
                 }
             }
             "reconnected" => q.reconnections += 1,
+            "reconnecting" => q.disconnections += 1,
+            "ice_state"
+                if matches!(
+                    e.data.get("state").and_then(serde_json::Value::as_str),
+                    Some("disconnected" | "failed")
+                ) =>
+            {
+                q.media_interruptions += 1
+            }
             _ => {}
         }
     }
@@ -119,6 +133,9 @@ pub fn quality(
         started.map(|s| ((ended.unwrap_or(now).0 - s.0).num_milliseconds() as f64 / 1000.0).max(0.0));
     q
 }
+
+/// The session events [`quality`] reads.
+const QUALITY_KINDS: &[&str] = &["stats", "reconnected", "reconnecting", "ice_state"];
 
 impl Store {
     /// Sessions matching a query, newest first, with their quality.
@@ -145,29 +162,36 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let now = Timestamp::now();
+        let limit = q.limit.clamp(1, 1000) as usize;
         let mut out = Vec::new();
-        for r in rows {
-            let events = self.session_events(r.id).await?;
-            let quality = quality(&events, r.started_at, r.ended_at, now);
-            if let Some(min) = q.min_worst_loss_pct {
-                if quality.worst_loss_pct.is_none_or(|w| w < min) {
-                    continue;
+        // The events of a page of sessions in one query (not one each); the
+        // next page only while sessions are still wanted.
+        for page in rows.chunks(200) {
+            let ids: Vec<ConsultationId> = page.iter().map(|r| r.id).collect();
+            let mut events = self.session_events_of(&ids, QUALITY_KINDS).await?;
+            for r in page {
+                let events = events.remove(&r.id).unwrap_or_default();
+                let quality = quality(&events, r.started_at, r.ended_at, now);
+                if let Some(min) = q.min_worst_loss_pct {
+                    if quality.worst_loss_pct.is_none_or(|w| w < min) {
+                        continue;
+                    }
                 }
-            }
-            out.push(SessionSummary {
-                consultation_id: r.id,
-                station_id: r.station_id,
-                hospital_id: r.hospital_id,
-                doctor_id: r.doctor_id,
-                kind: r.kind,
-                state: r.state,
-                created_at: r.created_at,
-                started_at: r.started_at,
-                ended_at: r.ended_at,
-                quality,
-            });
-            if out.len() as i64 >= q.limit.clamp(1, 1000) {
-                break;
+                out.push(SessionSummary {
+                    consultation_id: r.id,
+                    station_id: r.station_id,
+                    hospital_id: r.hospital_id,
+                    doctor_id: r.doctor_id,
+                    kind: r.kind,
+                    state: r.state,
+                    created_at: r.created_at,
+                    started_at: r.started_at,
+                    ended_at: r.ended_at,
+                    quality,
+                });
+                if out.len() >= limit {
+                    return Ok(out);
+                }
             }
         }
         Ok(out)
@@ -225,6 +249,11 @@ mod tests {
             ),
             ev("stats", json!({"loss_pct": "bad", "rtt_ms": 200.0})),
             ev("reconnected", json!({})),
+            ev("reconnecting", json!({})),
+            ev("reconnecting", json!({})),
+            ev("ice_state", json!({"state": "disconnected"})),
+            ev("ice_state", json!({"state": "connected"})),
+            ev("ice_state", json!({"state": "failed"})),
             ev("joined", json!({})),
         ];
         let s: Timestamp = "2026-11-23T08:00:00.000Z".parse().unwrap();
@@ -237,6 +266,8 @@ mod tests {
         assert_eq!(q.avg_jitter_ms, Some(10.0));
         assert_eq!(q.audio_only_secs, 5.0);
         assert_eq!(q.reconnections, 1);
+        assert_eq!(q.disconnections, 2);
+        assert_eq!(q.media_interruptions, 2);
         assert_eq!(q.duration_secs, Some(750.0));
         assert_eq!(quality(&[], None, None, Timestamp::now()), Quality::default());
     }

@@ -494,6 +494,7 @@ impl LossMemory {
         let (mut lost, mut got) = (0i64, 0u64);
         let (mut bin, mut bout) = (0u64, 0u64);
         let (mut out_audio, mut out_video) = (0u64, 0u64);
+        let (mut in_audio, mut in_video) = (0u64, 0u64);
         let mut jitter: Option<f64> = None;
         let (mut nacks, mut plis) = (0u64, 0u64);
         let mut layers = Vec::new();
@@ -520,7 +521,13 @@ impl LossMemory {
             nacks += t.nacks;
             plis += t.plis;
             match t.direction {
-                Direction::Inbound => bin += t.bitrate_bps,
+                Direction::Inbound => {
+                    bin += t.bitrate_bps;
+                    match t.kind {
+                        MediaKind::Audio => in_audio += t.packets,
+                        MediaKind::Video => in_video += t.packets,
+                    }
+                }
                 Direction::Outbound => {
                     bout += t.bitrate_bps;
                     match t.kind {
@@ -543,6 +550,13 @@ impl LossMemory {
             "bitrate_in_kbps": bin / 1000,
             "bitrate_out_kbps": bout / 1000,
             "audio_only": out_audio > 0 && out_video == 0,
+            // Packets this interval: forwarded to the participant (what
+            // it could receive) and published by it. An admin's session
+            // page flags a participant that got none while another sent.
+            "received_audio_packets": out_audio,
+            "received_video_packets": out_video,
+            "sent_audio_packets": in_audio,
+            "sent_video_packets": in_video,
             "nacks": nacks,
             "plis": plis,
             "layers": layers,

@@ -1064,6 +1064,18 @@ async fn admins_read_session_logs_with_quality(store: Store) {
         !r.body.to_string().contains("Giàng"),
         "no patient names in session logs"
     );
+    // The list summarises each session as its own page does (its events
+    // are read for the whole page at once).
+    let one = q.clone();
+    let r = call(&w.app, Method::GET, "/api/sessions", a, None).await;
+    let listed = r
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["consultation_id"] == cid.as_str())
+        .expect("listed");
+    assert_eq!(listed["quality"], one);
     // Filters.
     let r = call(&w.app, Method::GET, "/api/sessions?min_worst_loss_pct=5", a, None).await;
     let ids: Vec<_> = r

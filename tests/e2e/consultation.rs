@@ -194,6 +194,35 @@ async fn urgent_consultation_end_to_end() {
         q["samples"].as_u64().unwrap() >= 2 && q["duration_secs"].as_f64().unwrap() > 5.0,
         "{q}"
     );
+    // The summary counts what the timeline shows: one drop, one return.
+    assert_eq!(
+        (q["disconnections"].as_u64(), q["reconnections"].as_u64()),
+        (Some(1), Some(1)),
+        "{q}"
+    );
+    // Each sample says what reached the participant and what it sent, so that
+    // a participant who got nothing while the other sent shows as such.
+    let samples: Vec<&Value> = session["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "stats")
+        .collect();
+    for key in [
+        "received_audio_packets",
+        "received_video_packets",
+        "sent_audio_packets",
+        "sent_video_packets",
+    ] {
+        assert!(
+            samples.iter().all(|e| e["data"][key].is_u64()),
+            "{key} in every sample"
+        );
+        assert!(
+            samples.iter().any(|e| e["data"][key].as_u64() > Some(0)),
+            "{key} above 0 in some sample"
+        );
+    }
     assert!(
         q["avg_rtt_ms"].is_number() || q["avg_loss_pct"].is_number(),
         "{q}"
