@@ -112,6 +112,9 @@ pub struct Args {
     /// Soak: seconds between the admin's reads (the list, then one log).
     #[arg(long, default_value_t = 5)]
     admin_read_seconds: u64,
+    /// Soak: minutes before the start window (memory settles first).
+    #[arg(long, default_value_t = 10.0)]
+    soak_warmup_minutes: f64,
     /// Write the JSON report here (without it, it goes to stdout before the table).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -145,6 +148,7 @@ async fn main() -> Result<()> {
             autosave_seconds: args.autosave_seconds,
             admin_read_seconds: args.admin_read_seconds,
             frame_bytes: args.frame_bytes,
+            warmup_minutes: args.soak_warmup_minutes,
         };
         let mut report = soak::run(settings, &srv, joiner).await?;
         report["server_version"] = json!(srv.version);

@@ -32,6 +32,9 @@ pub struct Settings {
     pub autosave_seconds: u64,
     pub admin_read_seconds: u64,
     pub frame_bytes: usize,
+    /// Minutes left out of the start window: the server's memory settles
+    /// (allocator pools, caches) over the first minutes of a run.
+    pub warmup_minutes: f64,
 }
 
 /// Access tokens last 15 minutes: every login is renewed this often.
@@ -425,12 +428,14 @@ pub async fn run(s: Settings, srv: &Server, joiner: Joiner) -> Result<Value> {
     }
 
     // The start: the first periods once the first calls have ended (the
-    // server has seen every kind of request); the end: the last periods.
+    // server has seen every kind of request) and the warm-up is over; the
+    // end: the last periods.
+    let warm_s = ((s.call_seconds + s.sample_seconds) as f64)
+        .max(s.warmup_minutes * 60.0)
+        .min(s.minutes * 60.0 / 2.0);
     let warm: Vec<&(Value, Tally)> = samples
         .iter()
-        .filter(|(v, _)| {
-            v["minute"].as_f64().unwrap_or(0.0) * 60.0 >= s.call_seconds as f64 + s.sample_seconds as f64
-        })
+        .filter(|(v, _)| v["minute"].as_f64().unwrap_or(0.0) * 60.0 >= warm_s)
         .collect();
     let window = |w: &[&(Value, Tally)]| {
         let mut t = Tally::default();
@@ -494,6 +499,7 @@ pub async fn run(s: Settings, srv: &Server, joiner: Joiner) -> Result<Value> {
             "autosave_seconds": s.autosave_seconds,
             "admin_read_seconds": s.admin_read_seconds,
             "sample_seconds": s.sample_seconds,
+            "warmup_minutes": s.warmup_minutes,
         },
         "total": total.json(),
         "start": start,
