@@ -4,6 +4,7 @@
  * hash routing. Each screen is an ES module loaded when first visited, so the first page load stays small.
  */
 import { api, onSessionExpired } from './api.js';
+import { forgetDrafts, saveOpenNotes, setDraftOwner } from './drafts.js';
 import { getLang, setLang, t } from './i18n.js';
 import { LiveSocket } from './socket.js';
 import { h } from './ui.js';
@@ -138,6 +139,7 @@ function renderHeader() {
 /** @param {User} u */
 function signedIn(u) {
   user = u;
+  setDraftOwner(u.id);
   loginMessage = null;
   renderHeader();
   socket.start();
@@ -155,8 +157,11 @@ function signedOut(message) {
   void route();
 }
 
+/** Saves the open note first; what cannot be saved is said before it would be dropped from this browser. */
 async function logout() {
+  if (!(await saveOpenNotes()) && !confirm(t('logout.unsaved'))) return;
   await api('/api/auth/logout', { method: 'POST' });
+  forgetDrafts();
   signedOut(null);
 }
 

@@ -118,19 +118,69 @@ const ICE_RESTART_AFTER_MS = 4000;
 const REJOIN_AFTER_MS = 20_000;
 const STATS_MS = 1000;
 
+/** Where the chosen camera and microphone are remembered (device ids: nothing about a patient). */
+const DEVICE_KEYS = { audioinput: 'telehealth.device.mic', videoinput: 'telehealth.device.camera' };
+
+/** The camera or microphone chosen on this computer, if any. @param {'audioinput' | 'videoinput'} kind */
+export function chosenDevice(kind) {
+  try {
+    return localStorage.getItem(DEVICE_KEYS[kind]) || null;
+  } catch {
+    return null;
+  }
+}
+
+/** Remembers the camera or microphone for the next calls. @param {'audioinput' | 'videoinput'} kind @param {string} id */
+export function chooseDevice(kind, id) {
+  try {
+    localStorage.setItem(DEVICE_KEYS[kind], id);
+  } catch {
+    // Storage blocked: the choice holds for this call only.
+  }
+}
+
+/** The cameras or microphones this computer has (names once the page may use them). @param {'audioinput' | 'videoinput'} kind
+ * @returns {Promise<MediaDeviceInfo[]>} */
+export async function devices(kind) {
+  const all = await navigator.mediaDevices?.enumerateDevices?.().catch(() => []) ?? [];
+  return all.filter((d) => d.kind === kind && d.deviceId);
+}
+
+/** @param {string | null} id @param {'ideal' | 'exact'} how @returns {MediaTrackConstraints} */
+const audioConstraints = (id, how) => ({ echoCancellation: true, noiseSuppression: true, ...(id ? { deviceId: { [how]: id } } : {}) });
+/** @param {string | null} id @param {'ideal' | 'exact'} how @returns {MediaTrackConstraints} */
+export const videoConstraints = (id, how) =>
+  ({ width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 24, max: 30 }, ...(id ? { deviceId: { [how]: id } } : {}) });
+
 /**
- * Opens the camera and microphone: 1280×720 where the camera allows (a doctor judges skin, eyes and wounds on
- * it), whatever it offers below that otherwise.
+ * getUserMedia with the devices chosen on this computer; when one of them is gone (unplugged), with whatever the
+ * browser offers. @param {(cam: string | null, mic: string | null, how: 'exact') => MediaStreamConstraints} make
+ * @returns {Promise<MediaStream>}
+ */
+export async function withChosenDevices(make) {
+  const [cam, mic] = [chosenDevice('videoinput'), chosenDevice('audioinput')];
+  if (cam || mic) {
+    try {
+      // Exact: Chromium may answer an "ideal" device with the default one.
+      return await navigator.mediaDevices.getUserMedia(make(cam, mic, 'exact'));
+    } catch (e) {
+      const name = e instanceof DOMException ? e.name : '';
+      if (name !== 'OverconstrainedError' && name !== 'NotFoundError') throw e;
+    }
+  }
+  return navigator.mediaDevices.getUserMedia(make(null, null, 'exact'));
+}
+
+/**
+ * Opens the camera and microphone (the ones chosen on this computer, when they are there): 1280×720 where the
+ * camera allows (a doctor judges skin, eyes and wounds on it), whatever it offers below that otherwise.
  * @returns {Promise<MediaStream>} rejects with the DOMException (NotAllowedError, NotFoundError, …)
  */
 export async function openMedia() {
   if (!navigator.mediaDevices?.getUserMedia) throw new DOMException('no getUserMedia', 'NotSupportedError');
-  const audio = { echoCancellation: true, noiseSuppression: true };
+  const audio = audioConstraints(null, 'exact');
   try {
-    return await navigator.mediaDevices.getUserMedia({
-      audio,
-      video: { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 24, max: 30 } },
-    });
+    return await withChosenDevices((cam, mic, how) => ({ audio: audioConstraints(mic, how), video: videoConstraints(cam, how) }));
   } catch (e) {
     const name = e instanceof DOMException ? e.name : '';
     // A camera that cannot do it at all: any size it can.
@@ -589,6 +639,31 @@ export class Call {
     const v = this.local.getVideoTracks()[0];
     if (sender) await sender.replaceTrack(on ? null : v ?? null).catch(() => {});
     this.announce();
+  }
+
+  /**
+   * Changes camera or microphone during the call: the new device's track replaces the old one on the connection
+   * (no renegotiation), the choice is remembered for the next calls.
+   * @param {'audioinput' | 'videoinput'} kind @param {string} deviceId
+   */
+  async useDevice(kind, deviceId) {
+    const audio = kind === 'audioinput';
+    const s = await navigator.mediaDevices.getUserMedia(audio ? { audio: audioConstraints(deviceId, 'exact') } : { video: videoConstraints(deviceId, 'exact') });
+    const track = audio ? s.getAudioTracks()[0] : s.getVideoTracks()[0];
+    if (!track) throw new DOMException('no track', 'NotFoundError');
+    const old = audio ? this.local.getAudioTracks()[0] : this.local.getVideoTracks()[0];
+    track.enabled = audio ? this.audio : this.video;
+    const transceivers = this.pc?.getTransceivers() ?? [];
+    const tr = transceivers.find((t) => old && t.sender.track === old)
+      ?? transceivers.find((t) => t.receiver.track.kind === track.kind && t.direction !== 'recvonly' && t.direction !== 'inactive');
+    // Audio only: the camera's sender stays empty until video is wanted again (it then takes the new camera).
+    if (tr && !(!audio && this.audioOnly)) await tr.sender.replaceTrack(track);
+    if (old) {
+      this.local.removeTrack(old);
+      old.stop();
+    }
+    this.local.addTrack(track);
+    chooseDevice(kind, deviceId);
   }
 
   /** @param {string} text */

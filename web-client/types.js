@@ -41,7 +41,8 @@
 /** @typedef {{id: string, doctor_id: string, starts_at: string, ends_at: string, reason: string}} Leave */
 /**
  * @typedef {{duration_secs: number | null, samples: number, avg_loss_pct: number | null, worst_loss_pct: number | null,
- *   avg_rtt_ms: number | null, avg_jitter_ms: number | null, audio_only_secs: number, reconnections: number}} Quality
+ *   avg_rtt_ms: number | null, avg_jitter_ms: number | null, audio_only_secs: number, reconnections: number,
+ *   disconnections: number, media_interruptions: number}} Quality
  */
 /**
  * @typedef {{consultation_id: string, station_id: string, hospital_id: string, doctor_id: string | null,

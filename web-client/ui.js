@@ -164,11 +164,106 @@ export function time(iso) {
   return iso ? fmt({ hour: '2-digit', minute: '2-digit', hour12: false }).format(new Date(iso)) : '—';
 }
 
+/** An instant's local (Vietnam) time to the second, HH:MM:SS. @param {string | null | undefined} iso */
+export function timeSec(iso) {
+  return iso ? fmt({ hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false }).format(new Date(iso)) : '—';
+}
+
 /** `YYYY-MM-DD` as DD/MM/YYYY. @param {string | null | undefined} ymd */
 export function date(ymd) {
   const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(ymd ?? '');
   return m ? `${m[3]}/${m[2]}/${m[1]}` : ymd ?? '—';
 }
+
+/**
+ * A day field: typed as Vietnamese write dates, dd/mm/yyyy, whatever the browser's language (a date picker
+ * follows the browser's locale: mm/dd/yyyy in an American one). `value` is `YYYY-MM-DD`; read it with `readDay`.
+ * @param {string} name @param {Attrs & {value?: string}} [attrs] @returns {HTMLInputElement}
+ */
+export function dayInput(name, attrs = {}) {
+  const { value, ...rest } = attrs;
+  const el = input(name, { inputmode: 'numeric', autocomplete: 'off', placeholder: t('date.placeholder'), maxlength: '10', 'data-day': '', ...rest });
+  if (value) el.value = date(value);
+  return el;
+}
+
+/** @param {number} n */
+const pad2 = (n) => String(n).padStart(2, '0');
+
+/**
+ * The day a day field holds, `YYYY-MM-DD`: '' when empty, null when it is not a real date. Takes dd/mm/yyyy
+ * (or with '-', '.' or spaces; or 8 digits ddmmyyyy), and `YYYY-MM-DD`.
+ * @param {HTMLInputElement} el @returns {string | null}
+ */
+export function readDay(el) {
+  const v = el.value.trim();
+  if (!v) return '';
+  let m = /^(\d{1,2})\s*[/.\- ]\s*(\d{1,2})\s*[/.\- ]\s*(\d{4})$/.exec(v) ?? /^(\d{2})(\d{2})(\d{4})$/.exec(v);
+  let d, mo, y;
+  if (m) [d, mo, y] = [m[1], m[2], m[3]].map(Number);
+  else if ((m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(v))) [y, mo, d] = [m[1], m[2], m[3]].map(Number);
+  else return null;
+  const at = new Date(Date.UTC(y, mo - 1, d));
+  if (y < 1900 || at.getUTCMonth() !== mo - 1 || at.getUTCDate() !== d) return null;
+  return `${y}-${pad2(mo)}-${pad2(d)}`;
+}
+
+/**
+ * A number as typed, with a decimal comma (38,5) or point: undefined when empty, NaN when it is not a number
+ * (never 385 for "38,5"). @param {HTMLInputElement} el @returns {number | undefined}
+ */
+export function readNumber(el) {
+  const v = el.value.trim().replace(/\s/g, '');
+  if (!v) return undefined;
+  if (!/^[+-]?\d+([.,]\d+)?$/.test(v)) return NaN;
+  return Number(v.replace(',', '.'));
+}
+
+/**
+ * A from/to pair of day fields as instants for a filter: `from` at the start of its day in Vietnam, `to` at the
+ * end of its day; or the fields that are not dates, as field errors for `showProblem`.
+ * @param {HTMLInputElement} fromEl @param {HTMLInputElement} toEl
+ * @returns {{from?: string, to?: string, errors: import('./api.js').FieldError[]}}
+ */
+export function dayRange(fromEl, toEl) {
+  /** @type {import('./api.js').FieldError[]} */
+  const errors = [];
+  /** @param {HTMLInputElement} el @param {number} add */
+  const at = (el, add) => {
+    const ymd = readDay(el);
+    if (ymd === null) errors.push({ field: el.name, code: 'invalid_date', message: t('date.invalid'), message_en: t('date.invalid') });
+    if (!ymd) return undefined;
+    const d = new Date(`${ymd}T00:00:00+07:00`);
+    d.setUTCDate(d.getUTCDate() + add);
+    return d.toISOString();
+  };
+  return { from: at(fromEl, 0), to: at(toEl, 1), errors };
+}
+
+/**
+ * A time-of-day field on the 24-hour clock, HH:MM, whatever the browser's language (a time picker shows AM/PM in
+ * an American one). @param {string} name @param {Attrs} [attrs] @returns {HTMLInputElement}
+ */
+export const timeInput = (name, attrs = {}) =>
+  input(name, { inputmode: 'numeric', autocomplete: 'off', placeholder: t('time.placeholder'), maxlength: '5', ...attrs });
+
+/**
+ * The time a time field holds, `HH:MM`: '' when empty, null when it is not a time. Takes 7:30, 07:30, 7h30,
+ * 0730 and 7. @param {HTMLInputElement} el @returns {string | null}
+ */
+export function readTime(el) {
+  const v = el.value.trim().toLowerCase();
+  if (!v) return '';
+  const m = /^(\d{1,2})(?:\s*[:h.]\s*(\d{2})?)?$/.exec(v) ?? /^(\d{2})(\d{2})$/.exec(v);
+  if (!m) return null;
+  const [hh, mm] = [Number(m[1]), Number(m[2] ?? 0)];
+  if (hh > 24 || mm > 59 || (hh === 24 && mm > 0)) return null;
+  return `${pad2(hh)}:${pad2(mm)}`;
+}
+
+/** A number field that takes a decimal comma (not `type=number`, whose parsing follows the browser's locale).
+ * @param {string} name @param {Attrs} [attrs] @returns {HTMLInputElement} */
+export const numberInput = (name, attrs = {}) => input(name, { inputmode: 'decimal', autocomplete: 'off', ...attrs });
 
 /** The local (Vietnam) calendar date of an instant, `YYYY-MM-DD`. @param {Date} [d] */
 export function localDay(d = new Date()) {

@@ -148,12 +148,69 @@ test('video call: media both ways, photo, dropped socket resumed, doctor ends', 
       return;
     }
     await expect(hw.locator('#send-photo')).toBeVisible();
+    let uploads = 0;
+    hw.on('request', (r) => {
+      if (r.method() === 'POST' && r.url().endsWith(`/api/consultations/${consultationId}/photos`)) uploads += 1;
+    });
+    // Taken from the camera: shown first, sent only on "send"; "cancel" sends nothing.
     await hw.locator('#send-photo').click();
+    const preview = hw.locator('#photo-preview img');
+    await expect(preview).toBeVisible();
+    await expect.poll(() => preview.evaluate((el) => /** @type {HTMLImageElement} */ (el).naturalWidth)).toBeGreaterThan(100);
+    await shoot(hw, 'call-station-photo-preview', preview);
+    await hw.locator('#photo-cancel').click();
+    await expect(hw.locator('#photo-preview')).toBeHidden();
+    expect(uploads, 'a cancelled picture is not sent').toBe(0);
+    await hw.locator('#send-photo').click();
+    await hw.locator('#photo-send').click();
     await expect(hw.locator('#photo-msg .notice.ok')).toBeVisible({ timeout: 60_000 });
+    expect(uploads).toBe(1);
     const img = dr.locator('#call-photos img').first();
     await expect(img).toBeVisible({ timeout: 60_000 });
     await expect.poll(() => img.evaluate((el) => /** @type {HTMLImageElement} */ (el).naturalWidth)).toBeGreaterThan(100);
+    // The doctor is told a picture arrived, and it is marked.
+    await expect(dr.locator('#photo-msg')).toContainText('Trạm y tế vừa gửi một ảnh');
+    await expect(dr.locator('#call-photos .call-photo.new')).toHaveCount(1);
     await shoot(dr, 'call-doctor-photo', img);
+    // A picture saved earlier (a lab sheet): chosen from the files, checked, sent.
+    const png = Buffer.from(await hw.evaluate(async () => {
+      const canvas = document.createElement('canvas');
+      canvas.width = 320;
+      canvas.height = 240;
+      const g = /** @type {CanvasRenderingContext2D} */ (canvas.getContext('2d'));
+      g.fillStyle = '#fff';
+      g.fillRect(0, 0, 320, 240);
+      g.fillStyle = '#000';
+      g.font = '24px sans-serif';
+      g.fillText('Xét nghiệm máu', 20, 120);
+      const blob = await new Promise((r) => canvas.toBlob(r, 'image/png'));
+      return [...new Uint8Array(await /** @type {Blob} */ (blob).arrayBuffer())];
+    }));
+    await hw.locator('#photo-file').setInputFiles({ name: 'xet-nghiem.png', mimeType: 'image/png', buffer: png });
+    await expect(hw.locator('#photo-preview img')).toBeVisible();
+    await hw.locator('#photo-send').click();
+    await expect(hw.locator('#photo-msg .notice.ok')).toBeVisible({ timeout: 60_000 });
+    await expect(dr.locator('#call-photos img')).toHaveCount(2, { timeout: 60_000 });
+    await expect(dr.locator('#call-photos .call-photo.new')).toHaveCount(1);
+    expect(uploads).toBe(2);
+  });
+
+  await test.step('the doctor changes microphone during the call; the station keeps hearing them', async () => {
+    await dr.locator('#call-devices summary').click();
+    const mic = dr.locator('#call-mic-select');
+    await expect(mic).toBeEnabled();
+    const current = await mic.inputValue();
+    const values = await mic.locator('option').evaluateAll((os) => os.map((o) => /** @type {HTMLOptionElement} */ (o).value));
+    const other = values.find((v) => v !== current && v !== 'default' && v !== 'communications') ?? values.find((v) => v !== current);
+    expect(other, `another microphone among ${values.length}`).toBeTruthy();
+    await mic.selectOption(/** @type {string} */ (other));
+    await expect(dr.locator('#call-devices .notice.ok')).toBeVisible();
+    // The connection now sends the chosen microphone (no renegotiation), and the station still gets audio.
+    const sent = await dr.evaluate(() => /** @type {any} */ (window).__thCall.pc.getSenders()
+      .find((/** @type {RTCRtpSender} */ x) => x.track?.kind === 'audio')?.track.getSettings().deviceId);
+    expect(sent).toBe(other);
+    await mediaFlows(hw, 'health worker after the doctor changed microphone');
+    await shoot(dr, 'call-doctor-devices', dr.locator('#call-devices'));
   });
 
   await test.step("the health worker's socket drops (media untouched): banner, resume, media again in the same call", async () => {

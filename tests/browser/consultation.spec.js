@@ -54,7 +54,7 @@ test('urgent consultation from registration to signed note', async ({ browser })
     hw.off('request', countPosts);
     expect(posted, 'an incomplete form is not sent').toBe(0);
     await form.locator('[name=full_name]').fill(name);
-    await form.locator('[name=date_of_birth]').fill('1985-04-12');
+    await form.locator('[name=date_of_birth]').fill('12/04/1985');
     await form.locator('[name=sex]').selectOption('female');
     await form.locator('[name=phone]').fill('12345');
     await form.locator('[name=cccd]').fill('0011');

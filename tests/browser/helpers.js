@@ -5,7 +5,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const SHOTS = join(dirname(fileURLToPath(import.meta.url)), 'screenshots');
+export const SHOTS = join(dirname(fileURLToPath(import.meta.url)), 'screenshots');
 mkdirSync(SHOTS, { recursive: true });
 
 export const PHONE = { width: 360, height: 740 };
@@ -46,11 +46,14 @@ export async function shoot(page, name, ready) {
     // Layout settles on the next frame after a resize.
     await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(null)))));
     if (label === 'phone') {
-      const { scrollWidth, clientWidth } = await page.evaluate(() => {
+      const { scrollWidth, clientWidth, wide } = await page.evaluate(() => {
         const el = /** @type {Element} */ (document.scrollingElement);
-        return { scrollWidth: el.scrollWidth, clientWidth: el.clientWidth };
+        // What sticks out, to say which element to mend.
+        const wide = [...document.querySelectorAll('body *')].filter((x) => x.getBoundingClientRect().right > el.clientWidth + 1)
+          .slice(0, 5).map((x) => `${x.tagName.toLowerCase()}${x.id ? `#${x.id}` : ''}.${[...x.classList].join('.')} → ${Math.round(x.getBoundingClientRect().right)}`);
+        return { scrollWidth: el.scrollWidth, clientWidth: el.clientWidth, wide };
       });
-      expect(scrollWidth, `${name}: horizontal scrolling at 360 px`).toBeLessThanOrEqual(clientWidth);
+      expect(scrollWidth, `${name}: horizontal scrolling at 360 px (${wide.join('; ')})`).toBeLessThanOrEqual(clientWidth);
     }
     await page.screenshot({ path: join(SHOTS, `${name}-${label}.png`), fullPage: true });
   }

@@ -5,9 +5,9 @@
  * (doctor) end the consultation; (health worker) send a photo from the camera, (doctor) see it at once.
  */
 import { api, refresh } from '../api.js';
-import { Call, capturePhoto, openMedia } from '../call.js';
+import { Call, capturePhoto, chosenDevice, devices, openMedia } from '../call.js';
 import { getLang, t } from '../i18n.js';
-import { busy, h, notice, time } from '../ui.js';
+import { busy, chime, h, notice, time } from '../ui.js';
 
 /** @typedef {import('../i18n.js').Key} Key */
 /** @typedef {import('../call.js').CallEvent} CallEvent */
@@ -117,7 +117,22 @@ export function mountCall(box, opts) {
     const rejoinBtn = h('button', { type: 'button', class: 'primary', id: 'rejoin-call', hidden: true }, t('call.rejoin'));
     const doctor = opts.role === 'doctor';
     const photoBtn = doctor ? null : h('button', { type: 'button', class: 'primary', id: 'send-photo', hidden: true }, t('call.sendPhoto'));
+    // A picture taken earlier (a lab sheet, a wound yesterday): from the computer's files or the phone's gallery.
+    const photoFile = doctor ? null : h('input', { type: 'file', accept: 'image/jpeg,image/png,image/webp', id: 'photo-file', hidden: true });
+    const pickBtn = doctor ? null : h('button', { type: 'button', class: 'secondary', id: 'pick-photo', hidden: true }, t('call.pickPhoto'));
+    // A station with a USB camera and a built-in one, or a headset: which one the call uses.
+    const camSelect = h('select', { name: 'camera', id: 'call-camera-select' });
+    const micSelect = h('select', { name: 'mic', id: 'call-mic-select' });
+    const deviceMsg = h('div', { 'aria-live': 'polite' });
+    const deviceBox = h('details', { class: 'call-devices', id: 'call-devices' },
+      h('summary', {}, t('call.devices')),
+      h('div', { class: 'grid-form compact' },
+        h('div', { class: 'field' }, h('label', { for: camSelect.id }, t('check.chooseCamera')), camSelect),
+        h('div', { class: 'field' }, h('label', { for: micSelect.id }, t('check.chooseMic')), micSelect)),
+      deviceMsg);
     const photoMsg = h('div', { id: 'photo-msg', 'aria-live': 'polite' });
+    // What is about to be sent, to look at first: send it, or take another.
+    const photoPreview = h('div', { class: 'photo-preview', id: 'photo-preview', hidden: true });
     const photos = h('div', { class: 'call-photos', id: 'call-photos' });
 
     const chatLog = h('ol', { class: 'chat-log', id: 'chat-log', 'aria-live': 'polite' });
@@ -129,8 +144,8 @@ export function mountCall(box, opts) {
     box.replaceChildren(
       h('div', { class: 'call-head' }, h('h3', { id: 'call-title' }, t('call.title')), quality, others),
       msg, stage, videoOff, otherVideoOff,
-      h('div', { class: 'row call-controls' }, muteBtn, camBtn, audioOnlyBtn, photoBtn, leaveBtn, rejoinBtn),
-      photoMsg, photos,
+      h('div', { class: 'row call-controls' }, muteBtn, camBtn, audioOnlyBtn, photoBtn, pickBtn, photoFile, leaveBtn, rejoinBtn),
+      deviceBox, photoMsg, photoPreview, photos,
       h('section', { class: 'chat', 'aria-labelledby': 'chat-title' }, h('h4', { id: 'chat-title' }, t('call.chat')), chatLog, chatForm),
     );
     box.dataset.ended = 'false';
@@ -285,7 +300,7 @@ export function mountCall(box, opts) {
           addChat(m);
           break;
         case 'photo_shared':
-          void showPhoto(String(m.photo_id));
+          void showPhoto(String(m.photo_id), true);
           break;
         case 'error':
           if (c.joined) msg.replaceChildren(notice(getLang() === 'vi' ? m.message : m.message_en, 'warn'));
@@ -366,6 +381,30 @@ export function mountCall(box, opts) {
       selfVideo.hidden = c.audioOnly || !c.video;
       playSelf();
     }));
+    /** Fills the two lists with this computer's devices, the ones in use selected. */
+    async function listDevices() {
+      for (const [sel, kind, track] of /** @type {const} */ ([[camSelect, 'videoinput', local.getVideoTracks()[0]], [micSelect, 'audioinput', local.getAudioTracks()[0]]])) {
+        const list = await devices(kind);
+        const current = track?.getSettings().deviceId ?? chosenDevice(kind) ?? '';
+        sel.replaceChildren(...list.map((d, i) => h('option', { value: d.deviceId }, d.label || `${t(kind === 'videoinput' ? 'check.camera' : 'check.mic')} ${i + 1}`)));
+        sel.value = current;
+        sel.disabled = list.length < 2;
+      }
+    }
+    for (const [sel, kind] of /** @type {const} */ ([[camSelect, 'videoinput'], [micSelect, 'audioinput']])) {
+      sel.addEventListener('change', () => void busy(sel, async () => {
+        try {
+          await c.useDevice(kind, sel.value);
+          deviceMsg.replaceChildren(notice(t('call.deviceChanged'), 'ok'));
+          if (kind === 'videoinput') playSelf();
+        } catch {
+          deviceMsg.replaceChildren(notice(t('call.err.device'), 'error'));
+          await listDevices();
+        }
+      }));
+    }
+    void listDevices();
+    navigator.mediaDevices?.addEventListener?.('devicechange', listDevices);
     leaveBtn.addEventListener('click', () => {
       remember(opts.consultationId, 'left');
       c.close(true, 'out');
@@ -392,36 +431,76 @@ export function mountCall(box, opts) {
     void api(`/api/consultations/${opts.consultationId}/photos`).then((r) => {
       if (!r.ok || finished) return;
       if (photoBtn) photoBtn.hidden = false;
-      if (doctor && Array.isArray(r.data)) for (const p of r.data) void showPhoto(String(p.id));
+      if (pickBtn) pickBtn.hidden = false;
+      if (doctor && Array.isArray(r.data)) for (const p of r.data) void showPhoto(String(p.id), false);
     });
-    photoBtn?.addEventListener('click', () => void busy(photoBtn, async () => {
-      photoMsg.replaceChildren(notice(t('call.photoSending'), 'info'));
-      const track = local.getVideoTracks()[0];
-      if (!track || track.readyState !== 'live') {
-        photoMsg.replaceChildren(notice(t('call.err.noCamera'), 'error'));
-        return;
-      }
-      /** @type {Blob} */
-      let blob;
-      try {
-        blob = await capturePhoto(track, selfVideo);
-      } catch {
-        photoMsg.replaceChildren(notice(t('call.err.photoCapture'), 'error'));
+
+    /** @type {string | null} */
+    let previewUrl = null;
+    const closePreview = () => {
+      if (previewUrl) URL.revokeObjectURL(previewUrl);
+      previewUrl = null;
+      photoPreview.hidden = true;
+      photoPreview.replaceChildren();
+    };
+    /** Shows the picture with "send" and "cancel"; nothing leaves the station before "send". @param {Blob} blob */
+    function preview(blob) {
+      closePreview();
+      if (!['image/jpeg', 'image/png', 'image/webp'].includes(blob.type)) {
+        photoMsg.replaceChildren(notice(t('call.err.photoType'), 'error'));
         return;
       }
       if (blob.size > PHOTO_MAX) {
         photoMsg.replaceChildren(notice(t('call.err.photoTooBig'), 'error'));
         return;
       }
-      const status = await uploadPhoto(opts.consultationId, blob);
-      photoMsg.replaceChildren(status === 201 || status === 200 ? notice(t('call.photoSent'), 'ok')
-        : notice(t(status === 0 ? 'call.err.offline' : status === 401 ? 'call.err.session' : 'call.err.photoUpload'), 'error'));
+      photoMsg.replaceChildren();
+      previewUrl = URL.createObjectURL(blob);
+      const send = h('button', { type: 'button', class: 'primary', id: 'photo-send' }, t('call.photoSendThis'));
+      const cancel = h('button', { type: 'button', class: 'secondary', id: 'photo-cancel' }, t('call.photoCancel'));
+      send.addEventListener('click', () => void busy(send, async () => {
+        photoMsg.replaceChildren(notice(t('call.photoSending'), 'info'));
+        const status = await uploadPhoto(opts.consultationId, blob);
+        const ok = status === 201 || status === 200;
+        if (ok) closePreview();
+        photoMsg.replaceChildren(ok ? notice(t('call.photoSent'), 'ok')
+          : notice(t(status === 0 ? 'call.err.offline' : status === 401 ? 'call.err.session' : 'call.err.photoUpload'), 'error'));
+      }));
+      cancel.addEventListener('click', () => {
+        closePreview();
+        photoMsg.replaceChildren();
+      });
+      photoPreview.replaceChildren(
+        h('p', {}, h('strong', {}, t('call.photoCheck'))),
+        h('img', { src: previewUrl, alt: t('call.photoPreviewAlt') }),
+        h('div', { class: 'row' }, send, cancel));
+      photoPreview.hidden = false;
+      send.focus();
+    }
+    photoBtn?.addEventListener('click', () => void busy(photoBtn, async () => {
+      const track = local.getVideoTracks()[0];
+      if (!track || track.readyState !== 'live') {
+        photoMsg.replaceChildren(notice(t('call.err.noCamera'), 'error'));
+        return;
+      }
+      try {
+        preview(await capturePhoto(track, selfVideo));
+      } catch {
+        photoMsg.replaceChildren(notice(t('call.err.photoCapture'), 'error'));
+      }
     }));
+    pickBtn?.addEventListener('click', () => photoFile?.click());
+    photoFile?.addEventListener('change', () => {
+      const f = photoFile.files?.[0];
+      photoFile.value = '';
+      if (f) preview(f);
+    });
 
     /** @type {Set<string>} */
     const shown = new Set();
-    /** @param {string} id */
-    async function showPhoto(id) {
+    /** A photo from the station; one that arrives during the call is announced (words and a chime).
+     * @param {string} id @param {boolean} arrived */
+    async function showPhoto(id, arrived) {
       if (shown.has(id)) return;
       shown.add(id);
       const blob = await fetchPhoto(id);
@@ -430,12 +509,18 @@ export function mountCall(box, opts) {
         return;
       }
       const url = URL.createObjectURL(blob);
-      photos.prepend(h('a', { href: url, target: '_blank', rel: 'noopener', class: 'call-photo', 'data-photo': id },
+      for (const old of photos.querySelectorAll('.call-photo.new')) old.classList.remove('new');
+      photos.prepend(h('a', { href: url, target: '_blank', rel: 'noopener', class: arrived ? 'call-photo new' : 'call-photo', 'data-photo': id },
         h('img', { src: url, alt: t('call.photoAlt') })));
+      if (arrived) {
+        photoMsg.replaceChildren(notice(t('call.photoArrived', { time: time(new Date().toISOString()) }), 'info'));
+        chime();
+      }
     }
 
     c.start();
     return [c, () => {
+      navigator.mediaDevices?.removeEventListener?.('devicechange', listDevices);
       clearInterval(ticker);
       c.close(false);
     }];

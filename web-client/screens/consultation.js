@@ -10,7 +10,7 @@ import { doctorName, facility, patient } from '../data.js';
 import { t } from '../i18n.js';
 import { busy, dateTime, h, heading, notice, stateBadge } from '../ui.js';
 import { vitalsTable } from '../vitals.js';
-import { latest, mountNoteEditor, noteView } from './note.js';
+import { latest, mountNoteEditor, printButtons, signedNoteView } from './note.js';
 import { summary } from './patient.js';
 import { callMemory, mountCall } from './callview.js';
 
@@ -137,10 +137,13 @@ export async function render(ctx, [id]) {
   async function loadSignedNote() {
     const nr = await api(`/api/consultations/${c.id}/notes`);
     if (!nr.ok) return;
-    const n = latest(/** @type {Note[]} */ (nr.data).filter((x) => x.status === 'signed'));
+    /** @type {Note[]} */
+    const notes = nr.data;
+    const n = latest(notes.filter((x) => x.status === 'signed'));
     if (n && n.id === shownNote?.id) return;
     shownNote = n;
-    noteBox.replaceChildren(n ? noteView(n) : h('p', { class: 'muted', id: 'no-note' }, t('note.notYet')));
+    const view = await signedNoteView(notes, c.hospital_id);
+    noteBox.replaceChildren(...(view && n ? [view, printButtons(c, n)] : [h('p', { class: 'muted', id: 'no-note' }, t('note.notYet'))]));
   }
 
   /** @type {(() => void) | null} */
@@ -233,7 +236,7 @@ async function patientPanel(p, currentId) {
   const earlier = cr.ok ? /** @type {Consultation[]} */ (cr.data).filter((x) => x.id !== currentId).sort((a, b) => b.created_at.localeCompare(a.created_at)) : [];
   const notes = await Promise.all(earlier.slice(0, 5).map(async (x) => {
     const nr = await api(`/api/consultations/${x.id}/notes`);
-    return nr.ok ? latest(/** @type {Note[]} */ (nr.data).filter((n) => n.status === 'signed')) : null;
+    return nr.ok ? signedNoteView(/** @type {Note[]} */ (nr.data), x.hospital_id) : null;
   }));
   return h('section', { class: 'panel', 'aria-labelledby': 'patient-title', id: 'patient-panel' },
     h('h3', { id: 'patient-title' }, t('patient.summary')),
@@ -245,8 +248,8 @@ async function patientPanel(p, currentId) {
       ? h('ul', { class: 'list' }, earlier.slice(0, 5).map((x, i) => h('li', { class: 'item column' },
         h('div', { class: 'item-meta' }, stateBadge(x.state), h('span', { class: 'muted' }, dateTime(x.created_at))),
         h('p', { class: 'reason' }, x.reason),
-        notes[i] ? h('details', {}, h('summary', {}, t('note.signedNote')), noteView(/** @type {Note} */ (notes[i]))) : null)))
-      : h('p', { class: 'muted' }, t('patient.noHistory')),
+        notes[i] ? h('details', {}, h('summary', {}, t('note.signedNote')), notes[i]) : null)))
+      : h('p', { class: 'muted', id: 'no-earlier' }, t('patient.noEarlier')),
   );
 }
 

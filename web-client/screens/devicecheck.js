@@ -3,6 +3,7 @@
  * Device and network check before a call: camera preview, microphone level, a speaker tone, and a connection
  * test against this server, each with a plain verdict and what to do if it fails.
  */
+import { chooseDevice, chosenDevice, devices, videoConstraints, withChosenDevices } from '../call.js';
 import { t } from '../i18n.js';
 import { h, heading, notice } from '../ui.js';
 
@@ -23,15 +24,20 @@ export function render(ctx) {
   const netVerdict = h('div', { id: 'net-verdict' });
   const overall = h('div', { id: 'overall-verdict', role: 'status', 'aria-live': 'polite' });
   const retry = h('button', { type: 'button', class: 'secondary', hidden: true }, t('check.retry'));
+  // Which camera and microphone: remembered on this computer for every call.
+  const camSelect = h('select', { name: 'camera', id: 'camera-select', disabled: true });
+  const micSelect = h('select', { name: 'mic', id: 'mic-select', disabled: true });
+  const chooser = (/** @type {HTMLSelectElement} */ sel, /** @type {import('../i18n.js').Key} */ label) =>
+    h('div', { class: 'field' }, h('label', { for: sel.id }, t(label)), sel);
 
   ctx.view.append(
     heading(t('check.title')),
     h('p', { class: 'muted' }, t('check.intro')),
     overall,
     h('div', { class: 'split' },
-      h('section', { class: 'panel' }, h('h3', {}, t('check.camera')), h('div', { class: 'preview-wrap' }, video), camVerdict, retry),
+      h('section', { class: 'panel' }, h('h3', {}, t('check.camera')), chooser(camSelect, 'check.chooseCamera'), h('div', { class: 'preview-wrap' }, video), camVerdict, retry),
       h('div', {},
-        h('section', { class: 'panel' }, h('h3', {}, t('check.mic')), meter, micVerdict),
+        h('section', { class: 'panel' }, h('h3', {}, t('check.mic')), chooser(micSelect, 'check.chooseMic'), meter, micVerdict),
         h('section', { class: 'panel' }, h('h3', {}, t('check.speaker')), speakerBtn, speakerVerdict),
         h('section', { class: 'panel' }, h('h3', {}, t('check.network')), netBtn, netVerdict))),
   );
@@ -60,6 +66,32 @@ export function render(ctx) {
     summarize();
   };
 
+  /** Fills the lists (device names are given once the page may use them), the ones in use selected. */
+  async function listDevices() {
+    for (const [sel, kind, track] of /** @type {const} */ ([[camSelect, 'videoinput', stream?.getVideoTracks()[0]], [micSelect, 'audioinput', stream?.getAudioTracks()[0]]])) {
+      const list = await devices(kind);
+      sel.replaceChildren(...list.map((d, i) => h('option', { value: d.deviceId }, d.label || `${t(kind === 'videoinput' ? 'check.camera' : 'check.mic')} ${i + 1}`)));
+      sel.value = track?.getSettings().deviceId ?? chosenDevice(kind) ?? '';
+      sel.disabled = list.length < 2;
+    }
+  }
+  for (const [sel, kind] of /** @type {const} */ ([[camSelect, 'videoinput'], [micSelect, 'audioinput']])) {
+    sel.addEventListener('change', () => {
+      chooseDevice(kind, sel.value);
+      stopMedia();
+      delete results.camera;
+      delete results.mic;
+      void startMedia();
+    });
+  }
+
+  function stopMedia() {
+    cancelAnimationFrame(raf);
+    peak = 0;
+    stream?.getTracks().forEach((tr) => tr.stop());
+    stream = null;
+  }
+
   async function startMedia() {
     retry.hidden = true;
     if (!navigator.mediaDevices?.getUserMedia) {
@@ -68,7 +100,10 @@ export function render(ctx) {
       return;
     }
     try {
-      stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: true });
+      stream = await withChosenDevices((cam, mic, how) => ({
+        video: { ...videoConstraints(cam, how), width: { ideal: 640 }, height: { ideal: 480 } },
+        audio: mic ? { deviceId: { [how]: mic } } : true,
+      }));
     } catch (e) {
       const name = e instanceof DOMException ? e.name : '';
       const text = name === 'NotAllowedError' ? t('check.denied') : name === 'NotFoundError' ? t('check.notFound')
@@ -80,6 +115,7 @@ export function render(ctx) {
     }
     video.srcObject = stream;
     await video.play().catch(() => undefined);
+    await listDevices();
     const track = stream.getVideoTracks()[0];
     if (!track) verdict(camVerdict, 'camera', 'error', t('check.notFound'));
     else {
@@ -88,7 +124,7 @@ export function render(ctx) {
     }
     if (!stream.getAudioTracks().length) return verdict(micVerdict, 'mic', 'error', t('check.notFound'));
     micVerdict.replaceChildren(h('p', { class: 'muted' }, t('check.speakNow')));
-    audio = new AudioContext();
+    audio ??= new AudioContext();
     void audio.resume();
     const analyser = audio.createAnalyser();
     analyser.fftSize = 1024;
@@ -155,8 +191,7 @@ export function render(ctx) {
   retry.addEventListener('click', () => void startMedia());
 
   ctx.cleanup(() => {
-    cancelAnimationFrame(raf);
-    stream?.getTracks().forEach((tr) => tr.stop());
+    stopMedia();
     void audio?.close();
   });
   void startMedia();

@@ -2,7 +2,9 @@
 /** The doctor's own weekly working hours (local time, UTC+7) and leave, which decide the bookable slots. */
 import { api } from '../api.js';
 import { t } from '../i18n.js';
-import { busy, clearProblem, dateTime, field, formAlert, h, heading, input, notice, select, showProblem } from '../ui.js';
+import {
+  busy, clearProblem, dateTime, dayInput, field, formAlert, h, heading, input, notice, readDay, readTime, select, showProblem, timeInput,
+} from '../ui.js';
 
 /** @typedef {import('../types.js').Ctx} Ctx */
 /** @typedef {import('../types.js').WorkingHours} WorkingHours */
@@ -29,9 +31,9 @@ export async function render(ctx) {
   function addRow(w) {
     const row = h('div', { class: 'hours-row' },
       select('weekday', days, String(w.weekday), { 'aria-label': t('hours.day') }),
-      input('start', { type: 'time', value: hhmm(w.start_minute), 'aria-label': t('hours.start'), step: '600' }),
+      timeInput('start', { value: hhmm(w.start_minute), 'aria-label': t('hours.start') }),
       h('span', { 'aria-hidden': 'true' }, '–'),
-      input('end', { type: 'time', value: hhmm(w.end_minute), 'aria-label': t('hours.end'), step: '600' }),
+      timeInput('end', { value: hhmm(w.end_minute), 'aria-label': t('hours.end') }),
       h('button', { type: 'button', class: 'link-button', onclick: () => row.remove() }, t('hours.remove')));
     rows.append(row);
   }
@@ -45,13 +47,27 @@ export async function render(ctx) {
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     clearProblem(form);
+    let wrongTime = false;
     const body = {
-      hours: [...rows.children].map((row) => ({
-        weekday: Number(/** @type {HTMLSelectElement} */ (row.querySelector('[name=weekday]')).value),
-        start_minute: minutes(/** @type {HTMLInputElement} */ (row.querySelector('[name=start]')).value),
-        end_minute: minutes(/** @type {HTMLInputElement} */ (row.querySelector('[name=end]')).value),
-      })),
+      hours: [...rows.children].map((row) => {
+        /** @param {string} name */
+        const at = (name) => {
+          const el = /** @type {HTMLInputElement} */ (row.querySelector(`[name=${name}]`));
+          const v = readTime(el);
+          if (!v) {
+            wrongTime = true;
+            el.setAttribute('aria-invalid', 'true');
+          }
+          return minutes(v ?? '');
+        };
+        return {
+          weekday: Number(/** @type {HTMLSelectElement} */ (row.querySelector('[name=weekday]')).value),
+          start_minute: at('start'),
+          end_minute: at('end'),
+        };
+      }),
     };
+    if (wrongTime) return void (formAlert(form).textContent = t('time.invalid'));
     const r = await busy(form, () => api(`/api/doctors/${id}/hours`, { method: 'PUT', body }));
     if (!r) return;
     if (!r.ok) return showProblem(form, r.problem);
@@ -72,17 +88,34 @@ export async function render(ctx) {
     } }, t('hours.remove'))))) : [h('li', { class: 'muted' }, t('leave.none'))]));
   renderLeave();
   const leaveForm = h('form', { class: 'grid-form', novalidate: true, id: 'leave-form' },
-    field('leave.from', input('starts_at', { type: 'datetime-local', required: true })),
-    field('leave.to', input('ends_at', { type: 'datetime-local', required: true })),
+    field('leave.from', dayInput('starts_day', { required: true }), { hint: t('date.hint') }),
+    field('leave.fromTime', timeInput('starts_time', { value: '00:00' })),
+    field('leave.to', dayInput('ends_day', { required: true })),
+    field('leave.toTime', timeInput('ends_time', { value: '24:00' })),
     field('leave.reason', input('reason', { maxlength: '200' }), { wide: true }),
     h('div', { class: 'wide row' }, h('button', { type: 'submit', class: 'primary' }, t('leave.add'))));
   leaveForm.addEventListener('submit', async (e) => {
     e.preventDefault();
     clearProblem(leaveForm);
     const data = new FormData(leaveForm);
-    // The form's times are Vietnam local time, whatever the computer's zone.
-    const at = (/** @type {string} */ k) => (data.get(k) ? `${data.get(k)}:00+07:00` : '');
-    const body = { starts_at: at('starts_at'), ends_at: at('ends_at'), reason: String(data.get('reason') ?? '') };
+    /** @type {import('../api.js').FieldError[]} */
+    const errors = [];
+    // The form's times are Vietnam local time, whatever the computer's zone; 24:00 is the end of that day.
+    /** @param {'starts' | 'ends'} k @returns {string} */
+    const at = (k) => {
+      const dayEl = /** @type {HTMLInputElement} */ (leaveForm.querySelector(`[name=${k}_day]`));
+      const timeEl = /** @type {HTMLInputElement} */ (leaveForm.querySelector(`[name=${k}_time]`));
+      const day = readDay(dayEl);
+      const time = readTime(timeEl);
+      if (!day) errors.push({ field: dayEl.name, code: day === '' ? 'required' : 'invalid_date', message: t(day === '' ? 'date.missing' : 'date.invalid') });
+      if (time === null) errors.push({ field: timeEl.name, code: 'invalid_time', message: t('time.invalid') });
+      if (!day || time === null) return '';
+      const d = new Date(`${day}T${time === '24:00' || !time ? '00:00' : time}:00+07:00`);
+      if (time === '24:00' || (!time && k === 'ends')) d.setUTCDate(d.getUTCDate() + 1);
+      return d.toISOString();
+    };
+    const body = { starts_at: at('starts'), ends_at: at('ends'), reason: String(data.get('reason') ?? '') };
+    if (errors.length) return showProblem(leaveForm, { status: 422, code: 'validation_failed', detail: t('err.checkFields'), errors });
     const r = await busy(leaveForm, () => api(`/api/doctors/${id}/leave`, { method: 'POST', body }));
     if (!r) return;
     if (!r.ok) return showProblem(leaveForm, r.problem);

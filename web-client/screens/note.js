@@ -8,15 +8,17 @@
  * tab), the doctor chooses which text to keep.
  */
 import { api } from '../api.js';
+import { doctorName } from '../data.js';
+import { draftOwner, openEditors, readLocal, storageKey } from '../drafts.js';
 import { getLang, t } from '../i18n.js';
-import { ICD10_SHAPE, icdName, searchIcd } from '../icd10.js';
+import { ICD10_SHAPE, icdLoaded, icdName, loadIcd, searchIcd } from '../icd10.js';
 import { busy, clearProblem, dateTime, debounce, field, formAlert, h, input, notice, select, showProblem, time } from '../ui.js';
 
 /** @typedef {import('../types.js').Note} Note */
 /** @typedef {import('../types.js').NoteContent} NoteContent */
 /** @typedef {import('../types.js').Consultation} Consultation */
 /** @typedef {import('../types.js').Disposition} Disposition */
-/** @typedef {{note_id: string | null, version: number, content: NoteContent, at: string}} LocalCopy */
+/** @typedef {import('../drafts.js').LocalCopy} LocalCopy */
 
 const SECTIONS = /** @type {const} */ (['subjective', 'objective', 'assessment', 'plan']);
 const DISPOSITIONS = /** @type {const} */ (['treat_at_station', 'refer', 'transfer', 'follow_up']);
@@ -34,31 +36,84 @@ const codeLabel = (code) => {
   return found ? `${code} — ${getLang() === 'en' ? found[2] : found[1]}` : code;
 };
 
-/** A signed (or draft) note, read-only. @param {Note} n */
-export function noteView(n) {
-  /** @type {Record<typeof SECTIONS[number], import('../i18n.js').Key>} */
-  const labels = { subjective: 'note.subjective', objective: 'note.objective', assessment: 'note.assessment', plan: 'note.plan' };
+/** Read-only chips for codes, named once WHO's list is loaded (a code outside the common ones has only its code
+ * until then). @param {string[]} codes */
+function icdChips(codes) {
+  const ul = h('ul', { class: 'chips' }, codes.map((c) => h('li', { class: 'chip', 'data-code': c }, codeLabel(c))));
+  if (!icdLoaded() && codes.some((c) => !icdName(c))) {
+    void loadIcd().then(() => {
+      for (const li of ul.querySelectorAll('li[data-code]')) li.textContent = codeLabel(li.getAttribute('data-code') ?? '');
+    });
+  }
+  return ul;
+}
+
+/** @type {Record<typeof SECTIONS[number], import('../i18n.js').Key>} */
+const SECTION_LABELS = { subjective: 'note.subjective', objective: 'note.objective', assessment: 'note.assessment', plan: 'note.plan' };
+
+/**
+ * What an amendment changed against the version it amends: each changed part, before and after.
+ * @param {Note} n @param {Note} before @returns {HTMLElement}
+ */
+function changes(n, before) {
+  /** @type {HTMLElement[]} */
+  const rows = [];
+  /** @param {string} label @param {string} was @param {string} now */
+  const row = (label, was, now) => rows.push(h('div', { class: 'change' }, h('h5', {}, label),
+    h('p', { class: 'was pre' }, h('span', { class: 'change-tag' }, `${t('note.was')}: `), was || '—'),
+    h('p', { class: 'now pre' }, h('span', { class: 'change-tag' }, `${t('note.now')}: `), now || '—')));
+  for (const s of SECTIONS) if ((n[s] ?? '') !== (before[s] ?? '')) row(t(SECTION_LABELS[s]), before[s], n[s]);
+  const added = n.icd10_codes.filter((c) => !before.icd10_codes.includes(c));
+  const removed = before.icd10_codes.filter((c) => !n.icd10_codes.includes(c));
+  if (added.length || removed.length) {
+    row(t('note.icd'), removed.map(codeLabel).join('; '), added.map(codeLabel).join('; '));
+  }
+  if (n.disposition !== before.disposition) {
+    row(t('note.disposition'), before.disposition ? t(`disp.${before.disposition}`) : '', n.disposition ? t(`disp.${n.disposition}`) : '');
+  }
+  return h('section', { class: 'changes', 'data-changes': String(rows.length) },
+    h('h4', {}, t('note.changesTitle', { when: dateTime(before.signed_at) })),
+    rows.length ? rows : h('p', { class: 'muted' }, t('note.noChanges')));
+}
+
+/**
+ * A signed (or draft) note, read-only: who signed it and when; for an amendment, what it changed.
+ * @param {Note} n @param {{author?: string | null, amends?: Note | null}} [about] the signer's name; the version
+ * this one amends
+ */
+export function noteView(n, about = {}) {
+  const by = about.author ? ` ${t('note.by', { name: about.author })}` : '';
   return h('article', { class: 'note-view', 'data-note': n.id, 'data-status': n.status },
-    h('p', { class: 'muted' },
-      n.status === 'signed' ? t('note.signedAt', { when: dateTime(n.signed_at) }) : t('note.draftShort'),
+    h('p', { class: 'muted signed-by' },
+      n.status === 'signed' ? `${t('note.signedAt', { when: dateTime(n.signed_at) })}${by}` : t('note.draftShort'),
       n.amends_note_id ? ` · ${t('note.isAmendment')}` : ''),
     n.disposition ? h('p', { class: 'disposition' }, h('strong', {}, `${t('note.disposition')}: `), t(`disp.${n.disposition}`)) : null,
-    n.icd10_codes.length ? h('ul', { class: 'chips' }, n.icd10_codes.map((c) => h('li', { class: 'chip' }, codeLabel(c)))) : null,
-    SECTIONS.filter((s) => n[s]).map((s) => h('section', { class: 'soap' }, h('h4', {}, t(labels[s])), h('p', { class: 'pre' }, n[s]))),
+    n.icd10_codes.length ? icdChips(n.icd10_codes) : null,
+    SECTIONS.filter((s) => n[s]).map((s) => h('section', { class: 'soap' }, h('h4', {}, t(SECTION_LABELS[s])), h('p', { class: 'pre' }, n[s]))),
+    n.amends_note_id && about.amends ? changes(n, about.amends) : null,
   );
 }
 
-/** @param {string} consultationId */
-const storageKey = (consultationId) => `telehealth.note.${consultationId}`;
+/**
+ * The two print buttons for a signed note: the summary on A4, or on an 80 mm thermal printer's roll.
+ * @param {Consultation} c @param {Note} n
+ */
+export function printButtons(c, n) {
+  const btn = (/** @type {'a4' | 'narrow'} */ size) => h('button', { type: 'button', class: 'secondary', 'data-print': size,
+    onclick: () => void import('./summary.js').then((m) => m.printSummary(c, n, size)) }, t(size === 'a4' ? 'print.a4' : 'print.narrow'));
+  return h('div', { class: 'row print-buttons' }, btn('a4'), btn('narrow'));
+}
 
-/** @param {string} key @returns {LocalCopy | null} */
-function readLocal(key) {
-  try {
-    const raw = localStorage.getItem(key);
-    return raw ? JSON.parse(raw) : null;
-  } catch {
-    return null;
-  }
+/**
+ * The latest signed version of a consultation's note, shown with its signer and, for an amendment, its changes.
+ * @param {Note[]} notes @param {string} hospitalId @returns {Promise<HTMLElement | null>}
+ */
+export async function signedNoteView(notes, hospitalId) {
+  const signed = notes.filter((x) => x.status === 'signed');
+  const n = latest(signed);
+  if (!n) return null;
+  const author = await doctorName(hospitalId, n.author_id);
+  return noteView(n, { author, amends: signed.find((x) => x.id === n.amends_note_id) ?? null });
 }
 
 /** @param {NoteContent} a @param {NoteContent} b */
@@ -84,6 +139,8 @@ export async function mountNoteEditor(box, c, hooks) {
   /** @type {Note[]} */
   const notes = r.data;
   const current = latest(notes);
+  const author = current ? await doctorName(c.hospital_id, current.author_id) : null;
+  const amended = current?.amends_note_id ? notes.find((x) => x.id === current.amends_note_id) ?? null : null;
   if (current?.status === 'signed') {
     localStorage.removeItem(key);
     const amend = h('button', { type: 'button', class: 'secondary', id: 'amend' }, t('note.amend'));
@@ -93,10 +150,14 @@ export async function mountNoteEditor(box, c, hooks) {
       if (!a.ok) return box.append(notice(a.problem.detail ?? t('err.generic'), 'error'));
       void mountNoteEditor(box, c, hooks);
     });
-    box.replaceChildren(noteView(current), h('div', { class: 'row' }, amend));
+    box.replaceChildren(noteView(current, { author, amends: amended }), h('div', { class: 'row' }, amend), printButtons(c, current));
     return;
   }
   editor(box, c, current, key, hooks);
+  if (amended) {
+    // An amendment's editor says which signed note it amends, and that the station will see what changed.
+    box.prepend(notice(t('note.amending', { when: dateTime(amended.signed_at), name: author ?? '—' }), 'info'));
+  }
 }
 
 /**
@@ -168,7 +229,7 @@ function editor(box, c, serverNote, key, hooks) {
   };
   const writeLocal = () => {
     /** @type {LocalCopy} */
-    const copy = { note_id: note?.id ?? null, version, content: read(), at: new Date().toISOString() };
+    const copy = { note_id: note?.id ?? null, version, content: read(), at: new Date().toISOString(), user: draftOwner() ?? undefined };
     try {
       localStorage.setItem(key, JSON.stringify(copy));
     } catch {
@@ -189,8 +250,8 @@ function editor(box, c, serverNote, key, hooks) {
   function addCode(raw) {
     const code = raw.trim().toUpperCase().split(/\s/)[0] ?? '';
     const err = /** @type {HTMLElement} */ (form.querySelector(`#${icdInput.id}-error`));
-    if (!ICD10_SHAPE.test(code)) {
-      err.textContent = t('note.icdInvalid', { code: raw.trim() });
+    if (!ICD10_SHAPE.test(code) || (icdLoaded() && !icdName(code))) {
+      err.textContent = t(ICD10_SHAPE.test(code) ? 'note.icdUnknown' : 'note.icdInvalid', { code: raw.trim() });
       icdInput.setAttribute('aria-invalid', 'true');
       return;
     }
@@ -203,10 +264,20 @@ function editor(box, c, serverNote, key, hooks) {
     renderChips();
     changed();
   }
-  icdInput.addEventListener('input', () => {
+  const suggest = () => {
     suggestions.replaceChildren(...searchIcd(icdInput.value).map(([code, vi, en]) =>
       h('li', { role: 'option' }, h('button', { type: 'button', class: 'suggestion', onclick: () => addCode(code) },
         h('strong', {}, code), ` ${getLang() === 'en' ? en : vi}`))));
+  };
+  icdInput.addEventListener('input', suggest);
+  // WHO's whole list comes when the doctor reaches for a code; the common codes are offered meanwhile.
+  icdInput.addEventListener('focus', () => {
+    if (icdLoaded()) return;
+    void loadIcd().then((ok) => {
+      if (!ok) return;
+      if (icdInput.value.trim()) suggest();
+      renderChips();
+    });
   });
   icdInput.addEventListener('keydown', (e) => {
     if (e.key === 'Enter') {
@@ -353,7 +424,15 @@ function editor(box, c, serverNote, key, hooks) {
     if (status.dataset.state === 'dirty') void save();
   };
   window.addEventListener('online', flush);
+  /** Saves now what is on screen; whether the server holds it. */
+  const saveNow = async () => {
+    autosave.cancel();
+    if (status.dataset.state !== 'saved') await save();
+    return status.dataset.state === 'saved';
+  };
+  openEditors.add(saveNow);
   hooks.cleanup(() => {
+    openEditors.delete(saveNow);
     window.removeEventListener('online', flush);
     clearTimeout(retryTimer);
     autosave.cancel();

@@ -8,7 +8,8 @@ import { consultationItem } from '../consult.js';
 import { facility, hospitalDoctors, patient, rememberPatient } from '../data.js';
 import { t } from '../i18n.js';
 import {
-  age, busy, clearProblem, date, dateTime, field, h, heading, input, localDay, notice, select, showProblem, time,
+  age, busy, clearProblem, date, dateTime, dayInput, field, h, heading, input, localDay, notice, numberInput, readDay, readNumber, select,
+  showProblem, time,
 } from '../ui.js';
 import { vitalsTable } from '../vitals.js';
 
@@ -76,7 +77,7 @@ function renderNew(ctx) {
   const sex = select('sex', [['', t('patient.choose')], ['female', t('sex.female')], ['male', t('sex.male')], ['other', t('sex.other')]]);
   const form = h('form', { class: 'grid-form', novalidate: true, id: 'register' },
     field('patient.fullName', input('full_name', { autocomplete: 'off', required: true, maxlength: '200' }), { wide: true }),
-    field('patient.dob', input('date_of_birth', { type: 'date', required: true, max: localDay() })),
+    field('patient.dob', dayInput('date_of_birth', { required: true }), { hint: t('date.hint') }),
     field('patient.sex', sex),
     field('patient.phone', input('phone', { type: 'tel', inputmode: 'tel', autocomplete: 'off' }), { hint: t('patient.phoneHint') }),
     field('patient.cccd', input('cccd', { inputmode: 'numeric', autocomplete: 'off', maxlength: '12' }), { hint: t('patient.cccdHint') }),
@@ -90,16 +91,17 @@ function renderNew(ctx) {
     const data = new FormData(form);
     const text = (/** @type {string} */ k) => String(data.get(k) ?? '').trim();
     const opt = (/** @type {string} */ k) => text(k) || null;
+    const dobInput = /** @type {HTMLInputElement} */ (form.querySelector('[name=date_of_birth]'));
+    const dob = readDay(dobInput);
     const body = {
-      full_name: text('full_name'), date_of_birth: text('date_of_birth'), sex: text('sex') || null,
+      full_name: text('full_name'), date_of_birth: dob ?? '', sex: text('sex') || null,
       phone: opt('phone'), cccd: opt('cccd'), bhyt: opt('bhyt'), address: opt('address'),
     };
     // What the page can tell without the server, all at once and next to each field (the server checks again).
     /** @type {[string, import('../i18n.js').Key][]} */
     const wrong = [];
     if (!body.full_name) wrong.push(['full_name', 'patient.nameMissing']);
-    const dobInput = /** @type {HTMLInputElement} */ (form.querySelector('[name=date_of_birth]'));
-    if (dobInput.validity.badInput) wrong.push(['date_of_birth', 'patient.dobInvalid']);
+    if (dob === null) wrong.push(['date_of_birth', 'patient.dobInvalid']);
     else if (!body.date_of_birth) wrong.push(['date_of_birth', 'patient.dobMissing']);
     else if (body.date_of_birth > localDay()) wrong.push(['date_of_birth', 'patient.dobFuture']);
     if (!body.sex) wrong.push(['sex', 'patient.sexMissing']);
@@ -137,7 +139,7 @@ function vitalsForm(p, onSaved) {
     ['weight_kg', 'vitals.weight', '0.1', 'decimal'],
   ];
   const form = h('form', { class: 'grid-form compact', novalidate: true, id: 'vitals-form' },
-    fields.map(([name, label, step, mode]) => field(label, input(name, { type: 'number', step, inputmode: mode }))),
+    fields.map(([name, label, , mode]) => field(label, numberInput(name, { inputmode: mode }))),
     h('div', { class: 'wide row' }, h('button', { type: 'submit', class: 'primary' }, t('vitals.save'))),
   );
   form.addEventListener('submit', async (e) => {
@@ -145,10 +147,15 @@ function vitalsForm(p, onSaved) {
     clearProblem(form);
     /** @type {Record<string, number>} */
     const body = {};
+    /** @type {import('../api.js').FieldError[]} */
+    const wrong = [];
     for (const [name] of fields) {
-      const el = /** @type {HTMLInputElement} */ (form.querySelector(`[name="${name}"]`));
-      if (el.value.trim() !== '') body[name] = Number(el.value);
+      const n = readNumber(/** @type {HTMLInputElement} */ (form.querySelector(`[name="${name}"]`)));
+      if (n === undefined) continue;
+      if (Number.isNaN(n)) wrong.push({ field: name, code: 'invalid_number', message: t('err.notNumber'), message_en: t('err.notNumber') });
+      else body[name] = n;
     }
+    if (wrong.length) return showProblem(form, { status: 422, code: 'validation_failed', detail: t('err.checkFields'), errors: wrong });
     const r = await busy(form, () => api(`/api/patients/${p.id}/vitals`, { method: 'POST', body }));
     if (!r) return;
     if (!r.ok) return showProblem(form, r.problem);
@@ -164,7 +171,7 @@ async function requestForm(ctx, p) {
   const hospitalId = station?.referral_hospital_id ?? null;
   const hospital = await facility(hospitalId);
   const reason = h('textarea', { name: 'reason', rows: '3', maxlength: '2000', required: true });
-  const slotDate = input('date', { type: 'date', min: localDay(), value: localDay() });
+  const slotDate = dayInput('date', { value: localDay() });
   const slots = h('div', { class: 'slots', id: 'slots' });
   const booking = h('div', { class: 'stack', hidden: true }, field('request.date', slotDate), slots);
   const urgent = h('button', { type: 'submit', class: 'danger', value: 'urgent', id: 'ask-urgent' }, t('request.urgent'));
@@ -188,8 +195,10 @@ async function requestForm(ctx, p) {
 
   async function loadSlots() {
     if (!hospitalId) return;
+    const day = readDay(slotDate);
+    if (!day) return slots.replaceChildren(notice(t('date.invalid'), 'error'));
     slots.replaceChildren(h('p', { class: 'muted' }, t('app.loading')));
-    const [r, doctors] = await Promise.all([api(`/api/facilities/${hospitalId}/slots?date=${encodeURIComponent(slotDate.value)}`), hospitalDoctors(hospitalId)]);
+    const [r, doctors] = await Promise.all([api(`/api/facilities/${hospitalId}/slots?date=${encodeURIComponent(day)}`), hospitalDoctors(hospitalId)]);
     if (!r.ok) return slots.replaceChildren(notice(r.problem.errors[0]?.message ?? t('err.listFailed'), 'error'));
     /** @type {Slot[]} */
     const list = r.data;

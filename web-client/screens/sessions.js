@@ -3,7 +3,7 @@
 import { api, query } from '../api.js';
 import { facilities } from '../data.js';
 import { t } from '../i18n.js';
-import { busy, dateTime, field, h, heading, input, select, showProblem, stateBadge } from '../ui.js';
+import { busy, dateTime, dayInput, dayRange, field, h, heading, numberInput, readNumber, select, showProblem, stateBadge } from '../ui.js';
 
 /** @typedef {import('../types.js').Ctx} Ctx */
 /** @typedef {import('../types.js').SessionSummary} SessionSummary */
@@ -20,28 +20,28 @@ export const duration = (s) => (s === null || s === undefined ? '—' : `${Math.
 export async function render(ctx) {
   const facs = await facilities();
   const facName = (/** @type {string | null} */ id) => facs.find((f) => f.id === id)?.name ?? '—';
+  const from = dayInput('from');
+  const to = dayInput('to');
+  const minLoss = numberInput('min_worst_loss_pct');
   const form = h('form', { class: 'filters', novalidate: true, id: 'session-filters' },
-    field('filter.from', input('from', { type: 'date' })),
-    field('filter.to', input('to', { type: 'date' })),
+    field('filter.from', from),
+    field('filter.to', to),
     field('filter.facility', select('facility_id', [['', t('filter.all')], ...facs.map((f) => /** @type {[string, string]} */ ([f.id, f.name]))])),
     field('filter.state', select('state', [['', t('filter.all')], ...STATES.map((s) => /** @type {[string, string]} */ ([s, t(/** @type {Key} */ (`state.${s}`))]))])),
-    field('filter.minLoss', input('min_worst_loss_pct', { type: 'number', min: '0', max: '100', step: '0.5', inputmode: 'decimal' })),
+    field('filter.minLoss', minLoss),
     h('div', { class: 'row end' }, h('button', { type: 'submit', class: 'primary' }, t('filter.apply'))));
   const list = h('ul', { class: 'list', id: 'sessions' });
   const status = h('p', { class: 'muted', role: 'status' });
 
   async function load() {
     const d = new FormData(form);
-    const day = (/** @type {string} */ k, /** @type {number} */ add) => {
-      const v = String(d.get(k) ?? '');
-      if (!v) return undefined;
-      const at = new Date(`${v}T00:00:00+07:00`);
-      at.setUTCDate(at.getUTCDate() + add);
-      return at.toISOString();
-    };
+    const days = dayRange(from, to);
+    const loss = readNumber(minLoss);
+    if (Number.isNaN(loss)) days.errors.push({ field: 'min_worst_loss_pct', code: 'invalid_number', message: t('err.notNumber'), message_en: t('err.notNumber') });
+    if (days.errors.length) return showProblem(form, { status: 422, code: 'validation_failed', detail: t('err.checkFields'), errors: days.errors });
     const q = query({
-      from: day('from', 0), to: day('to', 1), facility_id: String(d.get('facility_id') ?? ''), state: String(d.get('state') ?? ''),
-      min_worst_loss_pct: String(d.get('min_worst_loss_pct') ?? ''), limit: 200,
+      from: days.from, to: days.to, facility_id: String(d.get('facility_id') ?? ''), state: String(d.get('state') ?? ''),
+      min_worst_loss_pct: loss, limit: 200,
     });
     const r = await api(`/api/sessions${q}`);
     if (!r.ok) return showProblem(form, r.problem);
