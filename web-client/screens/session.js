@@ -129,7 +129,7 @@ function eventText(e, who) {
   const state = (/** @type {unknown} */ v) => (typeof v === 'string' ? t(/** @type {import('../i18n.js').Key} */ (`state.${v}`)) : '—');
   switch (e.kind) {
     case 'accepted': return [say('accepted'), false, ''];
-    case 'state_changed': return [say('state', { from: state(d.from), to: state(d.to) }), false, ''];
+    case 'state_changed': return [d.from ? say('state', { from: state(d.from), to: state(d.to) }) : say('created', { to: state(d.to) }), false, ''];
     case 'joined': return [say('joined'), false, ''];
     case 'reconnected': return [say('reconnected'), false, 'ok-text'];
     case 'reconnecting': return [say('reconnecting'), false, 'warn-text'];
