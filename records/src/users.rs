@@ -71,6 +71,26 @@ pub struct AuthSession {
 /// went back.
 const CLOCK_SLACK_SECS: i64 = 60;
 
+/// Audits a refresh refused for the session of `user`. Who presented the
+/// token is not known (it may be a thief): the account is the target.
+async fn refused_refresh(w: &mut crate::store::WriteTx, action: &str, user: UserId) -> Result<()> {
+    let nobody = Actor {
+        user_id: None,
+        role: None,
+        client_addr: None,
+    };
+    record(
+        w,
+        &nobody,
+        action,
+        "user",
+        Some(user.to_string()),
+        None,
+        Outcome::Denied,
+    )
+    .await
+}
+
 const COLUMNS: &str = "id, username, display_name, role, facility_id, active, created_at, updated_at";
 
 impl Store {
@@ -323,21 +343,7 @@ impl Store {
         .fetch_optional(&mut **w)
         .await?;
         if let Some((user,)) = ahead {
-            let actor = Actor {
-                user_id: None,
-                role: None,
-                client_addr: None,
-            };
-            record(
-                &mut w,
-                &actor,
-                "auth.refresh_ahead_of_clock",
-                "user",
-                Some(user.to_string()),
-                None,
-                Outcome::Denied,
-            )
-            .await?;
+            refused_refresh(&mut w, "auth.refresh_ahead_of_clock", user).await?;
             w.commit().await?;
             tracing::warn!(%user, "a login session refreshed ahead of the clock (the clock went back) was ended");
             return Ok(None);
@@ -385,22 +391,7 @@ impl Store {
                         .bind(now)
                         .execute(&mut **w)
                         .await?;
-                    // Who presented it is not known: the account is the target.
-                    let actor = Actor {
-                        user_id: None,
-                        role: None,
-                        client_addr: None,
-                    };
-                    record(
-                        &mut w,
-                        &actor,
-                        "auth.refresh_reused",
-                        "user",
-                        Some(user.to_string()),
-                        None,
-                        Outcome::Denied,
-                    )
-                    .await?;
+                    refused_refresh(&mut w, "auth.refresh_reused", user).await?;
                 }
             }
         }

@@ -520,6 +520,27 @@ async fn invalid_values_are_refused_with_vietnamese_messages(store: Store) {
             Some("invalid_icd10")
         )
     );
+    // The right shape, but no code of WHO's list (US ICD-10-CM, made up).
+    for unknown in ["E11.65", "J18.7"] {
+        let mut n = note_json("x");
+        n["icd10_codes"] = json!(["J18.9", unknown]);
+        let r = call(
+            &w.app,
+            Method::POST,
+            &format!("/api/consultations/{cid}/notes"),
+            Some(&w.t_doc1),
+            Some(n),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.body["errors"][0]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("unknown_icd10")),
+            "{unknown}"
+        );
+        assert!(r.body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("không có trong danh mục ICD-10")));
+    }
     assert_eq!(count(&w.store, "notes").await, 0);
 }
 on_both!(invalid_values_are_refused_with_vietnamese_messages);
