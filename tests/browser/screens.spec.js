@@ -75,12 +75,25 @@ test('dates are dd/mm/yyyy and a decimal comma is a decimal, in an American-Engl
   expect(list[0].weight_kg).toBe(5.5);
   await shoot(hw, 'patient-en-us-browser', hw.locator('#vitals-latest'));
 
-  // A booking's day, typed the same way.
+  // A booking's day, typed the same way. The first day's slots are slow to come (a weak link): typing another
+  // day meanwhile, the late answer must not replace what the page says about the new one (seen in CI).
+  /** @type {() => void} */
+  let release = () => {};
+  const held = new Promise((r) => { release = () => r(null); });
+  await hw.route('**/api/facilities/*/slots?*', async (route) => {
+    await held;
+    await route.continue();
+  });
   await hw.locator('#request-form button[aria-expanded]').click();
   const day = hw.locator('#request-form [name=date]');
   await expect(day).toHaveValue(/^\d{2}\/\d{2}\/\d{4}$/);
   await day.fill('99/99/2026');
   await day.dispatchEvent('change');
+  await expect(hw.locator('#slots')).toContainText('ngày/tháng/năm');
+  const late = hw.waitForResponse((r) => r.url().includes('/slots?'));
+  release();
+  await late;
+  await hw.evaluate(() => new Promise((r) => setTimeout(r, 300)));
   await expect(hw.locator('#slots')).toContainText('ngày/tháng/năm');
   await context.close();
 });

@@ -193,12 +193,16 @@ async function requestForm(ctx, p) {
     ctx.go(`#/consultations/${r.data.id}`);
   }
 
+  /** Each load's number: an answer for a day the user has since changed is dropped, not shown over the newer one. */
+  let loads = 0;
   async function loadSlots() {
     if (!hospitalId) return;
+    const mine = ++loads;
     const day = readDay(slotDate);
     if (!day) return slots.replaceChildren(notice(t('date.invalid'), 'error'));
     slots.replaceChildren(h('p', { class: 'muted' }, t('app.loading')));
     const [r, doctors] = await Promise.all([api(`/api/facilities/${hospitalId}/slots?date=${encodeURIComponent(day)}`), hospitalDoctors(hospitalId)]);
+    if (mine !== loads) return;
     if (!r.ok) return slots.replaceChildren(notice(r.problem.errors[0]?.message ?? t('err.listFailed'), 'error'));
     /** @type {Slot[]} */
     const list = r.data;
