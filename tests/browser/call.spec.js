@@ -193,6 +193,8 @@ test('video call: media both ways, photo, dropped socket resumed, doctor ends', 
     await expect(dr.locator('#call-photos img')).toHaveCount(2, { timeout: 60_000 });
     await expect(dr.locator('#call-photos .call-photo.new')).toHaveCount(1);
     expect(uploads).toBe(2);
+    // The station is not told that it sent a picture as if it had arrived (it covered "sent" in CI).
+    await expect(hw.locator('#photo-msg')).not.toContainText('vừa gửi một ảnh');
   });
 
   await test.step('the doctor changes microphone during the call; the station keeps hearing them', async () => {

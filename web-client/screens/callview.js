@@ -300,7 +300,8 @@ export function mountCall(box, opts) {
           addChat(m);
           break;
         case 'photo_shared':
-          void showPhoto(String(m.photo_id), true);
+          // Announced to the doctor; the station's own picture is not news to it.
+          void showPhoto(String(m.photo_id), doctor);
           break;
         case 'error':
           if (c.joined) msg.replaceChildren(notice(getLang() === 'vi' ? m.message : m.message_en, 'warn'));
