@@ -35,6 +35,12 @@
  *   status: 'draft' | 'signed', version: number, amends_note_id: string | null, created_at: string,
  *   updated_at: string, signed_at: string | null}} Note
  */
+/**
+ * @typedef {{id: string, patient_id: string, decision: 'granted' | 'withdrawn', given_by: 'patient' | 'guardian',
+ *   guardian_name: string | null, guardian_relation: string | null, text_version: string, recorded_by: string,
+ *   recorded_by_name: string, facility_id: string, recorded_at: string}} Consent
+ */
+/** @typedef {{version: string, title: string, text: string, title_en: string, text_en: string}} ConsentText */
 /** @typedef {{start: string, end: string, start_local: string, doctor_ids: string[]}} Slot */
 /** @typedef {{id: string, display_name: string}} DoctorSummary */
 /** @typedef {{weekday: number, start_minute: number, end_minute: number}} WorkingHours */

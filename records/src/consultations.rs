@@ -83,6 +83,12 @@ impl Store {
         if let Some(m) = &input.vitals {
             crate::vitals::check(m)?;
         }
+        // Consent first, so that it is what the worker hears about before any
+        // slot problem; checked again inside the write that creates it.
+        {
+            let mut conn = self.pool.acquire().await?;
+            crate::consents::require_granted(&mut conn, input.patient_id).await?;
+        }
         if input.kind == ConsultationKind::Scheduled {
             return self.book(actor, station, hospital, input, reason).await;
         }
@@ -99,6 +105,7 @@ impl Store {
         let now = Timestamp::now();
         let requested_by = actor.user_id.ok_or(RecordsError::NotFound("user"))?;
         let mut w = self.begin_write().await?;
+        crate::consents::require_granted(&mut w, input.patient_id).await?;
         let c = sqlx::query_as::<_, Consultation>(&format!(
             "INSERT INTO consultations (id, patient_id, station_id, hospital_id, doctor_id, requested_by, kind, state, reason,
                  scheduled_start, scheduled_end, created_at, updated_at)
@@ -150,6 +157,17 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?
             .ok_or(RecordsError::NotFound("consultation"))
+    }
+
+    /// A patient's consultations that have not started (requested or
+    /// booked), without an audit entry: for code that acts on them.
+    pub async fn not_started_consultations(&self, patient: PatientId) -> Result<Vec<ConsultationId>> {
+        Ok(sqlx::query_scalar::<_, ConsultationId>(
+            "SELECT id FROM consultations WHERE patient_id = $1 AND state IN ('requested', 'scheduled')",
+        )
+        .bind(patient)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Reads a consultation for display, with an audit entry.

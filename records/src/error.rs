@@ -28,6 +28,9 @@ pub enum RecordsError {
     /// Another user got there first (e.g. two doctors accepting one request).
     #[error("already taken: {0}")]
     AlreadyTaken(&'static str),
+    /// The patient's consent is not on file, or was withdrawn.
+    #[error("consent: {0:?}")]
+    Consent(crate::consents::ConsentProblem),
     /// The database failed. The cause is for the log, never for the client.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

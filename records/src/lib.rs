@@ -30,6 +30,7 @@
 mod attachments;
 mod audit;
 pub mod backup;
+mod consents;
 mod consultations;
 mod error;
 mod events;
@@ -46,6 +47,10 @@ mod vitals;
 
 pub use attachments::{sniff_image, Attachment, MAX_PHOTO_BYTES};
 pub use audit::{Actor, AuditEntry, AuditQuery, ChainReport, Outcome};
+pub use consents::{
+    current_consent_text, Consent, ConsentInput, ConsentProblem, ConsentText, CONSENT_TEXTS,
+    GUARDIAN_BELOW_AGE,
+};
 pub use consultations::{Consultation, ConsultationInput, ConsultationScope};
 pub use error::{RecordsError, Result};
 pub use events::SessionEvent;

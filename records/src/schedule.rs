@@ -386,6 +386,7 @@ impl Store {
             let id = ConsultationId::new();
             let now = Timestamp::now();
             let mut w = self.begin_write().await?;
+            crate::consents::require_granted(&mut w, input.patient_id).await?;
             let inserted = sqlx::query_as::<_, Consultation>(&format!(
                 "INSERT INTO consultations (id, patient_id, station_id, hospital_id, doctor_id, requested_by, kind, state, reason,
                      scheduled_start, scheduled_end, created_at, updated_at)

@@ -112,6 +112,10 @@ typed_id!(
     /// A still image attached to a consultation.
     AttachmentId
 );
+typed_id!(
+    /// One consent event (granted or withdrawn).
+    ConsentId
+);
 
 /// Error for a text value that is not one of an enum's names.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +152,23 @@ macro_rules! text_enum {
         text_column!($name);
     };
 }
+
+text_enum!(
+    /// A consent event: the patient agreed, or took the agreement back.
+    ConsentDecision {
+        Granted = "granted",
+        Withdrawn = "withdrawn",
+    }
+);
+
+text_enum!(
+    /// Who spoke for the patient.
+    ConsentGiver {
+        Patient = "patient",
+        /// A parent or legal guardian (a minor, or a patient who cannot consent).
+        Guardian = "guardian",
+    }
+);
 
 text_enum!(
     /// What a facility is.

@@ -89,6 +89,7 @@ async fn slots_follow_hours_leave_and_bookings(store: Store) {
         .create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("A"))
         .await
         .unwrap();
+    w.consent(&store, p.id).await;
     let nine = monday8 + Duration::hours(1);
     let c = store
         .create_consultation(
@@ -123,6 +124,7 @@ async fn bookings_are_refused_when_not_possible(store: Store) {
         .create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("A"))
         .await
         .unwrap();
+    w.consent(&store, p.id).await;
     let a = w.actor(&w.hw1);
     let m8 = next_monday_8();
     let book = |start, doctor| {
@@ -203,6 +205,7 @@ async fn concurrent_bookings_of_one_slot_never_double_book(store: Store) {
         .create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("A"))
         .await
         .unwrap();
+    w.consent(&store, p.id).await;
     let m8 = next_monday_8();
     let mut tasks = Vec::new();
     for _ in 0..6 {
@@ -239,6 +242,7 @@ async fn reschedule_no_show_and_restart(store: Store) {
         .create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("A"))
         .await
         .unwrap();
+    w.consent(&store, p.id).await;
     let a = w.actor(&w.hw1);
     let m8 = next_monday_8();
     let c = store

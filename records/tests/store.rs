@@ -45,6 +45,7 @@ async fn patients_are_created_found_and_updated(store: Store) {
     input.cccd = Some(Pii("001185012345".into()));
     input.bhyt = Some(Pii("dn4010123456789".into()));
     let p = store.create_patient(&a, w.s1.id, &input).await.unwrap();
+    w.consent(&store, p.id).await;
     assert_eq!(p.version, 1);
     assert_eq!(p.bhyt.as_ref().unwrap().0, "DN4010123456789");
 
@@ -136,6 +137,7 @@ async fn doctors_see_patients_through_consultations(store: Store) {
         .create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("Lò Văn Páo"))
         .await
         .unwrap();
+    w.consent(&store, p.id).await;
     let d1 = PatientScope::Doctor {
         doctor: w.doc1.id,
         hospital: w.h1.id,
@@ -186,6 +188,7 @@ async fn exactly_one_doctor_wins_an_urgent_request(store: Store) {
         .create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("A"))
         .await
         .unwrap();
+    w.consent(&store, p.id).await;
     for _round in 0..5 {
         let c = urgent(&store, &w, p.id).await;
         let store = Arc::new(store.clone());
@@ -215,6 +218,7 @@ async fn consultation_transitions_are_checked_and_logged(store: Store) {
         .create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("A"))
         .await
         .unwrap();
+    w.consent(&store, p.id).await;
     let c = urgent(&store, &w, p.id).await;
     let a = w.actor(&w.doc1);
     match store
@@ -255,6 +259,7 @@ async fn signed_notes_never_change_and_amendments_chain(store: Store) {
         .create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("A"))
         .await
         .unwrap();
+    w.consent(&store, p.id).await;
     let c = urgent(&store, &w, p.id).await;
     let a = w.actor(&w.doc1);
     let n = store
@@ -331,6 +336,7 @@ async fn concurrent_draft_saves_one_wins_one_conflicts(store: Store) {
         .create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("A"))
         .await
         .unwrap();
+    w.consent(&store, p.id).await;
     let c = urgent(&store, &w, p.id).await;
     let a = w.actor(&w.doc1);
     let n = store
@@ -362,6 +368,7 @@ async fn signing_needs_assessment_and_disposition(store: Store) {
         .create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("A"))
         .await
         .unwrap();
+    w.consent(&store, p.id).await;
     let c = urgent(&store, &w, p.id).await;
     let a = w.actor(&w.doc1);
     let n = store
@@ -393,6 +400,7 @@ async fn vitals_are_range_checked(store: Store) {
         .create_patient(&a, w.s1.id, &patient_input("A"))
         .await
         .unwrap();
+    w.consent(&store, p.id).await;
     let good = Measurements {
         temperature_c: Some(38.5),
         pulse_bpm: Some(96),
@@ -483,6 +491,128 @@ async fn every_patient_access_is_audited_and_the_log_is_append_only(store: Store
         .is_err());
 }
 on_both!(every_patient_access_is_audited_and_the_log_is_append_only);
+
+async fn a_consultation_needs_the_patients_current_consent(store: Store) {
+    let w = world(&store).await;
+    let a = w.actor(&w.hw1);
+    let p = store
+        .create_patient(&a, w.s1.id, &patient_input("A"))
+        .await
+        .unwrap();
+    let request = ConsultationInput {
+        patient_id: p.id,
+        kind: ConsultationKind::Urgent,
+        reason: Pii("Sốt".into()),
+        hospital_id: None,
+        scheduled_start: None,
+        doctor_id: None,
+        vitals: None,
+    };
+    let refused = |r: Result<telehealth_records::Consultation, RecordsError>| match r {
+        Err(RecordsError::Consent(problem)) => problem,
+        other => panic!("{other:?}"),
+    };
+    // Never asked: refused, and nothing written.
+    assert_eq!(
+        refused(store.create_consultation(&a, w.s1.id, w.h1.id, &request).await),
+        ConsentProblem::Missing
+    );
+    let event = |decision| ConsentInput {
+        decision: Some(decision),
+        given_by: Some(ConsentGiver::Guardian),
+        guardian_name: Some(Pii("Lò Thị Dung".into())),
+        guardian_relation: Some(Pii("con gái".into())),
+        text_version: Some(current_consent_text().version.to_owned()),
+    };
+    let granted = store
+        .record_consent(&a, p.id, w.s1.id, &event(ConsentDecision::Granted))
+        .await
+        .unwrap();
+    assert_eq!(granted.recorded_by, w.hw1.id);
+    assert_eq!(granted.recorded_by_name, "HW1");
+    assert_eq!(
+        granted.guardian_relation.as_ref().map(|r| r.0.as_str()),
+        Some("con gái")
+    );
+    store
+        .create_consultation(&a, w.s1.id, w.h1.id, &request)
+        .await
+        .unwrap();
+    // Withdrawn: urgent and booked requests are both refused.
+    store
+        .record_consent(&a, p.id, w.s1.id, &event(ConsentDecision::Withdrawn))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused(store.create_consultation(&a, w.s1.id, w.h1.id, &request).await),
+        ConsentProblem::Withdrawn
+    );
+    let booking = ConsultationInput {
+        kind: ConsultationKind::Scheduled,
+        scheduled_start: Some(Timestamp(chrono::Utc::now() + chrono::Duration::days(2))),
+        ..request.clone()
+    };
+    assert_eq!(
+        refused(store.create_consultation(&a, w.s1.id, w.h1.id, &booking).await),
+        ConsentProblem::Withdrawn
+    );
+    // Given again: allowed again; the history keeps every event, newest first.
+    store
+        .record_consent(&a, p.id, w.s1.id, &event(ConsentDecision::Granted))
+        .await
+        .unwrap();
+    store
+        .create_consultation(&a, w.s1.id, w.h1.id, &request)
+        .await
+        .unwrap();
+    let history: Vec<_> = store
+        .consents(&a, p.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.decision)
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ConsentDecision::Granted,
+            ConsentDecision::Withdrawn,
+            ConsentDecision::Granted
+        ]
+    );
+    let actions: Vec<_> = store
+        .audit_entries(&AuditQuery {
+            patient_id: Some(p.id),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .rev()
+        .map(|e| e.action)
+        .filter(|a| a.starts_with("consent."))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "consent.grant",
+            "consent.withdraw",
+            "consent.grant",
+            "consent.read"
+        ]
+    );
+    // Nobody rewrites what a patient said.
+    assert!(sqlx::query("UPDATE consents SET decision = 'granted'")
+        .execute(store.pool())
+        .await
+        .is_err());
+    assert!(sqlx::query("DELETE FROM consents")
+        .execute(store.pool())
+        .await
+        .is_err());
+}
+on_both!(a_consultation_needs_the_patients_current_consent);
 
 async fn facilities_and_users_follow_their_rules(store: Store) {
     let w = world(&store).await;
@@ -598,6 +728,7 @@ async fn a_request_carries_its_vitals_or_writes_nothing(store: Store) {
         .create_patient(&a, w.s1.id, &patient_input("A"))
         .await
         .unwrap();
+    w.consent(&store, p.id).await;
     let input = |m: Measurements| ConsultationInput {
         patient_id: p.id,
         kind: ConsultationKind::Urgent,

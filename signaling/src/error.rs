@@ -369,6 +369,11 @@ impl From<RecordsError> for ApiError {
                         "Giờ này không còn trống (đã có lịch, bác sĩ nghỉ hoặc ngoài giờ làm việc). Hãy chọn giờ khác.",
                         "This time is not available (booked, on leave or outside working hours). Choose another.",
                     ),
+                    "consent" => (
+                        "already_taken",
+                        "Một người khác vừa ghi nhận sự đồng ý của bệnh nhân này. Hãy tải lại trang để xem.",
+                        "Someone else just recorded this patient's consent. Reload the page to see it.",
+                    ),
                     _ => ("already_taken", "Một bác sĩ khác đã nhận ca này trước.", "Another doctor took this consultation first."),
                 };
                 ApiError::Conflict {
@@ -377,6 +382,27 @@ impl From<RecordsError> for ApiError {
                     detail_en: en.into(),
                     current_version: None,
                     errors: vec![],
+                }
+            }
+            RecordsError::Consent(problem) => {
+                let (code, vi, en) = match problem {
+                    telehealth_records::ConsentProblem::Missing => (
+                        "consent_required",
+                        "Chưa ghi nhận sự đồng ý của bệnh nhân. Hãy đọc nội dung đồng ý cho bệnh nhân (hoặc người giám hộ), ghi nhận ở trang bệnh nhân, rồi yêu cầu tư vấn.",
+                        "The patient's consent is not on file. Read the consent text to the patient (or guardian), record it on the patient's page, then ask for the consultation.",
+                    ),
+                    telehealth_records::ConsentProblem::Withdrawn => (
+                        "consent_withdrawn",
+                        "Bệnh nhân đã rút lại sự đồng ý khám từ xa, nên không tạo được ca tư vấn. Nếu bệnh nhân đồng ý lại, hãy ghi nhận ở trang bệnh nhân.",
+                        "The patient has withdrawn consent to remote consultation, so no consultation can be made. If they agree again, record it on the patient's page.",
+                    ),
+                };
+                ApiError::Conflict {
+                    code,
+                    detail: vi.into(),
+                    detail_en: en.into(),
+                    current_version: None,
+                    errors: vec![FieldError::new("patient_id", code, vi, en)],
                 }
             }
             e if e.is_unavailable() => ApiError::Unavailable,

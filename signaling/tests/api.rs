@@ -496,7 +496,69 @@ async fn invalid_values_are_refused_with_vietnamese_messages(store: Store) {
     assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(count(&w.store, "vitals").await, 1);
 
+    // A consent with nothing in it names every missing field; a guardian
+    // needs a name and a relation; an old text is refused.
+    let consents = format!("/api/patients/{pid}/consents");
+    let r = call(&w.app, Method::POST, &consents, t, Some(json!({}))).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    let fields = |r: &Resp| -> Vec<(String, String)> {
+        r.body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["field"].as_str().unwrap().to_owned(),
+                    e["code"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        fields(&r),
+        [
+            ("decision".to_owned(), "required".to_owned()),
+            ("given_by".to_owned(), "required".to_owned()),
+            ("text_version".to_owned(), "required".to_owned())
+        ]
+    );
+    let mut guardian = consent_json("granted");
+    guardian["given_by"] = json!("guardian");
+    guardian["guardian_name"] = json!("  ");
+    let r = call(&w.app, Method::POST, &consents, t, Some(guardian)).await;
+    assert_eq!(
+        fields(&r),
+        [
+            ("guardian_name".to_owned(), "required".to_owned()),
+            ("guardian_relation".to_owned(), "required".to_owned())
+        ]
+    );
+    let mut old = consent_json("granted");
+    old["text_version"] = json!("2019-01");
+    let r = call(&w.app, Method::POST, &consents, t, Some(old)).await;
+    assert_eq!(
+        fields(&r),
+        [("text_version".to_owned(), "outdated_text".to_owned())]
+    );
+    let r = call(
+        &w.app,
+        Method::POST,
+        &consents,
+        t,
+        Some(json!({"decision": "maybe", "given_by": "patient", "text_version": "2026-01"})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "invalid_value"),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["errors"][0]["field"], "decision");
+    assert_eq!(count(&w.store, "consents").await, 0);
+
     // An ICD-10 code that is not one.
+    w.consent(&pid).await;
     let cid = w.consultation_for(&pid).await;
     let mut n = note_json("x");
     n["icd10_codes"] = json!(["J18.9", "BANANA"]);
@@ -776,6 +838,7 @@ async fn two_doctors_accept_at_once_one_wins(store: Store) {
     )
     .await;
     let pid = r.body["id"].as_str().unwrap().to_owned();
+    w.consent(&pid).await;
     for _ in 0..25 {
         let r = call(
             &w.app,
@@ -1525,6 +1588,7 @@ async fn writes_from_another_sites_page_are_refused(store: Store) {
                 .await
                 .body["id"]
                 .clone();
+            w.consent(pid.as_str().unwrap()).await;
             let c = json!({"patient_id": pid, "kind": "urgent", "reason": "Sốt cao"});
             let r = call(
                 &w.app,
@@ -2001,3 +2065,131 @@ async fn a_citizen_id_on_file_at_another_station_is_an_audited_and_limited_answe
     assert_eq!(audited, 6);
 }
 on_both!(a_citizen_id_on_file_at_another_station_is_an_audited_and_limited_answer);
+
+async fn a_withdrawn_consent_stops_new_consultations_and_cancels_unstarted_ones(store: Store) {
+    let w = world(store).await;
+    let r = call(
+        &w.app,
+        Method::POST,
+        "/api/patients",
+        Some(&w.t_hw1),
+        Some(patient_json("Sùng Thị Mỷ")),
+    )
+    .await;
+    let pid = r.body["id"].as_str().unwrap().to_owned();
+    let request = || json!({"patient_id": pid, "kind": "urgent", "reason": "Ho kéo dài"});
+    let ask = || {
+        call(
+            &w.app,
+            Method::POST,
+            "/api/consultations",
+            Some(&w.t_hw1),
+            Some(request()),
+        )
+    };
+    let denied = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'consultation.create' AND outcome = 'denied' AND patient_id = $1",
+        )
+        .bind(&pid)
+        .fetch_one(w.store.pool())
+        .await
+        .unwrap()
+    };
+
+    // Never asked: refused, the refusal audited under the patient, nothing written.
+    let r = ask().await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::CONFLICT, "consent_required"),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["errors"][0]["field"], "patient_id");
+    assert_eq!(denied().await, 1);
+    assert_eq!(count(&w.store, "consultations").await, 0);
+
+    // Given: one request waits in the queue, another is under way.
+    w.consent(&pid).await;
+    let waiting = ask().await.body["id"].as_str().unwrap().to_owned();
+    let started = w.consultation_for(&pid).await;
+    let r = call(
+        &w.app,
+        Method::POST,
+        &format!("/api/consultations/{started}/state"),
+        Some(&w.t_doc1),
+        Some(json!({"state": "in_progress"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    // Withdrawn: the waiting request is cancelled, the call under way goes on,
+    // and a new request is refused until consent is given again.
+    let r = call(
+        &w.app,
+        Method::POST,
+        &format!("/api/patients/{pid}/consents"),
+        Some(&w.t_hw1),
+        Some(consent_json("withdrawn")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["decision"], "withdrawn");
+    let state = |id: String| {
+        let app = w.app.clone();
+        let t = w.t_hw1.clone();
+        async move {
+            call(
+                &app,
+                Method::GET,
+                &format!("/api/consultations/{id}"),
+                Some(&t),
+                None,
+            )
+            .await
+            .body["state"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    assert_eq!(state(waiting).await, "cancelled");
+    assert_eq!(state(started.clone()).await, "in_progress");
+    let r = ask().await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::CONFLICT, "consent_withdrawn"),
+        "{}",
+        r.body
+    );
+    assert_eq!(denied().await, 2);
+
+    // The doctor of the call under way sees the history, newest first, and who attested it.
+    let r = call(
+        &w.app,
+        Method::GET,
+        &format!("/api/patients/{pid}/consents"),
+        Some(&w.t_doc1),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let events = r.body.as_array().unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e["decision"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["withdrawn", "granted"]
+    );
+    assert_eq!(events[0]["recorded_by_name"], w.hw1.display_name.as_str());
+    assert_eq!(
+        events[0]["text_version"],
+        telehealth_records::current_consent_text().version
+    );
+
+    // Given again: requests are accepted again.
+    w.consent(&pid).await;
+    assert_eq!(ask().await.status, StatusCode::CREATED);
+}
+on_both!(a_withdrawn_consent_stops_new_consultations_and_cancels_unstarted_ones);

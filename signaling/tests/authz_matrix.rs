@@ -148,6 +148,19 @@ fn matrix() -> Vec<Row> {
             [200, 403, 200, 403, 403, 401],
         ),
         (
+            M::GET,
+            "/api/patients/{id}/consents",
+            none,
+            [200, 403, 200, 403, 403, 401],
+        ),
+        (
+            M::POST,
+            "/api/patients/{id}/consents",
+            |_| Some(consent_json("withdrawn")),
+            [201, 403, 403, 403, 403, 401],
+        ),
+        (M::GET, "/api/consent-text", none, [200, 200, 200, 200, 200, 401]),
+        (
             M::POST,
             "/api/consultations",
             |i| Some(json!({"patient_id": i.patient, "kind": "urgent", "reason": "Đau bụng"})),

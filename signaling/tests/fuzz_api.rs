@@ -178,6 +178,7 @@ fn every_operation_with_any_input() {
         )
         .await;
         let patient = p.body["id"].as_str().expect("patient").to_owned();
+        w.consent(&patient).await;
         let c = call(
             &w.app,
             Method::POST,
@@ -212,6 +213,10 @@ fn every_operation_with_any_input() {
             json!("commune_station"),
             json!("in_progress"),
             json!("completed"),
+            json!("granted"),
+            json!("withdrawn"),
+            json!("guardian"),
+            json!(telehealth_records::current_consent_text().version),
             json!("0912 345 678"),
             json!("001085012345"),
             json!("\u{202e}kcatta"),

@@ -85,6 +85,7 @@ async fn updates_reach_the_right_pages_within_a_second(store: Store) {
     )
     .await;
     let pid = r.body["id"].as_str().unwrap().to_owned();
+    w.consent(&pid).await;
     let r = call(
         &w.app,
         Method::POST,
@@ -291,6 +292,7 @@ async fn booking_over_http_shows_times_in_vietnam(store: Store) {
     )
     .await;
     let pid = r.body["id"].as_str().unwrap().to_owned();
+    w.consent(&pid).await;
     let book =
         json!({"patient_id": pid, "kind": "scheduled", "reason": "Tái khám", "scheduled_start": start});
     let r = call(
@@ -361,6 +363,7 @@ async fn a_socket_whose_participant_the_sfu_dropped_can_join_again(store: Store)
         Some(patient_json("Giàng Thị Sính")),
     )
     .await;
+    w.consent(p.body["id"].as_str().unwrap()).await;
     let c = call(
         &w.app,
         Method::POST,

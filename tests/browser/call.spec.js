@@ -6,7 +6,7 @@
  * same consultation, and the doctor ends the consultation for both.
  */
 import { expect, test } from '@playwright/test';
-import { PHONE, shoot, signIn } from './helpers.js';
+import { PHONE, consentInPage, shoot, signIn } from './helpers.js';
 
 /** @typedef {{frames: number, samples: number, audioPackets: number, videoPackets: number, ice: string, conn: string, pid: string | null, codecs: string}} Inbound */
 
@@ -71,7 +71,7 @@ test('video call: media both ways, photo, dropped socket resumed, doctor ends', 
     await form.locator('[name=date_of_birth]').fill('1962-09-02');
     await form.locator('[name=sex]').selectOption('male');
     await form.locator('button[type=submit]').click();
-    await expect(hw.locator('#request-form')).toBeVisible();
+    await consentInPage(hw);
     await hw.locator('#request-form [name=reason]').fill('Vết thương ở chân sưng đỏ, cần bác sĩ xem');
     await hw.locator('#ask-urgent').click();
     await expect(hw).toHaveURL(/#\/consultations\/[0-9a-f-]{36}$/);

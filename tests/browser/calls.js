@@ -6,6 +6,7 @@
  */
 import { expect } from '@playwright/test';
 import { spawn } from 'node:child_process';
+import { recordConsent } from './helpers.js';
 
 /**
  * An urgent consultation at the worker's station, accepted by the doctor, through the API with each page's own
@@ -18,7 +19,9 @@ export async function acceptedConsultation(hw, dr, reason) {
     data: { full_name: `Bệnh Nhân Thử ${suffix}`, date_of_birth: '1970-05-05', sex: 'female' },
   });
   expect(patient.status(), await patient.text()).toBe(201);
-  const c = await hw.request.post('/api/consultations', { data: { patient_id: (await patient.json()).id, kind: 'urgent', reason } });
+  const patientId = (await patient.json()).id;
+  await recordConsent(hw.request, patientId);
+  const c = await hw.request.post('/api/consultations', { data: { patient_id: patientId, kind: 'urgent', reason } });
   expect(c.status(), await c.text()).toBe(201);
   const id = (await c.json()).id;
   const a = await dr.request.post(`/api/consultations/${id}/accept`, { data: {} });

@@ -93,7 +93,34 @@ test('urgent consultation from registration to signed note', async ({ browser })
     const flagged = hw.locator('#vitals-latest td.abnormal');
     await expect(flagged).toHaveText(['38.6 ▲ cao', '104 ▲ cao', '24 ▲ cao']);
     await expect(hw.locator('#vitals-latest')).toContainText('ngoài khoảng thường gặp');
-    await shoot(hw, 'patient-page', hw.locator('#request-form'));
+    await shoot(hw, 'patient-page', hw.locator('#consent-form'));
+  });
+
+  await test.step('health worker reads the consent text to the patient and records her agreement', async () => {
+    // No consultation before consent: the request form waits, and says why.
+    await expect(hw.locator('#request-form')).toBeHidden();
+    await expect(hw.locator('#request-needs-consent')).toContainText('Cần ghi nhận sự đồng ý');
+    await expect(hw.locator('#consent-status')).toContainText('Chưa ghi nhận sự đồng ý');
+    await expect(hw.locator('#consent-text')).toContainText('Tôi đồng ý');
+    await expect(hw.locator('#consent-text')).toContainText('rút lại sự đồng ý bất cứ lúc nào');
+    // The worker must attest having read it: without the tick nothing is sent.
+    let posted = 0;
+    const countPosts = (/** @type {import('@playwright/test').Request} */ r) => {
+      if (r.method() === 'POST' && r.url().endsWith('/consents')) posted += 1;
+    };
+    hw.on('request', countPosts);
+    await hw.locator('#consent-form button[type=submit]').click();
+    await expect(hw.locator('#consent-attest-error')).toContainText('đánh dấu vào ô này');
+    expect(posted).toBe(0);
+    await hw.locator('#consent-attest').check();
+    await hw.locator('#consent-form button[type=submit]').click();
+    await expect(hw.locator('#consent-status')).toContainText('Bệnh nhân đã đồng ý khám từ xa');
+    await expect(hw.locator('#consent-status')).toContainText('nội dung bản 2026-01');
+    expect(posted).toBe(1);
+    hw.off('request', countPosts);
+    await expect(hw.locator('#request-form')).toBeVisible();
+    await expect(hw.locator('#request-needs-consent')).toBeHidden();
+    await shoot(hw, 'patient-consent-recorded', hw.locator('#request-form'));
   });
 
   await test.step('health worker asks for an urgent consultation and sees its place in the queue', async () => {
@@ -116,6 +143,8 @@ test('urgent consultation from registration to signed note', async ({ browser })
     await expect(dr).toHaveURL(new RegExp(`#/consultations/${consultationId}$`));
     await expect(dr.locator('#note-form')).toBeVisible();
     await expect(dr.locator('#patient-panel')).toContainText('38.6');
+    // The doctor sees that the patient consented, when, and who attested it.
+    await expect(dr.locator('#patient-panel #consent-status')).toContainText('Bệnh nhân đã đồng ý khám từ xa');
   });
 
   await test.step('health worker sees the acceptance live', async () => {

@@ -59,3 +59,26 @@ export async function shoot(page, name, ready) {
   }
   await page.setViewportSize(before);
 }
+
+/**
+ * Records a patient's own consent through the API with the page's login, as a health worker does before a
+ * first consultation (the text version is read from the server, as the page does).
+ * @param {import('@playwright/test').APIRequestContext} request @param {string} patientId
+ */
+export async function recordConsent(request, patientId) {
+  const text = await (await request.get('/api/consent-text')).json();
+  const r = await request.post(`/api/patients/${patientId}/consents`, {
+    data: { decision: 'granted', given_by: 'patient', text_version: text.version },
+  });
+  if (r.status() !== 201) throw new Error(`consent: ${r.status()} ${await r.text()}`);
+}
+
+/**
+ * On the patient's page: the worker has read the text, ticks that the patient agreed, and records it; the
+ * request form then opens. @param {import('@playwright/test').Page} page
+ */
+export async function consentInPage(page) {
+  await page.locator('#consent-attest').check();
+  await page.locator('#consent-form button[type=submit]').click();
+  await page.locator('#request-form').waitFor({ state: 'visible' });
+}

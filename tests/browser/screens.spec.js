@@ -7,7 +7,7 @@
  */
 import { expect, test } from '@playwright/test';
 import { join } from 'node:path';
-import { SHOTS, password, shoot, signIn } from './helpers.js';
+import { SHOTS, password, recordConsent, shoot, signIn } from './helpers.js';
 
 /**
  * A patient of the station and an urgent consultation the doctor has accepted, made through the API with each
@@ -17,6 +17,7 @@ async function acceptedConsultation(hw, dr, name = `Lò Văn Thử ${Date.now().
   const p = await hw.request.post('/api/patients', { data: { full_name: name, date_of_birth: '1980-03-04', sex: 'male' } });
   expect(p.status()).toBe(201);
   const patient = await p.json();
+  await recordConsent(hw.request, patient.id);
   const c = await hw.request.post('/api/consultations', { data: { patient_id: patient.id, kind: 'urgent', reason: 'Ho, sốt' } });
   expect(c.status()).toBe(201);
   const consultation = await c.json();
@@ -84,6 +85,20 @@ test('dates are dd/mm/yyyy and a decimal comma is a decimal, in an American-Engl
     await held;
     await route.continue();
   });
+  // A child: a parent or guardian consents, named with their relation, checked in the page first.
+  const consent = hw.locator('#consent-form');
+  await expect(consent.locator('[name=given_by]')).toHaveValue('guardian');
+  await expect(consent).toContainText('Bệnh nhân dưới 16 tuổi');
+  await hw.locator('#consent-attest').check();
+  await consent.locator('button[type=submit]').click();
+  await expect(consent.locator('.field-error').filter({ hasText: 'Nhập họ tên người giám hộ.' })).toHaveCount(1);
+  await expect(consent.locator('.field-error').filter({ hasText: 'Nhập quan hệ của người giám hộ' })).toHaveCount(1);
+  await consent.locator('[name=guardian_name]').fill('Hà Văn Bảo');
+  await consent.locator('[name=guardian_relation]').fill('bố');
+  await consent.locator('button[type=submit]').click();
+  await expect(hw.locator('#consent-status')).toContainText('Người giám hộ Hà Văn Bảo (bố) đã đồng ý');
+  await shoot(hw, 'patient-consent-guardian', hw.locator('#consent'));
+
   await hw.locator('#request-form button[aria-expanded]').click();
   const day = hw.locator('#request-form [name=date]');
   await expect(day).toHaveValue(/^\d{2}\/\d{2}\/\d{4}$/);
@@ -331,4 +346,41 @@ test("the admin's session page speaks in words, counts right, and flags who rece
   await admin.context.close();
   await worker.context.close();
   await doctor.context.close();
+});
+
+test("a patient's withdrawal of consent is recorded, cancels the waiting request and stops new ones", async ({ browser }) => {
+  const { context, page: hw } = await signIn(browser, 'yta1');
+  const p = await hw.request.post('/api/patients', {
+    data: { full_name: `Thào Thị Rút ${Date.now().toString().slice(-6)}`, date_of_birth: '1975-08-09', sex: 'female' },
+  });
+  expect(p.status()).toBe(201);
+  const patient = await p.json();
+  await recordConsent(hw.request, patient.id);
+  const c = await hw.request.post('/api/consultations', { data: { patient_id: patient.id, kind: 'urgent', reason: 'Đau khớp' } });
+  expect(c.status()).toBe(201);
+  const waiting = await c.json();
+
+  await hw.goto(`/#/patients/${patient.id}`);
+  await expect(hw.locator('#consent-status')).toContainText('Bệnh nhân đã đồng ý khám từ xa');
+  await expect(hw.locator('#request-form')).toBeVisible();
+  await hw.locator('#consent-withdraw').click();
+  const form = hw.locator('#consent-withdraw-form');
+  await expect(form).toContainText('các yêu cầu tư vấn chưa bắt đầu của bệnh nhân sẽ bị hủy');
+  await form.locator('button[type=submit]').click();
+
+  // Said plainly, the request form closed, the waiting request cancelled, the text ready to be read again.
+  await expect(hw.locator('#consent-status')).toContainText('Bệnh nhân đã rút lại sự đồng ý');
+  await expect(hw.locator('#consent-status')).toContainText('Không thể yêu cầu tư vấn từ xa');
+  await expect(hw.locator('#request-form')).toBeHidden();
+  await expect(hw.locator('#request-needs-consent')).toBeVisible();
+  await expect(hw.locator('#patient-consultations')).toContainText('Đã hủy');
+  await expect(hw.locator('#consent-form')).toContainText('trở lại');
+  await expect(hw.locator('#consent-history summary')).toContainText('2 lần ghi nhận');
+  expect((await (await hw.request.get(`/api/consultations/${waiting.id}`)).json()).state).toBe('cancelled');
+  // The server refuses a request made anyway (an old tab, another device).
+  const again = await hw.request.post('/api/consultations', { data: { patient_id: patient.id, kind: 'urgent', reason: 'Đau khớp' } });
+  expect(again.status()).toBe(409);
+  expect((await again.json()).code).toBe('consent_withdrawn');
+  await shoot(hw, 'patient-consent-withdrawn', hw.locator('#consent'));
+  await context.close();
 });

@@ -6,7 +6,7 @@
  * stats samples in the session log name the layer it forwards.
  */
 import { expect, request, test } from '@playwright/test';
-import { password, signIn } from './helpers.js';
+import { consentInPage, password, signIn } from './helpers.js';
 import { quality } from './calls.js';
 
 /** The publisher's video encodings by rid: frames encoded, bytes sent, width. @param {import('@playwright/test').Page} page */
@@ -61,7 +61,7 @@ test('simulcast: the station sends several layers, the doctor gets one continuou
     await form.locator('[name=date_of_birth]').fill('1978-04-12');
     await form.locator('[name=sex]').selectOption('female');
     await form.locator('button[type=submit]').click();
-    await expect(hw.locator('#request-form')).toBeVisible();
+    await consentInPage(hw);
     await hw.locator('#request-form [name=reason]').fill('Sốt cao ba ngày, cần bác sĩ khám qua video');
     await hw.locator('#ask-urgent').click();
     await expect(hw).toHaveURL(/#\/consultations\/[0-9a-f-]{36}$/);

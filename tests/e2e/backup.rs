@@ -150,6 +150,7 @@ async fn backup_during_writes_restores_every_acknowledged_note() {
     )
     .await;
     let pid = patient["id"].as_str().unwrap().to_owned();
+    consent(&c, &server, &p.worker, &pid).await;
 
     // Some bulk, so that the copy takes long enough for writes to land
     // while it runs: full-resolution photos of one consultation.

@@ -110,6 +110,7 @@ async fn tokens_no_shows_and_bookings_stay_right_when_the_clock_jumps() {
         json!({"full_name": "Vàng Thị Dợ", "date_of_birth": "1990-02-03", "sex": "female"}),
     )
     .await;
+    consent(&c, &server, &p.worker, patient["id"].as_str().unwrap()).await;
     let booked = post(
         &c,
         &server,

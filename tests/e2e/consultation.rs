@@ -39,6 +39,7 @@ async fn urgent_consultation_end_to_end() {
         json!({"full_name": "Lò Thị Xuân", "date_of_birth": "1990-02-03", "sex": "female"}),
     )
     .await;
+    consent(&c, &server, &p.worker, patient["id"].as_str().unwrap()).await;
     let cons = post(
         &c,
         &server,

@@ -13,6 +13,7 @@ use common::*;
 use serde_json::{json, Value};
 
 const PATIENT_NAME: &str = "Phạm Thị Bí Mật";
+const GUARDIAN_NAME: &str = "Đỗ Văn Giám Hộ";
 const PATIENT_CCCD: &str = "001185987654";
 
 fn note_text(n: u64) -> String {
@@ -40,6 +41,17 @@ async fn durability(backend: &str) {
     post(&c, &server, &admin, "/api/users", json!({"username": "yta", "display_name": "Y tá", "password": PASSWORD, "role": "health_worker", "facility_id": st["id"]})).await;
     let hw = login(&c, &server, "yta", PASSWORD).await;
     let p = post(&c, &server, &hw, "/api/patients", json!({"full_name": PATIENT_NAME, "date_of_birth": "1985-06-01", "sex": "female", "cccd": PATIENT_CCCD})).await;
+    // Given by a guardian, whose name is personal data too.
+    let text = get(&c, &server, &hw, "/api/consent-text").await;
+    post(
+        &c,
+        &server,
+        &hw,
+        &format!("/api/patients/{}/consents", p["id"].as_str().unwrap()),
+        json!({"decision": "granted", "given_by": "guardian", "guardian_name": GUARDIAN_NAME,
+               "guardian_relation": "chồng", "text_version": text["version"]}),
+    )
+    .await;
     let cons = post(
         &c,
         &server,
@@ -140,7 +152,13 @@ async fn durability(backend: &str) {
 
     let logs = server.output.lock().unwrap().clone();
     assert!(logs.contains("listening"), "logs were captured");
-    for secret in [PATIENT_NAME, PATIENT_CCCD, "Ghi chú lâm sàng", "Khó thở"] {
+    for secret in [
+        PATIENT_NAME,
+        PATIENT_CCCD,
+        GUARDIAN_NAME,
+        "Ghi chú lâm sàng",
+        "Khó thở",
+    ] {
         assert!(
             !logs.contains(secret),
             "server output contains personal data {secret:?}"

@@ -38,3 +38,26 @@ pub async fn login(http: &reqwest::Client, base: &str, user: &str, password: &st
     .await?;
     Ok(v["access_token"].as_str().context("token")?.to_owned())
 }
+
+/// Records `patient`'s own consent to the text in use (read from the server,
+/// as the page does): a consultation is refused without it.
+pub async fn consent(http: &reqwest::Client, base: &str, token: &str, patient: &str) -> Result<Value> {
+    let resp = http
+        .get(format!("{base}/api/consent-text"))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    let status = resp.status();
+    let text: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("/api/consent-text: {status} {text}");
+    }
+    post(
+        http,
+        base,
+        Some(token),
+        &format!("/api/patients/{patient}/consents"),
+        json!({"decision": "granted", "given_by": "patient", "text_version": text["version"]}),
+    )
+    .await
+}

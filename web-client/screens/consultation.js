@@ -5,6 +5,7 @@
  * consultations, moves the consultation through its states, and writes the note beside it.
  */
 import { api } from '../api.js';
+import { consents, consentStatus } from '../consent.js';
 import { minutesSince, OPEN_STATES, queuePlace } from '../consult.js';
 import { doctorName, facility, patient } from '../data.js';
 import { t } from '../i18n.js';
@@ -229,7 +230,8 @@ async function statusText(c, docName, doctor) {
 /** The patient's record for the doctor: demographics, vitals, earlier consultations and their signed notes.
  * @param {import('../types.js').Patient} p @param {string} currentId */
 async function patientPanel(p, currentId) {
-  const [vr, cr] = await Promise.all([api(`/api/patients/${p.id}/vitals`), api(`/api/patients/${p.id}/consultations`)]);
+  const [vr, cr, consent] = await Promise.all([
+    api(`/api/patients/${p.id}/vitals`), api(`/api/patients/${p.id}/consultations`), consents(p.id)]);
   /** @type {Vitals[]} */
   const vitals = vr.ok ? vr.data : [];
   /** @type {Consultation[]} */
@@ -241,6 +243,7 @@ async function patientPanel(p, currentId) {
   return h('section', { class: 'panel', 'aria-labelledby': 'patient-title', id: 'patient-panel' },
     h('h3', { id: 'patient-title' }, t('patient.summary')),
     summary(p),
+    consentStatus(consent),
     h('h4', {}, t('vitals.title')),
     vitals.length ? vitalsTable(vitals.slice(0, 5), { dob: p.date_of_birth }) : h('p', { class: 'muted' }, t('vitals.none')),
     h('h4', {}, t('patient.history')),

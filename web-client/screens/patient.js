@@ -4,6 +4,7 @@
  * (urgent, into the hospital's queue; or a booked slot).
  */
 import { api } from '../api.js';
+import { consentPanel } from '../consent.js';
 import { consultationItem } from '../consult.js';
 import { facility, hospitalDoctors, patient, rememberPatient } from '../data.js';
 import { t } from '../i18n.js';
@@ -30,10 +31,21 @@ export async function render(ctx, [id]) {
   const p = found;
   const vitalsBox = h('div', { id: 'vitals-latest' });
   const history = h('ul', { class: 'list', id: 'patient-consultations' });
+  // No consultation without the patient's consent: the request form waits for it (the server refuses too).
+  const request = await requestForm(ctx, p);
+  const needsConsent = h('p', { class: 'notice warn', id: 'request-needs-consent', role: 'status' }, t('request.needsConsent'));
+  const consent = consentPanel(p, (granted) => {
+    request.hidden = !granted;
+    needsConsent.hidden = granted;
+    void loadHistory();
+  });
+  request.hidden = true;
+  needsConsent.hidden = true;
   ctx.view.append(
     heading(p.full_name),
     summary(p),
-    h('section', { class: 'panel', 'aria-labelledby': 'req-title' }, h('h3', { id: 'req-title' }, t('request.title')), await requestForm(ctx, p)),
+    consent.section,
+    h('section', { class: 'panel', 'aria-labelledby': 'req-title' }, h('h3', { id: 'req-title' }, t('request.title')), needsConsent, request),
     h('section', { class: 'panel', 'aria-labelledby': 'vitals-title' },
       h('h3', { id: 'vitals-title' }, t('vitals.title')), vitalsBox, vitalsForm(p, () => void loadVitals())),
     h('section', { class: 'panel', 'aria-labelledby': 'hist-title' }, h('h3', { id: 'hist-title' }, t('patient.history')), history),
@@ -55,7 +67,7 @@ export async function render(ctx, [id]) {
     history.replaceChildren(...(await Promise.all(list.map((c) => consultationItem(c)))));
     if (!list.length) history.replaceChildren(h('li', { class: 'muted' }, t('patient.noHistory')));
   }
-  await Promise.all([loadVitals(), loadHistory()]);
+  await Promise.all([loadVitals(), consent.loaded]);
 }
 
 /** @param {Patient} p */

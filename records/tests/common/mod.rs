@@ -148,6 +148,24 @@ pub async fn world(store: &Store) -> World {
     }
 }
 
+impl World {
+    /// Records the patient's own consent at station 1 (hw1 attests it), as
+    /// before a first consultation.
+    pub async fn consent(&self, store: &Store, patient: telehealth_records::PatientId) {
+        let input = telehealth_records::ConsentInput {
+            decision: Some(telehealth_records::ConsentDecision::Granted),
+            given_by: Some(telehealth_records::ConsentGiver::Patient),
+            guardian_name: None,
+            guardian_relation: None,
+            text_version: Some(telehealth_records::current_consent_text().version.to_owned()),
+        };
+        store
+            .record_consent(&self.actor(&self.hw1), patient, self.s1.id, &input)
+            .await
+            .unwrap();
+    }
+}
+
 pub fn patient_input(name: &str) -> PatientInput {
     PatientInput {
         full_name: Pii(name.into()),

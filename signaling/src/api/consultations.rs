@@ -66,10 +66,26 @@ async fn create(
             "Consultations go to a hospital.",
         )]));
     }
-    let c = s
+    let c = match s
         .store
         .create_consultation(&user.actor(), station.id, hospital, &input)
-        .await?;
+        .await
+    {
+        // No consent on file, or withdrawn: refused, and the refusal audited under the patient.
+        Err(e @ telehealth_records::RecordsError::Consent(_)) => {
+            let id = input.patient_id;
+            return Err(access::refuse(
+                &s,
+                &user,
+                "consultation.create",
+                Some(id),
+                Some(id.to_string()),
+                e.into(),
+            )
+            .await);
+        }
+        r => r?,
+    };
     s.hub.publish(&c);
     tracing::info!(consultation = %c.id, kind = %c.kind, "consultation requested");
     Ok((StatusCode::CREATED, Json(c)))

@@ -6,7 +6,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use telehealth_records::{
-    Consultation, ConsultationScope, Measurements, Patient, PatientId, PatientInput, Pii, Role, Sex, Vitals,
+    Consent, ConsentDecision, ConsentInput, ConsentText, Consultation, ConsultationScope, ConsultationState,
+    Measurements, Patient, PatientId, PatientInput, Pii, Role, Sex, Vitals,
 };
 
 use super::ApiRoutes;
@@ -24,6 +25,9 @@ pub fn routes(r: ApiRoutes) -> ApiRoutes {
         .get("/api/patients/{id}/vitals", list_vitals)
         .post("/api/patients/{id}/vitals", record_vitals)
         .get("/api/patients/{id}/consultations", consultations)
+        .get("/api/patients/{id}/consents", list_consents)
+        .post("/api/patients/{id}/consents", record_consent)
+        .get("/api/consent-text", consent_text)
 }
 
 async fn create(
@@ -232,4 +236,56 @@ async fn consultations(
             .consultations(&user.actor(), &ConsultationScope::Patient(id), None, 100)
             .await?,
     ))
+}
+
+/// The consent text in use, to read to the patient (any signed-in user).
+async fn consent_text(_user: AuthUser) -> Json<&'static ConsentText> {
+    Json(telehealth_records::current_consent_text())
+}
+
+async fn list_consents(
+    State(s): State<AppState>,
+    user: AuthUser,
+    PathId(id): PathId<PatientId>,
+) -> ApiResult<Json<Vec<Consent>>> {
+    access::patient(&s, &user, id, PatientAccess::Read).await?;
+    Ok(Json(s.store.consents(&user.actor(), id).await?))
+}
+
+/// Records consent given or withdrawn, attested by a health worker of the
+/// patient's station. A withdrawal also cancels the patient's consultations
+/// that have not started (requested or booked): nothing new happens under a
+/// consent taken back.
+async fn record_consent(
+    State(s): State<AppState>,
+    user: AuthUser,
+    PathId(id): PathId<PatientId>,
+    ApiJson(input): ApiJson<ConsentInput>,
+) -> ApiResult<(StatusCode, Json<Consent>)> {
+    access::patient(&s, &user, id, PatientAccess::Write).await?;
+    let station = access::facility(&user)?;
+    let consent = s.store.record_consent(&user.actor(), id, station, &input).await?;
+    tracing::info!(patient = %id, consent = %consent.id, decision = %consent.decision, "consent recorded");
+    if consent.decision == ConsentDecision::Withdrawn {
+        for c in s.store.not_started_consultations(id).await? {
+            match s
+                .store
+                .transition_consultation(&user.actor(), c, ConsultationState::Cancelled)
+                .await
+            {
+                Ok(c) => {
+                    s.hub.publish(&c);
+                    s.calls.consultation_closed(c.id, c.state).await;
+                    tracing::info!(consultation = %c.id, "consultation cancelled: consent withdrawn");
+                }
+                // Started meanwhile: it is no longer "not started".
+                Err(
+                    telehealth_records::RecordsError::IllegalTransition { .. }
+                    | telehealth_records::RecordsError::AlreadyTaken(_),
+                ) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok((StatusCode::CREATED, Json(consent)))
 }

@@ -344,6 +344,15 @@ pub fn patient_json(name: &str) -> Value {
     })
 }
 
+/// The patient's own consent event, to the text in use.
+pub fn consent_json(decision: &str) -> Value {
+    json!({
+        "decision": decision,
+        "given_by": "patient",
+        "text_version": telehealth_records::current_consent_text().version,
+    })
+}
+
 pub fn note_json(assessment: &str) -> Value {
     json!({
         "subjective": "Sốt 3 ngày, ho khan",
@@ -371,8 +380,22 @@ impl World {
         .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         let pid = r.body["id"].as_str().unwrap().to_owned();
+        self.consent(&pid).await;
         let c = self.consultation_for(&pid).await;
         (pid, c)
+    }
+
+    /// Records the patient's consent (hw1 attests it), as before a first consultation.
+    pub async fn consent(&self, pid: &str) {
+        let r = call(
+            &self.app,
+            Method::POST,
+            &format!("/api/patients/{pid}/consents"),
+            Some(&self.t_hw1),
+            Some(consent_json("granted")),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     }
 
     pub async fn consultation_for(&self, pid: &str) -> String {

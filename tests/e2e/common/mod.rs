@@ -189,6 +189,21 @@ pub async fn post(c: &reqwest::Client, s: &Server, token: &str, path: &str, body
     v
 }
 
+/// Records the patient's own consent to the text in use (read from the
+/// server, as the page does), as a health worker does before a first
+/// consultation.
+pub async fn consent(c: &reqwest::Client, s: &Server, token: &str, patient: &str) -> Value {
+    let text = get(c, s, token, "/api/consent-text").await;
+    post(
+        c,
+        s,
+        token,
+        &format!("/api/patients/{patient}/consents"),
+        serde_json::json!({"decision": "granted", "given_by": "patient", "text_version": text["version"]}),
+    )
+    .await
+}
+
 /// Polls `f` until it returns true or the timeout passes.
 pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
@@ -275,6 +290,7 @@ pub async fn accepted_consultation(c: &reqwest::Client, s: &Server, p: &Province
         json!({"full_name": "Sùng A Chử", "date_of_birth": "1980-01-01", "sex": "male"}),
     )
     .await;
+    consent(c, s, &p.worker, patient["id"].as_str().unwrap()).await;
     let cons = post(
         c,
         s,

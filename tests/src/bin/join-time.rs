@@ -93,6 +93,13 @@ async fn main() -> Result<()> {
             json!({"full_name": "Benchmark", "date_of_birth": "1990-01-01", "sex": "other"}),
         )
         .await?;
+    telehealth_tests::api::consent(
+        &api.http,
+        &api.base,
+        &worker,
+        patient["id"].as_str().context("id")?,
+    )
+    .await?;
 
     let (mut to_doctor, mut to_worker) = (Vec::new(), Vec::new());
     for i in 0..args.joins {

@@ -214,6 +214,8 @@ impl Joiner {
                     json!({"full_name": "Load", "date_of_birth": "1990-01-01", "sex": "other"}),
                 )
                 .await?;
+                telehealth_tests::api::consent(http, base, &worker, patient["id"].as_str().context("id")?)
+                    .await?;
                 Ok(Joiner::Ours {
                     http: http.clone(),
                     base: base.clone(),
