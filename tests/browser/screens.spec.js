@@ -172,6 +172,8 @@ test('a signed note says who signed it; an amendment says what it changed, to th
   await expect(sheet).toContainText('Viêm phổi cộng đồng');
   await expect(sheet).toContainText('Chuyển tuyến — nơi tiếp nhận');
   await expect(sheet).toContainText(me.display_name);
+  await expect(sheet).toContainText('Đồng ý khám từ xa');
+  await expect(sheet).toContainText('nội dung bản 2026-01');
   await expect(sheet).not.toContainText('Ho đờm xanh');
   await hw.screenshot({ path: join(SHOTS, 'print-summary-a4.png'), fullPage: true });
   await hw.emulateMedia({ media: 'screen' });

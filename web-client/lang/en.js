@@ -236,6 +236,8 @@ export const en = {
   'note.changesTitle': 'What this amendment changed from the note signed at {when}',
   'note.noChanges': 'Nothing changed from the previous version.',
   'note.amending': 'You are writing an amendment to the note signed at {when} by {name}. The signed note is kept as it was; the station will see what you change.',
+  'print.consent': 'Consent to remote consultation',
+  'print.consentGiven': 'Given, recorded at {when} (text version {version})',
   'print.title': 'REMOTE CONSULTATION SUMMARY',
   'print.with': 'Consultation with {hospital}',
   'print.patient': 'Patient',

@@ -234,6 +234,8 @@ export const vi = {
   'note.changesTitle': 'Những gì bản sửa đổi này thay đổi so với ghi chú ký lúc {when}',
   'note.noChanges': 'Nội dung không đổi so với bản trước.',
   'note.amending': 'Bạn đang viết bản sửa đổi cho ghi chú đã ký lúc {when} bởi {name}. Bản đã ký vẫn được lưu nguyên; trạm y tế sẽ thấy những gì bạn thay đổi.',
+  'print.consent': 'Đồng ý khám từ xa',
+  'print.consentGiven': 'Có, ghi nhận lúc {when} (nội dung bản {version})',
   'print.title': 'PHIẾU TÓM TẮT TƯ VẤN TỪ XA',
   'print.with': 'Tư vấn với {hospital}',
   'print.patient': 'Bệnh nhân',

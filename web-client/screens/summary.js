@@ -7,6 +7,7 @@
  * insurance, phone, address) — the sheet goes home with the patient and may be seen by others.
  */
 import { api } from '../api.js';
+import { consents } from '../consent.js';
 import { doctorName, facility, patient } from '../data.js';
 import { getLang, t } from '../i18n.js';
 import { icdName, loadIcd } from '../icd10.js';
@@ -21,10 +22,16 @@ import { vitalsTable } from '../vitals.js';
  * @param {Consultation} c @param {Note} n the signed note @param {'a4' | 'narrow'} size
  */
 export async function printSummary(c, n, size) {
-  const [p, station, hospital, signer, vr] = await Promise.all([
+  const [p, station, hospital, signer, vr, , cl] = await Promise.all([
     patient(c.patient_id), facility(c.station_id), facility(c.hospital_id), doctorName(c.hospital_id, n.author_id),
-    api(`/api/patients/${c.patient_id}/vitals`), loadIcd(),
+    api(`/api/patients/${c.patient_id}/vitals`), loadIcd(), consents(c.patient_id),
   ]);
+  // The consent in force when the consultation was asked for (the record shows it was given, and when).
+  const asked = c.created_at;
+  const inForce = cl?.find((x) => x.recorded_at <= asked);
+  const consent = inForce?.decision === 'granted'
+    ? t('print.consentGiven', { when: dateTime(inForce.recorded_at), version: inForce.text_version })
+    : null;
   if (!p) return;
   const vitals = vr.ok && Array.isArray(vr.data) ? vr.data.slice(0, 1) : [];
   const en = getLang() === 'en';
@@ -45,7 +52,8 @@ export async function printSummary(c, n, size) {
       row('patient.dob', `${date(p.date_of_birth)} (${t('patient.ageShort', { n: age(p.date_of_birth) })})`),
       row('patient.sex', t(`sex.${p.sex}`)),
       row('print.date', dateTime(c.started_at ?? c.created_at)),
-      row('consult.reason', c.reason)),
+      row('consult.reason', c.reason),
+      row('print.consent', consent)),
     vitals.length ? [h('h2', {}, t('vitals.title')), vitalsTable(vitals, { dob: p.date_of_birth })] : null,
     h('h2', {}, t('note.assessment')), h('p', { class: 'pre' }, n.assessment || '—'),
     n.icd10_codes.length ? [h('h2', {}, t('print.diagnoses')), h('ul', {}, n.icd10_codes.map((code) => h('li', {}, icd(code))))] : null,
