@@ -136,7 +136,8 @@ export function consentPanel(p, onChange) {
       clearProblem(form);
       const { body, wrong } = read(form);
       if (wrong.length || !attest.checked) {
-        showProblem(form, { status: 422, code: 'validation_failed', detail: t('err.checkFields'), errors: wrong });
+        // The tick alone missing is said beside it; other fields get the form's summary too.
+        if (wrong.length) showProblem(form, { status: 422, code: 'validation_failed', detail: t('err.checkFields'), errors: wrong });
         if (!attest.checked) {
           attestError.textContent = t('consent.attestMissing');
           attest.setAttribute('aria-invalid', 'true');
