@@ -112,6 +112,98 @@ pub fn decode_opus<'a>(packets: impl IntoIterator<Item = &'a Bytes>) -> Vec<i16>
     pcm
 }
 
+/// One second of received audio as a listener hears it ([`audio_seconds`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AudioSecond {
+    /// The dominant frequency of each fifth of the second (200 ms windows),
+    /// `None` where there is no sound.
+    pub windows_hz: Vec<Option<f64>>,
+    /// Share of its 20 ms frames that were not there in time: rebuilt from
+    /// the next packet's in-band FEC where it carries some, concealed
+    /// (Opus packet-loss concealment) otherwise.
+    pub concealed: f64,
+}
+
+impl AudioSecond {
+    /// Whether every 200 ms of the second sounds at `hz` (within 10 Hz).
+    pub fn holds_tone(&self, hz: f64) -> bool {
+        self.windows_hz
+            .iter()
+            .all(|w| w.is_some_and(|f| (f - hz).abs() <= 10.0))
+    }
+}
+
+/// How a listener with a `playout` jitter buffer hears a stream of Opus
+/// packets, `(extended sequence number, arrival, payload)` in any order:
+/// each 20 ms frame is played at its place in the sequence, `playout` after
+/// the time the least delayed packet sets; a packet later than that (a
+/// retransmission that came too late, say) is as good as lost. A lost frame
+/// is decoded from the next packet's in-band FEC when that one is in time
+/// (Opus conceals it when the packet carries none), and otherwise concealed. Returns one [`AudioSecond`] per whole
+/// second of the sequence (50 frames), the first starting at the lowest
+/// sequence number.
+pub fn audio_seconds(
+    packets: &[(u64, std::time::Instant, Bytes)],
+    playout: std::time::Duration,
+) -> Vec<AudioSecond> {
+    let frames_per_second = SAMPLE_RATE as u64 / FRAME_SAMPLES as u64;
+    let frame = std::time::Duration::from_millis(20);
+    let Some(first) = packets.iter().map(|p| p.0).min() else {
+        return Vec::new();
+    };
+    let last = packets.iter().map(|p| p.0).max().unwrap_or(first);
+    // When each frame is due: the least delayed packet sets the clock.
+    let Some(zero) = packets
+        .iter()
+        .filter_map(|(seq, at, _)| at.checked_sub(frame * (seq - first) as u32))
+        .min()
+    else {
+        return Vec::new();
+    };
+    let due = |seq: u64| zero + frame * (seq - first) as u32 + playout;
+    let mut in_time: HashMap<u64, &Bytes> = HashMap::new();
+    for (seq, at, payload) in packets {
+        if *at <= due(*seq) {
+            in_time.entry(*seq).or_insert(payload);
+        }
+    }
+    let Ok(mut decoder) = opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono) else {
+        return Vec::new();
+    };
+    let whole = (last - first + 1) / frames_per_second;
+    let mut out = Vec::new();
+    let mut buf = [0i16; FRAME_SAMPLES * 6];
+    for second in 0..whole {
+        let mut pcm = Vec::with_capacity(SAMPLE_RATE as usize);
+        let mut concealed = 0u32;
+        for i in 0..frames_per_second {
+            let seq = first + second * frames_per_second + i;
+            let n = match (in_time.get(&seq), in_time.get(&(seq + 1))) {
+                (Some(p), _) => decoder.decode(p, &mut buf, false),
+                (None, Some(next)) => {
+                    concealed += 1;
+                    decoder.decode(next, &mut buf[..FRAME_SAMPLES], true)
+                }
+                (None, None) => {
+                    concealed += 1;
+                    decoder.decode(&[], &mut buf[..FRAME_SAMPLES], false)
+                }
+            };
+            match n {
+                Ok(n) => pcm.extend_from_slice(&buf[..n]),
+                // Keep the frame's place: a frame that does not decode is silence.
+                Err(_) => pcm.extend(std::iter::repeat_n(0i16, FRAME_SAMPLES)),
+            }
+        }
+        let window = SAMPLE_RATE as usize / 5;
+        out.push(AudioSecond {
+            windows_hz: pcm.chunks(window).map(dominant_frequency).collect(),
+            concealed: f64::from(concealed) / frames_per_second as f64,
+        });
+    }
+    out
+}
+
 /// The frequency (Hz, 10 Hz resolution, 50-4000 Hz) with the most energy,
 /// by the Goertzel algorithm over `samples` at 48 kHz.
 pub fn dominant_frequency(samples: &[i16]) -> Option<f64> {
@@ -239,6 +331,38 @@ mod tests {
         let other = encoded_tone(660.0).expect("encode");
         let f = dominant_frequency(&decode_opus(other.iter())).expect("a frequency");
         assert!((f - 660.0).abs() <= 10.0, "got {f}");
+    }
+
+    #[test]
+    fn a_listener_hears_the_tone_through_scattered_loss_but_not_through_a_gap() {
+        let second = encoded_tone(440.0).expect("encode");
+        let t0 = std::time::Instant::now();
+        let at = |seq: u64, extra_ms: u64| t0 + std::time::Duration::from_millis(seq * 20 + extra_ms);
+        let playout = std::time::Duration::from_millis(200);
+        // Four seconds, every 10th packet lost and every 7th a late repair.
+        let mut packets: Vec<_> = (0..200u64)
+            .filter(|s| s % 10 != 3)
+            .map(|s| {
+                (
+                    s,
+                    at(s, if s % 7 == 0 { 400 } else { 30 }),
+                    second[s as usize % 50].clone(),
+                )
+            })
+            .collect();
+        let heard = audio_seconds(&packets, playout);
+        assert_eq!(heard.len(), 4);
+        for s in &heard[1..] {
+            assert!(s.holds_tone(440.0), "{s:?}");
+            // 5 lost outright and 7 or 8 too late: about a quarter.
+            assert!(s.concealed > 0.1 && s.concealed < 0.35, "{s:?}");
+        }
+        // A second with nothing at all in it (the link died) is not the tone.
+        packets.retain(|p| !(100..150).contains(&p.0));
+        let heard = audio_seconds(&packets, playout);
+        assert!(!heard[2].holds_tone(440.0), "{:?}", heard[2]);
+        assert_eq!(heard[2].concealed, 1.0);
+        assert!(heard[3].windows_hz.len() == 5);
     }
 
     #[test]

@@ -172,6 +172,9 @@ struct TrackRx {
     last_pli: Option<Instant>,
     /// The last second of audio payloads, decoded only for a report.
     audio: VecDeque<Bytes>,
+    /// The last [`HEARD_KEPT`] audio packets with their arrival, for
+    /// [`SyntheticParticipant::audio_seconds`].
+    heard: VecDeque<(u64, Instant, Bytes)>,
 }
 
 impl TrackRx {
@@ -197,6 +200,7 @@ impl TrackRx {
             stalled_since: None,
             last_pli: None,
             audio: VecDeque::new(),
+            heard: VecDeque::new(),
         }
     }
 
@@ -237,6 +241,10 @@ impl TrackRx {
                 if self.audio.len() == AUDIO_KEPT {
                     self.audio.pop_front();
                 }
+                if self.heard.len() == HEARD_KEPT {
+                    self.heard.pop_front();
+                }
+                self.heard.push_back((ext, now, packet.payload.clone()));
                 self.audio.push_back(packet.payload);
             }
             _ => self.on_video(ext, packet, now),
@@ -389,6 +397,8 @@ const REPORT_WATCHER_SLOT: usize = 500;
 
 /// Audio payloads a track keeps for its report's tone check: one second.
 const AUDIO_KEPT: usize = (media::SAMPLE_RATE as usize) / media::FRAME_SAMPLES;
+/// Audio packets a track keeps for the second-by-second check: 3 minutes.
+const HEARD_KEPT: usize = 180 * AUDIO_KEPT;
 
 /// Records which of our SSRCs the other side's receiver reports mention,
 /// as a browser's sender does: it stops naming a simulcast layer (MID and
@@ -1172,6 +1182,30 @@ impl SyntheticParticipant {
                 rx.delays_ms.clear();
             }
         }
+    }
+
+    /// The audio heard from `publisher` (its live track) since `since`,
+    /// second by second, by a listener with a `playout` jitter buffer
+    /// ([`media::audio_seconds`]).
+    pub fn audio_seconds(
+        &self,
+        publisher: &str,
+        since: Instant,
+        playout: Duration,
+    ) -> Vec<media::AudioSecond> {
+        let Ok(tracks) = self.shared.tracks.lock() else {
+            return Vec::new();
+        };
+        let Some(rx) = tracks
+            .values()
+            .filter(|t| t.kind == RtpCodecKind::Audio && t.stream_id == publisher)
+            .max_by_key(|t| (!t.ended, t.first_packet_at))
+        else {
+            return Vec::new();
+        };
+        let packets: Vec<_> = rx.heard.iter().filter(|p| p.1 >= since).cloned().collect();
+        drop(tracks);
+        media::audio_seconds(&packets, playout)
     }
 
     /// What has been received so far, per remote track, and what was sent.

@@ -157,7 +157,7 @@ impl Engine {
             prefer_red(&mut pc);
             let answer = pc.create_answer(None).map_err(sdp_error)?;
             pc.set_local_description(now, answer.clone()).map_err(sdp_error)?;
-            Ok(answer.sdp)
+            Ok(rtp_candidates_only(answer.sdp))
         })?;
         let (Some(ufrag), Some(pwd)) = (sdp_ufrag(&answer), sdp_ice_pwd(&answer)) else {
             return Err(SfuError::WebRtc("our answer has no ICE credentials".into()));
@@ -223,7 +223,7 @@ impl Engine {
             peer.pc
                 .set_local_description(now, answer.clone())
                 .map_err(sdp_error)?;
-            Ok(answer.sdp)
+            Ok(rtp_candidates_only(answer.sdp))
         });
         if answer.is_err() && peer.pc.pending_remote_description().is_some() {
             // Never leave the connection half-negotiated by a bad offer.
@@ -308,7 +308,7 @@ impl Engine {
                     peer.pc
                         .set_local_description(now, offer.clone())
                         .map_err(webrtc)?;
-                    Ok(offer.sdp)
+                    Ok(rtp_candidates_only(offer.sdp))
                 });
                 match offer {
                     Ok(sdp) => {
@@ -387,5 +387,54 @@ impl Engine {
             }
             _ => {}
         }
+    }
+}
+
+/// The description as sent to the client, without the RTCP-component
+/// copies of our candidates. `rtc` writes each candidate twice, as
+/// component 1 and component 2, but our descriptions multiplex RTCP with
+/// RTP (`a=rtcp-mux`; a browser's `rtcpMuxPolicy` can only be "require",
+/// RFC 8829 §4.1.1), so component 2 has nothing to connect; Chromium logs
+/// each such line as a candidate it could not use.
+pub(crate) fn rtp_candidates_only(sdp: String) -> String {
+    let rtcp = |line: &str| {
+        line.strip_prefix("a=candidate:")
+            .and_then(|rest| rest.split_ascii_whitespace().nth(1))
+            == Some("2")
+    };
+    if !sdp.lines().any(rtcp) {
+        return sdp;
+    }
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        if !rtcp(line.trim_end()) {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod candidate_tests {
+    use super::rtp_candidates_only;
+
+    #[test]
+    fn only_component_one_candidates_are_sent() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+a=candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host\r\n\
+a=candidate:1 2 udp 2130706431 10.0.0.1 5000 typ host\r\n\
+a=candidate:2 1 tcp 1671430143 10.0.0.1 5001 typ host tcptype passive\r\n\
+a=candidate:2 2 tcp 1671430143 10.0.0.1 5001 typ host tcptype passive\r\n\
+a=end-of-candidates\r\n";
+        let out = rtp_candidates_only(sdp.to_owned());
+        assert_eq!(
+            out,
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+a=candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host\r\n\
+a=candidate:2 1 tcp 1671430143 10.0.0.1 5001 typ host tcptype passive\r\n\
+a=end-of-candidates\r\n"
+        );
+        // Nothing to take out: the same text.
+        assert_eq!(rtp_candidates_only(out.clone()), out);
     }
 }
