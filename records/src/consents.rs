@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
 use crate::audit::{record, Actor, Outcome};
-use crate::error::{map_unique, Result};
+use crate::error::{map_unique, Contested, Result, Unique};
 use crate::types::{ConsentDecision, ConsentGiver, ConsentId, FacilityId, PatientId, Pii, Timestamp, UserId};
 use crate::validate::{self, Errors, FieldError};
 use crate::{RecordsError, Store};
@@ -271,8 +271,8 @@ impl Store {
         .execute(&mut **w)
         .await
         // Two events for one patient at once: the later one is told to try again.
-        .map_err(|e| match map_unique(e, &["seq"]) {
-            RecordsError::Duplicate { .. } => RecordsError::AlreadyTaken("consent"),
+        .map_err(|e| match map_unique(e, &[("seq", Unique::ConsentSeq)]) {
+            RecordsError::Duplicate(_) => RecordsError::AlreadyTaken(Contested::Consent),
             e => e,
         })?;
         let action = match c.decision {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
 use crate::audit::{record, Actor, Outcome};
-use crate::error::Result;
+use crate::error::{Contested, Result};
 use crate::events::append_event;
 use crate::types::{
     ConsultationId, ConsultationKind, ConsultationState, FacilityId, PatientId, Pii, Timestamp, UserId,
@@ -253,7 +253,7 @@ impl Store {
             let c = self.consultation(id).await?;
             return Err(
                 if c.state == ConsultationState::Requested || c.state == ConsultationState::Scheduled {
-                    RecordsError::AlreadyTaken("consultation")
+                    RecordsError::AlreadyTaken(Contested::Consultation)
                 } else {
                     RecordsError::IllegalTransition {
                         from: c.state,
@@ -321,7 +321,7 @@ impl Store {
         .bind(now)
         .fetch_optional(&mut **w)
         .await?
-        .ok_or(RecordsError::AlreadyTaken("consultation"))?;
+        .ok_or(RecordsError::AlreadyTaken(Contested::Consultation))?;
         append_event(
             &mut w,
             id,

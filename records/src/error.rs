@@ -10,9 +10,9 @@ pub enum RecordsError {
     /// No such record (the `&str` names the kind: "patient", "note"…).
     #[error("{0} not found")]
     NotFound(&'static str),
-    /// A unique value is already taken (`field` names it, e.g. `cccd`).
-    #[error("duplicate value for {field}")]
-    Duplicate { field: &'static str },
+    /// A unique value is already taken.
+    #[error("duplicate value for {}", .0.field())]
+    Duplicate(Unique),
     /// The caller edited from an out-of-date version; `current` is the latest.
     #[error("version conflict: current version is {current}")]
     VersionConflict { current: i64 },
@@ -26,8 +26,8 @@ pub enum RecordsError {
         to: ConsultationState,
     },
     /// Another user got there first (e.g. two doctors accepting one request).
-    #[error("already taken: {0}")]
-    AlreadyTaken(&'static str),
+    #[error("already taken: {0:?}")]
+    AlreadyTaken(Contested),
     /// The patient's consent is not on file, or was withdrawn.
     #[error("consent: {0:?}")]
     Consent(crate::consents::ConsentProblem),
@@ -37,6 +37,53 @@ pub enum RecordsError {
     /// Stored data could not be read back (a bug or manual tampering).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+}
+
+/// A value that only one record may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unique {
+    /// A patient's citizen id.
+    Cccd,
+    /// A user's login name.
+    Username,
+    /// A facility's code.
+    FacilityCode,
+    /// A consultation's original note (one per consultation).
+    ConsultationNote,
+    /// A note's amendment (one per note version).
+    NoteAmendment,
+    /// A doctor's booked slot.
+    Slot,
+    /// A patient's consent event number.
+    ConsentSeq,
+}
+
+impl Unique {
+    /// The input field that holds the value, as the API names it.
+    pub fn field(self) -> &'static str {
+        match self {
+            Unique::Cccd => "cccd",
+            Unique::Username => "username",
+            Unique::FacilityCode => "code",
+            Unique::ConsultationNote => "consultation_id",
+            Unique::NoteAmendment => "amends_note_id",
+            Unique::Slot => "scheduled_start",
+            Unique::ConsentSeq => "seq",
+        }
+    }
+}
+
+/// What another user got first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contested {
+    /// A consultation changed (accepted, moved on) under the caller.
+    Consultation,
+    /// A note version already has its amendment.
+    NoteAmendment,
+    /// A slot was booked meanwhile, or is not free.
+    Slot,
+    /// A consent event was recorded at the same moment.
+    Consent,
 }
 
 impl RecordsError {
@@ -70,21 +117,18 @@ impl RecordsError {
 
 pub type Result<T, E = RecordsError> = std::result::Result<T, E>;
 
-/// Turns a unique-constraint failure into [`RecordsError::Duplicate`] naming
-/// the field, when the violated constraint mentions one of `fields`
-/// (a column name, or `needle=field` for a constraint named differently).
-/// SQLite says "UNIQUE constraint failed: patients.cccd"; PostgreSQL names
-/// the constraint "patients_cccd_key". Both contain the column name.
-pub(crate) fn map_unique(e: sqlx::Error, fields: &[&'static str]) -> RecordsError {
+/// Turns a unique-constraint failure into [`RecordsError::Duplicate`] for
+/// the first of `values` whose needle (a column or constraint name) the
+/// violation mentions. SQLite says "UNIQUE constraint failed:
+/// patients.cccd"; PostgreSQL names the constraint "patients_cccd_key".
+/// Both contain the column name.
+pub(crate) fn map_unique(e: sqlx::Error, values: &[(&str, Unique)]) -> RecordsError {
     if let sqlx::Error::Database(db) = &e {
         if db.is_unique_violation() {
             let text = format!("{} {}", db.message(), db.constraint().unwrap_or(""));
-            for f in fields {
-                let (needle, field) = f.split_once('=').unwrap_or((f, f));
+            for (needle, value) in values {
                 if text.contains(needle) {
-                    // `field` is a suffix of a `&'static str`, so it lives as long.
-                    let field: &'static str = &f[f.len() - field.len()..];
-                    return RecordsError::Duplicate { field };
+                    return RecordsError::Duplicate(*value);
                 }
             }
         }

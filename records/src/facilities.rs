@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
 use crate::audit::{record, Actor, Outcome};
-use crate::error::{map_unique, Result};
+use crate::error::{map_unique, Result, Unique};
 use crate::types::{FacilityId, FacilityKind, Timestamp};
 use crate::validate::{self, Errors, FieldError};
 use crate::{RecordsError, Store};
@@ -105,7 +105,7 @@ impl Store {
         .bind(now)
         .fetch_one(&mut **w)
         .await
-        .map_err(|e| map_unique(e, &["code"]))?;
+        .map_err(|e| map_unique(e, &[("code", Unique::FacilityCode)]))?;
         record(
             &mut w,
             actor,
@@ -141,7 +141,7 @@ impl Store {
         .bind(Timestamp::now())
         .fetch_optional(&mut **w)
         .await
-        .map_err(|e| map_unique(e, &["code"]))?
+        .map_err(|e| map_unique(e, &[("code", Unique::FacilityCode)]))?
         .ok_or(RecordsError::NotFound("facility"))?;
         record(
             &mut w,

@@ -52,7 +52,7 @@ pub use consents::{
     GUARDIAN_BELOW_AGE,
 };
 pub use consultations::{Consultation, ConsultationInput, ConsultationScope};
-pub use error::{RecordsError, Result};
+pub use error::{Contested, RecordsError, Result, Unique};
 pub use events::SessionEvent;
 pub use facilities::{Facility, FacilityInput};
 pub use notes::{Note, NoteContent};

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
 use crate::audit::{record, Actor, Outcome};
-use crate::error::{map_unique, Result};
+use crate::error::{map_unique, Contested, Result, Unique};
 use crate::types::{ConsultationId, Disposition, NoteId, NoteStatus, PatientId, Pii, Timestamp, UserId};
 use crate::validate::{self, Errors, FieldError};
 use crate::{RecordsError, Store};
@@ -207,7 +207,14 @@ impl Store {
         .bind(now)
         .fetch_one(&mut **w)
         .await
-        .map_err(|e| map_unique(e, &["amends_note_id", "notes_one_original=consultation_id", "consultation_id"]))?
+        .map_err(|e| map_unique(
+                e,
+                &[
+                    ("amends_note_id", Unique::NoteAmendment),
+                    ("notes_one_original", Unique::ConsultationNote),
+                    ("consultation_id", Unique::ConsultationNote),
+                ],
+            ))?
         .try_into()?;
         record(
             &mut w,
@@ -366,7 +373,7 @@ impl Store {
         )
         .await
         .map_err(|e| match e {
-            RecordsError::Duplicate { .. } => RecordsError::AlreadyTaken("note amendment"),
+            RecordsError::Duplicate(_) => RecordsError::AlreadyTaken(Contested::NoteAmendment),
             e => e,
         })
     }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
 use crate::audit::{record, Actor, Outcome};
-use crate::error::{map_unique, Result};
+use crate::error::{map_unique, Result, Unique};
 use crate::types::{FacilityId, PatientId, Pii, Sex, Timestamp, UserId};
 use crate::validate::{self, Errors, FieldError};
 use crate::{RecordsError, Store};
@@ -186,7 +186,7 @@ impl Store {
         .bind(now)
         .fetch_one(&mut **w)
         .await
-        .map_err(|e| map_unique(e, &["cccd"]))?;
+        .map_err(|e| map_unique(e, &[("cccd", Unique::Cccd)]))?;
         record(
             &mut w,
             actor,
@@ -229,7 +229,7 @@ impl Store {
         .bind(Timestamp::now())
         .fetch_optional(&mut **w)
         .await
-        .map_err(|e| map_unique(e, &["cccd"]))?;
+        .map_err(|e| map_unique(e, &[("cccd", Unique::Cccd)]))?;
         let Some(p) = updated else {
             let current: Option<(i64,)> = sqlx::query_as("SELECT version FROM patients WHERE id = $1")
                 .bind(id)

@@ -11,7 +11,7 @@ use sqlx::FromRow;
 
 use crate::audit::{record, Actor, Outcome};
 use crate::consultations::{Consultation, ConsultationInput, COLUMNS};
-use crate::error::{map_unique, Result};
+use crate::error::{map_unique, Contested, Result, Unique};
 use crate::events::append_event;
 use crate::types::{ConsultationId, ConsultationState, FacilityId, Pii, Timestamp, UserId};
 use crate::validate::{self, Errors, FieldError};
@@ -360,7 +360,7 @@ impl Store {
             }
         }
         if free.is_empty() {
-            return Err(RecordsError::AlreadyTaken("slot"));
+            return Err(RecordsError::AlreadyTaken(Contested::Slot));
         }
         Ok(free)
     }
@@ -404,11 +404,14 @@ impl Store {
             .bind(now)
             .fetch_one(&mut **w)
             .await
-            .map_err(|e| map_unique(e, &["consultations_no_double_booking=scheduled_start", "scheduled_start"]));
+            .map_err(|e| map_unique(
+                    e,
+                    &[("consultations_no_double_booking", Unique::Slot), ("scheduled_start", Unique::Slot)],
+                ));
             let c = match inserted {
                 Ok(c) => c,
                 // Someone took this doctor's slot between the check and the insert.
-                Err(RecordsError::Duplicate { .. }) => continue,
+                Err(RecordsError::Duplicate(_)) => continue,
                 Err(e) => return Err(e),
             };
             if let Some(m) = &input.vitals {
@@ -435,7 +438,7 @@ impl Store {
             w.commit().await?;
             return Ok(c);
         }
-        Err(RecordsError::AlreadyTaken("slot"))
+        Err(RecordsError::AlreadyTaken(Contested::Slot))
     }
 
     /// Moves a scheduled consultation to another slot (and maybe doctor).
@@ -470,11 +473,14 @@ impl Store {
             .bind(Timestamp::now())
             .fetch_optional(&mut **w)
             .await
-            .map_err(|e| map_unique(e, &["consultations_no_double_booking=scheduled_start", "scheduled_start"]));
+            .map_err(|e| map_unique(
+                    e,
+                    &[("consultations_no_double_booking", Unique::Slot), ("scheduled_start", Unique::Slot)],
+                ));
             let c2 = match updated {
                 Ok(Some(c2)) => c2,
-                Ok(None) => return Err(RecordsError::AlreadyTaken("consultation")),
-                Err(RecordsError::Duplicate { .. }) => continue,
+                Ok(None) => return Err(RecordsError::AlreadyTaken(Contested::Consultation)),
+                Err(RecordsError::Duplicate(_)) => continue,
                 Err(e) => return Err(e),
             };
             append_event(
@@ -498,7 +504,7 @@ impl Store {
             w.commit().await?;
             return Ok(c2);
         }
-        Err(RecordsError::AlreadyTaken("slot"))
+        Err(RecordsError::AlreadyTaken(Contested::Slot))
     }
 
     /// Marks as no-show every scheduled consultation whose start is more than

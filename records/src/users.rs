@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::FromRow;
 
 use crate::audit::{record, Actor, Outcome};
-use crate::error::{map_unique, Result};
+use crate::error::{map_unique, Result, Unique};
 use crate::types::{AuthSessionId, FacilityId, FacilityKind, Role, Timestamp, UserId};
 use crate::validate::{self, Errors, FieldError};
 use crate::{RecordsError, Store};
@@ -172,7 +172,7 @@ impl Store {
         .bind(now)
         .fetch_one(&mut **w)
         .await
-        .map_err(|e| map_unique(e, &["username"]))?;
+        .map_err(|e| map_unique(e, &[("username", Unique::Username)]))?;
         record(
             &mut w,
             actor,

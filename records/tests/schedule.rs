@@ -139,7 +139,7 @@ async fn bookings_are_refused_when_not_possible(store: Store) {
     // Outside working hours.
     assert!(matches!(
         book(m8 + Duration::hours(3), None).await,
-        Err(RecordsError::AlreadyTaken("slot"))
+        Err(RecordsError::AlreadyTaken(Contested::Slot))
     ));
     // In the past.
     let past = Utc.with_ymd_and_hms(2020, 1, 6, 1, 0, 0).unwrap();
@@ -152,7 +152,7 @@ async fn bookings_are_refused_when_not_possible(store: Store) {
     book(m8, None).await.unwrap();
     assert!(matches!(
         book(m8, Some(w.doc1.id)).await,
-        Err(RecordsError::AlreadyTaken("slot"))
+        Err(RecordsError::AlreadyTaken(Contested::Slot))
     ));
     // Urgent requests take no time.
     let urgent = ConsultationInput {
@@ -220,7 +220,7 @@ async fn concurrent_bookings_of_one_slot_never_double_book(store: Store) {
     for t in tasks {
         match t.await.unwrap() {
             Ok(c) => doctors.push(c.doctor_id.unwrap()),
-            Err(RecordsError::AlreadyTaken("slot")) => {}
+            Err(RecordsError::AlreadyTaken(Contested::Slot)) => {}
             Err(e) => panic!("{e:?}"),
         }
     }
@@ -263,7 +263,7 @@ async fn reschedule_no_show_and_restart(store: Store) {
         store
             .reschedule(&a, c2.id, Timestamp(m8 + Duration::minutes(40)), None)
             .await,
-        Err(RecordsError::AlreadyTaken("slot"))
+        Err(RecordsError::AlreadyTaken(Contested::Slot))
     ));
     // No-show: 15 minutes' grace after the start.
     assert!(store

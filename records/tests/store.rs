@@ -78,7 +78,7 @@ async fn patients_are_created_found_and_updated(store: Store) {
     let mut dup = patient_input("Người khác");
     dup.cccd = Some(Pii("001185012345".into()));
     match store.create_patient(&a, w.s1.id, &dup).await {
-        Err(RecordsError::Duplicate { field }) => assert_eq!(field, "cccd"),
+        Err(RecordsError::Duplicate(value)) => assert_eq!(value, Unique::Cccd),
         other => panic!("expected duplicate, got {other:?}"),
     }
 
@@ -271,9 +271,7 @@ async fn signed_notes_never_change_and_amendments_chain(store: Store) {
     // One original note per consultation.
     assert!(matches!(
         store.create_note(&a, c.id, p.id, w.doc1.id, &content("x")).await,
-        Err(RecordsError::Duplicate {
-            field: "consultation_id"
-        })
+        Err(RecordsError::Duplicate(Unique::ConsultationNote))
     ));
     let n2 = store
         .update_note(&a, n.id, 1, &content("Viêm phổi cộng đồng"))
@@ -644,7 +642,7 @@ async fn facilities_and_users_follow_their_rules(store: Store) {
     };
     assert!(matches!(
         store.create_facility(&sys, &dup).await,
-        Err(RecordsError::Duplicate { field: "code" })
+        Err(RecordsError::Duplicate(Unique::FacilityCode))
     ));
     let doc_at_station = NewUser {
         username: "d9".into(),
@@ -665,7 +663,7 @@ async fn facilities_and_users_follow_their_rules(store: Store) {
     };
     assert!(matches!(
         store.create_user(&sys, &dup_user).await,
-        Err(RecordsError::Duplicate { field: "username" })
+        Err(RecordsError::Duplicate(Unique::Username))
     ));
     // Deactivating an account ends its sessions.
     let sid = store

@@ -40,8 +40,6 @@ pub struct SfuConfig {
     /// Default 30 s (clients send consent checks every few seconds and
     /// RTCP every second, media far more often).
     pub tcp_idle_timeout: Duration,
-    /// TURN/STUN server URLs handed to clients (not used by the SFU itself).
-    pub ice_servers: Vec<String>,
     /// Send-side bandwidth estimation (TWCC feedback, GCC) on every outgoing
     /// leg; the estimate drives each subscriber's simulcast layer and appears
     /// in stats. Forwarded packets are not paced (see `engine/peer.rs`), so it
@@ -65,7 +63,6 @@ impl Default for SfuConfig {
             keyframe_min_interval: crate::keyframe::DEFAULT_MIN_INTERVAL,
             tcp_max_connections: 1024,
             tcp_idle_timeout: Duration::from_secs(30),
-            ice_servers: Vec::new(),
             bandwidth_estimation: true,
             negotiation: crate::negotiation::NegotiationConfig::default(),
         }

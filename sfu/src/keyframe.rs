@@ -18,6 +18,8 @@ pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_millis(300);
 pub struct KeyframeRequester {
     min_interval: Duration,
     last_sent: Option<Instant>,
+    /// Since when a request has been pending (the time it was asked for).
+    pending_since: Option<Instant>,
     pending: bool,
     sent: u64,
 }
@@ -34,27 +36,32 @@ impl KeyframeRequester {
         Self {
             min_interval,
             last_sent: None,
+            pending_since: None,
             pending: false,
             sent: 0,
         }
     }
 
     /// Someone needs a keyframe (new subscriber, PLI/FIR from a subscriber, layer switch).
-    pub fn handle_request(&mut self, _now: Instant) {
+    pub fn handle_request(&mut self, now: Instant) {
+        if !self.pending {
+            self.pending_since = Some(now);
+        }
         self.pending = true;
     }
 
     /// Someone needs a keyframe now and the last request is known to be lost
     /// (the publisher's path was down when it went): the next poll sends one
     /// at once, whatever the interval.
-    pub fn handle_urgent_request(&mut self, _now: Instant) {
-        self.pending = true;
+    pub fn handle_urgent_request(&mut self, now: Instant) {
+        self.handle_request(now);
         self.last_sent = None;
     }
 
     /// A keyframe of this track was forwarded: nothing is pending any more.
     pub fn handle_keyframe(&mut self, _now: Instant) {
         self.pending = false;
+        self.pending_since = None;
     }
 
     /// Whether a request should go to the publisher now. Returns `true` at most
@@ -74,14 +81,16 @@ impl KeyframeRequester {
     }
 
     /// When [`poll_request`](Self::poll_request) may next return `true`.
+    /// Decided by the times it was given, never the clock: a request
+    /// never sent is due when it was asked for (an urgent one too).
     pub fn poll_timeout(&self) -> Option<Instant> {
         if !self.pending {
             return None;
         }
-        Some(match self.last_sent {
-            Some(last) => last + self.min_interval,
-            None => return Some(Instant::now()),
-        })
+        match (self.last_sent, self.pending_since) {
+            (Some(last), since) => Some((last + self.min_interval).max(since.unwrap_or(last))),
+            (None, since) => since,
+        }
     }
 
     /// Whether a keyframe is still awaited.
@@ -105,6 +114,7 @@ mod tests {
         let mut k = KeyframeRequester::new(Duration::from_millis(500));
         assert!(!k.poll_request(t0));
         k.handle_request(t0);
+        assert_eq!(k.poll_timeout(), Some(t0), "due when asked for");
         assert!(k.poll_request(t0));
         assert_eq!(k.sent(), 1);
     }
@@ -133,6 +143,9 @@ mod tests {
         assert!(k.poll_request(t0));
         // The path was down: that request is lost. Ask again without waiting.
         k.handle_urgent_request(t0 + Duration::from_millis(10));
+        assert!(k
+            .poll_timeout()
+            .is_some_and(|t| t <= t0 + Duration::from_millis(10)));
         assert!(k.poll_request(t0 + Duration::from_millis(10)));
         assert!(
             !k.poll_request(t0 + Duration::from_millis(20)),

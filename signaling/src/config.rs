@@ -117,7 +117,7 @@ pub struct Config {
 impl Config {
     /// The SFU's settings, derived from ours.
     pub fn sfu_config(&self) -> telehealth_sfu::SfuConfig {
-        let mut c = telehealth_sfu::SfuConfig {
+        telehealth_sfu::SfuConfig {
             udp_bind: std::net::SocketAddr::new(self.http_addr.ip(), self.media_udp_port),
             tcp_bind: match self.media_tcp_port.unwrap_or(self.media_udp_port) {
                 0 if self.media_tcp_port.is_some() => None,
@@ -125,9 +125,7 @@ impl Config {
             },
             public_ip: self.public_ip,
             ..Default::default()
-        };
-        c.ice_servers = self.turn_urls.clone();
-        c
+        }
     }
 
     pub fn database_url(&self) -> String {

@@ -320,20 +320,23 @@ impl From<RecordsError> for ApiError {
         match e {
             RecordsError::Invalid(errs) => ApiError::Invalid(errs),
             RecordsError::NotFound(what) => ApiError::NotFound(what),
-            RecordsError::Duplicate { field } => {
-                let (vi, en) = match field {
-                    "cccd" => ("Số CCCD này đã được đăng ký cho một bệnh nhân khác. Hãy tìm bệnh nhân theo số CCCD.", "This CCCD is already registered to another patient. Search for the patient by CCCD."),
-                    "username" => ("Tên đăng nhập này đã có người dùng.", "This username is taken."),
-                    "code" => ("Mã cơ sở này đã tồn tại.", "This facility code already exists."),
-                    "consultation_id" => ("Ca tư vấn này đã có ghi chú; hãy mở ghi chú đó để sửa.", "This consultation already has a note; open it instead."),
-                    _ => ("Giá trị này đã tồn tại.", "This value already exists."),
+            RecordsError::Duplicate(value) => {
+                use telehealth_records::Unique;
+                let (vi, en) = match value {
+                    Unique::Cccd => ("Số CCCD này đã được đăng ký cho một bệnh nhân khác. Hãy tìm bệnh nhân theo số CCCD.", "This CCCD is already registered to another patient. Search for the patient by CCCD."),
+                    Unique::Username => ("Tên đăng nhập này đã có người dùng.", "This username is taken."),
+                    Unique::FacilityCode => ("Mã cơ sở này đã tồn tại.", "This facility code already exists."),
+                    Unique::ConsultationNote => ("Ca tư vấn này đã có ghi chú; hãy mở ghi chú đó để sửa.", "This consultation already has a note; open it instead."),
+                    Unique::NoteAmendment => ("Ghi chú này đã có bản sửa đổi; hãy sửa đổi phiên bản mới nhất.", "This note already has an amendment; amend the latest version."),
+                    Unique::Slot => ("Giờ này vừa có người đặt. Hãy chọn giờ khác.", "This time was just booked. Choose another."),
+                    Unique::ConsentSeq => ("Một người khác vừa ghi nhận sự đồng ý của bệnh nhân này. Hãy tải lại trang để xem.", "Someone else just recorded this patient's consent. Reload the page to see it."),
                 };
                 ApiError::Conflict {
                     code: "duplicate",
                     detail: vi.to_owned(),
                     detail_en: en.to_owned(),
                     current_version: None,
-                    errors: vec![FieldError::new(field, "duplicate", vi, en)],
+                    errors: vec![FieldError::new(value.field(), "duplicate", vi, en)],
                 }
             }
             RecordsError::VersionConflict { current } => ApiError::Conflict {
@@ -358,23 +361,24 @@ impl From<RecordsError> for ApiError {
                 errors: vec![],
             },
             RecordsError::AlreadyTaken(what) => {
+                use telehealth_records::Contested;
                 let (code, vi, en) = match what {
-                    "note amendment" => (
+                    Contested::NoteAmendment => (
                         "already_taken",
                         "Ghi chú này đã có bản sửa đổi; hãy sửa đổi phiên bản mới nhất.",
                         "This note already has an amendment; amend the latest version.",
                     ),
-                    "slot" => (
+                    Contested::Slot => (
                         "slot_unavailable",
                         "Giờ này không còn trống (đã có lịch, bác sĩ nghỉ hoặc ngoài giờ làm việc). Hãy chọn giờ khác.",
                         "This time is not available (booked, on leave or outside working hours). Choose another.",
                     ),
-                    "consent" => (
+                    Contested::Consent => (
                         "already_taken",
                         "Một người khác vừa ghi nhận sự đồng ý của bệnh nhân này. Hãy tải lại trang để xem.",
                         "Someone else just recorded this patient's consent. Reload the page to see it.",
                     ),
-                    _ => ("already_taken", "Một bác sĩ khác đã nhận ca này trước.", "Another doctor took this consultation first."),
+                    Contested::Consultation => ("already_taken", "Một bác sĩ khác đã nhận ca này trước.", "Another doctor took this consultation first."),
                 };
                 ApiError::Conflict {
                     code,

@@ -40,7 +40,7 @@ async fn create(
     }
     let station = access::facility(&user)?;
     let p = match s.store.create_patient(&user.actor(), station, &input).await {
-        Err(telehealth_records::RecordsError::Duplicate { field: "cccd" }) => {
+        Err(telehealth_records::RecordsError::Duplicate(telehealth_records::Unique::Cccd)) => {
             return Err(registered_elsewhere(&s, &user, station, &input).await);
         }
         r => r?,
@@ -67,11 +67,17 @@ async fn registered_elsewhere(
     let cccd = input.cccd.as_ref().map(|c| c.0.as_str()).unwrap_or("");
     let holder = match s.store.cccd_holder(cccd).await {
         Ok(Some(h)) => h,
-        Ok(None) => return ApiError::from(telehealth_records::RecordsError::Duplicate { field: "cccd" }),
+        Ok(None) => {
+            return ApiError::from(telehealth_records::RecordsError::Duplicate(
+                telehealth_records::Unique::Cccd,
+            ))
+        }
         Err(e) => return e.into(),
     };
     if holder.1 == station {
-        return ApiError::from(telehealth_records::RecordsError::Duplicate { field: "cccd" });
+        return ApiError::from(telehealth_records::RecordsError::Duplicate(
+            telehealth_records::Unique::Cccd,
+        ));
     }
     let since = telehealth_records::Timestamp(chrono::Utc::now() - chrono::Duration::days(1));
     let asked = s
