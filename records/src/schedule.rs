@@ -66,6 +66,37 @@ fn aligned(start: DateTime<Utc>) -> bool {
     start.second() == 0 && start.nanosecond() == 0 && i64::from(start.minute()) % SLOT_MINUTES == 0
 }
 
+/// Doctors' hours, leave and bookings over a window ([`Store::availability`]).
+#[derive(Debug, Default)]
+struct Availability {
+    /// (doctor, ISO weekday, start minute, end minute), local time.
+    hours: Vec<(UserId, i64, i64, i64)>,
+    /// (doctor, from, to).
+    leave: Vec<(UserId, Timestamp, Timestamp)>,
+    /// (doctor, slot start).
+    booked: Vec<(UserId, Timestamp)>,
+}
+
+impl Availability {
+    /// Whether `doctor` works the whole slot from `start` (local time), is
+    /// not on leave at any moment of it, and has no live booking at it.
+    fn free(&self, doctor: UserId, start: DateTime<Utc>) -> bool {
+        let end = start + Duration::minutes(SLOT_MINUTES);
+        let local = start.with_timezone(&local_offset());
+        let minute = i64::from(local.hour() * 60 + local.minute());
+        let weekday = i64::from(local.weekday().number_from_monday());
+        let works = self.hours.iter().any(|&(d, w, from, to)| {
+            d == doctor && w == weekday && from <= minute && to >= minute + SLOT_MINUTES
+        });
+        let away = self
+            .leave
+            .iter()
+            .any(|(d, from, to)| *d == doctor && from.0 < end && to.0 > start);
+        let booked = self.booked.iter().any(|(d, at)| *d == doctor && at.0 == start);
+        works && !away && !booked
+    }
+}
+
 impl Store {
     /// Replaces a doctor's weekly hours.
     pub async fn set_doctor_hours(
@@ -231,43 +262,57 @@ impl Store {
         .await?)
     }
 
-    /// Whether `doctor` works, is not on leave and is not booked at `start`.
-    async fn doctor_free(&self, doctor: UserId, start: DateTime<Utc>) -> Result<bool> {
-        let end = start + Duration::minutes(SLOT_MINUTES);
-        let local = start.with_timezone(&local_offset());
-        let minute = i64::from(local.hour() * 60 + local.minute());
-        let weekday = i64::from(local.weekday().number_from_monday());
-        let (works,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM doctor_hours WHERE doctor_id = $1 AND weekday = $2 AND start_minute <= $3 AND end_minute >= $4",
-        )
-        .bind(doctor)
-        .bind(weekday)
-        .bind(minute)
-        .bind(minute + SLOT_MINUTES)
-        .fetch_one(&self.pool)
-        .await?;
-        if works == 0 {
-            return Ok(false);
+    /// What decides whether `doctors` are free between `from` and `to`:
+    /// their weekly hours, their leave and their bookings in that window,
+    /// read in three queries (not three per slot and doctor).
+    async fn availability(
+        &self,
+        doctors: &[UserId],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Availability> {
+        if doctors.is_empty() {
+            return Ok(Availability::default());
         }
-        let (away,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM doctor_leave WHERE doctor_id = $1 AND starts_at < $3 AND ends_at > $2",
-        )
-        .bind(doctor)
-        .bind(Timestamp(start))
-        .bind(Timestamp(end))
-        .fetch_one(&self.pool)
-        .await?;
-        if away > 0 {
-            return Ok(false);
+        // The doctors' placeholders, after `first` others.
+        let list = |first: usize| {
+            (0..doctors.len())
+                .map(|i| format!("${}", i + first + 1))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let hours_sql = format!(
+            "SELECT doctor_id, weekday, start_minute, end_minute FROM doctor_hours WHERE doctor_id IN ({})",
+            list(0)
+        );
+        // $1 and $2: the window.
+        let list = list(2);
+        let leave_sql = format!(
+            "SELECT doctor_id, starts_at, ends_at FROM doctor_leave WHERE starts_at < $2 AND ends_at > $1 AND doctor_id IN ({list})"
+        );
+        let booked_sql = format!(
+            "SELECT doctor_id, scheduled_start FROM consultations
+             WHERE scheduled_start >= $1 AND scheduled_start < $2
+               AND state IN ('scheduled', 'in_progress', 'interrupted') AND doctor_id IN ({list})"
+        );
+        let (from, to) = (Timestamp(from), Timestamp(to));
+        let mut hours = sqlx::query_as::<_, (UserId, i64, i64, i64)>(&hours_sql);
+        let mut leave = sqlx::query_as::<_, (UserId, Timestamp, Timestamp)>(&leave_sql)
+            .bind(from)
+            .bind(to);
+        let mut booked = sqlx::query_as::<_, (UserId, Timestamp)>(&booked_sql)
+            .bind(from)
+            .bind(to);
+        for d in doctors {
+            hours = hours.bind(*d);
+            leave = leave.bind(*d);
+            booked = booked.bind(*d);
         }
-        let (booked,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM consultations WHERE doctor_id = $1 AND scheduled_start = $2 AND state IN ('scheduled', 'in_progress', 'interrupted')",
-        )
-        .bind(doctor)
-        .bind(Timestamp(start))
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(booked == 0)
+        Ok(Availability {
+            hours: hours.fetch_all(&self.pool).await?,
+            leave: leave.fetch_all(&self.pool).await?,
+            booked: booked.fetch_all(&self.pool).await?,
+        })
     }
 
     /// Free slots at a hospital on one local day, after `now`.
@@ -293,18 +338,19 @@ impl Store {
             .single()
             .ok_or_else(|| RecordsError::Corrupt("local midnight".into()))?
             .with_timezone(&Utc);
+        let day_end = midnight + Duration::days(1);
+        let known = self.availability(&doctors, midnight, day_end).await?;
         let mut slots = Vec::new();
         for i in 0..(24 * 60 / SLOT_MINUTES) {
             let start = midnight + Duration::minutes(i * SLOT_MINUTES);
             if start <= now {
                 continue;
             }
-            let mut free = Vec::new();
-            for d in &doctors {
-                if self.doctor_free(*d, start).await? {
-                    free.push(*d);
-                }
-            }
+            let free: Vec<UserId> = doctors
+                .iter()
+                .copied()
+                .filter(|d| known.free(*d, start))
+                .collect();
             if !free.is_empty() {
                 slots.push(Slot {
                     start: Timestamp(start),
@@ -353,12 +399,10 @@ impl Store {
             }
             None => doctors.into_iter().map(|d| d.0).collect(),
         };
-        let mut free = Vec::new();
-        for d in candidates {
-            if self.doctor_free(d, start).await? {
-                free.push(d);
-            }
-        }
+        let known = self
+            .availability(&candidates, start, start + Duration::minutes(SLOT_MINUTES))
+            .await?;
+        let free: Vec<UserId> = candidates.into_iter().filter(|d| known.free(*d, start)).collect();
         if free.is_empty() {
             return Err(RecordsError::AlreadyTaken(Contested::Slot));
         }
