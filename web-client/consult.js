@@ -6,10 +6,8 @@ import { age, dateTime, h, stateBadge, time } from './ui.js';
 
 /** @typedef {import('./types.js').Consultation} Consultation */
 
-export const OPEN_STATES = ['requested', 'scheduled', 'in_progress', 'interrupted'];
-
-/** Waiting in a hospital's queue: urgent, not yet taken by a doctor. @param {Consultation} c */
-export const queued = (c) => c.state === 'requested' && !c.doctor_id;
+/** Waiting in a hospital's queue: urgent, not yet taken by a doctor (as the server says). @param {Consultation} c */
+export const queued = (c) => c.call === 'not_accepted';
 
 /**
  * 1-based place of `c` in its hospital's queue among the consultations in `list` (oldest first), or null.

@@ -19,11 +19,16 @@
  *   diastolic_mmhg: number | null, respiratory_rate: number | null, spo2_pct: number | null, weight_kg: number | null}} Measurements
  */
 /** @typedef {Measurements & {id: string, patient_id: string, recorded_at: string, recorded_by: string}} Vitals */
+/** @typedef {'open' | 'not_accepted' | 'not_open_yet' | 'closed'} CallState */
+/** @typedef {'accept' | 'join' | 'start' | 'complete' | 'no_show' | 'cancel' | 'reschedule'} Action */
 /**
  * @typedef {{id: string, patient_id: string, station_id: string, hospital_id: string, doctor_id: string | null,
  *   requested_by: string, kind: 'urgent' | 'scheduled', state: string, reason: string, scheduled_start: string | null,
  *   scheduled_end: string | null, started_at: string | null, ended_at: string | null, created_at: string,
- *   updated_at: string}} Consultation
+ *   updated_at: string, participant: boolean, joinable: boolean, call: CallState, closed: boolean,
+ *   actions: Action[]}} Consultation
+ * What the server's lifecycle says a consultation means for this user now (records/src/lifecycle.rs): the pages
+ * read it rather than work it out from the state.
  */
 /** @typedef {'treat_at_station' | 'refer' | 'transfer' | 'follow_up'} Disposition */
 /**

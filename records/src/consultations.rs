@@ -162,9 +162,10 @@ impl Store {
     /// A patient's consultations that have not started (requested or
     /// booked), without an audit entry: for code that acts on them.
     pub async fn not_started_consultations(&self, patient: PatientId) -> Result<Vec<ConsultationId>> {
-        Ok(sqlx::query_scalar::<_, ConsultationId>(
-            "SELECT id FROM consultations WHERE patient_id = $1 AND state IN ('requested', 'scheduled')",
-        )
+        Ok(sqlx::query_scalar::<_, ConsultationId>(&format!(
+            "SELECT id FROM consultations WHERE patient_id = $1 AND state IN {}",
+            crate::lifecycle::sql_list(crate::lifecycle::NOT_STARTED)
+        ))
         .bind(patient)
         .fetch_all(&self.pool)
         .await?)

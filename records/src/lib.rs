@@ -35,6 +35,7 @@ mod consultations;
 mod error;
 mod events;
 mod facilities;
+pub mod lifecycle;
 mod notes;
 mod patients;
 mod schedule;

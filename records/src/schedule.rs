@@ -293,7 +293,8 @@ impl Store {
         let booked_sql = format!(
             "SELECT doctor_id, scheduled_start FROM consultations
              WHERE scheduled_start >= $1 AND scheduled_start < $2
-               AND state IN ('scheduled', 'in_progress', 'interrupted') AND doctor_id IN ({list})"
+               AND state IN {} AND doctor_id IN ({list})",
+            crate::lifecycle::sql_list(crate::lifecycle::HOLDS_SLOT)
         );
         let (from, to) = (Timestamp(from), Timestamp(to));
         let mut hours = sqlx::query_as::<_, (UserId, i64, i64, i64)>(&hours_sql);

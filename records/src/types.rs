@@ -228,33 +228,6 @@ text_enum!(
     }
 );
 
-impl ConsultationState {
-    /// The transitions the server allows. Everything else is refused.
-    pub fn can_become(self, to: ConsultationState) -> bool {
-        use ConsultationState::*;
-        matches!(
-            (self, to),
-            (Requested, InProgress)
-                | (Requested, Cancelled)
-                | (Scheduled, InProgress)
-                | (Scheduled, Cancelled)
-                | (Scheduled, NoShow)
-                | (InProgress, Completed)
-                | (InProgress, Interrupted)
-                | (Interrupted, InProgress)
-                | (Interrupted, Completed)
-        )
-    }
-
-    /// No further transitions from here.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            ConsultationState::Completed | ConsultationState::Cancelled | ConsultationState::NoShow
-        )
-    }
-}
-
 text_enum!(
     /// A note is edited as a draft, then signed once and for all.
     NoteStatus {

@@ -38,10 +38,6 @@ use telehealth_records::Store;
 /// tens of seconds when a phone changes cell or the cell is overloaded, and
 /// a power cut at the station's router takes a minute or two to come back.
 pub const DEFAULT_SEAT_HOLD: Duration = Duration::from_secs(180);
-/// How early before a booked slot its participants may join.
-pub const EARLY_JOIN: chrono::Duration = chrono::Duration::minutes(15);
-/// How long after a booked slot's end it can still be joined.
-pub const LATE_JOIN: chrono::Duration = chrono::Duration::minutes(60);
 
 /// A message for one socket, already serialized.
 pub type Outbox = mpsc::UnboundedSender<String>;
@@ -237,26 +233,15 @@ impl Calls {
         facility: Option<telehealth_records::FacilityId>,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), JoinError> {
-        let member = match role {
-            Role::Doctor => c.doctor_id == Some(user),
-            Role::HealthWorker => facility == Some(c.station_id),
-            Role::Admin => false,
-        };
-        if !member {
+        use telehealth_records::lifecycle::{self, CallClosed};
+        if !lifecycle::is_participant(c, user, role, facility) {
             return Err(JoinError::NotAParticipant);
         }
-        match c.state {
-            ConsultationState::Completed | ConsultationState::Cancelled | ConsultationState::NoShow => {
-                Err(JoinError::Closed)
-            }
-            ConsultationState::Requested if c.doctor_id.is_none() => Err(JoinError::NotAccepted),
-            ConsultationState::Scheduled => match (c.scheduled_start, c.scheduled_end) {
-                (Some(s), _) if now < s.0 - EARLY_JOIN => Err(JoinError::NotOpenYet),
-                (_, Some(e)) if now > e.0 + LATE_JOIN => Err(JoinError::Closed),
-                _ => Ok(()),
-            },
-            _ => Ok(()),
-        }
+        lifecycle::call_open(c, now).map_err(|e| match e {
+            CallClosed::NotAccepted => JoinError::NotAccepted,
+            CallClosed::NotOpenYet => JoinError::NotOpenYet,
+            CallClosed::Closed => JoinError::Closed,
+        })
     }
 
     /// Joins a user with a fresh connection (its offer); returns the answer.

@@ -2193,3 +2193,75 @@ async fn a_withdrawn_consent_stops_new_consultations_and_cancels_unstarted_ones(
     assert_eq!(ask().await.status, StatusCode::CREATED);
 }
 on_both!(a_withdrawn_consent_stops_new_consultations_and_cancels_unstarted_ones);
+
+async fn a_consultation_says_what_each_caller_may_do_now(store: Store) {
+    let w = world(store).await;
+    let (_, cid) = w.patient_and_consultation("Hờ Thị Sua", "001185012399").await;
+    let facts = |t: String| {
+        let app = w.app.clone();
+        let url = format!("/api/consultations/{cid}");
+        async move {
+            let r = call(&app, Method::GET, &url, Some(&t), None).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            (
+                r.body["participant"].as_bool().unwrap(),
+                r.body["joinable"].as_bool().unwrap(),
+                r.body["call"].as_str().unwrap().to_owned(),
+                r.body["closed"].as_bool().unwrap(),
+                r.body["actions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    // Accepted by doc1: the station and doc1 take part and may join; doc1b, of the same hospital, does not.
+    assert_eq!(
+        facts(w.t_hw1.clone()).await,
+        (
+            true,
+            true,
+            "open".into(),
+            false,
+            vec!["join".into(), "cancel".into()]
+        )
+    );
+    assert_eq!(
+        facts(w.t_doc1.clone()).await,
+        (
+            true,
+            true,
+            "open".into(),
+            false,
+            vec!["join".into(), "start".into()]
+        )
+    );
+    let r = call(
+        &w.app,
+        Method::POST,
+        &format!("/api/consultations/{cid}/state"),
+        Some(&w.t_doc1),
+        Some(json!({"state": "in_progress"})),
+    )
+    .await;
+    assert_eq!(r.body["actions"], json!(["join", "complete"]), "{}", r.body);
+    let r = call(
+        &w.app,
+        Method::POST,
+        &format!("/api/consultations/{cid}/state"),
+        Some(&w.t_doc1),
+        Some(json!({"state": "completed"})),
+    )
+    .await;
+    assert_eq!(
+        (r.body["closed"].as_bool(), r.body["call"].as_str()),
+        (Some(true), Some("closed"))
+    );
+    assert_eq!(
+        facts(w.t_hw1.clone()).await,
+        (true, false, "closed".into(), true, vec![])
+    );
+}
+on_both!(a_consultation_says_what_each_caller_may_do_now);

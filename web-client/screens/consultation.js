@@ -6,7 +6,7 @@
  */
 import { api } from '../api.js';
 import { consents, consentStatus } from '../consent.js';
-import { minutesSince, OPEN_STATES, queuePlace } from '../consult.js';
+import { minutesSince, queuePlace } from '../consult.js';
 import { doctorName, facility, patient } from '../data.js';
 import { t } from '../i18n.js';
 import { busy, dateTime, h, heading, notice, stateBadge } from '../ui.js';
@@ -100,23 +100,22 @@ export async function render(ctx, [id]) {
       actions.append(b);
     };
     const state = (/** @type {string} */ s) => () => api(`/api/consultations/${c.id}/state`, { method: 'POST', body: { state: s } });
-    const mine = c.doctor_id === ctx.user.id;
+    // What this user may do now is the server's lifecycle's answer (records/src/lifecycle.rs).
+    const may = (/** @type {import('../types.js').Action} */ a) => c.actions.includes(a);
     if (doctor) {
-      if (c.state === 'requested' && !c.doctor_id) act('consult.accept', 'primary', () => api(`/api/consultations/${c.id}/accept`, { method: 'POST' }), 'accept');
+      if (may('accept')) act('consult.accept', 'primary', () => api(`/api/consultations/${c.id}/accept`, { method: 'POST' }), 'accept');
       // Joining the call starts the consultation (docs/signaling.md): the one way in is the call's join
       // button. The one way to end is here; it ends the call on every page too.
       // When video cannot work at all (a phone call instead), the consultation can still be run and recorded.
-      if (mine && ((c.state === 'requested' && c.doctor_id) || c.state === 'scheduled' || c.state === 'interrupted')) {
-        act('consult.startNoVideo', 'secondary', state('in_progress'), 'start-without-video');
-      }
-      if (mine && (c.state === 'in_progress' || c.state === 'interrupted')) {
+      if (may('start')) act('consult.startNoVideo', 'secondary', state('in_progress'), 'start-without-video');
+      if (may('complete')) {
         act('call.end', 'danger', async () => {
           if (!confirm(await endQuestion(c.id))) return { ok: true, status: 200, data: c };
           return state('completed')();
         }, 'end');
       }
-      if (mine && c.state === 'scheduled') act('consult.noShow', 'secondary', state('no_show'), 'no_show');
-    } else if (c.state === 'requested' || c.state === 'scheduled') {
+      if (may('no_show')) act('consult.noShow', 'secondary', state('no_show'), 'no_show');
+    } else if (may('cancel')) {
       act('consult.cancel', 'secondary', async () => {
         if (!confirm(t('consult.confirmCancel'))) return { ok: true, status: 200, data: c };
         return api(`/api/consultations/${c.id}/state`, { method: 'POST', body: { state: 'cancelled' } });
@@ -151,9 +150,8 @@ export async function render(ctx, [id]) {
   let stopCall = null;
   /** The call panel, once the consultation can be joined (accepted, booked, in progress, interrupted). */
   function maybeMountCall() {
-    const joinable = (c.state === 'requested' && Boolean(c.doctor_id)) || ['scheduled', 'in_progress', 'interrupted'].includes(c.state);
-    const member = doctor ? c.doctor_id === ctx.user.id : true;
-    if (stopCall || !joinable || !member) return;
+    // Open now, or a booking whose call opens later (the panel says when); to its participants only.
+    if (stopCall || !c.participant || !(c.call === 'open' || c.call === 'not_open_yet')) return;
     callBox.hidden = false;
     // Back in the call by itself after a reload, or when the consultation is already under way.
     const memory = callMemory(c.id);
@@ -211,7 +209,7 @@ async function endQuestion(id) {
  * @param {Consultation} c @param {string | null} docName @param {boolean} doctor @returns {Promise<HTMLElement>}
  */
 async function statusText(c, docName, doctor) {
-  if (c.state === 'requested' && !c.doctor_id) {
+  if (c.call === 'not_accepted') {
     const wait = t('consult.waiting', { n: minutesSince(c.created_at) });
     if (doctor) return notice(wait, 'warn');
     const r = await api('/api/consultations?state=requested&limit=500');
@@ -223,7 +221,7 @@ async function statusText(c, docName, doctor) {
   if (c.state === 'scheduled') return notice(t('consult.booked', { when: dateTime(c.scheduled_start) }), 'info');
   if (c.state === 'in_progress') return notice(t('consult.inProgress'), 'ok');
   if (c.state === 'interrupted') return notice(t('consult.interrupted'), 'warn');
-  if (!OPEN_STATES.includes(c.state)) return notice(t(/** @type {Key} */ (`consult.closed.${c.state}`)), 'info');
+  if (c.closed) return notice(t(/** @type {Key} */ (`consult.closed.${c.state}`)), 'info');
   return h('span');
 }
 

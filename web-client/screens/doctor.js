@@ -47,7 +47,8 @@ export async function render(ctx) {
     const fresh = seen ? waiting.filter((c) => !(/** @type {Set<string>} */ (seen)).has(c.id)) : [];
     seen = new Set(waiting.map((c) => c.id));
     const day = localDay();
-    const active = list.filter((c) => c.doctor_id === ctx.user.id && ['requested', 'in_progress', 'interrupted'].includes(c.state));
+    // Mine and open, bookings aside (they are in the day's schedule below).
+    const active = list.filter((c) => c.participant && !c.closed && c.kind !== 'scheduled');
     const scheduled = list
       .filter((c) => c.kind === 'scheduled' && c.scheduled_start && localDay(new Date(c.scheduled_start)) === day && (!c.doctor_id || c.doctor_id === ctx.user.id))
       .sort((a, b) => String(a.scheduled_start).localeCompare(String(b.scheduled_start)));

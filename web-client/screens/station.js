@@ -1,7 +1,7 @@
 // @ts-check
 /** The health worker's home: find or register a patient, and the station's consultations, updating live. */
 import { api, query } from '../api.js';
-import { consultationItem, OPEN_STATES, queuePlace } from '../consult.js';
+import { consultationItem, queuePlace } from '../consult.js';
 import { facility, rememberPatient } from '../data.js';
 import { t } from '../i18n.js';
 import { age, busy, clearProblem, date, debounce, field, h, heading, input, link, notice, showProblem } from '../ui.js';
@@ -63,8 +63,8 @@ export async function render(ctx) {
     }
     /** @type {Consultation[]} */
     const list = r.data;
-    const open = list.filter((c) => OPEN_STATES.includes(c.state)).sort(byTime);
-    const done = list.filter((c) => !OPEN_STATES.includes(c.state)).sort((a, b) => b.updated_at.localeCompare(a.updated_at)).slice(0, 10);
+    const open = list.filter((c) => !c.closed).sort(byTime);
+    const done = list.filter((c) => c.closed).sort((a, b) => b.updated_at.localeCompare(a.updated_at)).slice(0, 10);
     const openItems = await Promise.all(open.map((c) => consultationItem(c, { place: queuePlace(c, list) })));
     const doneItems = await Promise.all(done.map((c) => consultationItem(c)));
     if (mine !== seq) return;

@@ -4,7 +4,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use telehealth_records::lifecycle::{self, Facts};
 use telehealth_records::{
     Consultation, ConsultationId, ConsultationInput, ConsultationScope, ConsultationState, FieldError, Note,
     NoteContent, Role,
@@ -16,6 +17,32 @@ use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery, PathId};
 use crate::state::AppState;
+
+/// A consultation as the API returns it: the record, and what the lifecycle
+/// says it means for the caller now (`joinable`, `call`, `closed`,
+/// `actions`), so that pages do not work it out themselves.
+#[derive(Serialize)]
+pub struct ConsultationView {
+    #[serde(flatten)]
+    pub consultation: Consultation,
+    #[serde(flatten)]
+    pub facts: Facts,
+}
+
+/// `c` for `user`, now.
+pub fn view(user: &AuthUser, c: Consultation) -> ConsultationView {
+    let facts = lifecycle::facts(
+        &c,
+        user.user.id,
+        user.role(),
+        user.user.facility_id,
+        chrono::Utc::now(),
+    );
+    ConsultationView {
+        consultation: c,
+        facts,
+    }
+}
 
 pub fn routes(r: ApiRoutes) -> ApiRoutes {
     r.post("/api/consultations", create)
@@ -31,7 +58,7 @@ async fn create(
     State(s): State<AppState>,
     user: AuthUser,
     ApiJson(input): ApiJson<ConsultationInput>,
-) -> ApiResult<(StatusCode, Json<Consultation>)> {
+) -> ApiResult<(StatusCode, Json<ConsultationView>)> {
     // Health workers of the patient's station only; others are refused, and audited, there.
     access::patient(&s, &user, input.patient_id, PatientAccess::Write).await?;
     let station = s.store.facility(access::facility(&user)?).await?;
@@ -88,7 +115,7 @@ async fn create(
     };
     s.hub.publish(&c);
     tracing::info!(consultation = %c.id, kind = %c.kind, "consultation requested");
-    Ok((StatusCode::CREATED, Json(c)))
+    Ok((StatusCode::CREATED, Json(view(&user, c))))
 }
 
 #[derive(Deserialize)]
@@ -104,7 +131,7 @@ async fn list(
     State(s): State<AppState>,
     user: AuthUser,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult<Json<Vec<Consultation>>> {
+) -> ApiResult<Json<Vec<ConsultationView>>> {
     let scope = match user.role() {
         Role::HealthWorker => ConsultationScope::Station(access::facility(&user)?),
         Role::Doctor => ConsultationScope::Doctor {
@@ -125,25 +152,27 @@ async fn list(
         })?),
     };
     let limit = super::limit(q.limit.as_deref(), 100)?;
-    Ok(Json(
-        s.store.consultations(&user.actor(), &scope, state, limit).await?,
-    ))
+    let list = s.store.consultations(&user.actor(), &scope, state, limit).await?;
+    Ok(Json(list.into_iter().map(|c| view(&user, c)).collect()))
 }
 
 async fn get(
     State(s): State<AppState>,
     user: AuthUser,
     PathId(id): PathId<ConsultationId>,
-) -> ApiResult<Json<Consultation>> {
+) -> ApiResult<Json<ConsultationView>> {
     access::consultation(&s, &user, id, ConsultationAccess::Read).await?;
-    Ok(Json(s.store.read_consultation(&user.actor(), id).await?))
+    Ok(Json(view(
+        &user,
+        s.store.read_consultation(&user.actor(), id).await?,
+    )))
 }
 
 async fn accept(
     State(s): State<AppState>,
     user: AuthUser,
     PathId(id): PathId<ConsultationId>,
-) -> ApiResult<Json<Consultation>> {
+) -> ApiResult<Json<ConsultationView>> {
     access::consultation(&s, &user, id, ConsultationAccess::Accept).await?;
     let c = s
         .store
@@ -151,7 +180,7 @@ async fn accept(
         .await?;
     s.hub.publish(&c);
     tracing::info!(consultation = %id, doctor = %user.user.id, "consultation accepted");
-    Ok(Json(c))
+    Ok(Json(view(&user, c)))
 }
 
 #[derive(Deserialize)]
@@ -165,18 +194,22 @@ async fn change_state(
     user: AuthUser,
     PathId(id): PathId<ConsultationId>,
     ApiJson(body): ApiJson<StateChange>,
-) -> ApiResult<Json<Consultation>> {
+) -> ApiResult<Json<ConsultationView>> {
     use ConsultationState::*;
-    // Health workers may only withdraw a request; the assigned doctor runs
-    // the consultation. The lifecycle itself is checked by the store.
-    match (user.role(), body.state) {
-        (Role::HealthWorker, Cancelled) => {
-            access::consultation(&s, &user, id, ConsultationAccess::Request).await?;
+    // Who may cause which state is the lifecycle's rule (a health worker
+    // only withdraws a request; the assigned doctor runs the consultation);
+    // the move itself is checked by the store.
+    let want = match user.role() {
+        _ if !body.state.may_be_caused_by(user.role()) => None,
+        Role::HealthWorker => Some(ConsultationAccess::Request),
+        Role::Doctor => Some(ConsultationAccess::Treat),
+        Role::Admin => None,
+    };
+    match want {
+        Some(want) => {
+            access::consultation(&s, &user, id, want).await?;
         }
-        (Role::Doctor, InProgress | Completed | Cancelled | NoShow | Interrupted) => {
-            access::consultation(&s, &user, id, ConsultationAccess::Treat).await?;
-        }
-        _ => return Err(access::refuse_consultation(&s, &user, id, "consultation.state").await),
+        None => return Err(access::refuse_consultation(&s, &user, id, "consultation.state").await),
     }
     let c = s
         .store
@@ -188,7 +221,7 @@ async fn change_state(
         s.calls.consultation_closed(id, c.state).await;
     }
     tracing::info!(consultation = %id, state = %c.state, "consultation state changed");
-    Ok(Json(c))
+    Ok(Json(view(&user, c)))
 }
 
 async fn notes(

@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use telehealth_records::{
-    Consent, ConsentDecision, ConsentInput, ConsentText, Consultation, ConsultationScope, ConsultationState,
-    Measurements, Patient, PatientId, PatientInput, Pii, Role, Sex, Vitals,
+    Consent, ConsentDecision, ConsentInput, ConsentText, ConsultationScope, ConsultationState, Measurements,
+    Patient, PatientId, PatientInput, Pii, Role, Sex, Vitals,
 };
 
 use super::ApiRoutes;
@@ -235,12 +235,16 @@ async fn consultations(
     State(s): State<AppState>,
     user: AuthUser,
     PathId(id): PathId<PatientId>,
-) -> ApiResult<Json<Vec<Consultation>>> {
+) -> ApiResult<Json<Vec<super::consultations::ConsultationView>>> {
     access::patient(&s, &user, id, PatientAccess::Read).await?;
+    let list = s
+        .store
+        .consultations(&user.actor(), &ConsultationScope::Patient(id), None, 100)
+        .await?;
     Ok(Json(
-        s.store
-            .consultations(&user.actor(), &ConsultationScope::Patient(id), None, 100)
-            .await?,
+        list.into_iter()
+            .map(|c| super::consultations::view(&user, c))
+            .collect(),
     ))
 }
 

@@ -9,7 +9,7 @@ use axum::Json;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use telehealth_records::{
-    Consultation, ConsultationId, FacilityId, FieldError, Leave, Role, Slot, Timestamp, UserId, WorkingHours,
+    ConsultationId, FacilityId, FieldError, Leave, Role, Slot, Timestamp, UserId, WorkingHours,
 };
 
 use super::ApiRoutes;
@@ -203,7 +203,7 @@ async fn reschedule(
     user: AuthUser,
     PathId(id): PathId<ConsultationId>,
     ApiJson(b): ApiJson<RescheduleBody>,
-) -> ApiResult<Json<Consultation>> {
+) -> ApiResult<Json<super::consultations::ConsultationView>> {
     let want = match user.role() {
         Role::HealthWorker => ConsultationAccess::Request,
         Role::Doctor => ConsultationAccess::Treat,
@@ -218,5 +218,5 @@ async fn reschedule(
         .await?;
     s.hub.publish(&c);
     tracing::info!(consultation = %id, "consultation rescheduled");
-    Ok(Json(c))
+    Ok(Json(super::consultations::view(&user, c)))
 }
