@@ -24,8 +24,8 @@
 import { api } from './api.js';
 
 /**
- * Server → client call messages. Mirrors the Rust side's messages (signaling/src/call*.rs, docs/signaling.md);
- * tests/browser/protocol.spec.js checks the list against docs/signaling.md.
+ * Server → client call messages: the Rust `ServerMessage` (signaling/src/protocol.rs) less the live-update socket's
+ * own (`consultation_changed`, `resync`); a test there checks this list, the enum and docs/signaling.md agree.
  */
 export const CALL_MESSAGES = /** @type {const} */ ([
   'hello', 'pong', 'joined', 'offer', 'answer', 'ice', 'participant_joined', 'participant_reconnected',

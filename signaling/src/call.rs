@@ -30,6 +30,7 @@ use telehealth_sfu::{
 use tokio::sync::mpsc;
 
 use crate::live::Hub;
+use crate::protocol::{RosterEntry, ServerCandidate, ServerMessage};
 use crate::turn::IceServers;
 use telehealth_records::Store;
 
@@ -141,8 +142,13 @@ fn same_socket(a: &Option<Outbox>, b: &Outbox) -> bool {
 /// Tells a socket that its seat was taken over by a newer one of the same user.
 fn tell_replaced(old: Option<Outbox>, new: &Outbox, pid: &ParticipantId) {
     if let Some(old) = old.filter(|o| !o.same_channel(new)) {
-        let _ = old
-            .send(json!({"type": "left", "participant_id": pid.as_str(), "reason": "replaced"}).to_string());
+        let _ = old.send(
+            ServerMessage::Left {
+                participant_id: pid.as_str().to_owned(),
+                reason: "replaced",
+            }
+            .to_text(),
+        );
     }
 }
 
@@ -180,8 +186,8 @@ impl Calls {
     }
 
     /// Sends a message to every member of a room except `except`.
-    pub fn broadcast(&self, c: ConsultationId, except: Option<&ParticipantId>, msg: &Value) {
-        let text = msg.to_string();
+    pub fn broadcast(&self, c: ConsultationId, except: Option<&ParticipantId>, msg: &ServerMessage) {
+        let text = msg.to_text();
         if let Some(room) = self.lock().get(&c) {
             for (pid, m) in &room.members {
                 if Some(pid) != except {
@@ -193,25 +199,32 @@ impl Calls {
         }
     }
 
-    fn send_to(&self, c: ConsultationId, pid: &ParticipantId, msg: &Value) {
+    fn send_to(&self, c: ConsultationId, pid: &ParticipantId, msg: &ServerMessage) {
         if let Some(tx) = self
             .lock()
             .get(&c)
             .and_then(|r| r.members.get(pid))
             .and_then(|m| m.outbox.clone())
         {
-            let _ = tx.send(msg.to_string());
+            let _ = tx.send(msg.to_text());
         }
     }
 
     /// Who is in a room, for `joined`.
-    pub fn roster(&self, c: ConsultationId) -> Vec<Value> {
+    pub fn roster(&self, c: ConsultationId) -> Vec<RosterEntry> {
         self.lock()
             .get(&c)
             .map(|r| {
                 r.members
                     .iter()
-                    .map(|(pid, m)| json!({"participant_id": pid.as_str(), "user_id": m.user_id, "role": m.role, "audio": m.audio, "video": m.video, "connected": m.dropped_at.is_none()}))
+                    .map(|(pid, m)| RosterEntry {
+                        participant_id: pid.as_str().to_owned(),
+                        user_id: m.user_id,
+                        role: m.role,
+                        audio: m.audio,
+                        video: m.video,
+                        connected: m.dropped_at.is_none(),
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -398,7 +411,11 @@ impl Calls {
         self.broadcast(
             c,
             Some(pid),
-            &json!({"type": "participant_reconnecting", "participant_id": pid.as_str(), "user_id": user, "seat_hold_s": self.seat_hold.as_secs()}),
+            &ServerMessage::ParticipantReconnecting {
+                participant_id: pid.as_str().to_owned(),
+                user_id: user,
+                seat_hold_s: self.seat_hold.as_secs(),
+            },
         );
         // Nobody can take our messages meanwhile: offers wait.
         let _ = self.sfu.set_reachable(room_id(c), pid.clone(), false).await;
@@ -433,7 +450,10 @@ impl Calls {
         self.broadcast(
             c,
             None,
-            &json!({"type": "consultation_state", "consultation_id": c, "state": state}),
+            &ServerMessage::ConsultationState {
+                consultation_id: c,
+                state,
+            },
         );
         match self.sfu.close_room(room_id(c)).await {
             Ok(()) | Err(SfuError::UnknownRoom(_)) => {}
@@ -578,7 +598,7 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
         };
         match ev {
             SfuEvent::Offer { participant, sdp, .. } => {
-                calls.send_to(c, &participant, &json!({"type": "offer", "sdp": sdp}));
+                calls.send_to(c, &participant, &ServerMessage::Offer { sdp });
             }
             SfuEvent::IceCandidate {
                 participant,
@@ -588,7 +608,14 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
                 calls.send_to(
                     c,
                     &participant,
-                    &json!({"type": "ice", "candidate": {"candidate": candidate.candidate, "sdp_mid": candidate.sdp_mid, "sdp_mline_index": candidate.sdp_mline_index, "username_fragment": candidate.username_fragment}}),
+                    &ServerMessage::Ice {
+                        candidate: ServerCandidate {
+                            candidate: candidate.candidate,
+                            sdp_mid: candidate.sdp_mid,
+                            sdp_mline_index: candidate.sdp_mline_index,
+                            username_fragment: candidate.username_fragment,
+                        },
+                    },
                 );
             }
             SfuEvent::ConnectionState {
@@ -612,7 +639,10 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
                 calls.broadcast(
                     c,
                     None,
-                    &json!({"type": "connection_state", "participant_id": participant.as_str(), "state": s}),
+                    &ServerMessage::ConnectionState {
+                        participant_id: participant.as_str().to_owned(),
+                        state: s,
+                    },
                 );
             }
             SfuEvent::TrackPublished {
@@ -656,9 +686,23 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
                 )
                 .await;
                 if let Some(tx) = m.and_then(|m| m.outbox) {
-                    let _ = tx.send(json!({"type": "left", "participant_id": participant.as_str(), "reason": reason.code()}).to_string());
+                    let _ = tx.send(
+                        ServerMessage::Left {
+                            participant_id: participant.as_str().to_owned(),
+                            reason: reason.code(),
+                        }
+                        .to_text(),
+                    );
                 }
-                calls.broadcast(c, None, &json!({"type": "participant_left", "participant_id": participant.as_str(), "user_id": user, "reason": reason.code()}));
+                calls.broadcast(
+                    c,
+                    None,
+                    &ServerMessage::ParticipantLeft {
+                        participant_id: participant.as_str().to_owned(),
+                        user_id: user,
+                        reason: reason.code(),
+                    },
+                );
                 // Everybody gone without the doctor ending it: interrupted.
                 if calls.roles(c).is_empty()
                     && reason != CloseReason::RoomClosed
@@ -748,7 +792,13 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
                 calls.broadcast(
                     c,
                     None,
-                    &json!({"type": "video_level", "participant_id": participant.as_str(), "publisher_id": publisher.as_str(), "layer": layer, "layers": layers, "off": off}),
+                    &ServerMessage::VideoLevel {
+                        participant_id: participant.as_str().to_owned(),
+                        publisher_id: publisher.as_str().to_owned(),
+                        layer,
+                        layers,
+                        off,
+                    },
                 );
             }
             SfuEvent::RejoinNeeded { participant, .. } => {
@@ -762,7 +812,9 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
                 calls.send_to(
                     c,
                     &participant,
-                    &json!({"type": "rejoin", "reason": "offer_unanswered"}),
+                    &ServerMessage::Rejoin {
+                        reason: "offer_unanswered",
+                    },
                 );
             }
         }

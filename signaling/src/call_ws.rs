@@ -8,17 +8,18 @@ use telehealth_records::{Actor, ConsultationId, ConsultationState, Role, UserId}
 use telehealth_sfu::{IceCandidate, ParticipantId, RoomId};
 
 use crate::call::{Calls, JoinError};
+use crate::protocol::{ClientMessage, ServerMessage};
 use crate::state::AppState;
-use crate::ws::{CallState, ClientMessage};
+use crate::ws::CallState;
 
 /// Longest chat message.
 const MAX_CHAT: usize = 2000;
 
-pub fn error(code: &str, message: &str, message_en: &str) -> Value {
-    json!({"type": "error", "code": code, "message": message, "message_en": message_en})
+fn error(code: &'static str, message: &'static str, message_en: &'static str) -> ServerMessage {
+    ServerMessage::error(code, message, message_en)
 }
 
-fn join_error(e: JoinError) -> Value {
+fn join_error(e: JoinError) -> ServerMessage {
     let (vi, en) = e.messages();
     error(e.code(), vi, en)
 }
@@ -27,7 +28,7 @@ fn join_error(e: JoinError) -> Value {
 /// The SFU's refusal, in fixed words: its text (a parser's message) quotes
 /// the client's SDP or candidate, which is neither the client's to be told
 /// back nor ours to log.
-fn sfu_error(e: &telehealth_sfu::SfuError) -> Value {
+fn sfu_error(e: &telehealth_sfu::SfuError) -> ServerMessage {
     tracing::debug!(error = e.code(), "SFU refused a call message");
     match e {
         telehealth_sfu::SfuError::InvalidCandidate(_) => error(
@@ -43,7 +44,7 @@ fn sfu_error(e: &telehealth_sfu::SfuError) -> Value {
     }
 }
 
-fn not_in_call() -> Value {
+fn not_in_call() -> ServerMessage {
     error(
         "not_in_call",
         "Bạn chưa vào cuộc gọi.",
@@ -57,19 +58,19 @@ pub async fn log(state: &AppState, c: ConsultationId, kind: &str, user: Option<U
     }
 }
 
-pub async fn handle(state: &AppState, call: &mut CallState, msg: ClientMessage) -> Option<Value> {
+pub async fn handle(state: &AppState, call: &mut CallState, msg: ClientMessage) -> Option<ServerMessage> {
     let reply = dispatch(state, call, msg).await;
     // Errors inside a call belong in its session log.
-    if let (Some(r), Some(c)) = (&reply, call.current.as_ref().map(|c| c.0).or(call.bound)) {
-        if r["type"] == "error" {
-            let user = Some(call.user.user.id);
-            let (write, left_out) = call.errors.take();
-            if left_out > 0 {
-                log(state, c, "errors_suppressed", user, json!({"count": left_out})).await;
-            }
-            if write {
-                log(state, c, "error", user, json!({"code": r["code"]})).await;
-            }
+    if let (Some(ServerMessage::Error { code, .. }), Some(c)) =
+        (&reply, call.current.as_ref().map(|c| c.0).or(call.bound))
+    {
+        let user = Some(call.user.user.id);
+        let (write, left_out) = call.errors.take();
+        if left_out > 0 {
+            log(state, c, "errors_suppressed", user, json!({"count": left_out})).await;
+        }
+        if write {
+            log(state, c, "error", user, json!({"code": code})).await;
         }
     }
     reply
@@ -87,9 +88,9 @@ fn seat(state: &AppState, call: &mut CallState) -> Option<(ConsultationId, Parti
     }
 }
 
-async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) -> Option<Value> {
+async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) -> Option<ServerMessage> {
     match msg {
-        ClientMessage::Ping {} => Some(json!({"type": "pong"})),
+        ClientMessage::Ping {} => Some(ServerMessage::Pong),
         ClientMessage::Join {
             consultation_id,
             sdp,
@@ -105,7 +106,7 @@ async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) ->
                 .handle_offer(RoomId::new(c.to_string()), pid, sdp)
                 .await
             {
-                Ok(Some(answer)) => Some(json!({"type": "answer", "sdp": answer})),
+                Ok(Some(answer)) => Some(ServerMessage::Answer { sdp: answer }),
                 // It crossed our offer (glare): the page answers ours, then offers again.
                 Ok(None) => None,
                 Err(e) => Some(sfu_error(&e)),
@@ -164,7 +165,15 @@ async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) ->
                 tracing::debug!(consultation = %c, error = %e, "video wanted not applied");
             }
             state.calls.set_media(c, &pid, audio, video);
-            state.calls.broadcast(c, Some(&pid), &json!({"type": "participant_media", "participant_id": pid.as_str(), "audio": audio, "video": video}));
+            state.calls.broadcast(
+                c,
+                Some(&pid),
+                &ServerMessage::ParticipantMedia {
+                    participant_id: pid.as_str().to_owned(),
+                    audio,
+                    video,
+                },
+            );
             log(
                 state,
                 c,
@@ -187,7 +196,13 @@ async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) ->
                     "Empty or too long (at most 2000 characters).",
                 ));
             }
-            let msg = json!({"type": "chat", "participant_id": pid.as_str(), "user_id": call.user.user.id, "text": text, "at": telehealth_records::Timestamp::now()});
+            let chars = text.chars().count();
+            let msg = ServerMessage::Chat {
+                participant_id: pid.as_str().to_owned(),
+                user_id: call.user.user.id,
+                text,
+                at: telehealth_records::Timestamp::now(),
+            };
             state.calls.broadcast(c, None, &msg);
             // The text may be clinical: the log keeps that a message was sent, not what it said.
             log(
@@ -195,7 +210,7 @@ async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) ->
                 c,
                 "chat",
                 Some(call.user.user.id),
-                json!({"participant_id": pid.as_str(), "chars": text.chars().count()}),
+                json!({"participant_id": pid.as_str(), "chars": chars}),
             )
             .await;
             None
@@ -219,7 +234,7 @@ async fn join(
     raw_id: &str,
     sdp: Option<String>,
     resume: Option<String>,
-) -> Value {
+) -> ServerMessage {
     let Ok(c) = raw_id.parse::<ConsultationId>() else {
         return error(
             "malformed_id",
@@ -319,16 +334,21 @@ async fn join(
             telehealth_records::Outcome::Ok,
         )
         .await;
+    let (participant_id, user_id, role) = (pid.as_str().to_owned(), user.id, user.role);
     let announce = if resumed {
-        "participant_reconnected"
+        ServerMessage::ParticipantReconnected {
+            participant_id,
+            user_id,
+            role,
+        }
     } else {
-        "participant_joined"
+        ServerMessage::ParticipantJoined {
+            participant_id,
+            user_id,
+            role,
+        }
     };
-    state.calls.broadcast(
-        c,
-        Some(&pid),
-        &json!({"type": announce, "participant_id": pid.as_str(), "user_id": user.id, "role": user.role}),
-    );
+    state.calls.broadcast(c, Some(&pid), &announce);
     tracing::info!(consultation = %c, participant = %pid, user = %user.id, resumed, "joined call");
     // The consultation is in progress once the doctor and the station are both there.
     let mut current = cons.state;
@@ -349,26 +369,31 @@ async fn join(
                 state.calls.broadcast(
                     c,
                     Some(&pid),
-                    &json!({"type": "consultation_state", "consultation_id": c, "state": updated.state}),
+                    &ServerMessage::ConsultationState {
+                        consultation_id: c,
+                        state: updated.state,
+                    },
                 );
             }
             Err(e) => tracing::info!(consultation = %c, error = %e, "not moved to in_progress"),
         }
     }
-    json!({
-        "type": "joined",
-        "consultation_id": c,
-        "participant_id": pid.as_str(),
-        "sdp": answer,
-        "resumed": resumed,
-        "state": current,
-        "seat_hold_s": state.calls.seat_hold().as_secs(),
-        "ice_servers": state.calls.ice_servers().for_user(user.id, std::time::SystemTime::now()),
-        "participants": state.calls.roster(c),
-    })
+    ServerMessage::Joined {
+        consultation_id: c,
+        participant_id: pid.as_str().to_owned(),
+        sdp: answer,
+        resumed,
+        state: current,
+        seat_hold_s: state.calls.seat_hold().as_secs(),
+        ice_servers: state
+            .calls
+            .ice_servers()
+            .for_user(user.id, std::time::SystemTime::now()),
+        participants: state.calls.roster(c),
+    }
 }
 
-async fn end(state: &AppState, call: &mut CallState) -> Value {
+async fn end(state: &AppState, call: &mut CallState) -> ServerMessage {
     let Some((c, _)) = seat(state, call) else {
         return not_in_call();
     };
@@ -400,7 +425,7 @@ async fn end(state: &AppState, call: &mut CallState) -> Value {
             call.current = None;
             state.calls.consultation_closed(c, updated.state).await;
             tracing::info!(consultation = %c, "consultation ended by its doctor");
-            json!({"type": "ended", "consultation_id": c})
+            ServerMessage::Ended { consultation_id: c }
         }
         Err(e) => {
             let api: crate::error::ApiError = e.into();

@@ -27,6 +27,7 @@ pub mod error;
 pub mod extract;
 mod first_bytes;
 pub mod live;
+pub mod protocol;
 mod same_origin;
 pub mod state;
 pub mod turn;

@@ -16,16 +16,15 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
-use crate::live::ConsultationChange;
+pub use crate::protocol::PROTOCOL;
+use crate::protocol::{ClientMessage, ServerMessage};
 use crate::state::AppState;
 
-/// Version of the socket protocol; bumped on incompatible changes.
-pub const PROTOCOL: u32 = 1;
 /// Largest frame a client may send.
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Heartbeat: the server pings this often and closes after `IDLE` silence.
@@ -33,85 +32,6 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 const IDLE: Duration = Duration::from_secs(45);
 /// Messages per second a client may send before it is cut off.
 const RATE_PER_SEC: u32 = 50;
-
-/// What a client may send.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ClientMessage {
-    /// Application-level keepalive (browsers cannot send WebSocket pings).
-    Ping {},
-    /// Join a consultation's call with an SDP offer (a user already in the
-    /// call takes its seat back with the new connection); or, with `resume`
-    /// and no offer, take over this user's participant from a dropped socket
-    /// with the same connection.
-    Join {
-        consultation_id: String,
-        /// The offer of a fresh peer connection. May be left out only with
-        /// `resume`, when the page kept its connection.
-        #[serde(default)]
-        sdp: Option<String>,
-        #[serde(default)]
-        resume: Option<String>,
-    },
-    /// A renegotiation offer from the client (e.g. an ICE restart).
-    Offer { sdp: String },
-    /// The answer to a server `offer`.
-    Answer { sdp: String },
-    /// A trickled ICE candidate (`candidate` empty = end of candidates).
-    Ice { candidate: WireCandidate },
-    /// Microphone / camera on or off, announced to the others; and whether
-    /// the page wants the others' video (`false`: audio only, on a weak
-    /// link; the server then stops forwarding video to it). Default true.
-    Media {
-        audio: bool,
-        video: bool,
-        #[serde(default)]
-        receive_video: Option<bool>,
-    },
-    /// Text chat, the fallback when video fails.
-    Chat { text: String },
-    /// Leave the call.
-    Leave {},
-    /// End the consultation (its doctor only).
-    End {},
-}
-
-/// An ICE candidate as sent by browsers (`RTCIceCandidateInit`).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WireCandidate {
-    pub candidate: String,
-    #[serde(default, alias = "sdpMid")]
-    pub sdp_mid: Option<String>,
-    #[serde(default, alias = "sdpMLineIndex")]
-    pub sdp_mline_index: Option<u16>,
-    #[serde(default, alias = "usernameFragment")]
-    pub username_fragment: Option<String>,
-}
-
-/// What the server sends.
-#[derive(Debug, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ServerMessage<'a> {
-    Hello {
-        protocol: u32,
-        user_id: String,
-        role: &'a str,
-        /// On a socket opened for a consultation: the ICE servers for its
-        /// call (TURN with this user's time-limited credential), so the page
-        /// can configure its peer connection before it makes the offer.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        ice_servers: Option<Vec<crate::turn::IceServer>>,
-    },
-    ConsultationChanged(&'a ConsultationChange),
-    /// Updates were missed (the page was too slow): refetch lists.
-    Resync,
-    Error {
-        code: &'static str,
-        message: &'static str,
-        message_en: &'static str,
-    },
-}
 
 /// The call this socket is in, if any.
 pub struct CallState {
@@ -279,9 +199,8 @@ async fn check_membership(
     }
 }
 
-async fn send(socket: &mut WebSocket, msg: &ServerMessage<'_>) -> Result<(), axum::Error> {
-    let text = serde_json::to_string(msg).unwrap_or_else(|_| "{}".into());
-    socket.send(Message::Text(text.into())).await
+async fn send(socket: &mut WebSocket, msg: &ServerMessage) -> Result<(), axum::Error> {
+    socket.send(Message::Text(msg.to_text().into())).await
 }
 
 async fn session(
@@ -311,8 +230,8 @@ async fn session(
     };
     let hello = ServerMessage::Hello {
         protocol: PROTOCOL,
-        user_id: uid.to_string(),
-        role: role.as_str(),
+        user_id: uid,
+        role,
         ice_servers: bound.map(|_| {
             state
                 .calls
@@ -346,20 +265,20 @@ async fn session(
                     Message::Text(text) => {
                         let reply = match serde_json::from_str::<ClientMessage>(&text) {
                             Ok(m) => crate::call_ws::handle(&state, &mut call, m).await,
-                            Err(_) => Some(crate::call_ws::error("bad_message", "Tin nhắn không hợp lệ hoặc không được hỗ trợ.", "Malformed or unsupported message.")),
+                            Err(_) => Some(ServerMessage::error("bad_message", "Tin nhắn không hợp lệ hoặc không được hỗ trợ.", "Malformed or unsupported message.")),
                         };
                         if let Some(reply) = reply {
-                            if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
+                            if send(&mut socket, &reply).await.is_err() {
                                 reason = Some(CloseReason::SocketError);
                             }
                         }
                     }
                     Message::Binary(_) => {
-                        let reply = ServerMessage::Error {
-                            code: "binary_not_supported",
-                            message: "Chỉ nhận tin nhắn dạng văn bản JSON.",
-                            message_en: "Only JSON text messages are accepted.",
-                        };
+                        let reply = ServerMessage::error(
+                            "binary_not_supported",
+                            "Chỉ nhận tin nhắn dạng văn bản JSON.",
+                            "Only JSON text messages are accepted.",
+                        );
                         if send(&mut socket, &reply).await.is_err() {
                             reason = Some(CloseReason::SocketError);
                         }
@@ -370,7 +289,7 @@ async fn session(
             }
             update = updates.recv() => {
                 let msg = match &update {
-                    Ok(change) if change.concerns(role, facility, uid) => ServerMessage::ConsultationChanged(change),
+                    Ok(change) if change.concerns(role, facility, uid) => ServerMessage::ConsultationChanged(change.clone()),
                     Ok(_) => continue,
                     Err(RecvError::Lagged(_)) => ServerMessage::Resync,
                     Err(RecvError::Closed) => { reason = Some(CloseReason::ServerShutdown); break; }

@@ -69,7 +69,11 @@ async fn upload(
     s.calls.broadcast(
         id,
         None,
-        &serde_json::json!({"type": "photo_shared", "photo_id": a.id, "consultation_id": id, "uploaded_by": a.uploaded_by}),
+        &crate::protocol::ServerMessage::PhotoShared {
+            photo_id: a.id,
+            consultation_id: id,
+            uploaded_by: a.uploaded_by,
+        },
     );
     Ok((StatusCode::CREATED, Json(a)))
 }
