@@ -829,15 +829,7 @@ on_both!(notes_autosave_sign_and_amend_over_http);
 
 async fn two_doctors_accept_at_once_one_wins(store: Store) {
     let w = world(store).await;
-    let r = call(
-        &w.app,
-        Method::POST,
-        "/api/patients",
-        Some(&w.t_hw1),
-        Some(patient_json("A")),
-    )
-    .await;
-    let pid = r.body["id"].as_str().unwrap().to_owned();
+    let pid = w.register("A").await;
     w.consent(&pid).await;
     for _ in 0..25 {
         let r = call(
@@ -2068,15 +2060,7 @@ on_both!(a_citizen_id_on_file_at_another_station_is_an_audited_and_limited_answe
 
 async fn a_withdrawn_consent_stops_new_consultations_and_cancels_unstarted_ones(store: Store) {
     let w = world(store).await;
-    let r = call(
-        &w.app,
-        Method::POST,
-        "/api/patients",
-        Some(&w.t_hw1),
-        Some(patient_json("Sùng Thị Mỷ")),
-    )
-    .await;
-    let pid = r.body["id"].as_str().unwrap().to_owned();
+    let pid = w.register("Sùng Thị Mỷ").await;
     let request = || json!({"patient_id": pid, "kind": "urgent", "reason": "Ho kéo dài"});
     let ask = || {
         call(

@@ -8,7 +8,6 @@
 mod common;
 
 use std::time::{Duration, Instant};
-use telehealth_tests::{Impairment, ParticipantConfig, SfuSession};
 
 const PLAYOUT: Duration = Duration::from_millis(150);
 
@@ -16,23 +15,7 @@ const PLAYOUT: Duration = Duration::from_millis(150);
 async fn speech_stays_at_its_tone_every_second_at_ten_percent_loss_and_300_ms() {
     let sfu = common::start_sfu().await;
     let room = common::room(&sfu, "consultation-weak-4g").await;
-    let doctor = SfuSession::join(&sfu, &room, ParticipantConfig::new("doctor", 440.0))
-        .await
-        .expect("doctor joins");
-    let link = Impairment::none();
-    let mut cfg = ParticipantConfig::new("health-worker", 660.0);
-    cfg.impairment = link.clone();
-    let worker = SfuSession::join(&sfu, &room, cfg).await.expect("worker joins");
-    let (d, w) = (doctor.participant.clone(), worker.participant.clone());
-    common::eventually(Duration::from_secs(5), "audio both ways", || {
-        let (d, w) = (d.clone(), w.clone());
-        async move {
-            let a = d.report().audio_from("health-worker")?.packets_received;
-            let b = w.report().audio_from("doctor")?.packets_received;
-            (a > 25 && b > 25).then_some(())
-        }
-    })
-    .await;
+    let (doctor, worker, link) = common::doctor_and_worker_on_a_link(&sfu, &room).await;
 
     link.set_loss(0.10, 0.10);
     link.set_delay(1.0, Duration::from_millis(150));

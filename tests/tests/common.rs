@@ -111,3 +111,39 @@ pub fn assert_heard<'r>(
     );
     video
 }
+
+/// A consultation's two synthetic participants: the doctor on a clean link
+/// (tone 440 Hz) and the health worker (660 Hz) behind `Impairment` (none
+/// yet), both already receiving the other's audio and video.
+pub async fn doctor_and_worker_on_a_link(
+    sfu: &Sfu,
+    room: &RoomId,
+) -> (
+    telehealth_tests::SfuSession,
+    telehealth_tests::SfuSession,
+    std::sync::Arc<telehealth_tests::Impairment>,
+) {
+    use telehealth_tests::{Impairment, ParticipantConfig, SfuSession};
+    let doctor = SfuSession::join(sfu, room, ParticipantConfig::new("doctor", 440.0))
+        .await
+        .expect("doctor joins");
+    let link = Impairment::none();
+    let mut cfg = ParticipantConfig::new("health-worker", 660.0);
+    cfg.impairment = link.clone();
+    let worker = SfuSession::join(sfu, room, cfg).await.expect("worker joins");
+    let (d, w) = (doctor.participant.clone(), worker.participant.clone());
+    eventually(Duration::from_secs(5), "audio and video both ways", || {
+        let (d, w) = (d.clone(), w.clone());
+        async move {
+            let a = d.report();
+            let b = w.report();
+            let up = a.video_from("health-worker")?.frames_complete > 5
+                && a.audio_from("health-worker")?.packets_received > 25;
+            let down =
+                b.video_from("doctor")?.frames_complete > 5 && b.audio_from("doctor")?.packets_received > 25;
+            (up && down).then_some(())
+        }
+    })
+    .await;
+    (doctor, worker, link)
+}

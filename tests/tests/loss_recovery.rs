@@ -5,30 +5,13 @@
 mod common;
 
 use std::time::Duration;
-use telehealth_tests::{Impairment, ParticipantConfig, SfuSession};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nack_recovers_video_under_five_percent_loss() {
     let sfu = common::start_sfu().await;
     let room = common::room(&sfu, "consultation-4g").await;
-    let doctor = SfuSession::join(&sfu, &room, ParticipantConfig::new("doctor", 440.0))
-        .await
-        .expect("doctor joins");
     // The commune station on 4G: 5 % of its media packets lost each way.
-    let link = Impairment::none();
-    let mut cfg = ParticipantConfig::new("health-worker", 660.0);
-    cfg.impairment = link.clone();
-    let worker = SfuSession::join(&sfu, &room, cfg).await.expect("worker joins");
-    let (d, w) = (doctor.participant.clone(), worker.participant.clone());
-    common::eventually(Duration::from_secs(5), "video both ways", || {
-        let (d, w) = (d.clone(), w.clone());
-        async move {
-            let a = d.report().video_from("health-worker")?.frames_complete;
-            let b = w.report().video_from("doctor")?.frames_complete;
-            (a > 5 && b > 5).then_some(())
-        }
-    })
-    .await;
+    let (doctor, worker, link) = common::doctor_and_worker_on_a_link(&sfu, &room).await;
 
     link.set_loss(0.05, 0.05);
     let before_up = doctor.participant.report().video_from("health-worker").cloned();

@@ -385,6 +385,20 @@ impl World {
         (pid, c)
     }
 
+    /// Registers a patient at station 1 (hw1); returns the id.
+    pub async fn register(&self, name: &str) -> String {
+        let r = call(
+            &self.app,
+            Method::POST,
+            "/api/patients",
+            Some(&self.t_hw1),
+            Some(patient_json(name)),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.body["id"].as_str().unwrap().to_owned()
+    }
+
     /// Records the patient's consent (hw1 attests it), as before a first consultation.
     pub async fn consent(&self, pid: &str) {
         let r = call(
