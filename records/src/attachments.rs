@@ -114,7 +114,7 @@ impl Store {
         append_event(
             &mut w,
             consultation,
-            "photo",
+            crate::types::EventKind::Photo,
             Some(by),
             serde_json::json!({"photo_id": id, "bytes": bytes.len()}),
         )

@@ -130,7 +130,7 @@ impl Store {
         append_event(
             &mut w,
             id,
-            "state_changed",
+            crate::types::EventKind::StateChanged,
             actor.user_id,
             serde_json::json!({"to": state}),
         )
@@ -263,7 +263,14 @@ impl Store {
                 },
             );
         };
-        append_event(&mut w, id, "accepted", Some(doctor), serde_json::json!({})).await?;
+        append_event(
+            &mut w,
+            id,
+            crate::types::EventKind::Accepted,
+            Some(doctor),
+            serde_json::json!({}),
+        )
+        .await?;
         record(
             &mut w,
             actor,
@@ -326,7 +333,7 @@ impl Store {
         append_event(
             &mut w,
             id,
-            "state_changed",
+            crate::types::EventKind::StateChanged,
             actor.user_id,
             serde_json::json!({"from": current.state, "to": to}),
         )

@@ -5,7 +5,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, FromRow};
 
 use crate::error::Result;
-use crate::types::{ConsultationId, Timestamp, UserId};
+use crate::types::{ConsultationId, EventKind, Timestamp, UserId};
 use crate::Store;
 
 #[derive(Clone, Debug, Serialize)]
@@ -13,7 +13,8 @@ pub struct SessionEvent {
     pub id: i64,
     pub consultation_id: ConsultationId,
     pub at: Timestamp,
-    /// `state_changed`, `joined`, `left`, `ice_state`, `stats`, `error`…
+    /// An [`EventKind`]'s name (kept as text: a log written by an older
+    /// version may name a kind this one no longer writes).
     pub kind: String,
     pub user_id: Option<UserId>,
     pub data: serde_json::Value,
@@ -32,7 +33,7 @@ struct Row {
 pub(crate) async fn append_event(
     tx: &mut PoolConnection<Any>,
     consultation: ConsultationId,
-    kind: &str,
+    kind: EventKind,
     user: Option<UserId>,
     data: serde_json::Value,
 ) -> Result<()> {
@@ -54,7 +55,7 @@ impl Store {
     pub async fn append_session_event(
         &self,
         consultation: ConsultationId,
-        kind: &str,
+        kind: EventKind,
         user: Option<UserId>,
         data: serde_json::Value,
     ) -> Result<()> {
@@ -80,7 +81,7 @@ impl Store {
     pub(crate) async fn session_events_of(
         &self,
         consultations: &[ConsultationId],
-        kinds: &[&str],
+        kinds: &[EventKind],
     ) -> Result<std::collections::HashMap<ConsultationId, Vec<SessionEvent>>> {
         let mut out: std::collections::HashMap<ConsultationId, Vec<SessionEvent>> = Default::default();
         if consultations.is_empty() {

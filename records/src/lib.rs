@@ -59,7 +59,7 @@ pub use facilities::{Facility, FacilityInput};
 pub use notes::{Note, NoteContent};
 pub use patients::{Patient, PatientInput, PatientScope};
 pub use schedule::{local_offset, Leave, Slot, WorkingHours, SLOT_MINUTES};
-pub use sessions::{quality, Quality, SessionQuery, SessionSummary, STATS_INTERVAL_SECS};
+pub use sessions::{quality, Quality, SessionQuery, SessionStats, SessionSummary, STATS_INTERVAL_SECS};
 pub use store::{Backend, Store, StoreOptions};
 pub use types::*;
 pub use users::{AuthSession, NewUser, User, UserChanges, UserCredentials};

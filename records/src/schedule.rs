@@ -465,7 +465,7 @@ impl Store {
             append_event(
                 &mut w,
                 id,
-                "state_changed",
+                crate::types::EventKind::StateChanged,
                 actor.user_id,
                 serde_json::json!({"to": "scheduled"}),
             )
@@ -531,7 +531,7 @@ impl Store {
             append_event(
                 &mut w,
                 id,
-                "rescheduled",
+                crate::types::EventKind::Rescheduled,
                 actor.user_id,
                 serde_json::json!({"from": c.scheduled_start, "to": start, "doctor_id": d}),
             )

@@ -1,22 +1,79 @@
 //! Session logs for admins: each consultation as a timeline of events, with a
 //! call-quality summary computed from the `stats` samples.
 //!
-//! A `stats` event's data is one participant's sample over the last
-//! [`STATS_INTERVAL_SECS`] seconds:
-//! `{"user_id", "loss_pct", "rtt_ms", "jitter_ms", "bitrate_in_kbps",
-//! "bitrate_out_kbps", "audio_only"}` (every number optional).
-//! Reconnections are events of kind `reconnected`.
+//! A `stats` event's data is one participant's sample, [`SessionStats`]:
+//! the signaling writes it and the summary reads it as that type, with the
+//! interval it covers. Reconnections are events of kind `reconnected`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
 use crate::error::Result;
 use crate::events::SessionEvent;
-use crate::types::{ConsultationId, ConsultationKind, ConsultationState, FacilityId, Timestamp, UserId};
+use crate::types::{
+    ConsultationId, ConsultationKind, ConsultationState, EventKind, FacilityId, Timestamp, UserId,
+};
 use crate::Store;
 
-/// How often the SFU samples a participant's quality.
+/// The interval of a sample written before samples said their own (the
+/// SFU's default then and now).
 pub const STATS_INTERVAL_SECS: f64 = 5.0;
+
+fn default_interval() -> f64 {
+    STATS_INTERVAL_SECS
+}
+
+/// One participant's call quality over one sampling interval: the data of a
+/// `stats` session event. Fields added since the first samples default, so
+/// an older log still reads.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionStats {
+    #[serde(default)]
+    pub user_id: Option<UserId>,
+    #[serde(default)]
+    pub participant_id: Option<String>,
+    /// The seconds the sample covers (the SFU's `stats_interval`).
+    #[serde(default = "default_interval")]
+    pub interval_secs: f64,
+    /// Packets lost of those sent to and by the participant, %.
+    #[serde(default)]
+    pub loss_pct: Option<f64>,
+    #[serde(default)]
+    pub rtt_ms: Option<f64>,
+    #[serde(default)]
+    pub jitter_ms: Option<f64>,
+    #[serde(default)]
+    pub bitrate_in_kbps: Option<u64>,
+    #[serde(default)]
+    pub bitrate_out_kbps: Option<u64>,
+    /// It received audio and no video.
+    #[serde(default)]
+    pub audio_only: bool,
+    /// Packets forwarded to the participant (what it could receive) and
+    /// published by it, this interval.
+    #[serde(default)]
+    pub received_audio_packets: Option<u64>,
+    #[serde(default)]
+    pub received_video_packets: Option<u64>,
+    #[serde(default)]
+    pub sent_audio_packets: Option<u64>,
+    #[serde(default)]
+    pub sent_video_packets: Option<u64>,
+    #[serde(default)]
+    pub nacks: Option<u64>,
+    #[serde(default)]
+    pub plis: Option<u64>,
+    /// The simulcast layers forwarded to it.
+    #[serde(default)]
+    pub layers: Vec<usize>,
+    /// `audio/red` when redundant audio flows (sent by it, received by it).
+    #[serde(default)]
+    pub audio_codec_sent: Option<String>,
+    #[serde(default)]
+    pub audio_codec_received: Option<String>,
+    #[serde(default)]
+    pub send_estimate_kbps: Option<u64>,
+}
 
 /// What an admin sees of a consultation: ids, times and quality, no
 /// personal data.
@@ -95,34 +152,54 @@ pub fn quality(
 ) -> Quality {
     let (mut loss, mut rtt, mut jitter) = (Vec::new(), Vec::new(), Vec::new());
     let mut q = Quality::default();
+    let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
     for e in events {
-        match e.kind.as_str() {
-            "stats" => {
+        // A kind this version does not write (an older log) counts for nothing.
+        let Ok(kind) = e.kind.parse::<EventKind>() else {
+            continue;
+        };
+        match kind {
+            EventKind::Stats => {
                 q.samples += 1;
-                let num = |k: &str| {
-                    e.data
-                        .get(k)
-                        .and_then(serde_json::Value::as_f64)
-                        .filter(|x| x.is_finite())
+                // A sample that does not read as one gives no figures.
+                let Ok(s) = serde_json::from_value::<SessionStats>(e.data.clone()) else {
+                    continue;
                 };
-                loss.extend(num("loss_pct"));
-                rtt.extend(num("rtt_ms"));
-                jitter.extend(num("jitter_ms"));
-                if e.data.get("audio_only").and_then(serde_json::Value::as_bool) == Some(true) {
-                    q.audio_only_secs += STATS_INTERVAL_SECS;
+                loss.extend(finite(s.loss_pct));
+                rtt.extend(finite(s.rtt_ms));
+                jitter.extend(finite(s.jitter_ms));
+                if s.audio_only {
+                    q.audio_only_secs += finite(Some(s.interval_secs)).unwrap_or(STATS_INTERVAL_SECS);
                 }
             }
-            "reconnected" => q.reconnections += 1,
-            "reconnecting" => q.disconnections += 1,
-            "ice_state"
+            EventKind::Reconnected => q.reconnections += 1,
+            EventKind::Reconnecting => q.disconnections += 1,
+            EventKind::IceState => {
                 if matches!(
                     e.data.get("state").and_then(serde_json::Value::as_str),
                     Some("disconnected" | "failed")
-                ) =>
-            {
-                q.media_interruptions += 1
+                ) {
+                    q.media_interruptions += 1
+                }
             }
-            _ => {}
+            EventKind::StateChanged
+            | EventKind::Accepted
+            | EventKind::Rescheduled
+            | EventKind::Photo
+            | EventKind::Joined
+            | EventKind::Media
+            | EventKind::Chat
+            | EventKind::Error
+            | EventKind::ErrorsSuppressed
+            | EventKind::TrackPublished
+            | EventKind::TrackUnpublished
+            | EventKind::Left
+            | EventKind::RoomClosed
+            | EventKind::MediaRepair
+            | EventKind::MediaResumed
+            | EventKind::AddressChanged
+            | EventKind::VideoLevel
+            | EventKind::RejoinRequested => {}
         }
     }
     q.avg_loss_pct = mean(&loss);
@@ -135,7 +212,12 @@ pub fn quality(
 }
 
 /// The session events [`quality`] reads.
-const QUALITY_KINDS: &[&str] = &["stats", "reconnected", "reconnecting", "ice_state"];
+const QUALITY_KINDS: &[EventKind] = &[
+    EventKind::Stats,
+    EventKind::Reconnected,
+    EventKind::Reconnecting,
+    EventKind::IceState,
+];
 
 impl Store {
     /// Sessions matching a query, newest first, with their quality.
@@ -237,6 +319,27 @@ mod tests {
     }
 
     #[test]
+    fn a_sample_reads_back_as_written_and_an_old_one_still_reads() {
+        let s = SessionStats {
+            user_id: Some(UserId::new()),
+            participant_id: Some("p1".into()),
+            interval_secs: 1.0,
+            loss_pct: Some(2.5),
+            audio_only: true,
+            layers: vec![0, 2],
+            audio_codec_sent: Some("audio/red".into()),
+            ..Default::default()
+        };
+        let back: SessionStats = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        // Written before samples said their interval or their packet counts.
+        let old: SessionStats =
+            serde_json::from_value(json!({"loss_pct": 1.0, "rtt_ms": 80.0, "audio_only": false})).unwrap();
+        assert_eq!(old.interval_secs, STATS_INTERVAL_SECS);
+        assert_eq!(old.received_audio_packets, None);
+    }
+
+    #[test]
     fn quality_summarises_samples() {
         let events = [
             ev(
@@ -247,6 +350,8 @@ mod tests {
                 "stats",
                 json!({"loss_pct": 7.0, "rtt_ms": 300.0, "audio_only": true}),
             ),
+            // A sample that says its own interval is counted by it.
+            ev("stats", json!({"interval_secs": 2.0, "audio_only": true})),
             ev("stats", json!({"loss_pct": "bad", "rtt_ms": 200.0})),
             ev("reconnected", json!({})),
             ev("reconnecting", json!({})),
@@ -259,12 +364,12 @@ mod tests {
         let s: Timestamp = "2026-11-23T08:00:00.000Z".parse().unwrap();
         let e: Timestamp = "2026-11-23T08:12:30.000Z".parse().unwrap();
         let q = quality(&events, Some(s), Some(e), Timestamp::now());
-        assert_eq!(q.samples, 3);
+        assert_eq!(q.samples, 4);
         assert_eq!(q.avg_loss_pct, Some(4.0));
         assert_eq!(q.worst_loss_pct, Some(7.0));
         assert_eq!(q.avg_rtt_ms, Some(200.0));
         assert_eq!(q.avg_jitter_ms, Some(10.0));
-        assert_eq!(q.audio_only_secs, 5.0);
+        assert_eq!(q.audio_only_secs, 7.0);
         assert_eq!(q.reconnections, 1);
         assert_eq!(q.disconnections, 2);
         assert_eq!(q.media_interruptions, 2);

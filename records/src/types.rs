@@ -229,6 +229,56 @@ text_enum!(
 );
 
 text_enum!(
+    /// What a session-log entry records (`session_events.kind`).
+    EventKind {
+        /// The consultation was created or moved (`from`, `to`).
+        StateChanged = "state_changed",
+        /// A doctor took it from the queue.
+        Accepted = "accepted",
+        /// A booking moved to another slot.
+        Rescheduled = "rescheduled",
+        /// A photo was sent.
+        Photo = "photo",
+        /// A participant joined its call.
+        Joined = "joined",
+        /// A participant came back after a drop, same seat.
+        Reconnected = "reconnected",
+        /// A participant's socket dropped; its seat is held.
+        Reconnecting = "reconnecting",
+        /// Microphone, camera or "audio only" changed.
+        Media = "media",
+        /// A chat message was sent (its length, not its text).
+        Chat = "chat",
+        /// A call message was refused.
+        Error = "error",
+        /// Refusals left out of the log (too many in a row).
+        ErrorsSuppressed = "errors_suppressed",
+        /// A participant's media connection changed.
+        IceState = "ice_state",
+        /// A participant started sending a track.
+        TrackPublished = "track_published",
+        /// A participant stopped sending a track.
+        TrackUnpublished = "track_unpublished",
+        /// A participant left the call.
+        Left = "left",
+        /// The call's room closed.
+        RoomClosed = "room_closed",
+        /// One participant's quality sample ([`crate::SessionStats`]).
+        Stats = "stats",
+        /// A track's repair (NACK/RTX) was switched on or off.
+        MediaRepair = "media_repair",
+        /// A participant's media came back after silence.
+        MediaResumed = "media_resumed",
+        /// A participant's network address changed (a new path).
+        AddressChanged = "address_changed",
+        /// What one participant receives of another's video changed.
+        VideoLevel = "video_level",
+        /// A participant was asked to join again (our offer went unanswered).
+        RejoinRequested = "rejoin_requested",
+    }
+);
+
+text_enum!(
     /// A note is edited as a draft, then signed once and for all.
     NoteStatus {
         Draft = "draft",

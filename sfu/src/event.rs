@@ -160,6 +160,8 @@ pub struct StatsSample {
     pub participant: ParticipantId,
     /// When the sample was taken.
     pub at: SystemTime,
+    /// The time its figures cover (`SfuConfig::stats_interval`).
+    pub interval: std::time::Duration,
     /// Round-trip time to the participant in seconds, if measured.
     pub rtt_s: Option<f64>,
     /// Send-side bandwidth estimate towards the participant (bps), when

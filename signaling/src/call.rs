@@ -22,7 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use telehealth_records::{Consultation, ConsultationId, ConsultationState, Role, UserId};
+use telehealth_records::{
+    Consultation, ConsultationId, ConsultationState, EventKind, Role, SessionStats, UserId,
+};
 use telehealth_sfu::{
     CloseReason, ConnectionState, Direction, MediaKind, ParticipantId, RoomId, Sfu, SfuError, SfuEvent,
     StatsSample, VideoLevel,
@@ -546,31 +548,37 @@ impl LossMemory {
             }
         }
         let total = got as f64 + lost as f64;
-        json!({
-            "user_id": user,
-            "participant_id": s.participant.as_str(),
-            "loss_pct": if total > 0.0 { (lost as f64 * 100.0 / total * 100.0).round() / 100.0 } else { 0.0 },
-            "rtt_ms": s.rtt_s.map(|r| (r * 1000.0 * 10.0).round() / 10.0),
-            "jitter_ms": jitter.map(|j| (j * 1000.0 * 10.0).round() / 10.0),
-            "bitrate_in_kbps": bin / 1000,
-            "bitrate_out_kbps": bout / 1000,
-            "audio_only": out_audio > 0 && out_video == 0,
+        let sample = SessionStats {
+            user_id: user,
+            participant_id: Some(s.participant.as_str().to_owned()),
+            interval_secs: s.interval.as_secs_f64(),
+            loss_pct: Some(if total > 0.0 {
+                (lost as f64 * 100.0 / total * 100.0).round() / 100.0
+            } else {
+                0.0
+            }),
+            rtt_ms: s.rtt_s.map(|r| (r * 1000.0 * 10.0).round() / 10.0),
+            jitter_ms: jitter.map(|j| (j * 1000.0 * 10.0).round() / 10.0),
+            bitrate_in_kbps: Some(bin / 1000),
+            bitrate_out_kbps: Some(bout / 1000),
+            audio_only: out_audio > 0 && out_video == 0,
             // Packets this interval: forwarded to the participant (what
             // it could receive) and published by it. An admin's session
             // page flags a participant that got none while another sent.
-            "received_audio_packets": out_audio,
-            "received_video_packets": out_video,
-            "sent_audio_packets": in_audio,
-            "sent_video_packets": in_video,
-            "nacks": nacks,
-            "plis": plis,
-            "layers": layers,
+            received_audio_packets: Some(out_audio),
+            received_video_packets: Some(out_video),
+            sent_audio_packets: Some(in_audio),
+            sent_video_packets: Some(in_video),
+            nacks: Some(nacks),
+            plis: Some(plis),
+            layers,
             // Redundant audio shows here: `audio/red` when the participant
             // sends it (and when it receives it).
-            "audio_codec_sent": audio_sent,
-            "audio_codec_received": audio_received,
-            "send_estimate_kbps": s.send_estimate_bps.map(|b| b / 1000),
-        })
+            audio_codec_sent: audio_sent.map(str::to_owned),
+            audio_codec_received: audio_received.map(str::to_owned),
+            send_estimate_kbps: s.send_estimate_bps.map(|b| b / 1000),
+        };
+        serde_json::to_value(sample).unwrap_or(Value::Null)
     }
 }
 
@@ -588,7 +596,7 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
         let Ok(c) = ev.room().as_str().parse::<ConsultationId>() else {
             continue;
         };
-        let log = |kind: &'static str, user: Option<UserId>, data: Value| {
+        let log = |kind: EventKind, user: Option<UserId>, data: Value| {
             let store = store.clone();
             async move {
                 if let Err(e) = store.append_session_event(c, kind, user, data).await {
@@ -631,7 +639,7 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
                     ConnectionState::Closed => "closed",
                 };
                 log(
-                    "ice_state",
+                    EventKind::IceState,
                     user,
                     json!({"participant_id": participant.as_str(), "state": s}),
                 )
@@ -657,7 +665,7 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
                     MediaKind::Video => "video",
                 };
                 log(
-                    "track_published",
+                    EventKind::TrackPublished,
                     user,
                     json!({"participant_id": participant.as_str(), "track": track.as_str(), "kind": kind}),
                 )
@@ -668,7 +676,7 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
             } => {
                 let user = calls.member_user(c, &participant).map(|m| m.0);
                 log(
-                    "track_unpublished",
+                    EventKind::TrackUnpublished,
                     user,
                     json!({"participant_id": participant.as_str(), "track": track.as_str()}),
                 )
@@ -680,7 +688,7 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
                 let m = calls.forget(c, &participant);
                 let user = m.as_ref().map(|m| m.user_id);
                 log(
-                    "left",
+                    EventKind::Left,
                     user,
                     json!({"participant_id": participant.as_str(), "reason": reason.code()}),
                 )
@@ -726,12 +734,12 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
                 }
             }
             SfuEvent::RoomClosed { .. } => {
-                log("room_closed", None, json!({})).await;
+                log(EventKind::RoomClosed, None, json!({})).await;
             }
             SfuEvent::Stats(sample) => {
                 let user = calls.member_user(c, &sample.participant).map(|m| m.0);
                 let data = loss.sample_json(&sample, user);
-                log("stats", user, data).await;
+                log(EventKind::Stats, user, data).await;
             }
             SfuEvent::Repaired {
                 participant,
@@ -741,7 +749,7 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
             } => {
                 let user = calls.member_user(c, &participant).map(|m| m.0);
                 log(
-                    "media_repair",
+                    EventKind::MediaRepair,
                     user,
                     json!({"participant_id": participant.as_str(), "track": track.as_str(), "repair": repair.code()}),
                 )
@@ -754,7 +762,7 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
             } => {
                 let user = calls.member_user(c, &participant).map(|m| m.0);
                 log(
-                    "media_resumed",
+                    EventKind::MediaResumed,
                     user,
                     json!({"participant_id": participant.as_str(), "silent_ms": silent_for.as_millis() as u64}),
                 )
@@ -763,7 +771,7 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
             SfuEvent::PathMoved { participant, .. } => {
                 let user = calls.member_user(c, &participant).map(|m| m.0);
                 log(
-                    "address_changed",
+                    EventKind::AddressChanged,
                     user,
                     json!({"participant_id": participant.as_str()}),
                 )
@@ -782,7 +790,7 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
                     VideoLevel::Off(why) => (None, None, Some(why.code())),
                 };
                 log(
-                    "video_level",
+                    EventKind::VideoLevel,
                     user,
                     json!({"participant_id": participant.as_str(), "publisher_id": publisher.as_str(), "track": track.as_str(), "layer": layer, "layers": layers, "off": off}),
                 )
@@ -804,7 +812,7 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
             SfuEvent::RejoinNeeded { participant, .. } => {
                 let user = calls.member_user(c, &participant).map(|m| m.0);
                 log(
-                    "rejoin_requested",
+                    EventKind::RejoinRequested,
                     user,
                     json!({"participant_id": participant.as_str(), "why": "offer_unanswered"}),
                 )

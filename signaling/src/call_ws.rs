@@ -4,7 +4,7 @@
 //! [`crate::call::Calls`].
 
 use serde_json::{json, Value};
-use telehealth_records::{Actor, ConsultationId, ConsultationState, Role, UserId};
+use telehealth_records::{Actor, ConsultationId, ConsultationState, EventKind, Role, UserId};
 use telehealth_sfu::{IceCandidate, ParticipantId, RoomId};
 
 use crate::call::{Calls, JoinError};
@@ -52,7 +52,7 @@ fn not_in_call() -> ServerMessage {
     )
 }
 
-pub async fn log(state: &AppState, c: ConsultationId, kind: &str, user: Option<UserId>, data: Value) {
+pub async fn log(state: &AppState, c: ConsultationId, kind: EventKind, user: Option<UserId>, data: Value) {
     if let Err(e) = state.store.append_session_event(c, kind, user, data).await {
         tracing::error!(consultation = %c, error = %e, "cannot write session event");
     }
@@ -67,10 +67,17 @@ pub async fn handle(state: &AppState, call: &mut CallState, msg: ClientMessage) 
         let user = Some(call.user.user.id);
         let (write, left_out) = call.errors.take();
         if left_out > 0 {
-            log(state, c, "errors_suppressed", user, json!({"count": left_out})).await;
+            log(
+                state,
+                c,
+                EventKind::ErrorsSuppressed,
+                user,
+                json!({"count": left_out}),
+            )
+            .await;
         }
         if write {
-            log(state, c, "error", user, json!({"code": code})).await;
+            log(state, c, EventKind::Error, user, json!({"code": code})).await;
         }
     }
     reply
@@ -177,7 +184,7 @@ async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) ->
             log(
                 state,
                 c,
-                "media",
+                EventKind::Media,
                 Some(call.user.user.id),
                 json!({"participant_id": pid.as_str(), "audio": audio, "video": video, "receive_video": receive_video}),
             )
@@ -208,7 +215,7 @@ async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) ->
             log(
                 state,
                 c,
-                "chat",
+                EventKind::Chat,
                 Some(call.user.user.id),
                 json!({"participant_id": pid.as_str(), "chars": chars}),
             )
@@ -314,7 +321,11 @@ async fn join(
         }
     };
     call.current = Some((c, pid.clone()));
-    let kind = if resumed { "reconnected" } else { "joined" };
+    let kind = if resumed {
+        EventKind::Reconnected
+    } else {
+        EventKind::Joined
+    };
     log(
         state,
         c,

@@ -327,7 +327,7 @@ async fn session(
         crate::call_ws::log(
             &state,
             c,
-            "errors_suppressed",
+            telehealth_records::EventKind::ErrorsSuppressed,
             Some(uid),
             serde_json::json!({"count": n}),
         )
@@ -339,7 +339,7 @@ async fn session(
         crate::call_ws::log(
             &state,
             c,
-            "reconnecting",
+            telehealth_records::EventKind::Reconnecting,
             Some(uid),
             serde_json::json!({"participant_id": pid.as_str(), "socket": reason.code_and_text().1}),
         )

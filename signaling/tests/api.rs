@@ -1095,7 +1095,7 @@ async fn admins_read_session_logs_with_quality(store: Store) {
         w.store
             .append_session_event(
                 id,
-                "stats",
+                telehealth_records::EventKind::Stats,
                 doc,
                 json!({"user_id": w.doc1.id, "loss_pct": loss, "rtt_ms": rtt, "audio_only": audio_only}),
             )
@@ -1103,7 +1103,12 @@ async fn admins_read_session_logs_with_quality(store: Store) {
             .unwrap();
     }
     w.store
-        .append_session_event(id, "reconnected", doc, json!({"note": "ICE restart, \"quoted\""}))
+        .append_session_event(
+            id,
+            telehealth_records::EventKind::Reconnected,
+            doc,
+            json!({"note": "ICE restart, \"quoted\""}),
+        )
         .await
         .unwrap();
     call(
@@ -1927,7 +1932,12 @@ async fn a_long_session_log_comes_a_page_at_a_time(store: Store) {
     let c: telehealth_records::ConsultationId = cid.parse().unwrap();
     for i in 0..25 {
         w.store
-            .append_session_event(c, "stats", None, json!({"loss_pct": i % 7, "rtt_ms": 40}))
+            .append_session_event(
+                c,
+                telehealth_records::EventKind::Stats,
+                None,
+                json!({"loss_pct": i % 7, "rtt_ms": 40}),
+            )
             .await
             .unwrap();
     }

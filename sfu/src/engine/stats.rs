@@ -161,6 +161,7 @@ impl Engine {
                 room: peer.room.clone(),
                 participant: peer.id.clone(),
                 at,
+                interval: self.config.stats_interval,
                 rtt_s: rtcp.get(&key).and_then(|f| f.rtt_s),
                 send_estimate_bps: peer.send_estimate.get(),
                 tracks: samples.remove(&key).unwrap_or_default(),
