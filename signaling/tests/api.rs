@@ -1081,14 +1081,7 @@ async fn admins_read_session_logs_with_quality(store: Store) {
     let w = world(store).await;
     let (_, cid) = w.patient_and_consultation("Giàng A Páo", "001185012345").await;
     let (_, quiet) = w.patient_and_consultation("Giàng Thị Mỷ", "001185012399").await;
-    call(
-        &w.app,
-        Method::POST,
-        &format!("/api/consultations/{cid}/state"),
-        Some(&w.t_doc1),
-        Some(json!({"state": "in_progress"})),
-    )
-    .await;
+    w.doctor_moves(&cid, "in_progress").await;
     let id: telehealth_records::ConsultationId = cid.parse().unwrap();
     let doc = Some(w.doc1.id);
     for (loss, rtt, audio_only) in [(1.0, 120.0, false), (9.5, 380.0, true), (2.5, 200.0, false)] {
@@ -1111,14 +1104,7 @@ async fn admins_read_session_logs_with_quality(store: Store) {
         )
         .await
         .unwrap();
-    call(
-        &w.app,
-        Method::POST,
-        &format!("/api/consultations/{cid}/state"),
-        Some(&w.t_doc1),
-        Some(json!({"state": "completed"})),
-    )
-    .await;
+    w.doctor_moves(&cid, "completed").await;
     let a = Some(w.t_admin.as_str());
     let r = call(&w.app, Method::GET, &format!("/api/sessions/{cid}"), a, None).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -2107,14 +2093,7 @@ async fn a_withdrawn_consent_stops_new_consultations_and_cancels_unstarted_ones(
     w.consent(&pid).await;
     let waiting = ask().await.body["id"].as_str().unwrap().to_owned();
     let started = w.consultation_for(&pid).await;
-    let r = call(
-        &w.app,
-        Method::POST,
-        &format!("/api/consultations/{started}/state"),
-        Some(&w.t_doc1),
-        Some(json!({"state": "in_progress"})),
-    )
-    .await;
+    let r = w.doctor_moves(&started, "in_progress").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 
     // Withdrawn: the waiting request is cancelled, the call under way goes on,
@@ -2232,23 +2211,9 @@ async fn a_consultation_says_what_each_caller_may_do_now(store: Store) {
             vec!["join".into(), "start".into()]
         )
     );
-    let r = call(
-        &w.app,
-        Method::POST,
-        &format!("/api/consultations/{cid}/state"),
-        Some(&w.t_doc1),
-        Some(json!({"state": "in_progress"})),
-    )
-    .await;
+    let r = w.doctor_moves(&cid, "in_progress").await;
     assert_eq!(r.body["actions"], json!(["join", "complete"]), "{}", r.body);
-    let r = call(
-        &w.app,
-        Method::POST,
-        &format!("/api/consultations/{cid}/state"),
-        Some(&w.t_doc1),
-        Some(json!({"state": "completed"})),
-    )
-    .await;
+    let r = w.doctor_moves(&cid, "completed").await;
     assert_eq!(
         (r.body["closed"].as_bool(), r.body["call"].as_str()),
         (Some(true), Some("closed"))

@@ -385,6 +385,18 @@ impl World {
         (pid, c)
     }
 
+    /// doc1 moves a consultation to `state`.
+    pub async fn doctor_moves(&self, cid: &str, state: &str) -> Resp {
+        call(
+            &self.app,
+            Method::POST,
+            &format!("/api/consultations/{cid}/state"),
+            Some(&self.t_doc1),
+            Some(json!({ "state": state })),
+        )
+        .await
+    }
+
     /// Registers a patient at station 1 (hw1); returns the id.
     pub async fn register(&self, name: &str) -> String {
         let r = call(
