@@ -169,6 +169,9 @@ export function timeSec(iso) {
   return iso ? fmt({ hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false }).format(new Date(iso)) : '—';
 }
 
+/** A decimal number as the page's language writes it: 38,5 in Vietnamese, 38.5 in English. @param {number} n */
+export const decimal = (n) => (getLang() === 'en' ? String(n) : String(n).replace('.', ','));
+
 /** `YYYY-MM-DD` as DD/MM/YYYY. @param {string | null | undefined} ymd */
 export function date(ymd) {
   const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(ymd ?? '');

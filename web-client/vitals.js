@@ -5,7 +5,7 @@
  * be seen without scrolling, and an abnormal one must stand out.
  */
 import { t } from './i18n.js';
-import { cards, date, h, localDay, time } from './ui.js';
+import { cards, date, decimal, h, localDay, time } from './ui.js';
 
 /** @typedef {import('./types.js').Vitals} Vitals */
 /** @typedef {'high' | 'low' | null} Flag */
@@ -61,7 +61,7 @@ function cell(text, f) {
 
 /** @param {Vitals[]} list @param {{dob?: string}} [patient] the patient's date of birth, for the ranges of a child */
 export function vitalsTable(list, patient = {}) {
-  const num = (/** @type {number | null | undefined} */ x) => (x === null || x === undefined ? '—' : String(x));
+  const num = (/** @type {number | null | undefined} */ x) => (x === null || x === undefined ? '—' : decimal(x));
   let flagged = false;
   const rows = list.map((m) => {
     const r = ranges(monthsAt(patient.dob, m.recorded_at));

@@ -1,7 +1,10 @@
 //! The call part of the socket protocol: join (or resume), negotiation,
 //! ICE, mute, chat, leave and end. One function per client message; each
 //! returns the reply for the sender (if any) and tells the others through
-//! [`crate::call::Calls`].
+//! [`crate::call::Calls`]. The socket loop (`ws.rs`) owns a [`CallState`]
+//! and hands each call message here; nothing here depends on the socket.
+
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use telehealth_records::{Actor, ConsultationId, ConsultationState, EventKind, Role, UserId};
@@ -10,7 +13,57 @@ use telehealth_sfu::{IceCandidate, ParticipantId, RoomId};
 use crate::call::{Calls, JoinError};
 use crate::protocol::{ClientMessage, ServerMessage};
 use crate::state::AppState;
-use crate::ws::CallState;
+
+/// The call this socket is in, if any.
+pub struct CallState {
+    pub current: Option<(telehealth_records::ConsultationId, telehealth_sfu::ParticipantId)>,
+    /// The consultation this socket was opened for, if any.
+    pub bound: Option<telehealth_records::ConsultationId>,
+    pub outbox: crate::call::Outbox,
+    pub user: crate::auth::AuthUser,
+    /// Error events this socket wrote to the session log in the current minute.
+    pub errors: ErrorBudget,
+}
+
+/// A socket's errors reach the session log at most [`ErrorBudget::PER_MINUTE`]
+/// a minute; the rest are counted and written as one event. (20 sockets
+/// sending bad messages wrote 13,500 rows in 15 s, and slowed every note save.)
+pub struct ErrorBudget {
+    since: Instant,
+    logged: u32,
+    pub suppressed: u32,
+}
+
+impl Default for ErrorBudget {
+    fn default() -> Self {
+        Self {
+            since: Instant::now(),
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+}
+
+impl ErrorBudget {
+    pub const PER_MINUTE: u32 = 10;
+
+    /// Whether this error is written; if a minute has passed, also how many
+    /// were left out in the one before (to be written first).
+    pub fn take(&mut self) -> (bool, u32) {
+        let mut left_out = 0;
+        if self.since.elapsed() >= Duration::from_secs(60) {
+            left_out = std::mem::take(&mut self.suppressed);
+            *self = Self::default();
+        }
+        if self.logged < Self::PER_MINUTE {
+            self.logged += 1;
+            (true, left_out)
+        } else {
+            self.suppressed += 1;
+            (false, left_out)
+        }
+    }
+}
 
 /// Longest chat message.
 const MAX_CHAT: usize = 2000;

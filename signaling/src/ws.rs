@@ -20,6 +20,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::AuthUser;
+use crate::call_ws::{CallState, ErrorBudget};
 use crate::error::{ApiError, ApiResult};
 pub use crate::protocol::PROTOCOL;
 use crate::protocol::{ClientMessage, ServerMessage};
@@ -32,57 +33,6 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 const IDLE: Duration = Duration::from_secs(45);
 /// Messages per second a client may send before it is cut off.
 const RATE_PER_SEC: u32 = 50;
-
-/// The call this socket is in, if any.
-pub struct CallState {
-    pub current: Option<(telehealth_records::ConsultationId, telehealth_sfu::ParticipantId)>,
-    /// The consultation this socket was opened for, if any.
-    pub bound: Option<telehealth_records::ConsultationId>,
-    pub outbox: crate::call::Outbox,
-    pub user: AuthUser,
-    /// Error events this socket wrote to the session log in the current minute.
-    pub errors: ErrorBudget,
-}
-
-/// A socket's errors reach the session log at most [`ErrorBudget::PER_MINUTE`]
-/// a minute; the rest are counted and written as one event. (20 sockets
-/// sending bad messages wrote 13,500 rows in 15 s, and slowed every note save.)
-pub struct ErrorBudget {
-    since: Instant,
-    logged: u32,
-    pub suppressed: u32,
-}
-
-impl Default for ErrorBudget {
-    fn default() -> Self {
-        Self {
-            since: Instant::now(),
-            logged: 0,
-            suppressed: 0,
-        }
-    }
-}
-
-impl ErrorBudget {
-    pub const PER_MINUTE: u32 = 10;
-
-    /// Whether this error is written; if a minute has passed, also how many
-    /// were left out in the one before (to be written first).
-    pub fn take(&mut self) -> (bool, u32) {
-        let mut left_out = 0;
-        if self.since.elapsed() >= Duration::from_secs(60) {
-            left_out = std::mem::take(&mut self.suppressed);
-            *self = Self::default();
-        }
-        if self.logged < Self::PER_MINUTE {
-            self.logged += 1;
-            (true, left_out)
-        } else {
-            self.suppressed += 1;
-            (false, left_out)
-        }
-    }
-}
 
 /// Why the server closed a socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

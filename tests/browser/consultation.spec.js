@@ -88,10 +88,12 @@ test('urgent consultation from registration to signed note', async ({ browser })
     await vitals.locator('[name=respiratory_rate]').fill('24');
     await vitals.locator('[name=weight_kg]').fill('52.5');
     await vitals.locator('button[type=submit]').click();
-    await expect(hw.locator('#vitals-latest table')).toContainText('38.6');
+    // Written as Vietnamese write decimals: 38,6.
+    await expect(hw.locator('#vitals-latest table')).toContainText('38,6');
+    await expect(hw.locator('#vitals-latest table')).toContainText('52,5');
     // Out-of-range values are marked with an arrow and a word (not colour alone); normal ones are not.
     const flagged = hw.locator('#vitals-latest td.abnormal');
-    await expect(flagged).toHaveText(['38.6 ▲ cao', '104 ▲ cao', '24 ▲ cao']);
+    await expect(flagged).toHaveText(['38,6 ▲ cao', '104 ▲ cao', '24 ▲ cao']);
     await expect(hw.locator('#vitals-latest')).toContainText('ngoài khoảng thường gặp');
     await shoot(hw, 'patient-page', hw.locator('#consent-form'));
   });
@@ -142,7 +144,7 @@ test('urgent consultation from registration to signed note', async ({ browser })
     await item.locator('[data-action=accept]').click();
     await expect(dr).toHaveURL(new RegExp(`#/consultations/${consultationId}$`));
     await expect(dr.locator('#note-form')).toBeVisible();
-    await expect(dr.locator('#patient-panel')).toContainText('38.6');
+    await expect(dr.locator('#patient-panel')).toContainText('38,6');
     // The doctor sees that the patient consented, when, and who attested it.
     await expect(dr.locator('#patient-panel #consent-status')).toContainText('Bệnh nhân đã đồng ý khám từ xa');
   });

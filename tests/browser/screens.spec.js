@@ -70,7 +70,8 @@ test('dates are dd/mm/yyyy and a decimal comma is a decimal, in an American-Engl
   await expect(vitals.locator('.field-error').filter({ hasText: 'Nhập một con số' })).toHaveCount(1);
   await vitals.locator('[name=pulse_bpm]').fill('120');
   await vitals.locator('button[type=submit]').click();
-  await expect(hw.locator('#vitals-latest table')).toContainText('38.5');
+  await expect(hw.locator('#vitals-latest table')).toContainText('38,5');
+  await expect(hw.locator('#vitals-latest table')).toContainText('5,5');
   const list = await (await hw.request.get(`/api/patients/${patientId}/vitals`)).json();
   expect(list[0].temperature_c).toBe(38.5);
   expect(list[0].weight_kg).toBe(5.5);
