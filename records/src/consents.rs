@@ -230,14 +230,17 @@ fn check(input: &ConsentInput, patient_dob: &str) -> Result<Checked> {
 
 impl Store {
     /// Records a consent event for a patient of `facility`, with its audit
-    /// entry (`consent.grant` or `consent.withdraw`).
+    /// entry (`consent.grant` or `consent.withdraw`). A withdrawal cancels,
+    /// in the same transaction, the patient's consultations that have not
+    /// started: nothing new happens under a consent taken back, and nothing
+    /// is left half done. Returns the event and the consultations cancelled.
     pub async fn record_consent(
         &self,
         actor: &Actor,
         patient: PatientId,
         facility: FacilityId,
         input: &ConsentInput,
-    ) -> Result<Consent> {
+    ) -> Result<(Consent, Vec<crate::Consultation>)> {
         let dob: Option<String> = sqlx::query_scalar("SELECT date_of_birth FROM patients WHERE id = $1")
             .bind(patient)
             .fetch_optional(&self.pool)
@@ -295,8 +298,29 @@ impl Store {
         .bind(id)
         .fetch_one(&mut **w)
         .await?;
+        let mut cancelled = Vec::new();
+        if c.decision == ConsentDecision::Withdrawn {
+            let not_started: Vec<crate::ConsultationId> = sqlx::query_scalar(&format!(
+                "SELECT id FROM consultations WHERE patient_id = $1 AND state IN {}",
+                crate::lifecycle::sql_list(crate::lifecycle::NOT_STARTED)
+            ))
+            .bind(patient)
+            .fetch_all(&mut **w)
+            .await?;
+            for id in not_started {
+                cancelled.push(
+                    crate::consultations::transition_in(
+                        &mut w,
+                        actor,
+                        id,
+                        crate::ConsultationState::Cancelled,
+                    )
+                    .await?,
+                );
+            }
+        }
         w.commit().await?;
-        Ok(row)
+        Ok((row, cancelled))
     }
 
     /// A patient's consent events, newest first, with an audit entry.

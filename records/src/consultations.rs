@@ -83,13 +83,13 @@ impl Store {
         if let Some(m) = &input.vitals {
             crate::vitals::check(m)?;
         }
-        // Consent first, so that it is what the worker hears about before any
-        // slot problem; checked again inside the write that creates it.
-        {
+        if input.kind == ConsultationKind::Scheduled {
+            // A booking checks its slot before it writes: consent first, so
+            // that it is what the worker hears about before any slot
+            // problem (checked again inside the write that books).
             let mut conn = self.pool.acquire().await?;
             crate::consents::require_granted(&mut conn, input.patient_id).await?;
-        }
-        if input.kind == ConsultationKind::Scheduled {
+            drop(conn);
             return self.book(actor, station, hospital, input, reason).await;
         }
         if input.scheduled_start.is_some() || input.doctor_id.is_some() {
@@ -157,18 +157,6 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?
             .ok_or(RecordsError::NotFound("consultation"))
-    }
-
-    /// A patient's consultations that have not started (requested or
-    /// booked), without an audit entry: for code that acts on them.
-    pub async fn not_started_consultations(&self, patient: PatientId) -> Result<Vec<ConsultationId>> {
-        Ok(sqlx::query_scalar::<_, ConsultationId>(&format!(
-            "SELECT id FROM consultations WHERE patient_id = $1 AND state IN {}",
-            crate::lifecycle::sql_list(crate::lifecycle::NOT_STARTED)
-        ))
-        .bind(patient)
-        .fetch_all(&self.pool)
-        .await?)
     }
 
     /// Reads a consultation for display, with an audit entry.
@@ -294,61 +282,74 @@ impl Store {
         to: ConsultationState,
     ) -> Result<Consultation> {
         let mut w = self.begin_write().await?;
-        let current =
-            sqlx::query_as::<_, Consultation>(&format!("SELECT {COLUMNS} FROM consultations WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(&mut **w)
-                .await?
-                .ok_or(RecordsError::NotFound("consultation"))?;
-        if !current.state.can_become(to) {
-            return Err(RecordsError::IllegalTransition {
-                from: current.state,
-                to,
-            });
-        }
-        let now = Timestamp::now();
-        let started = if to == ConsultationState::InProgress && current.started_at.is_none() {
-            Some(now)
-        } else {
-            current.started_at
-        };
-        let ended = if to.is_final() {
-            Some(now)
-        } else {
-            current.ended_at
-        };
-        let c = sqlx::query_as::<_, Consultation>(&format!(
-            "UPDATE consultations SET state = $3, started_at = $4, ended_at = $5, updated_at = $6
-             WHERE id = $1 AND state = $2 RETURNING {COLUMNS}"
-        ))
-        .bind(id)
-        .bind(current.state)
-        .bind(to)
-        .bind(started)
-        .bind(ended)
-        .bind(now)
-        .fetch_optional(&mut **w)
-        .await?
-        .ok_or(RecordsError::AlreadyTaken(Contested::Consultation))?;
-        append_event(
-            &mut w,
-            id,
-            crate::types::EventKind::StateChanged,
-            actor.user_id,
-            serde_json::json!({"from": current.state, "to": to}),
-        )
-        .await?;
-        record(
-            &mut w,
-            actor,
-            "consultation.transition",
-            "consultation",
-            Some(id.to_string()),
-            Some(c.patient_id),
-            Outcome::Ok,
-        )
-        .await?;
+        let c = transition_in(&mut w, actor, id, to).await?;
         w.commit().await?;
         Ok(c)
     }
+}
+
+/// Moves a consultation to `to` inside a write transaction, if the
+/// lifecycle allows it from the state it is in now (read in the same
+/// transaction), with its session event and audit entry.
+pub(crate) async fn transition_in(
+    tx: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+    actor: &Actor,
+    id: ConsultationId,
+    to: ConsultationState,
+) -> Result<Consultation> {
+    let current =
+        sqlx::query_as::<_, Consultation>(&format!("SELECT {COLUMNS} FROM consultations WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(RecordsError::NotFound("consultation"))?;
+    if !current.state.can_become(to) {
+        return Err(RecordsError::IllegalTransition {
+            from: current.state,
+            to,
+        });
+    }
+    let now = Timestamp::now();
+    let started = if to == ConsultationState::InProgress && current.started_at.is_none() {
+        Some(now)
+    } else {
+        current.started_at
+    };
+    let ended = if to.is_final() {
+        Some(now)
+    } else {
+        current.ended_at
+    };
+    let c = sqlx::query_as::<_, Consultation>(&format!(
+        "UPDATE consultations SET state = $3, started_at = $4, ended_at = $5, updated_at = $6
+             WHERE id = $1 AND state = $2 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(current.state)
+    .bind(to)
+    .bind(started)
+    .bind(ended)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(RecordsError::AlreadyTaken(Contested::Consultation))?;
+    append_event(
+        tx,
+        id,
+        crate::types::EventKind::StateChanged,
+        actor.user_id,
+        serde_json::json!({"from": current.state, "to": to}),
+    )
+    .await?;
+    record(
+        tx,
+        actor,
+        "consultation.transition",
+        "consultation",
+        Some(id.to_string()),
+        Some(c.patient_id),
+        Outcome::Ok,
+    )
+    .await?;
+    Ok(c)
 }

@@ -479,14 +479,7 @@ async fn every_patient_access_is_audited_and_the_log_is_append_only(store: Store
     assert!(entries
         .iter()
         .all(|e| e.actor_id == Some(w.hw1.id) && e.client_addr.as_deref() == Some("127.0.0.1")));
-    assert!(sqlx::query("UPDATE audit_log SET action = 'x'")
-        .execute(store.pool())
-        .await
-        .is_err());
-    assert!(sqlx::query("DELETE FROM audit_log")
-        .execute(store.pool())
-        .await
-        .is_err());
+    assert!(common::refuses_rewrites(&store, "audit_log", "action = 'x'").await);
 }
 on_both!(every_patient_access_is_audited_and_the_log_is_append_only);
 
@@ -522,25 +515,41 @@ async fn a_consultation_needs_the_patients_current_consent(store: Store) {
         guardian_relation: Some(Pii("con gái".into())),
         text_version: Some(current_consent_text().version.to_owned()),
     };
-    let granted = store
+    let (granted, none) = store
         .record_consent(&a, p.id, w.s1.id, &event(ConsentDecision::Granted))
         .await
         .unwrap();
+    assert!(none.is_empty(), "a grant cancels nothing");
     assert_eq!(granted.recorded_by, w.hw1.id);
     assert_eq!(granted.recorded_by_name, "HW1");
     assert_eq!(
         granted.guardian_relation.as_ref().map(|r| r.0.as_str()),
         Some("con gái")
     );
-    store
+    let waiting = store
         .create_consultation(&a, w.s1.id, w.h1.id, &request)
         .await
         .unwrap();
-    // Withdrawn: urgent and booked requests are both refused.
-    store
+    // Withdrawn: the waiting request is cancelled in the same write, with
+    // its session event; urgent and booked requests are both refused.
+    let (_, cancelled) = store
         .record_consent(&a, p.id, w.s1.id, &event(ConsentDecision::Withdrawn))
         .await
         .unwrap();
+    assert_eq!(
+        cancelled.iter().map(|c| (c.id, c.state)).collect::<Vec<_>>(),
+        [(waiting.id, ConsultationState::Cancelled)]
+    );
+    assert_eq!(
+        store.consultation(waiting.id).await.unwrap().state,
+        ConsultationState::Cancelled
+    );
+    assert!(store
+        .session_events(waiting.id)
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| e.kind == "state_changed" && e.data["to"] == "cancelled"));
     assert_eq!(
         refused(store.create_consultation(&a, w.s1.id, w.h1.id, &request).await),
         ConsentProblem::Withdrawn
@@ -601,14 +610,7 @@ async fn a_consultation_needs_the_patients_current_consent(store: Store) {
         ]
     );
     // Nobody rewrites what a patient said.
-    assert!(sqlx::query("UPDATE consents SET decision = 'granted'")
-        .execute(store.pool())
-        .await
-        .is_err());
-    assert!(sqlx::query("DELETE FROM consents")
-        .execute(store.pool())
-        .await
-        .is_err());
+    assert!(common::refuses_rewrites(&store, "consents", "decision = 'granted'").await);
 }
 on_both!(a_consultation_needs_the_patients_current_consent);
 

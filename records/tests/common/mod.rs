@@ -177,3 +177,15 @@ pub fn patient_input(name: &str) -> PatientInput {
         bhyt: None,
     }
 }
+
+/// Whether the database refuses to change and to delete rows of `table`
+/// (`set` is an assignment for the UPDATE): what an append-only record is.
+pub async fn refuses_rewrites(store: &Store, table: &str, set: &str) -> bool {
+    let update = sqlx::query(&format!("UPDATE {table} SET {set}"))
+        .execute(store.pool())
+        .await;
+    let delete = sqlx::query(&format!("DELETE FROM {table}"))
+        .execute(store.pool())
+        .await;
+    update.is_err() && delete.is_err()
+}

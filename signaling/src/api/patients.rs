@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use telehealth_records::{
-    Consent, ConsentDecision, ConsentInput, ConsentText, ConsultationScope, ConsultationState, Measurements,
-    Patient, PatientId, PatientInput, Pii, Role, Sex, Vitals,
+    Consent, ConsentInput, ConsentText, ConsultationScope, Measurements, Patient, PatientId, PatientInput,
+    Pii, Role, Sex, Vitals,
 };
 
 use super::ApiRoutes;
@@ -264,8 +264,8 @@ async fn list_consents(
 
 /// Records consent given or withdrawn, attested by a health worker of the
 /// patient's station. A withdrawal also cancels the patient's consultations
-/// that have not started (requested or booked): nothing new happens under a
-/// consent taken back.
+/// that have not started (requested or booked; the store does both in one
+/// transaction): their pages and queues hear of it, their calls close.
 async fn record_consent(
     State(s): State<AppState>,
     user: AuthUser,
@@ -274,28 +274,12 @@ async fn record_consent(
 ) -> ApiResult<(StatusCode, Json<Consent>)> {
     access::patient(&s, &user, id, PatientAccess::Write).await?;
     let station = access::facility(&user)?;
-    let consent = s.store.record_consent(&user.actor(), id, station, &input).await?;
+    let (consent, cancelled) = s.store.record_consent(&user.actor(), id, station, &input).await?;
     tracing::info!(patient = %id, consent = %consent.id, decision = %consent.decision, "consent recorded");
-    if consent.decision == ConsentDecision::Withdrawn {
-        for c in s.store.not_started_consultations(id).await? {
-            match s
-                .store
-                .transition_consultation(&user.actor(), c, ConsultationState::Cancelled)
-                .await
-            {
-                Ok(c) => {
-                    s.hub.publish(&c);
-                    s.calls.consultation_closed(c.id, c.state).await;
-                    tracing::info!(consultation = %c.id, "consultation cancelled: consent withdrawn");
-                }
-                // Started meanwhile: it is no longer "not started".
-                Err(
-                    telehealth_records::RecordsError::IllegalTransition { .. }
-                    | telehealth_records::RecordsError::AlreadyTaken(_),
-                ) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+    for c in cancelled {
+        s.hub.publish(&c);
+        s.calls.consultation_closed(c.id, c.state).await;
+        tracing::info!(consultation = %c.id, "consultation cancelled: consent withdrawn");
     }
     Ok((StatusCode::CREATED, Json(consent)))
 }
