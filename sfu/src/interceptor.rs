@@ -18,6 +18,10 @@
 //!   bandwidth probes (padding) are marked, and a second stage,
 //!   [`DropProbes`], takes them out after the TWCC receiver has counted them.
 //!
+//! A third stage, [`WatchFeedback`], sits nearest the wire (slot 500) and
+//! notes which packets each transport-wide feedback speaks of, before the
+//! congestion controller (1,000) reads it ([`FeedbackCoverage`]).
+//!
 //! The stage sits at slot 3,500, between the pacer (3,000) and the NACK
 //! responder (4,000), which is where each job needs to be (reads walk the
 //! slots upwards from the wire, writes downwards to it): it edits inbound
@@ -29,6 +33,7 @@
 //! the report interceptors, which forward every packet they read, to the
 //! chain's terminus, which delivers what is marked.
 
+use crate::estimate::FeedbackCoverage;
 use crate::feedback::DeliverFeedback;
 use crate::fresh_repairs::FreshRepairs;
 use crate::layer_ids::KeepLayerIds;
@@ -37,6 +42,7 @@ use crate::nack_filter::RtxNackFilter;
 use rtc::interceptor::{
     Attribute, AttributedPacket, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket,
 };
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use std::collections::VecDeque;
@@ -49,16 +55,82 @@ pub const SLOT: usize = 3_500;
 /// The registry slot for [`DropProbes`]: after the TWCC receiver (8,000),
 /// before the receiver reports (10,000).
 pub const DROP_PROBES_SLOT: usize = 8_500;
+/// The registry slot for [`WatchFeedback`]: before the congestion
+/// controller (1,000) reads the feedback.
+pub const WATCH_FEEDBACK_SLOT: usize = 500;
 
-/// `registry` with the SFU's stages in their slots, and the handle on the
-/// connection's send-side estimate that the first stage keeps.
-pub fn with_sfu_stages(registry: Registry) -> (Registry, SendEstimate) {
+/// `registry` with the SFU's stages in their slots, the handle on the
+/// connection's send-side estimate that the first stage keeps, and the
+/// feedback coverage the estimator counts loss by.
+pub fn with_sfu_stages(registry: Registry) -> (Registry, SendEstimate, FeedbackCoverage) {
     let stage = SfuInterceptor::default();
     let estimate = stage.send_estimate.clone();
+    let watch = WatchFeedback::default();
+    let coverage = watch.coverage.clone();
     let registry = registry
+        .with(Slot::from(WATCH_FEEDBACK_SLOT), watch)
         .with(Slot::from(SLOT), stage)
         .with(Slot::from(DROP_PROBES_SLOT), DropProbes::default());
-    (registry, estimate)
+    (registry, estimate, coverage)
+}
+
+/// Records the sequence numbers each inbound transport-wide feedback packet
+/// speaks of ([`FeedbackCoverage`]), and passes everything on unchanged.
+#[derive(Default)]
+pub struct WatchFeedback {
+    /// Shared with the connection's estimator.
+    pub coverage: FeedbackCoverage,
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for WatchFeedback {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            for p in packets {
+                if let Some(cc) = p.as_any().downcast_ref::<TransportLayerCc>() {
+                    self.coverage
+                        .record(cc.base_sequence_number, cc.packet_status_count);
+                }
+            }
+        }
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Self::Time> {
+        None
+    }
+}
+
+impl Interceptor for WatchFeedback {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// A connection's latest send-side bandwidth estimate, as its congestion
@@ -537,7 +609,7 @@ mod chain_tests {
     /// engine's handle, whether or not any outbound stream existed to take it.
     #[test]
     fn the_send_estimate_is_kept_for_the_engine() {
-        let (registry, estimate) = with_sfu_stages(Registry::new());
+        let (registry, estimate, _) = with_sfu_stages(Registry::new());
         let mut chain = registry.build();
         assert_eq!(estimate.get(), None);
         for bps in [300_000.0, 1_250_000.0] {
@@ -553,6 +625,28 @@ mod chain_tests {
             while chain.poll_read().is_some() {}
             assert_eq!(estimate.get(), Some(bps as u64));
         }
+    }
+
+    /// The sequence numbers a transport-wide feedback speaks of are noted
+    /// for the estimator.
+    #[test]
+    fn transport_feedback_coverage_is_noted() {
+        let (registry, _, coverage) = with_sfu_stages(Registry::new());
+        let mut chain = registry.build();
+        let fb = TransportLayerCc {
+            base_sequence_number: 100,
+            packet_status_count: 5,
+            ..Default::default()
+        };
+        chain
+            .handle_read(TaggedPacket {
+                now: Instant::now(),
+                transport: Default::default(),
+                message: AttributedPacket::from(Packet::Rtcp(vec![Box::new(fb)])),
+            })
+            .unwrap();
+        assert!(coverage.covers(100) && coverage.covers(104));
+        assert!(!coverage.covers(99) && !coverage.covers(105));
     }
 
     /// A browser's bandwidth probe (padding on a simulcast layer's RTX

@@ -124,7 +124,7 @@ pub(crate) fn new_peer_connection(
     media_engine
         .register_codec(red_codec(), RtpCodecKind::Audio)
         .map_err(webrtc)?;
-    let (stages, send_estimate) = crate::interceptor::with_sfu_stages(Registry::new());
+    let (stages, send_estimate, coverage) = crate::interceptor::with_sfu_stages(Registry::new());
     let mut registry = register_default_interceptors(stages, &mut media_engine).map_err(webrtc)?;
     if config.bandwidth_estimation {
         // GCC over TWCC feedback (RFC 8888 is the alternative; browsers
@@ -149,6 +149,7 @@ pub(crate) fn new_peer_connection(
                     INITIAL_ESTIMATE_BPS,
                     MIN_ESTIMATE_BPS,
                     MAX_ESTIMATE_BPS,
+                    coverage,
                 ))
                 .build(),
             );
