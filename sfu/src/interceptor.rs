@@ -249,10 +249,21 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SfuInterceptor {
         {
             self.send_estimate.set(*bits_per_second);
         }
+        let arrived_on = match &msg.message.packet {
+            Packet::Rtp(p) => Some(p.header.ssrc),
+            _ => None,
+        };
         if !self.layer_rtx.on_read(&mut msg) {
             // A probe: on to the transport-wide feedback, and no further.
             self.read_queue.push_back(msg);
             return Ok(());
+        }
+        if let Packet::Rtp(p) = &msg.message.packet {
+            if arrived_on != Some(p.header.ssrc) {
+                // A simulcast layer's retransmission, put back into its layer.
+                self.nack_filter
+                    .on_repair(msg.now, p.header.ssrc, p.header.sequence_number);
+            }
         }
         self.nack_filter.on_read(&msg);
         self.layer_ids.on_read(&msg);

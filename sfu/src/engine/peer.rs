@@ -5,12 +5,15 @@ use crate::error::{Result, SfuError};
 use crate::ids::{ParticipantId, RoomId, TrackId};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::tcp_type::TcpType;
-use rtc::interceptor::{CongestionControlBuilder, Registry, Slot};
+use rtc::interceptor::{
+    CongestionControlBuilder, NackGeneratorBuilder, NackResponderBuilder, Registry, Slot,
+};
 
 use crate::estimate::ForwardingEstimate;
 use rtc::media_stream::MediaStreamTrackId;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_twcc_sender_only, register_default_interceptors,
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+    configure_twcc_sender_only,
 };
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
@@ -18,7 +21,7 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -35,6 +38,36 @@ const MIN_ESTIMATE_BPS: f64 = 100_000.0;
 /// sent, and the higher it has climbed the longer it takes to come down
 /// when the link congests (from 20 Mbps: 3.5 s at an 80 kbps cap).
 const MAX_ESTIMATE_BPS: f64 = 4_000_000.0;
+
+/// How often the NACK generator looks for holes in what a participant
+/// sends (`rtc`'s default is 100 ms). The SFU's stage lets each hole be
+/// asked for once per round trip ([`crate::nack_filter`]).
+pub(crate) const ASK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// `rtc`'s default interceptors (`register_default_interceptors`: NACK both
+/// ways for video, simulcast header extensions, transport-wide feedback to
+/// senders, RTCP reports), with the NACK generator looking for holes every
+/// [`ASK_INTERVAL`].
+fn register_interceptors(registry: Registry, media_engine: &mut MediaEngine) -> Result<Registry> {
+    for parameter in ["", "pli"] {
+        media_engine.register_feedback(
+            RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: parameter.to_owned(),
+            },
+            RtpCodecKind::Video,
+        );
+    }
+    let registry = registry
+        .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        .with(
+            Slot::NackGenerator,
+            NackGeneratorBuilder::new().with_interval(ASK_INTERVAL).build(),
+        );
+    configure_simulcast_extension_headers(media_engine).map_err(webrtc)?;
+    let registry = configure_twcc_receiver_only(registry, media_engine).map_err(webrtc)?;
+    Ok(configure_rtcp_reports(registry))
+}
 
 /// The engine's handle for a peer (cheap, copyable, never reused).
 pub(crate) type PeerKey = u64;
@@ -125,7 +158,7 @@ pub(crate) fn new_peer_connection(
         .register_codec(red_codec(), RtpCodecKind::Audio)
         .map_err(webrtc)?;
     let (stages, send_estimate, coverage) = crate::interceptor::with_sfu_stages(Registry::new());
-    let mut registry = register_default_interceptors(stages, &mut media_engine).map_err(webrtc)?;
+    let mut registry = register_interceptors(stages, &mut media_engine)?;
     if config.bandwidth_estimation {
         // GCC over TWCC feedback (RFC 8888 is the alternative; browsers
         // speak TWCC), its loss half held back until the loss is heavy
