@@ -170,9 +170,9 @@ impl Sfu {
             None => None,
         };
         let local_tcp_addr = tcp.as_ref().map(|(_, host)| *host);
-        let engine = Engine::new(Sockets { udp, udp_host, tcp }, config)?;
+        let engine = Engine::new(std::time::Instant::now(), udp_host, local_tcp_addr, config)?;
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(engine.run(rx));
+        tokio::spawn(engine::driver::run(engine, Sockets { udp, tcp }, rx));
         Ok(Sfu {
             commands: tx,
             local_addr: udp_host,

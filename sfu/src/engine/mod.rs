@@ -1,4 +1,11 @@
-//! The I/O edge: one task owns the media socket and every peer connection.
+//! The media engine: every peer connection and every forwarding decision,
+//! sans-I/O. Its inputs are `handle_datagram`, `handle_tcp_event`,
+//! `handle_command` and `handle_timeout`, each with the time it happened;
+//! its outputs are `poll_transmit` (datagrams for the UDP socket),
+//! [`SfuEvent`]s to subscribers, command replies, and `poll_timeout`. One
+//! task runs it (`driver.rs`: the UDP socket, the ICE-TCP tasks' channels,
+//! the clock); a test runs it with in-memory peers on a clock of its own
+//! (`tests.rs`).
 //!
 //! Datagrams on the shared port are routed to a peer by their source address
 //! once known, before that by the STUN USERNAME (our ufrag) of a request
@@ -14,7 +21,8 @@
 //!
 //! | file | job |
 //! | --- | --- |
-//! | `mod.rs` | the loop: commands, datagrams, TCP events, deadlines |
+//! | `mod.rs` | the engine's state and deadlines |
+//! | `driver.rs` | the sockets and the clock: the loop around the engine |
 //! | `net.rs` | packets in (routing) and out (UDP or TCP), draining peers |
 //! | `arrival.rs` | reading a datagram with the time it reached the host |
 //! | `tcp.rs` | the ICE-TCP listener and its connections |
@@ -23,8 +31,10 @@
 //! | `forward.rs` | RTP to subscribers, feedback, keyframe requests |
 //! | `stats.rs` | stats samples and the bandwidth estimate |
 //! | `peer.rs` | building a participant's connection |
+//! | `tests.rs` | the engine with in-memory peers on a test clock |
 
 mod arrival;
+pub(crate) mod driver;
 mod forward;
 mod net;
 mod peer;
@@ -32,6 +42,8 @@ mod room;
 mod signaling;
 mod stats;
 mod tcp;
+#[cfg(test)]
+mod tests;
 
 use crate::codec::Codec;
 use crate::codec::MIME_TYPE_RED;
@@ -264,8 +276,6 @@ struct Credentials {
 
 pub(crate) struct Engine {
     net: Net,
-    /// Events from the ICE-TCP connections, until the loop takes it.
-    tcp_events: Option<mpsc::Receiver<tcp::TcpEvent>>,
     config: SfuConfig,
     rooms: HashMap<RoomId, Room>,
     peers: HashMap<PeerKey, Peer>,
@@ -334,37 +344,30 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     }
 }
 
-/// The engine's sockets, as bound by [`crate::Sfu::start`].
+/// The engine's sockets, as bound by [`crate::Sfu::start`], for the driver.
 pub(crate) struct Sockets {
     pub udp: UdpSocket,
-    /// The address in our UDP host candidate.
-    pub udp_host: SocketAddr,
     /// The ICE-TCP listener and the address in our passive TCP candidate.
     pub tcp: Option<(tokio::net::TcpListener, SocketAddr)>,
 }
 
 impl Engine {
-    pub(crate) fn new(sockets: Sockets, config: SfuConfig) -> Result<Self> {
-        let now = Instant::now();
+    /// An engine whose UDP host candidate is `udp_host` and whose ICE-TCP
+    /// candidate, if any, is `tcp_host`. It owns no socket: the driver
+    /// (`driver.rs`) or a test hands it what arrives and sends what it polls.
+    pub(crate) fn new(
+        now: Instant,
+        udp_host: SocketAddr,
+        tcp_host: Option<SocketAddr>,
+        config: SfuConfig,
+    ) -> Result<Self> {
         let crypto = rtc::crypto::default_provider().map_err(webrtc)?;
-        let (tcp, tcp_events) = match sockets.tcp {
-            Some((listener, host)) => (
-                Some(tcp::TcpConns::new(host)),
-                Some(tcp::spawn_listener(
-                    listener,
-                    config.tcp_max_connections,
-                    config.tcp_idle_timeout,
-                )),
-            ),
-            None => (None, None),
-        };
         Ok(Self {
             net: Net {
-                socket: sockets.udp,
-                udp_host: sockets.udp_host,
-                tcp,
+                udp_host,
+                tcp: tcp_host.map(tcp::TcpConns::new),
+                transmits: Default::default(),
             },
-            tcp_events,
             next_stats: now + config.stats_interval,
             config,
             rooms: HashMap::new(),
@@ -385,90 +388,8 @@ impl Engine {
         })
     }
 
-    /// The engine loop: until shutdown, wait for a datagram, a TCP packet, a
-    /// command or a deadline.
-    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        let mut buf = vec![0u8; 2048];
-        let mut cmsg = arrival::cmsg_buffer();
-        arrival::enable(&self.net.socket);
-        let mut tcp_events = self.tcp_events.take();
-        // One timer, re-armed only when the deadline moves: creating a fresh
-        // `Sleep` per datagram costs a timer-wheel insert and removal each time.
-        let mut armed = self.next_deadline();
-        let sleep = tokio::time::sleep_until(armed.into());
-        tokio::pin!(sleep);
-        loop {
-            let deadline = self.next_deadline();
-            if deadline != armed {
-                armed = deadline;
-                sleep.as_mut().reset(armed.into());
-            }
-            let turn_started = Instant::now();
-            tokio::select! {
-                r = self.net.socket.readable() => {
-                    if r.is_ok() {
-                        // What is queued, up to 65 datagrams before the
-                        // bookkeeping below, each at the time it arrived.
-                        for _ in 0..65 {
-                            match arrival::try_recv(&self.net.socket, &mut buf, &mut cmsg) {
-                                Ok((n, from, at)) => self.handle_datagram(at, from, &buf[..n]),
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                }
-                Some(ev) = async {
-                    match tcp_events.as_mut() {
-                        Some(rx) => rx.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    self.handle_tcp_event(Instant::now(), ev);
-                    if let Some(rx) = tcp_events.as_mut() {
-                        for _ in 0..64 {
-                            match rx.try_recv() {
-                                Ok(ev) => self.handle_tcp_event(Instant::now(), ev),
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                }
-                cmd = commands.recv() => {
-                    match cmd {
-                        Some(Command::Shutdown(done)) => {
-                            self.shutdown();
-                            let _ = done.send(());
-                            return;
-                        }
-                        Some(cmd) => self.handle_command(Instant::now(), cmd),
-                        None => {
-                            self.shutdown();
-                            return;
-                        }
-                    }
-                }
-                _ = &mut sleep => {
-                    self.handle_timeout(Instant::now());
-                    // Re-arm even if the next deadline equals the last one.
-                    armed = self.next_deadline();
-                    sleep.as_mut().reset(armed.into());
-                }
-            }
-            let handled = turn_started.elapsed();
-            self.flush(Instant::now());
-            let took = turn_started.elapsed();
-            if took >= SLOW_TURN {
-                // Every participant's packets wait while one turn runs.
-                tracing::warn!(
-                    took_ms = took.as_millis() as u64,
-                    handling_ms = handled.as_millis() as u64,
-                    "slow engine turn"
-                );
-            }
-        }
-    }
-
-    fn next_deadline(&self) -> Instant {
+    /// When [`Self::handle_timeout`] is next due.
+    pub(crate) fn poll_timeout(&self) -> Instant {
         let mut d = self
             .next_keyframe_tick
             .min(self.next_stats)

@@ -4,29 +4,44 @@
 use super::tcp::TcpConns;
 use super::*;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::collections::VecDeque;
 
-/// The engine's sockets.
+/// A datagram for the engine's UDP socket, which the driver owns.
+#[derive(Debug)]
+pub(crate) struct Transmit {
+    pub to: SocketAddr,
+    pub data: BytesMut,
+}
+
+/// Where the engine's output goes: datagrams queued for the driver to send
+/// on the UDP socket, packets for ICE-TCP into their connection's queue
+/// (each connection's task owns its socket).
 pub(crate) struct Net {
-    pub socket: UdpSocket,
     /// The address in our UDP host candidate (the local address handed to
     /// the peer connections for UDP packets).
     pub udp_host: SocketAddr,
     /// ICE-TCP connections, when a TCP port is configured.
     pub tcp: Option<TcpConns>,
+    /// Datagrams waiting for the driver ([`Engine::poll_transmit`]).
+    pub transmits: VecDeque<Transmit>,
 }
 
 impl Net {
     /// Sends one packet a peer connection produced, on the transport of its
-    /// candidate pair. Never waits: UDP writes into the socket buffer, TCP
-    /// into the connection's queue, and a full one is loss, which RTP and
-    /// ICE recover from.
+    /// candidate pair. Never waits: UDP goes to the driver's queue (which it
+    /// writes into the socket buffer without waiting), TCP into the
+    /// connection's queue, and a full one is loss, which RTP and ICE
+    /// recover from.
     pub fn send(&mut self, msg: TaggedBytesMut) {
         if msg.transport.transport_protocol == TransportProtocol::TCP {
             if let Some(tcp) = self.tcp.as_mut() {
                 tcp.send(msg.transport.peer_addr, msg.message.freeze());
             }
         } else {
-            let _ = self.socket.try_send_to(&msg.message, msg.transport.peer_addr);
+            self.transmits.push_back(Transmit {
+                to: msg.transport.peer_addr,
+                data: msg.message,
+            });
         }
     }
 }
@@ -55,7 +70,8 @@ impl Engine {
         stun::integrity_ok(data, &creds.pwd, self.crypto.crypto()).then_some(creds.key)
     }
 
-    pub(super) fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+    /// A datagram that reached our UDP port from `from` at `now`.
+    pub(crate) fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         self.counters.datagrams_in += 1;
         let key = match self.by_addr.get(&from) {
             Some(&k) => Some(k),
@@ -208,8 +224,9 @@ impl Engine {
         }
     }
 
-    /// Drains every peer that may have output, until none has.
-    pub(super) fn flush(&mut self, now: Instant) {
+    /// Drains every peer that may have output, until none has. The driver
+    /// calls it after each turn's inputs, then [`Engine::poll_transmit`].
+    pub(crate) fn flush(&mut self, now: Instant) {
         // Bounded: each round only re-marks peers that received forwarded media.
         for _ in 0..64 {
             if self.dirty.is_empty() {
@@ -220,6 +237,11 @@ impl Engine {
                 self.drain(now, key);
             }
         }
+    }
+
+    /// The next datagram to send on the UDP socket.
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.net.transmits.pop_front()
     }
 
     fn drain(&mut self, now: Instant, key: PeerKey) {
