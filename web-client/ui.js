@@ -169,8 +169,15 @@ export function timeSec(iso) {
   return iso ? fmt({ hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false }).format(new Date(iso)) : '—';
 }
 
-/** A decimal number as the page's language writes it: 38,5 in Vietnamese, 38.5 in English. @param {number} n */
-export const decimal = (n) => (getLang() === 'en' ? String(n) : String(n).replace('.', ','));
+/**
+ * A decimal number as the page's language writes it: 38,5 in Vietnamese, 38.5 in English; with `digits`, that
+ * many after the point (13,9).
+ * @param {number} n @param {number} [digits]
+ */
+export const decimal = (n, digits) => {
+  const s = digits === undefined ? String(n) : n.toFixed(digits);
+  return getLang() === 'en' ? s : s.replace('.', ',');
+};
 
 /** `YYYY-MM-DD` as DD/MM/YYYY. @param {string | null | undefined} ymd */
 export function date(ymd) {

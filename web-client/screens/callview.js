@@ -7,7 +7,7 @@
 import { api, refresh } from '../api.js';
 import { Call, capturePhoto, chosenDevice, devices, openMedia } from '../call.js';
 import { getLang, t } from '../i18n.js';
-import { busy, chime, h, notice, time } from '../ui.js';
+import { busy, chime, decimal, h, notice, time } from '../ui.js';
 
 /** @typedef {import('../i18n.js').Key} Key */
 /** @typedef {import('../call.js').CallEvent} CallEvent */
@@ -233,7 +233,7 @@ export function mountCall(box, opts) {
         quality.dataset.level = e.level;
         quality.hidden = e.level === 'alone';
         const parts = [t(/** @type {Key} */ (`call.quality.${e.level === 'alone' ? 'unknown' : e.level}`))];
-        if (e.level !== 'down' && e.lossPct !== null) parts.push(t('call.loss', { n: e.lossPct.toFixed(1) }));
+        if (e.level !== 'down' && e.lossPct !== null) parts.push(t('call.loss', { n: decimal(e.lossPct, 1) }));
         if (e.level !== 'down' && e.rttMs !== null) parts.push(t('call.rtt', { n: Math.round(e.rttMs) }));
         quality.textContent = parts.join(' · ');
         // The other side's picture stopped: say so at once, from what this page receives.

@@ -3,7 +3,7 @@
 import { api, query } from '../api.js';
 import { facilities } from '../data.js';
 import { t } from '../i18n.js';
-import { busy, dateTime, dayInput, dayRange, field, h, heading, numberInput, readNumber, select, showProblem, stateBadge } from '../ui.js';
+import { busy, dateTime, dayInput, decimal, dayRange, field, h, heading, numberInput, readNumber, select, showProblem, stateBadge } from '../ui.js';
 
 /** @typedef {import('../types.js').Ctx} Ctx */
 /** @typedef {import('../types.js').SessionSummary} SessionSummary */
@@ -12,7 +12,7 @@ import { busy, dateTime, dayInput, dayRange, field, h, heading, numberInput, rea
 const STATES = ['requested', 'scheduled', 'in_progress', 'completed', 'cancelled', 'no_show', 'interrupted'];
 
 /** @param {number | null | undefined} x @param {string} unit @param {number} [digits] */
-export const num = (x, unit, digits = 1) => (x === null || x === undefined ? '—' : `${x.toFixed(digits)} ${unit}`);
+export const num = (x, unit, digits = 1) => (x === null || x === undefined ? '—' : `${decimal(x, digits)} ${unit}`);
 /** @param {number | null | undefined} s seconds */
 export const duration = (s) => (s === null || s === undefined ? '—' : `${Math.floor(s / 60)}:${String(Math.round(s % 60)).padStart(2, '0')}`);
 
