@@ -12,7 +12,8 @@
 //! in 12 s with the queues quiet), and the ladder then turns video off on a
 //! link that carries it. So [`ForwardingEstimate`] keeps GCC's delay-based
 //! half and its own loss-based half, the same as GCC's (5 % more every
-//! 200 ms while under 2 % is lost, nothing between, down in proportion above)
+//! 200 ms while under 2 % is lost, nothing between, down in proportion above;
+//! judged over the last second of feedback, or more until 100 packets)
 //! except that it comes down only above [`HEAVY_LOSS`]: a drop-tail
 //! bottleneck that a sudden cap overflows loses far more than that (and its
 //! queue, full, stops growing, so the delay half does not see it); random
@@ -40,6 +41,15 @@ pub const HEAVY_LOSS: f64 = 0.2;
 const LOW_LOSS: f64 = 0.02;
 /// The least time between two changes of the loss-based half.
 const LOSS_INTERVAL: Duration = Duration::from_millis(200);
+/// Loss is judged over the feedback of the last second...
+const LOSS_WINDOW: Duration = Duration::from_secs(1);
+/// ...or over more, up to [`LOSS_WINDOW_MAX`], until it counts this many
+/// packets: at 10 % random loss, 100 packets read above [`HEAVY_LOSS`] about
+/// once in 2,000 judgements, 20 packets one in ten.
+const LOSS_PACKETS: u32 = 100;
+const LOSS_WINDOW_MAX: Duration = Duration::from_secs(3);
+/// Fewer packets than this in [`LOSS_WINDOW_MAX`]: nothing is judged.
+const LOSS_PACKETS_MIN: u32 = 20;
 
 /// How many recent feedback packets [`FeedbackCoverage`] remembers: a few
 /// seconds of them (a browser sends one every 50-250 ms), far longer than
@@ -76,6 +86,8 @@ pub struct ForwardingEstimate {
     loss_target: f64,
     min: f64,
     max: f64,
+    /// Recent feedback: when, packets lost, packets told of.
+    feedback: VecDeque<(Instant, u32, u32)>,
     average_loss: Option<f64>,
     changed: Option<Instant>,
 }
@@ -90,6 +102,7 @@ impl ForwardingEstimate {
             loss_target: initial.clamp(min, max),
             min,
             max,
+            feedback: VecDeque::new(),
             average_loss: None,
             changed: None,
         }
@@ -97,29 +110,51 @@ impl ForwardingEstimate {
 
     /// One feedback batch: `lost` of `total` packets did not arrive.
     fn handle_loss(&mut self, now: Instant, lost: usize, total: usize) {
-        if total == 0 {
+        if total > 0 {
+            self.feedback.push_back((now, lost as u32, total as u32));
+        }
+        while self
+            .feedback
+            .front()
+            .is_some_and(|&(at, _, _)| now.saturating_duration_since(at) > LOSS_WINDOW_MAX)
+        {
+            self.feedback.pop_front();
+        }
+        // The last second, or longer until it counts enough packets: a
+        // viewer on the lowest layer is told of 4-12 packets per feedback,
+        // and each such batch alone reads 0-40 % at 10 % random loss. A
+        // window in time also forgets a cap's overflow a second after the
+        // step down that ended it, whatever the rate since.
+        let (mut lost, mut told) = (0u32, 0u32);
+        for &(at, l, t) in self.feedback.iter().rev() {
+            if now.saturating_duration_since(at) > LOSS_WINDOW && told >= LOSS_PACKETS {
+                break;
+            }
+            lost += l;
+            told += t;
+        }
+        if told < LOSS_PACKETS_MIN {
             return;
         }
-        let sample = lost as f64 / total as f64;
-        // Weighed by how many packets the sample counts: a viewer receiving
-        // only the lowest layer is told of 4-12 packets per feedback, and
-        // each such sample alone swings between 0 and 40 % at 10 % loss.
-        // 20 packets weigh what every batch did before (a fifth).
-        let weight = total as f64 / (total as f64 + 80.0);
-        let average = self.average_loss.map_or(sample, |a| a + weight * (sample - a));
-        self.average_loss = Some(average);
+        let loss = f64::from(lost) / f64::from(told);
+        self.average_loss = Some(loss);
         if self
             .changed
             .is_some_and(|at| now.saturating_duration_since(at) < LOSS_INTERVAL)
         {
             return;
         }
-        if average.max(sample) < LOW_LOSS {
+        if loss < LOW_LOSS {
             self.loss_target = (self.loss_target * 1.05).clamp(self.min, self.max);
             self.changed = Some(now);
-        } else if average.min(sample) > HEAVY_LOSS {
-            self.loss_target = (self.loss_target * (1.0 - 0.5 * average)).clamp(self.min, self.max);
+        } else if loss > HEAVY_LOSS {
+            self.loss_target = (self.loss_target * (1.0 - 0.5 * loss)).clamp(self.min, self.max);
             self.changed = Some(now);
+            // The next judgement on fresh feedback only: the loss that
+            // brought this one must not bring the next (at a low rate the
+            // window reaches back seconds, and each 200 ms it would cut
+            // again for the same overflow, down to the floor).
+            self.feedback.clear();
         }
     }
 }
@@ -317,6 +352,49 @@ mod tests {
         assert!(e.target_bitrate() >= 1_000_000.0, "{}", e.target_bitrate());
         let loss = e.stats().packet_loss.expect("loss measured");
         assert!((0.05..0.15).contains(&loss), "loss read {loss}");
+    }
+
+    /// A cap overflowed by a top layer: heavy loss cuts the estimate; then
+    /// the lowest layer (a few packets a second) arrives whole. The overflow's
+    /// loss, still within the window at that low rate, must not cut again.
+    #[test]
+    fn one_overflow_cuts_once_per_fresh_evidence_not_to_the_floor() {
+        let coverage = FeedbackCoverage::default();
+        let mut e = estimate(&coverage);
+        let t0 = Instant::now();
+        let mut id = 0u64;
+        let mut batch = |e: &mut ForwardingEstimate, ms: u64, n: u64, lost: &dyn Fn(u64) -> bool| {
+            let reports: Vec<PacketReport> = (0..n)
+                .map(|_| {
+                    id += 1;
+                    PacketReport {
+                        ssrc: 1,
+                        id,
+                        rtp_sequence_number: id as u16,
+                        is_twcc: true,
+                        twcc_sequence_number: id as u16,
+                        size: 1200,
+                        arrived: !lost(id),
+                        departure: t0 + Duration::from_millis(ms),
+                        arrival: (!lost(id)).then(|| Duration::from_millis(ms + 20)),
+                        ecn: Ecn::default(),
+                    }
+                })
+                .collect();
+            coverage.record(reports[0].twcc_sequence_number, n as u16);
+            e.on_reports(t0 + Duration::from_millis(ms + 40), &reports);
+        };
+        // One second of half the packets lost, 100 a second.
+        for b in 0..5 {
+            batch(&mut e, b * 200, 20, &|id| id % 2 == 0);
+        }
+        let cut = e.target_bitrate();
+        assert!(cut < 800_000.0, "the overflow cuts: {cut}");
+        // Then 20 packets a second, none lost, for two seconds.
+        for b in 5..15 {
+            batch(&mut e, b * 200, 4, &|_| false);
+        }
+        assert!(e.target_bitrate() >= cut, "{} after {cut}", e.target_bitrate());
     }
 
     #[test]

@@ -26,27 +26,45 @@ fn sfu_addr() -> SocketAddr {
     SFU.into()
 }
 
-/// A browser: a peer connection publishing one VP8 track, and what it got.
+/// A video packet a browser received.
+#[derive(Debug, Clone, Copy)]
+struct Got {
+    ssrc: u32,
+    /// It starts a keyframe.
+    key: bool,
+    /// The simulcast layer it was sent on (the publisher writes it into the
+    /// payload; the SFU forwards every layer under one SSRC).
+    layer: u8,
+    at: Instant,
+}
+
+/// A browser: a peer connection publishing one VP8 track (simulcast: one
+/// SSRC per layer, lowest first), and what it got.
 struct Client {
     id: ParticipantId,
     addr: SocketAddr,
     pc: RTCPeerConnection,
-    ssrc: u32,
+    ssrcs: Vec<u32>,
     sender: RTCRtpSenderId,
     payload_type: Option<u8>,
-    seq: u16,
+    /// Negotiated ids of the MID and RID header extensions (simulcast).
+    mid_rid: Option<(u8, u8)>,
+    seqs: Vec<u16>,
     frames_sent: u32,
     /// Send a keyframe next (the first frame, and after each PLI).
     keyframe_due: bool,
     connected: bool,
-    /// Video packets received: (SSRC, keyframe start), in order.
-    video: Vec<(u32, bool)>,
+    /// Video packets received, in order.
+    video: Vec<Got>,
+    /// Dropped on the way to it: a rate cap on its downlink (bits per
+    /// second), and the bucket its packets draw on.
+    cap: Option<(f64, f64, Instant)>,
     /// Keyframe requests (PLI) received.
     plis: usize,
 }
 
 impl Client {
-    fn new(now: Instant, name: &str, host: u8, ssrc: u32) -> Self {
+    fn new(now: Instant, name: &str, host: u8, ssrcs: &[u32]) -> Self {
         let mut me = MediaEngine::default();
         me.register_default_codecs().expect("codecs");
         // The SFU's own stages: feedback (PLI) reaches the application, as
@@ -65,34 +83,45 @@ impl Client {
                 format!("{name}-camera"),
                 format!("{name}-camera"),
                 RtpCodecKind::Video,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
+                ssrcs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &ssrc)| RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            rid: if ssrcs.len() > 1 {
+                                ["q", "h", "f"][i].to_owned()
+                            } else {
+                                String::new()
+                            },
+                            ssrc: Some(ssrc),
+                            ..Default::default()
+                        },
+                        codec: RTCRtpCodec {
+                            mime_type: MIME_TYPE_VP8.to_owned(),
+                            clock_rate: 90_000,
+                            channels: 0,
+                            sdp_fmtp_line: String::new(),
+                            rtcp_feedback: vec![],
+                        },
                         ..Default::default()
-                    },
-                    codec: RTCRtpCodec {
-                        mime_type: MIME_TYPE_VP8.to_owned(),
-                        clock_rate: 90_000,
-                        channels: 0,
-                        sdp_fmtp_line: String::new(),
-                        rtcp_feedback: vec![],
-                    },
-                    ..Default::default()
-                }],
+                    })
+                    .collect(),
             ))
             .expect("track");
         Self {
             id: ParticipantId::from(name.to_owned()),
             addr: ([10, 0, 1, host], 5000).into(),
             pc,
-            ssrc,
+            ssrcs: ssrcs.to_vec(),
             sender,
             payload_type: None,
-            seq: 1,
+            mid_rid: None,
+            seqs: vec![1; ssrcs.len()],
             frames_sent: 0,
             keyframe_due: true,
             connected: false,
             video: Vec::new(),
+            cap: None,
             plis: 0,
         }
     }
@@ -119,58 +148,118 @@ impl Client {
         self.pc.local_description().expect("offer").sdp
     }
 
-    /// One camera frame (one packet), a keyframe when one is due.
+    /// One camera frame: one 1,000-byte packet on a single layer; on
+    /// simulcast layers 1, 3 and 9 packets (about 160 kbps, 480 kbps and
+    /// 1.4 Mbps at 20 frames a second). A keyframe on every layer when due.
     fn send_frame(&mut self, now: Instant) {
         if !self.connected {
             return;
         }
-        let pt = match self.payload_type {
-            Some(pt) => pt,
-            None => {
-                let Some(mut s) = self.pc.rtp_sender(self.sender) else {
-                    return;
-                };
-                let Some(pt) = s
-                    .get_parameters()
+        if self.payload_type.is_none() {
+            let Some(mut s) = self.pc.rtp_sender(self.sender) else {
+                return;
+            };
+            let params = s.get_parameters();
+            let Some(pt) = params
+                .rtp_parameters
+                .codecs
+                .iter()
+                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_VP8))
+                .map(|c| c.payload_type)
+            else {
+                return;
+            };
+            let ext = |uri: &str| {
+                params
                     .rtp_parameters
-                    .codecs
+                    .header_extensions
                     .iter()
-                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_VP8))
-                    .map(|c| c.payload_type)
-                else {
-                    return;
-                };
-                self.payload_type = Some(pt);
-                pt
-            }
-        };
-        // VP8 payload descriptor (start of a partition), then the frame
-        // header: bit 0 clear for a keyframe.
+                    .find(|e| e.uri == uri)
+                    .map(|e| e.id as u8)
+            };
+            self.mid_rid =
+                ext(rtc::sdp::extmap::SDES_MID_URI).zip(ext(rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI));
+            self.payload_type = Some(pt);
+        }
+        let pt = self.payload_type.expect("set above");
         let key = std::mem::take(&mut self.keyframe_due);
-        let mut payload = vec![0x10, if key { 0x00 } else { 0x01 }, 0x9d, 0x01, 0x2a];
-        payload.resize(600, 0xab);
-        let packet = rtc::rtp::Packet {
-            header: rtc::rtp::Header {
-                version: 2,
-                marker: true,
-                payload_type: pt,
-                sequence_number: self.seq,
-                timestamp: self.frames_sent * 4500,
-                ssrc: self.ssrc,
-                ..Default::default()
-            },
-            payload: payload.into(),
-        };
-        self.seq = self.seq.wrapping_add(1);
+        let simulcast = self.ssrcs.len() > 1;
+        let transceiver = self.pc.get_transceivers().next();
+        let mid = transceiver
+            .and_then(|t| self.pc.rtp_transceiver(t).and_then(|t| t.mid().clone()))
+            .unwrap_or_default();
+        for layer in 0..self.ssrcs.len() {
+            let packets = if simulcast { [1, 3, 9][layer] } else { 1 };
+            for i in 0..packets {
+                // VP8 payload descriptor (S: a partition starts), then the
+                // frame header: bit 0 clear for a keyframe.
+                let start = i == 0;
+                let mut payload = vec![
+                    if start { 0x10 } else { 0x00 },
+                    if key { 0x00 } else { 0x01 },
+                    0x9d,
+                    0x01,
+                    0x2a,
+                    layer as u8,
+                ];
+                payload.resize(1000, 0xab);
+                let mut header = rtc::rtp::Header {
+                    version: 2,
+                    marker: i + 1 == packets,
+                    payload_type: pt,
+                    sequence_number: self.seqs[layer],
+                    timestamp: self.frames_sent * 4500,
+                    ssrc: self.ssrcs[layer],
+                    ..Default::default()
+                };
+                if let (true, Some((mid_id, rid_id))) = (simulcast, self.mid_rid) {
+                    header
+                        .set_extension(mid_id, bytes::Bytes::from(mid.clone().into_bytes()))
+                        .expect("mid");
+                    header
+                        .set_extension(
+                            rid_id,
+                            bytes::Bytes::from_static(["q", "h", "f"][layer].as_bytes()),
+                        )
+                        .expect("rid");
+                }
+                self.seqs[layer] = self.seqs[layer].wrapping_add(1);
+                if let Some(mut s) = self.pc.rtp_sender(self.sender) {
+                    s.write_rtp(
+                        now,
+                        rtc::rtp::Packet {
+                            header,
+                            payload: payload.into(),
+                        },
+                    )
+                    .expect("write_rtp");
+                }
+            }
+        }
         self.frames_sent += 1;
-        if let Some(mut s) = self.pc.rtp_sender(self.sender) {
-            s.write_rtp(now, packet).expect("write_rtp");
+    }
+
+    /// Whether a packet of `len` bytes gets through its capped downlink now.
+    fn admit(&mut self, now: Instant, len: usize) -> bool {
+        let Some((bps, bucket, last)) = self.cap.as_mut() else {
+            return true;
+        };
+        // A bucket of 200 ms at the cap's rate (bursts that a queue of that
+        // depth would pass; without the queue's delay).
+        let depth = *bps / 8.0 * 0.2;
+        *bucket = (*bucket + now.saturating_duration_since(*last).as_secs_f64() * *bps / 8.0).min(depth);
+        *last = now;
+        if *bucket >= len as f64 {
+            *bucket -= len as f64;
+            true
+        } else {
+            false
         }
     }
 
     /// Asks for a keyframe of every video stream it receives.
     fn request_keyframe(&mut self, now: Instant) {
-        let ssrcs: HashSet<u32> = self.video.iter().map(|(s, _)| *s).collect();
+        let ssrcs: HashSet<u32> = self.video.iter().map(|g| g.ssrc).collect();
         let receivers: Vec<_> = self.pc.get_receivers().collect();
         for id in receivers {
             for &media_ssrc in &ssrcs {
@@ -188,7 +277,7 @@ impl Client {
     }
 
     /// What its connection produced for the application.
-    fn read(&mut self) {
+    fn read(&mut self, now: Instant) {
         while let Some(e) = self.pc.poll_event() {
             if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) = e {
                 self.connected = s == RTCPeerConnectionState::Connected;
@@ -197,8 +286,12 @@ impl Client {
         while let Some(m) = self.pc.poll_read() {
             match m.message {
                 RTCMessage::RtpPacket(_, p) => {
-                    let key = crate::codec::vp8_is_keyframe_start(&p.payload);
-                    self.video.push((p.header.ssrc, key));
+                    self.video.push(Got {
+                        ssrc: p.header.ssrc,
+                        key: crate::codec::vp8_is_keyframe_start(&p.payload),
+                        layer: p.payload.get(5).copied().unwrap_or(0),
+                        at: now,
+                    });
                 }
                 RTCMessage::RtcpPacket(_, packets) => {
                     for p in packets {
@@ -248,8 +341,19 @@ impl World {
 
     /// A browser joins: its offer to the engine, the engine's answer back.
     fn join(&mut self, name: &str) -> usize {
+        let i = self.clients.len() as u32;
+        self.join_with(name, &[1000 + i])
+    }
+
+    /// A browser publishing simulcast joins (three layers).
+    fn join_simulcast(&mut self, name: &str) -> usize {
+        let i = self.clients.len() as u32;
+        self.join_with(name, &[1000 + 10 * i, 1001 + 10 * i, 1002 + 10 * i])
+    }
+
+    fn join_with(&mut self, name: &str, ssrcs: &[u32]) -> usize {
         let i = self.clients.len();
-        let mut c = Client::new(self.now, name, i as u8 + 1, 1000 + i as u32);
+        let mut c = Client::new(self.now, name, i as u8 + 1, ssrcs);
         let offer = c.offer(self.now);
         let (reply, mut r) = oneshot::channel();
         self.engine.handle_command(
@@ -290,6 +394,9 @@ impl World {
         while let Some(t) = self.engine.poll_transmit() {
             moved = true;
             if let Some(c) = self.clients.iter_mut().find(|c| c.addr == t.to) {
+                if !c.admit(now, t.data.len()) {
+                    continue;
+                }
                 let _ = c.pc.handle_read(TaggedBytesMut {
                     now,
                     transport: TransportContext {
@@ -303,7 +410,7 @@ impl World {
             }
         }
         for c in &mut self.clients {
-            c.read();
+            c.read(now);
         }
         // Renegotiation: the engine offers, the browser answers.
         while let Ok(ev) = self.events.try_recv() {
@@ -372,10 +479,8 @@ impl World {
         }
     }
 
-    /// Video packets client `to` received from client `from`'s camera (the
-    /// SFU forwards under an SSRC of its own: told apart by which SSRCs `to`
-    /// receives at all, one per other publisher).
-    fn video_at(&self, to: usize) -> &[(u32, bool)] {
+    /// Video packets client `to` received (in a call of two, all from the other).
+    fn video_at(&self, to: usize) -> &[Got] {
         &self.clients[to].video
     }
 }
@@ -398,8 +503,8 @@ fn both_receive_each_other_from_a_keyframe_whoever_joins_first() {
             "{who} received {} video packets in 3 s",
             got.len()
         );
-        assert!(got[0].1, "{who}'s first video packet starts a keyframe");
-        let ssrcs: HashSet<u32> = got.iter().map(|(s, _)| *s).collect();
+        assert!(got[0].key, "{who}'s first video packet starts a keyframe");
+        let ssrcs: HashSet<u32> = got.iter().map(|g| g.ssrc).collect();
         assert_eq!(ssrcs.len(), 1, "{who} receives one video stream");
     }
     // The doctor joined after the station's first keyframe: the engine
@@ -438,7 +543,7 @@ fn a_subscribers_keyframe_request_reaches_the_publisher_at_most_once_per_interva
     let last_key = w
         .video_at(doctor)
         .iter()
-        .rposition(|(_, k)| *k)
+        .rposition(|g| g.key)
         .expect("a keyframe");
     assert!(last_key > 0, "a later keyframe reached the doctor");
 }
@@ -480,5 +585,60 @@ fn audio_only_stops_the_video_and_back_starts_it_from_a_keyframe() {
     w.run(Duration::from_secs(1));
     let again = &w.video_at(station)[off_at..];
     assert!(again.len() >= 10, "video back: {} packets in 1 s", again.len());
-    assert!(again[0].1, "from a keyframe");
+    assert!(again[0].key, "from a keyframe");
+}
+
+/// The layers the doctor received in each second of `secs` seconds from `from`
+/// (the layer of most of that second's packets).
+fn layer_per_second(got: &[Got], from: Instant, secs: u64) -> Vec<Option<u8>> {
+    (0..secs)
+        .map(|s| {
+            let (a, b) = (from + Duration::from_secs(s), from + Duration::from_secs(s + 1));
+            let mut count = [0usize; 3];
+            for g in got.iter().filter(|g| g.at >= a && g.at < b) {
+                count[usize::from(g.layer.min(2))] += 1;
+            }
+            (count.iter().sum::<usize>() > 0)
+                .then(|| (0..3u8).max_by_key(|&l| count[usize::from(l)]).unwrap_or(0))
+        })
+        .collect()
+}
+
+#[test]
+fn a_simulcast_subscriber_starts_low_climbs_steps_down_under_a_cap_and_back() {
+    let mut w = World::new();
+    w.join_simulcast("station");
+    let doctor = w.join("doctor");
+    let t0 = w.now;
+    w.run(Duration::from_secs(20));
+    let got = w.video_at(doctor).to_vec();
+    let first = got.first().expect("the doctor receives the station");
+    assert!(
+        first.key && first.layer == 0,
+        "starts on the lowest layer, at a keyframe: {first:?}"
+    );
+    let climbed = layer_per_second(&got, t0, 20);
+    assert_eq!(
+        climbed[19],
+        Some(2),
+        "on the top layer after 20 s on a clean link: {climbed:?}"
+    );
+    // A 300 kbps cap on the doctor's downlink.
+    let capped_at = w.now;
+    w.clients[doctor].cap = Some((300_000.0, 0.0, capped_at));
+    w.run(Duration::from_secs(10));
+    let capped = layer_per_second(w.video_at(doctor), capped_at, 10);
+    assert!(
+        capped[5..].iter().all(|l| *l == Some(0)),
+        "down to the lowest layer, which fits, within 5 s, and kept: {capped:?}"
+    );
+    // The cap lifts.
+    w.clients[doctor].cap = None;
+    let lifted_at = w.now;
+    w.run(Duration::from_secs(30));
+    let back = layer_per_second(w.video_at(doctor), lifted_at, 30);
+    assert!(
+        back.contains(&Some(2)),
+        "back to the top layer: {back:?}"
+    );
 }
