@@ -114,9 +114,11 @@ impl Store {
         append_event(
             &mut w,
             consultation,
-            crate::types::EventKind::Photo,
             Some(by),
-            serde_json::json!({"photo_id": id, "bytes": bytes.len()}),
+            crate::SessionEntry::Photo {
+                photo_id: id,
+                bytes: bytes.len() as u64,
+            },
         )
         .await?;
         record(

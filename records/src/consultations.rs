@@ -130,9 +130,11 @@ impl Store {
         append_event(
             &mut w,
             id,
-            crate::types::EventKind::StateChanged,
             actor.user_id,
-            serde_json::json!({"to": state}),
+            crate::SessionEntry::StateChanged {
+                from: None,
+                to: state,
+            },
         )
         .await?;
         record(
@@ -251,14 +253,7 @@ impl Store {
                 },
             );
         };
-        append_event(
-            &mut w,
-            id,
-            crate::types::EventKind::Accepted,
-            Some(doctor),
-            serde_json::json!({}),
-        )
-        .await?;
+        append_event(&mut w, id, Some(doctor), crate::SessionEntry::Accepted {}).await?;
         record(
             &mut w,
             actor,
@@ -336,9 +331,11 @@ pub(crate) async fn transition_in(
     append_event(
         tx,
         id,
-        crate::types::EventKind::StateChanged,
         actor.user_id,
-        serde_json::json!({"from": current.state, "to": to}),
+        crate::SessionEntry::StateChanged {
+            from: Some(current.state),
+            to,
+        },
     )
     .await?;
     record(

@@ -5,6 +5,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, FromRow};
 
 use crate::error::Result;
+use crate::session_entry::SessionEntry;
 use crate::types::{ConsultationId, EventKind, Timestamp, UserId};
 use crate::Store;
 
@@ -33,18 +34,17 @@ struct Row {
 pub(crate) async fn append_event(
     tx: &mut PoolConnection<Any>,
     consultation: ConsultationId,
-    kind: EventKind,
     user: Option<UserId>,
-    data: serde_json::Value,
+    entry: SessionEntry,
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO session_events (consultation_id, at, kind, user_id, data) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(consultation)
     .bind(Timestamp::now())
-    .bind(kind)
+    .bind(entry.kind())
     .bind(user)
-    .bind(data.to_string())
+    .bind(entry.data().to_string())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -55,12 +55,11 @@ impl Store {
     pub async fn append_session_event(
         &self,
         consultation: ConsultationId,
-        kind: EventKind,
         user: Option<UserId>,
-        data: serde_json::Value,
+        entry: SessionEntry,
     ) -> Result<()> {
         let mut w = self.begin_write().await?;
-        append_event(&mut w, consultation, kind, user, data).await?;
+        append_event(&mut w, consultation, user, entry).await?;
         w.commit().await
     }
 

@@ -465,9 +465,11 @@ impl Store {
             append_event(
                 &mut w,
                 id,
-                crate::types::EventKind::StateChanged,
                 actor.user_id,
-                serde_json::json!({"to": "scheduled"}),
+                crate::SessionEntry::StateChanged {
+                    from: None,
+                    to: crate::types::ConsultationState::Scheduled,
+                },
             )
             .await?;
             record(
@@ -531,9 +533,12 @@ impl Store {
             append_event(
                 &mut w,
                 id,
-                crate::types::EventKind::Rescheduled,
                 actor.user_id,
-                serde_json::json!({"from": c.scheduled_start, "to": start, "doctor_id": d}),
+                crate::SessionEntry::Rescheduled {
+                    from: c.scheduled_start,
+                    to: start,
+                    doctor_id: d,
+                },
             )
             .await?;
             record(

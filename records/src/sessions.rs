@@ -10,6 +10,7 @@ use sqlx::FromRow;
 
 use crate::error::Result;
 use crate::events::SessionEvent;
+use crate::session_entry::SessionEntry;
 use crate::types::{
     ConsultationId, ConsultationKind, ConsultationState, EventKind, FacilityId, Timestamp, UserId,
 };
@@ -154,17 +155,18 @@ pub fn quality(
     let mut q = Quality::default();
     let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
     for e in events {
-        // A kind this version does not write (an older log) counts for nothing.
-        let Ok(kind) = e.kind.parse::<EventKind>() else {
+        // A kind this version does not write, or an entry that does not read
+        // as its kind (an older log), counts for nothing; a stats sample
+        // that does not read as one still counts as a sample.
+        let Some(entry) = SessionEntry::read(&e.kind, &e.data) else {
+            if e.kind == EventKind::Stats.as_str() {
+                q.samples += 1;
+            }
             continue;
         };
-        match kind {
-            EventKind::Stats => {
+        match entry {
+            SessionEntry::Stats(s) => {
                 q.samples += 1;
-                // A sample that does not read as one gives no figures.
-                let Ok(s) = serde_json::from_value::<SessionStats>(e.data.clone()) else {
-                    continue;
-                };
                 loss.extend(finite(s.loss_pct));
                 rtt.extend(finite(s.rtt_ms));
                 jitter.extend(finite(s.jitter_ms));
@@ -172,34 +174,31 @@ pub fn quality(
                     q.audio_only_secs += finite(Some(s.interval_secs)).unwrap_or(STATS_INTERVAL_SECS);
                 }
             }
-            EventKind::Reconnected => q.reconnections += 1,
-            EventKind::Reconnecting => q.disconnections += 1,
-            EventKind::IceState => {
-                if matches!(
-                    e.data.get("state").and_then(serde_json::Value::as_str),
-                    Some("disconnected" | "failed")
-                ) {
+            SessionEntry::Reconnected(_) => q.reconnections += 1,
+            SessionEntry::Reconnecting { .. } => q.disconnections += 1,
+            SessionEntry::IceState { state, .. } => {
+                if matches!(state.as_str(), "disconnected" | "failed") {
                     q.media_interruptions += 1
                 }
             }
-            EventKind::StateChanged
-            | EventKind::Accepted
-            | EventKind::Rescheduled
-            | EventKind::Photo
-            | EventKind::Joined
-            | EventKind::Media
-            | EventKind::Chat
-            | EventKind::Error
-            | EventKind::ErrorsSuppressed
-            | EventKind::TrackPublished
-            | EventKind::TrackUnpublished
-            | EventKind::Left
-            | EventKind::RoomClosed
-            | EventKind::MediaRepair
-            | EventKind::MediaResumed
-            | EventKind::AddressChanged
-            | EventKind::VideoLevel
-            | EventKind::RejoinRequested => {}
+            SessionEntry::StateChanged { .. }
+            | SessionEntry::Accepted {}
+            | SessionEntry::Rescheduled { .. }
+            | SessionEntry::Photo { .. }
+            | SessionEntry::Joined(_)
+            | SessionEntry::Media { .. }
+            | SessionEntry::Chat { .. }
+            | SessionEntry::Error { .. }
+            | SessionEntry::ErrorsSuppressed { .. }
+            | SessionEntry::TrackPublished { .. }
+            | SessionEntry::TrackUnpublished { .. }
+            | SessionEntry::Left { .. }
+            | SessionEntry::RoomClosed {}
+            | SessionEntry::MediaRepair { .. }
+            | SessionEntry::MediaResumed { .. }
+            | SessionEntry::AddressChanged { .. }
+            | SessionEntry::VideoLevel { .. }
+            | SessionEntry::RejoinRequested { .. } => {}
         }
     }
     q.avg_loss_pct = mean(&loss);
@@ -339,6 +338,32 @@ mod tests {
         assert_eq!(old.received_audio_packets, None);
     }
 
+    fn entry(e: SessionEntry) -> SessionEvent {
+        ev(e.kind().as_str(), e.data())
+    }
+
+    fn joining() -> crate::Joining {
+        crate::Joining {
+            participant_id: "p".into(),
+            role: crate::types::Role::HealthWorker,
+            new_connection: true,
+        }
+    }
+
+    fn reconnecting() -> SessionEntry {
+        SessionEntry::Reconnecting {
+            participant_id: "p".into(),
+            socket: "gone".into(),
+        }
+    }
+
+    fn ice(state: &str) -> SessionEntry {
+        SessionEntry::IceState {
+            participant_id: "p".into(),
+            state: state.into(),
+        }
+    }
+
     #[test]
     fn quality_summarises_samples() {
         let events = [
@@ -353,13 +378,15 @@ mod tests {
             // A sample that says its own interval is counted by it.
             ev("stats", json!({"interval_secs": 2.0, "audio_only": true})),
             ev("stats", json!({"loss_pct": "bad", "rtt_ms": 200.0})),
-            ev("reconnected", json!({})),
+            entry(SessionEntry::Reconnected(joining())),
+            entry(reconnecting()),
+            entry(reconnecting()),
+            entry(ice("disconnected")),
+            entry(ice("connected")),
+            entry(ice("failed")),
+            entry(SessionEntry::Joined(joining())),
+            // An entry that does not read as its kind counts for nothing.
             ev("reconnecting", json!({})),
-            ev("reconnecting", json!({})),
-            ev("ice_state", json!({"state": "disconnected"})),
-            ev("ice_state", json!({"state": "connected"})),
-            ev("ice_state", json!({"state": "failed"})),
-            ev("joined", json!({})),
         ];
         let s: Timestamp = "2026-11-23T08:00:00.000Z".parse().unwrap();
         let e: Timestamp = "2026-11-23T08:12:30.000Z".parse().unwrap();

@@ -21,9 +21,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
 use telehealth_records::{
-    Consultation, ConsultationId, ConsultationState, EventKind, Role, SessionStats, UserId,
+    Consultation, ConsultationId, ConsultationState, Role, SessionEntry, SessionStats, UserId,
 };
 use telehealth_sfu::{
     CloseReason, ConnectionState, Direction, MediaKind, ParticipantId, RoomId, Sfu, SfuError, SfuEvent,
@@ -497,7 +496,7 @@ struct LossMemory {
 
 impl LossMemory {
     /// One participant's sample, as stored in the session log.
-    fn sample_json(&mut self, s: &StatsSample, user: Option<UserId>) -> Value {
+    fn sample(&mut self, s: &StatsSample, user: Option<UserId>) -> SessionStats {
         let (mut lost, mut got) = (0i64, 0u64);
         let (mut bin, mut bout) = (0u64, 0u64);
         let (mut out_audio, mut out_video) = (0u64, 0u64);
@@ -548,7 +547,7 @@ impl LossMemory {
             }
         }
         let total = got as f64 + lost as f64;
-        let sample = SessionStats {
+        SessionStats {
             user_id: user,
             participant_id: Some(s.participant.as_str().to_owned()),
             interval_secs: s.interval.as_secs_f64(),
@@ -577,8 +576,7 @@ impl LossMemory {
             audio_codec_sent: audio_sent.map(str::to_owned),
             audio_codec_received: audio_received.map(str::to_owned),
             send_estimate_kbps: s.send_estimate_bps.map(|b| b / 1000),
-        };
-        serde_json::to_value(sample).unwrap_or(Value::Null)
+        }
     }
 }
 
@@ -596,10 +594,10 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
         let Ok(c) = ev.room().as_str().parse::<ConsultationId>() else {
             continue;
         };
-        let log = |kind: EventKind, user: Option<UserId>, data: Value| {
+        let log = |user: Option<UserId>, entry: SessionEntry| {
             let store = store.clone();
             async move {
-                if let Err(e) = store.append_session_event(c, kind, user, data).await {
+                if let Err(e) = store.append_session_event(c, user, entry).await {
                     tracing::error!(consultation = %c, error = %e, "cannot write session event");
                 }
             }
@@ -639,9 +637,11 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
                     ConnectionState::Closed => "closed",
                 };
                 log(
-                    EventKind::IceState,
                     user,
-                    json!({"participant_id": participant.as_str(), "state": s}),
+                    SessionEntry::IceState {
+                        participant_id: participant.as_str().to_owned(),
+                        state: s.to_owned(),
+                    },
                 )
                 .await;
                 calls.broadcast(
@@ -665,9 +665,12 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
                     MediaKind::Video => "video",
                 };
                 log(
-                    EventKind::TrackPublished,
                     user,
-                    json!({"participant_id": participant.as_str(), "track": track.as_str(), "kind": kind}),
+                    SessionEntry::TrackPublished {
+                        participant_id: participant.as_str().to_owned(),
+                        track: track.as_str().to_owned(),
+                        kind: kind.to_owned(),
+                    },
                 )
                 .await;
             }
@@ -676,9 +679,11 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
             } => {
                 let user = calls.member_user(c, &participant).map(|m| m.0);
                 log(
-                    EventKind::TrackUnpublished,
                     user,
-                    json!({"participant_id": participant.as_str(), "track": track.as_str()}),
+                    SessionEntry::TrackUnpublished {
+                        participant_id: participant.as_str().to_owned(),
+                        track: track.as_str().to_owned(),
+                    },
                 )
                 .await;
             }
@@ -688,9 +693,11 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
                 let m = calls.forget(c, &participant);
                 let user = m.as_ref().map(|m| m.user_id);
                 log(
-                    EventKind::Left,
                     user,
-                    json!({"participant_id": participant.as_str(), "reason": reason.code()}),
+                    SessionEntry::Left {
+                        participant_id: participant.as_str().to_owned(),
+                        reason: reason.code().to_owned(),
+                    },
                 )
                 .await;
                 if let Some(tx) = m.and_then(|m| m.outbox) {
@@ -734,12 +741,12 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
                 }
             }
             SfuEvent::RoomClosed { .. } => {
-                log(EventKind::RoomClosed, None, json!({})).await;
+                log(None, SessionEntry::RoomClosed {}).await;
             }
             SfuEvent::Stats(sample) => {
                 let user = calls.member_user(c, &sample.participant).map(|m| m.0);
-                let data = loss.sample_json(&sample, user);
-                log(EventKind::Stats, user, data).await;
+                let stats = loss.sample(&sample, user);
+                log(user, SessionEntry::Stats(stats)).await;
             }
             SfuEvent::Repaired {
                 participant,
@@ -749,9 +756,12 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
             } => {
                 let user = calls.member_user(c, &participant).map(|m| m.0);
                 log(
-                    EventKind::MediaRepair,
                     user,
-                    json!({"participant_id": participant.as_str(), "track": track.as_str(), "repair": repair.code()}),
+                    SessionEntry::MediaRepair {
+                        participant_id: participant.as_str().to_owned(),
+                        track: track.as_str().to_owned(),
+                        repair: repair.code().to_owned(),
+                    },
                 )
                 .await;
             }
@@ -762,18 +772,21 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
             } => {
                 let user = calls.member_user(c, &participant).map(|m| m.0);
                 log(
-                    EventKind::MediaResumed,
                     user,
-                    json!({"participant_id": participant.as_str(), "silent_ms": silent_for.as_millis() as u64}),
+                    SessionEntry::MediaResumed {
+                        participant_id: participant.as_str().to_owned(),
+                        silent_ms: silent_for.as_millis() as u64,
+                    },
                 )
                 .await;
             }
             SfuEvent::PathMoved { participant, .. } => {
                 let user = calls.member_user(c, &participant).map(|m| m.0);
                 log(
-                    EventKind::AddressChanged,
                     user,
-                    json!({"participant_id": participant.as_str()}),
+                    SessionEntry::AddressChanged {
+                        participant_id: participant.as_str().to_owned(),
+                    },
                 )
                 .await;
             }
@@ -790,9 +803,15 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
                     VideoLevel::Off(why) => (None, None, Some(why.code())),
                 };
                 log(
-                    EventKind::VideoLevel,
                     user,
-                    json!({"participant_id": participant.as_str(), "publisher_id": publisher.as_str(), "track": track.as_str(), "layer": layer, "layers": layers, "off": off}),
+                    SessionEntry::VideoLevel {
+                        participant_id: participant.as_str().to_owned(),
+                        publisher_id: publisher.as_str().to_owned(),
+                        track: track.as_str().to_owned(),
+                        layer,
+                        layers,
+                        off: off.map(str::to_owned),
+                    },
                 )
                 .await;
                 // Both pages: the one that stops (or starts again) getting
@@ -812,9 +831,11 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
             SfuEvent::RejoinNeeded { participant, .. } => {
                 let user = calls.member_user(c, &participant).map(|m| m.0);
                 log(
-                    EventKind::RejoinRequested,
                     user,
-                    json!({"participant_id": participant.as_str(), "why": "offer_unanswered"}),
+                    SessionEntry::RejoinRequested {
+                        participant_id: participant.as_str().to_owned(),
+                        why: "offer_unanswered".to_owned(),
+                    },
                 )
                 .await;
                 calls.send_to(

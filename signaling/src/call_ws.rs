@@ -6,8 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use telehealth_records::{Actor, ConsultationId, ConsultationState, EventKind, Role, UserId};
+use telehealth_records::{Actor, ConsultationId, ConsultationState, Joining, Role, SessionEntry, UserId};
 use telehealth_sfu::{IceCandidate, ParticipantId, RoomId};
 
 use crate::call::{Calls, JoinError};
@@ -105,8 +104,8 @@ fn not_in_call() -> ServerMessage {
     )
 }
 
-pub async fn log(state: &AppState, c: ConsultationId, kind: EventKind, user: Option<UserId>, data: Value) {
-    if let Err(e) = state.store.append_session_event(c, kind, user, data).await {
+pub async fn log(state: &AppState, c: ConsultationId, user: Option<UserId>, entry: SessionEntry) {
+    if let Err(e) = state.store.append_session_event(c, user, entry).await {
         tracing::error!(consultation = %c, error = %e, "cannot write session event");
     }
 }
@@ -123,14 +122,23 @@ pub async fn handle(state: &AppState, call: &mut CallState, msg: ClientMessage) 
             log(
                 state,
                 c,
-                EventKind::ErrorsSuppressed,
                 user,
-                json!({"count": left_out}),
+                SessionEntry::ErrorsSuppressed {
+                    count: left_out.into(),
+                },
             )
             .await;
         }
         if write {
-            log(state, c, EventKind::Error, user, json!({"code": code})).await;
+            log(
+                state,
+                c,
+                user,
+                SessionEntry::Error {
+                    code: code.to_string(),
+                },
+            )
+            .await;
         }
     }
     reply
@@ -237,9 +245,13 @@ async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) ->
             log(
                 state,
                 c,
-                EventKind::Media,
                 Some(call.user.user.id),
-                json!({"participant_id": pid.as_str(), "audio": audio, "video": video, "receive_video": receive_video}),
+                SessionEntry::Media {
+                    participant_id: pid.as_str().to_owned(),
+                    audio,
+                    video,
+                    receive_video,
+                },
             )
             .await;
             None
@@ -268,9 +280,11 @@ async fn dispatch(state: &AppState, call: &mut CallState, msg: ClientMessage) ->
             log(
                 state,
                 c,
-                EventKind::Chat,
                 Some(call.user.user.id),
-                json!({"participant_id": pid.as_str(), "chars": chars}),
+                SessionEntry::Chat {
+                    participant_id: pid.as_str().to_owned(),
+                    chars,
+                },
             )
             .await;
             None
@@ -374,19 +388,17 @@ async fn join(
         }
     };
     call.current = Some((c, pid.clone()));
-    let kind = if resumed {
-        EventKind::Reconnected
-    } else {
-        EventKind::Joined
+    let joining = Joining {
+        participant_id: pid.as_str().to_owned(),
+        role: user.role,
+        new_connection: answer.is_some(),
     };
-    log(
-        state,
-        c,
-        kind,
-        Some(user.id),
-        json!({"participant_id": pid.as_str(), "role": user.role, "new_connection": answer.is_some()}),
-    )
-    .await;
+    let entry = if resumed {
+        SessionEntry::Reconnected(joining)
+    } else {
+        SessionEntry::Joined(joining)
+    };
+    log(state, c, Some(user.id), entry).await;
     let _ = state
         .store
         .audit(

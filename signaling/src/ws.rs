@@ -277,9 +277,8 @@ async fn session(
         crate::call_ws::log(
             &state,
             c,
-            telehealth_records::EventKind::ErrorsSuppressed,
             Some(uid),
-            serde_json::json!({"count": n}),
+            telehealth_records::SessionEntry::ErrorsSuppressed { count: n.into() },
         )
         .await;
     }
@@ -289,9 +288,11 @@ async fn session(
         crate::call_ws::log(
             &state,
             c,
-            telehealth_records::EventKind::Reconnecting,
             Some(uid),
-            serde_json::json!({"participant_id": pid.as_str(), "socket": reason.code_and_text().1}),
+            telehealth_records::SessionEntry::Reconnecting {
+                participant_id: pid.as_str().to_owned(),
+                socket: reason.code_and_text().1.to_owned(),
+            },
         )
         .await;
     }

@@ -1088,9 +1088,15 @@ async fn admins_read_session_logs_with_quality(store: Store) {
         w.store
             .append_session_event(
                 id,
-                telehealth_records::EventKind::Stats,
                 doc,
-                json!({"user_id": w.doc1.id, "loss_pct": loss, "rtt_ms": rtt, "audio_only": audio_only}),
+                telehealth_records::SessionEntry::Stats(telehealth_records::SessionStats {
+                    user_id: Some(w.doc1.id),
+                    interval_secs: 5.0,
+                    loss_pct: Some(loss),
+                    rtt_ms: Some(rtt),
+                    audio_only,
+                    ..Default::default()
+                }),
             )
             .await
             .unwrap();
@@ -1098,9 +1104,12 @@ async fn admins_read_session_logs_with_quality(store: Store) {
     w.store
         .append_session_event(
             id,
-            telehealth_records::EventKind::Reconnected,
             doc,
-            json!({"note": "ICE restart, \"quoted\""}),
+            telehealth_records::SessionEntry::Reconnected(telehealth_records::Joining {
+                participant_id: "p-\"quoted\"".to_owned(),
+                role: telehealth_records::Role::Doctor,
+                new_connection: false,
+            }),
         )
         .await
         .unwrap();
@@ -1219,7 +1228,7 @@ async fn admins_read_session_logs_with_quality(store: Store) {
     assert_eq!(lines[0], "id,at,kind,user_id,data");
     assert_eq!(lines.len(), 1 + kinds.len());
     assert!(
-        body.contains(r#""{""note"":""ICE restart, \""quoted\""""}""#),
+        body.contains(r#"""participant_id"":""p-\""quoted\"""""#),
         "{body}"
     );
     let _ = quiet;
@@ -1920,9 +1929,12 @@ async fn a_long_session_log_comes_a_page_at_a_time(store: Store) {
         w.store
             .append_session_event(
                 c,
-                telehealth_records::EventKind::Stats,
                 None,
-                json!({"loss_pct": i % 7, "rtt_ms": 40}),
+                telehealth_records::SessionEntry::Stats(telehealth_records::SessionStats {
+                    loss_pct: Some(f64::from(i % 7)),
+                    rtt_ms: Some(40.0),
+                    ..Default::default()
+                }),
             )
             .await
             .unwrap();

@@ -637,8 +637,5 @@ fn a_simulcast_subscriber_starts_low_climbs_steps_down_under_a_cap_and_back() {
     let lifted_at = w.now;
     w.run(Duration::from_secs(30));
     let back = layer_per_second(w.video_at(doctor), lifted_at, 30);
-    assert!(
-        back.contains(&Some(2)),
-        "back to the top layer: {back:?}"
-    );
+    assert!(back.contains(&Some(2)), "back to the top layer: {back:?}");
 }
