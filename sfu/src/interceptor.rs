@@ -66,71 +66,12 @@ pub fn with_sfu_stages(registry: Registry) -> (Registry, SendEstimate, FeedbackC
     let stage = SfuInterceptor::default();
     let estimate = stage.send_estimate.clone();
     let watch = WatchFeedback::default();
-    let coverage = watch.coverage.clone();
+    let coverage = watch.hook.coverage.clone();
     let registry = registry
         .with(Slot::from(WATCH_FEEDBACK_SLOT), watch)
         .with(Slot::from(SLOT), stage)
         .with(Slot::from(DROP_PROBES_SLOT), DropProbes::default());
     (registry, estimate, coverage)
-}
-
-/// Records the sequence numbers each inbound transport-wide feedback packet
-/// speaks of ([`FeedbackCoverage`]), and passes everything on unchanged.
-#[derive(Default)]
-pub struct WatchFeedback {
-    /// Shared with the connection's estimator.
-    pub coverage: FeedbackCoverage,
-    read_queue: VecDeque<TaggedPacket>,
-    write_queue: VecDeque<TaggedPacket>,
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for WatchFeedback {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
-            for p in packets {
-                if let Some(cc) = p.as_any().downcast_ref::<TransportLayerCc>() {
-                    self.coverage
-                        .record(cc.base_sequence_number, cc.packet_status_count);
-                }
-            }
-        }
-        self.read_queue.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read_queue.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write_queue.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.write_queue.pop_front()
-    }
-
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
-        Ok(())
-    }
-
-    fn poll_timeout(&mut self) -> Option<Self::Time> {
-        None
-    }
-}
-
-impl Interceptor for WatchFeedback {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// A connection's latest send-side bandwidth estimate, as its congestion
@@ -168,12 +109,58 @@ impl SendEstimate {
 /// rest of the call, and its camera on its lowest layer, in one call in
 /// five on a clean link.
 #[derive(Default)]
-pub struct DropProbes {
+pub struct ProbeFilter;
+
+impl ReadHook for ProbeFilter {
+    fn on_read(&mut self, msg: &TaggedPacket) -> bool {
+        msg.message.custom::<Probe>().is_none()
+    }
+}
+
+/// Takes inbound bandwidth probes out of the chain ([`ProbeFilter`]).
+pub type DropProbes = ReadStage<ProbeFilter>;
+
+/// Records the sequence numbers each inbound transport-wide feedback packet
+/// speaks of ([`FeedbackCoverage`]), and passes everything on unchanged.
+#[derive(Default)]
+pub struct FeedbackWatch {
+    /// Shared with the connection's estimator.
+    pub coverage: FeedbackCoverage,
+}
+
+impl ReadHook for FeedbackWatch {
+    fn on_read(&mut self, msg: &TaggedPacket) -> bool {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            for p in packets {
+                if let Some(cc) = p.as_any().downcast_ref::<TransportLayerCc>() {
+                    self.coverage
+                        .record(cc.base_sequence_number, cc.packet_status_count);
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Notes transport-wide feedback before the congestion controller reads it ([`FeedbackWatch`]).
+pub type WatchFeedback = ReadStage<FeedbackWatch>;
+
+/// What a [`ReadStage`] does with each inbound packet: `false` drops it.
+pub trait ReadHook: Send + Sync {
+    fn on_read(&mut self, msg: &TaggedPacket) -> bool;
+}
+
+/// A stage that only looks at inbound packets (and may drop them), and
+/// passes everything else through unchanged.
+#[derive(Default)]
+pub struct ReadStage<H> {
+    /// What it does to each inbound packet.
+    pub hook: H,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for DropProbes {
+impl<H: ReadHook> Protocol<TaggedPacket, TaggedPacket, ()> for ReadStage<H> {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -181,7 +168,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for DropProbes {
     type Time = Instant;
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        if msg.message.custom::<Probe>().is_none() {
+        if self.hook.on_read(&msg) {
             self.read_queue.push_back(msg);
         }
         Ok(())
@@ -209,7 +196,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for DropProbes {
     }
 }
 
-impl Interceptor for DropProbes {
+impl<H: ReadHook> Interceptor for ReadStage<H> {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}

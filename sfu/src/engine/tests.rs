@@ -372,10 +372,20 @@ impl World {
         i
     }
 
-    fn command<T>(&mut self, make: impl FnOnce(Reply<T>) -> Command) -> T {
+    /// Client `i` asks for video (or for audio only), as its page's button does.
+    fn want_video(&mut self, i: usize, wanted: bool) {
+        let (room, participant) = (self.room.clone(), self.clients[i].id.clone());
         let (reply, mut r) = oneshot::channel();
-        self.engine.handle_command(self.now, make(reply));
-        r.try_recv().expect("answered").expect("command")
+        self.engine.handle_command(
+            self.now,
+            Command::WantVideo {
+                room,
+                participant,
+                wanted,
+                reply,
+            },
+        );
+        r.try_recv().expect("answered").expect("video wanted");
     }
 
     /// Moves everything there is to move at `now`; true if anything moved.
@@ -554,14 +564,7 @@ fn audio_only_stops_the_video_and_back_starts_it_from_a_keyframe() {
     let station = w.join("station");
     let doctor = w.join("doctor");
     w.run(Duration::from_secs(3));
-    let room = w.room.clone();
-    let id = w.clients[station].id.clone();
-    w.command(|reply| Command::WantVideo {
-        room,
-        participant: id,
-        wanted: false,
-        reply,
-    });
+    w.want_video(station, false);
     w.run(Duration::from_millis(200));
     let off_at = w.video_at(station).len();
     w.run(Duration::from_secs(2));
@@ -574,14 +577,7 @@ fn audio_only_stops_the_video_and_back_starts_it_from_a_keyframe() {
         w.video_at(doctor).len() > 60,
         "the doctor still receives the station"
     );
-    let room = w.room.clone();
-    let id = w.clients[station].id.clone();
-    w.command(|reply| Command::WantVideo {
-        room,
-        participant: id,
-        wanted: true,
-        reply,
-    });
+    w.want_video(station, true);
     w.run(Duration::from_secs(1));
     let again = &w.video_at(station)[off_at..];
     assert!(again.len() >= 10, "video back: {} packets in 1 s", again.len());
