@@ -497,7 +497,6 @@ impl World {
 
 #[test]
 fn both_receive_each_other_from_a_keyframe_whoever_joins_first() {
-    let started = Instant::now();
     let mut w = World::new();
     let station = w.join("station");
     // The station waits alone for a while, sending.
@@ -520,13 +519,6 @@ fn both_receive_each_other_from_a_keyframe_whoever_joins_first() {
     // The doctor joined after the station's first keyframe: the engine
     // asked the station for a fresh one.
     assert!(w.clients[station].plis >= 1);
-
-    // Five seconds of a call, in much less than that.
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
 }
 
 #[test]
