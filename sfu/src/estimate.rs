@@ -221,6 +221,23 @@ mod tests {
     use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
     use std::time::Duration;
 
+    /// Packet `id` (its transport-wide number too) of 1,200 bytes, sent
+    /// `sent_ms` after `epoch` and arriving `delay_ms` later unless `lost`.
+    fn report(id: u64, epoch: Instant, sent_ms: u64, delay_ms: u64, lost: bool) -> PacketReport {
+        PacketReport {
+            ssrc: 1,
+            id,
+            rtp_sequence_number: id as u16,
+            is_twcc: true,
+            twcc_sequence_number: id as u16,
+            size: 1200,
+            arrived: !lost,
+            departure: epoch + Duration::from_millis(sent_ms),
+            arrival: (!lost).then(|| Duration::from_millis(sent_ms + delay_ms)),
+            ecn: Ecn::default(),
+        }
+    }
+
     /// 200 ms feedback batches of 20 packets of 1,200 bytes sent 10 ms apart
     /// (about 1 Mbps), each arriving 50 ms later unless `lost(id)`; `clock`
     /// counts the batches so far. The feedback for a batch reaches the
@@ -242,18 +259,7 @@ mod tests {
             let reports = (0..20).map(|i| {
                 let id = batch * 20 + i;
                 let sent_ms = batch * 200 + i * 10;
-                PacketReport {
-                    ssrc: 1,
-                    id,
-                    rtp_sequence_number: id as u16,
-                    is_twcc: true,
-                    twcc_sequence_number: id as u16,
-                    size: 1200,
-                    arrived: !lost(id),
-                    departure: epoch + Duration::from_millis(sent_ms),
-                    arrival: (!lost(id)).then(|| Duration::from_millis(sent_ms + 50)),
-                    ecn: Ecn::default(),
-                }
+                report(id, epoch, sent_ms, 50, lost(id))
             });
             if feedback_lost(batch) {
                 held.extend(reports.map(|r| PacketReport {
@@ -367,18 +373,7 @@ mod tests {
             let reports: Vec<PacketReport> = (0..n)
                 .map(|_| {
                     id += 1;
-                    PacketReport {
-                        ssrc: 1,
-                        id,
-                        rtp_sequence_number: id as u16,
-                        is_twcc: true,
-                        twcc_sequence_number: id as u16,
-                        size: 1200,
-                        arrived: !lost(id),
-                        departure: t0 + Duration::from_millis(ms),
-                        arrival: (!lost(id)).then(|| Duration::from_millis(ms + 20)),
-                        ecn: Ecn::default(),
-                    }
+                    report(id, t0, ms, 20, lost(id))
                 })
                 .collect();
             coverage.record(reports[0].twcc_sequence_number, n as u16);
