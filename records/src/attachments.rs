@@ -1,6 +1,7 @@
 //! Still images attached to a consultation (a rash, a wound, a document),
 //! sent at full resolution over HTTPS rather than through lossy video.
 
+use schemars::JsonSchema;
 use serde::Serialize;
 use sqlx::FromRow;
 
@@ -20,7 +21,7 @@ pub const MAX_PHOTOS_PER_CONSULTATION: i64 = 30;
 /// Most bytes of photos one consultation keeps.
 pub const MAX_PHOTO_BYTES_PER_CONSULTATION: i64 = 100 * 1024 * 1024;
 
-#[derive(Clone, Debug, Serialize, FromRow)]
+#[derive(Clone, Debug, Serialize, FromRow, JsonSchema)]
 pub struct Attachment {
     pub id: AttachmentId,
     pub consultation_id: ConsultationId,

@@ -10,6 +10,7 @@
 //! entry on is caught by an anchor kept outside the database: a head the
 //! server signed earlier (logged every hour, downloadable by admins).
 
+use schemars::JsonSchema;
 use serde::Serialize;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, FromRow};
@@ -46,7 +47,8 @@ impl Actor {
 }
 
 /// Whether the audited action was carried out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[schemars(rename_all = "snake_case")]
 pub enum Outcome {
     Ok,
     Denied,
@@ -62,7 +64,7 @@ impl Outcome {
 }
 
 /// One line of the audit trail.
-#[derive(Clone, Debug, Serialize, FromRow)]
+#[derive(Clone, Debug, Serialize, FromRow, JsonSchema)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: Timestamp,
@@ -73,6 +75,8 @@ pub struct AuditEntry {
     pub resource_id: Option<String>,
     pub patient_id: Option<PatientId>,
     pub client_addr: Option<String>,
+    /// What [`Outcome::as_str`] wrote.
+    #[schemars(with = "Outcome")]
     pub outcome: String,
 }
 
@@ -181,7 +185,7 @@ impl ChainedFields {
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// What checking the audit chain found.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, JsonSchema)]
 pub struct ChainReport {
     /// Entries checked (chained ones).
     pub checked: i64,

@@ -12,6 +12,7 @@
 //! consultation can only be requested while it is "granted".
 
 use chrono::{Datelike, NaiveDate, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
@@ -22,7 +23,7 @@ use crate::validate::{self, Errors, FieldError};
 use crate::{RecordsError, Store};
 
 /// One version of the consent text, as read to the patient.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, JsonSchema)]
 pub struct ConsentText {
     pub version: &'static str,
     pub title: &'static str,
@@ -58,7 +59,7 @@ pub fn current_consent_text() -> &'static ConsentText {
 pub const GUARDIAN_BELOW_AGE: i32 = 16;
 
 /// One consent event.
-#[derive(Clone, Debug, Serialize, FromRow)]
+#[derive(Clone, Debug, Serialize, FromRow, JsonSchema)]
 pub struct Consent {
     pub id: ConsentId,
     pub patient_id: PatientId,
@@ -79,13 +80,18 @@ pub struct Consent {
 }
 
 /// What a health worker records.
-#[derive(Clone, Debug, Deserialize)]
+// The API requires these (the document says so); the type reads them
+// leniently so that every missing one is reported at once, by name.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[schemars(extend("required" = ["decision", "given_by", "text_version"]))]
 #[serde(deny_unknown_fields)]
 pub struct ConsentInput {
     // Missing and wrong fields are reported together (`check`).
     #[serde(default)]
+    #[schemars(required)]
     pub decision: Option<ConsentDecision>,
     #[serde(default)]
+    #[schemars(required)]
     pub given_by: Option<ConsentGiver>,
     #[serde(default)]
     pub guardian_name: Option<Pii<String>>,
@@ -94,6 +100,7 @@ pub struct ConsentInput {
     /// The version of the text the page showed; a consent to a text that is
     /// not the one in use is refused (the page was open across an update).
     #[serde(default)]
+    #[schemars(required)]
     pub text_version: Option<String>,
 }
 

@@ -2,6 +2,7 @@
 //! completed — or cancelled, no-show, interrupted. Every transition is
 //! checked here and written to the session log.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
@@ -14,7 +15,7 @@ use crate::types::{
 use crate::validate::{self, FieldError};
 use crate::{RecordsError, Store};
 
-#[derive(Clone, Debug, Serialize, FromRow)]
+#[derive(Clone, Debug, Serialize, FromRow, JsonSchema)]
 pub struct Consultation {
     pub id: ConsultationId,
     pub patient_id: PatientId,
@@ -35,7 +36,7 @@ pub struct Consultation {
 }
 
 /// A request for a consultation, made by a health worker.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsultationInput {
     pub patient_id: PatientId,

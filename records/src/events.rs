@@ -1,5 +1,6 @@
 //! The session log: everything that happened in a consultation, in order.
 
+use schemars::JsonSchema;
 use serde::Serialize;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, FromRow};
@@ -9,7 +10,7 @@ use crate::session_entry::SessionEntry;
 use crate::types::{ConsultationId, EventKind, Timestamp, UserId};
 use crate::Store;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct SessionEvent {
     pub id: i64,
     pub consultation_id: ConsultationId,
@@ -18,6 +19,8 @@ pub struct SessionEvent {
     /// version may name a kind this one no longer writes).
     pub kind: String,
     pub user_id: Option<UserId>,
+    /// The entry's fields (a [`crate::SessionEntry`] written as an object).
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
     pub data: serde_json::Value,
 }
 

@@ -1,5 +1,6 @@
 //! Facilities: commune stations and the hospitals they refer to.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
@@ -9,7 +10,7 @@ use crate::types::{FacilityId, FacilityKind, Timestamp};
 use crate::validate::{self, Errors, FieldError};
 use crate::{RecordsError, Store};
 
-#[derive(Clone, Debug, Serialize, FromRow)]
+#[derive(Clone, Debug, Serialize, FromRow, JsonSchema)]
 pub struct Facility {
     pub id: FacilityId,
     /// Short unique code (the ministry's facility code where there is one).
@@ -24,7 +25,7 @@ pub struct Facility {
 }
 
 /// A facility to create, or the new content of one.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FacilityInput {
     pub code: String,

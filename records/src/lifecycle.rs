@@ -15,6 +15,7 @@
 //! ```
 
 use chrono::{DateTime, Duration, Utc};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::consultations::Consultation;
@@ -119,7 +120,7 @@ pub fn is_participant(c: &Consultation, user: UserId, role: Role, facility: Opti
 }
 
 /// Something a user may do with a consultation now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Take an urgent request from the hospital's queue.
@@ -139,7 +140,7 @@ pub enum Action {
 }
 
 /// The call of a consultation, as a page shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CallState {
     Open,
@@ -149,7 +150,7 @@ pub enum CallState {
 }
 
 /// What the pages need to know about a consultation, worked out here.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Facts {
     /// The user takes part in it: its assigned doctor, or a health worker
     /// of its station.

@@ -7,6 +7,7 @@
 //! A signed note never changes — the database refuses it too; an amendment is
 //! a new version that points to the note it replaces.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
@@ -16,7 +17,7 @@ use crate::types::{ConsultationId, Disposition, NoteId, NoteStatus, PatientId, P
 use crate::validate::{self, Errors, FieldError};
 use crate::{RecordsError, Store};
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Note {
     pub id: NoteId,
     pub consultation_id: ConsultationId,
@@ -35,7 +36,7 @@ pub struct Note {
 }
 
 /// What the doctor writes.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoteContent {
     #[serde(default)]

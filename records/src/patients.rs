@@ -2,6 +2,7 @@
 //! consultations. Every read and write leaves an audit entry.
 
 use chrono::{NaiveDate, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
@@ -11,7 +12,7 @@ use crate::types::{FacilityId, PatientId, Pii, Sex, Timestamp, UserId};
 use crate::validate::{self, Errors, FieldError};
 use crate::{RecordsError, Store};
 
-#[derive(Clone, Debug, Serialize, FromRow)]
+#[derive(Clone, Debug, Serialize, FromRow, JsonSchema)]
 pub struct Patient {
     pub id: PatientId,
     /// The commune station that registered the patient.
@@ -33,7 +34,10 @@ pub struct Patient {
 }
 
 /// What a health worker types to register (or correct) a patient.
-#[derive(Clone, Debug, Deserialize)]
+// The API requires these (the document says so); the type reads them
+// leniently so that every missing one is reported at once, by name.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[schemars(extend("required" = ["full_name", "date_of_birth", "sex"]))]
 #[serde(deny_unknown_fields)]
 pub struct PatientInput {
     // Missing, empty and wrong are reported together, field by field
@@ -43,6 +47,7 @@ pub struct PatientInput {
     #[serde(default)]
     pub date_of_birth: Pii<String>,
     #[serde(default)]
+    #[schemars(required)]
     pub sex: Option<Sex>,
     #[serde(default)]
     pub phone: Option<Pii<String>>,

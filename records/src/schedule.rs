@@ -6,6 +6,7 @@
 //! stored in UTC and converted only for working hours and display.
 
 use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveDate, NaiveTime, TimeZone, Timelike, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
@@ -27,7 +28,7 @@ pub fn local_offset() -> FixedOffset {
 }
 
 /// One block of weekly working hours, local time.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, FromRow, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkingHours {
     /// ISO weekday: 1 = Monday … 7 = Sunday.
@@ -37,7 +38,7 @@ pub struct WorkingHours {
     pub end_minute: i64,
 }
 
-#[derive(Clone, Debug, Serialize, FromRow)]
+#[derive(Clone, Debug, Serialize, FromRow, JsonSchema)]
 pub struct Leave {
     pub id: String,
     pub doctor_id: UserId,
@@ -48,7 +49,7 @@ pub struct Leave {
 }
 
 /// A bookable slot and the doctors free in it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Slot {
     pub start: Timestamp,
     pub end: Timestamp,

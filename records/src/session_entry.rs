@@ -6,13 +6,14 @@
 //! reads fields, not keys. The JSON written is what the admin's session page
 //! has always read (`data` of each event).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::sessions::SessionStats;
 use crate::types::{AttachmentId, ConsultationState, EventKind, Role, Timestamp, UserId};
 
 /// One entry of a consultation's session log.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", content = "data", rename_all = "snake_case")]
 pub enum SessionEntry {
     /// The consultation was created (`from` absent) or moved.
@@ -92,7 +93,7 @@ pub enum SessionEntry {
 }
 
 /// Who joined a call (or came back to it).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Joining {
     pub participant_id: String,
     pub role: Role,

@@ -5,6 +5,7 @@
 //! the signaling writes it and the summary reads it as that type, with the
 //! interval it covers. Reconnections are events of kind `reconnected`.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
@@ -27,7 +28,7 @@ fn default_interval() -> f64 {
 /// One participant's call quality over one sampling interval: the data of a
 /// `stats` session event. Fields added since the first samples default, so
 /// an older log still reads.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SessionStats {
     #[serde(default)]
     pub user_id: Option<UserId>,
@@ -78,7 +79,7 @@ pub struct SessionStats {
 
 /// What an admin sees of a consultation: ids, times and quality, no
 /// personal data.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct SessionSummary {
     pub consultation_id: ConsultationId,
     pub station_id: FacilityId,
@@ -93,7 +94,7 @@ pub struct SessionSummary {
 }
 
 /// Call quality over a whole session.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, JsonSchema)]
 pub struct Quality {
     /// From start to end (or to now, if still running), seconds.
     pub duration_secs: Option<f64>,

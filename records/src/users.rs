@@ -1,6 +1,7 @@
 //! User accounts and login sessions. Password hashing happens in the caller
 //! (signaling); this module stores the hash and never sees a password.
 
+use schemars::JsonSchema;
 use serde::Serialize;
 use sqlx::FromRow;
 
@@ -10,7 +11,7 @@ use crate::types::{AuthSessionId, FacilityId, FacilityKind, Role, Timestamp, Use
 use crate::validate::{self, Errors, FieldError};
 use crate::{RecordsError, Store};
 
-#[derive(Clone, Debug, Serialize, FromRow)]
+#[derive(Clone, Debug, Serialize, FromRow, JsonSchema)]
 pub struct User {
     pub id: UserId,
     pub username: String,

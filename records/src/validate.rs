@@ -6,13 +6,14 @@
 //! worker what to fix.
 
 use chrono::{Datelike, NaiveDate};
+use schemars::JsonSchema;
 use serde::Serialize;
 use unicode_normalization::UnicodeNormalization;
 
 use crate::types::Sex;
 
 /// One thing wrong with one field of a request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct FieldError {
     /// The field, as named in the API (`cccd`, `vitals.spo2_pct`…).
     pub field: String,

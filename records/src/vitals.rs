@@ -1,5 +1,6 @@
 //! Vital signs, with units in the field names and plausibility ranges.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
@@ -10,7 +11,7 @@ use crate::validate::{in_range, Errors, FieldError};
 use crate::{RecordsError, Store};
 
 /// One set of measurements. Every value is optional; at least one is needed.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, FromRow, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, FromRow, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Measurements {
     /// Body temperature, °C.
@@ -35,7 +36,7 @@ pub struct Measurements {
     pub weight_kg: Option<f64>,
 }
 
-#[derive(Clone, Debug, Serialize, FromRow)]
+#[derive(Clone, Debug, Serialize, FromRow, JsonSchema)]
 pub struct Vitals {
     pub id: VitalsId,
     pub patient_id: PatientId,

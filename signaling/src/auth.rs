@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use telehealth_records::{Actor, AuthSessionId, FacilityId, Outcome, Role, Timestamp, User, UserId};
@@ -71,7 +72,7 @@ impl AuthKeys {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 struct Claims {
     sub: UserId,
     sid: AuthSessionId,
@@ -394,23 +395,55 @@ fn decode_access(state: &AppState, token: &str) -> ApiResult<Claims> {
     Ok(claims)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     username: String,
     password: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct TokenResponse {
     access_token: String,
-    token_type: &'static str,
+    token_type: TokenType,
     expires_in: i64,
     refresh_token: String,
     user: User,
 }
 
-fn issue(state: &AppState, user: &User, session: AuthSessionId, refresh: String) -> ApiResult<Response> {
+/// How the access token is presented (RFC 6750).
+#[derive(Debug, Serialize, JsonSchema)]
+pub enum TokenType {
+    /// `Authorization: Bearer <access_token>`.
+    Bearer,
+}
+
+/// New tokens: the body for a client that keeps them itself, and the same
+/// tokens as HttpOnly cookies for the browser.
+pub struct Issued {
+    body: TokenResponse,
+    cookies: [HeaderValue; 2],
+}
+
+impl IntoResponse for Issued {
+    fn into_response(self) -> Response {
+        let mut resp = (StatusCode::OK, Json(self.body)).into_response();
+        for c in self.cookies {
+            resp.headers_mut().append(SET_COOKIE, c);
+        }
+        resp.headers_mut()
+            .insert("cache-control", HeaderValue::from_static("no-store"));
+        resp
+    }
+}
+
+impl crate::api::contract::ResponseContract for Issued {
+    fn body() -> crate::api::contract::ResponseBody {
+        crate::api::contract::ResponseBody::json::<TokenResponse>()
+    }
+}
+
+fn issue(state: &AppState, user: &User, session: AuthSessionId, refresh: String) -> ApiResult<Issued> {
     let now = chrono::Utc::now();
     let claims = Claims {
         sub: user.id,
@@ -433,19 +466,16 @@ fn issue(state: &AppState, user: &User, session: AuthSessionId, refresh: String)
     );
     let body = TokenResponse {
         access_token: access,
-        token_type: "Bearer",
+        token_type: TokenType::Bearer,
         expires_in: state.auth.access_ttl.num_seconds(),
         refresh_token: refresh,
         user: user.clone(),
     };
-    let mut resp = (StatusCode::OK, Json(body)).into_response();
-    for c in [access_cookie, refresh_cookie] {
-        let v = HeaderValue::from_str(&c).map_err(|e| ApiError::Internal(e.to_string()))?;
-        resp.headers_mut().append(SET_COOKIE, v);
-    }
-    resp.headers_mut()
-        .insert("cache-control", HeaderValue::from_static("no-store"));
-    Ok(resp)
+    let cookie = |c: String| HeaderValue::from_str(&c).map_err(|e| ApiError::Internal(e.to_string()));
+    Ok(Issued {
+        body,
+        cookies: [cookie(access_cookie)?, cookie(refresh_cookie)?],
+    })
 }
 
 /// The throttle's keys for a password attempt: the username and the client address.
@@ -482,7 +512,7 @@ pub async fn login(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
     ApiJson(req): ApiJson<LoginRequest>,
-) -> ApiResult<Response> {
+) -> ApiResult<Issued> {
     let username = req.username.trim().to_lowercase();
     let keys = throttle_keys(&username, addr.as_deref());
     let (creds, ok) = check_password(&state, &keys, &username, req.password).await?;
@@ -591,7 +621,7 @@ pub async fn confirm_password(state: &AppState, user: &AuthUser, password: Optio
     ))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     #[serde(default)]
@@ -603,13 +633,8 @@ pub struct RefreshRequest {
 pub async fn refresh(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> ApiResult<Response> {
-    let req: RefreshRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RefreshRequest::default()
-    } else {
-        crate::extract::parse_json(&body)?
-    };
+    crate::extract::ApiJsonOrEmpty(req): crate::extract::ApiJsonOrEmpty<RefreshRequest>,
+) -> ApiResult<Issued> {
     let token = req
         .refresh_token
         .or_else(|| cookie(&headers, REFRESH_COOKIE).map(str::to_owned))

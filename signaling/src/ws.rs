@@ -62,7 +62,7 @@ impl CloseReason {
 /// `?consultation_id=` binds the socket to one consultation's call: the
 /// caller's membership and the consultation's time window are then checked
 /// before the upgrade.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WsQuery {
     #[serde(default)]

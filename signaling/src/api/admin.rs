@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use telehealth_records::{
     AuditEntry, AuditQuery, Facility, FacilityId, FacilityInput, NewUser, PatientId, Role, User, UserChanges,
@@ -78,7 +79,7 @@ async fn get_user(
     Ok(Json(s.store.user(id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateUser {
     username: String,
@@ -108,7 +109,7 @@ async fn create_user(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateUser {
     #[serde(default)]
@@ -161,7 +162,7 @@ async fn update_user(
     Ok(Json(s.store.update_user(&user.actor(), id, &changes).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct AuditParams {
     #[serde(default)]
@@ -205,7 +206,7 @@ async fn audit(
     Ok(Json(s.store.audit_entries(&q).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct VerifyParams {
     /// An anchor kept from before: `id:hash`.
@@ -216,7 +217,7 @@ struct VerifyParams {
 /// The audit chain checked end to end, and its head signed by this server:
 /// the anchor an admin keeps (and passes back later as `anchor`) to show that
 /// nothing up to it was rewritten since.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, JsonSchema)]
 struct VerifyReport {
     #[serde(flatten)]
     report: telehealth_records::ChainReport,

@@ -4,6 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use telehealth_records::lifecycle::{self, Facts};
 use telehealth_records::{
@@ -21,7 +22,7 @@ use crate::state::AppState;
 /// A consultation as the API returns it: the record, and what the lifecycle
 /// says it means for the caller now (`joinable`, `call`, `closed`,
 /// `actions`), so that pages do not work it out themselves.
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct ConsultationView {
     #[serde(flatten)]
     pub consultation: Consultation,
@@ -118,7 +119,7 @@ async fn create(
     Ok((StatusCode::CREATED, Json(view(&user, c))))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     #[serde(default)]
@@ -183,7 +184,7 @@ async fn accept(
     Ok(Json(view(&user, c)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct StateChange {
     state: ConsultationState,

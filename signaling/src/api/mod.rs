@@ -11,6 +11,7 @@ use crate::state::AppState;
 
 pub mod admin;
 pub mod consultations;
+pub mod contract;
 pub mod notes;
 pub mod patients;
 pub mod photos;
@@ -18,20 +19,36 @@ pub mod schedule;
 pub mod sessions;
 pub mod system;
 
-/// A router that remembers which (method, path) pairs it serves.
+/// A router that remembers which (method, path) pairs it serves, and each
+/// handler's contract (its request and response types).
 pub struct ApiRoutes {
     router: Router<AppState>,
-    table: Vec<(Method, &'static str)>,
+    table: Vec<Route>,
+}
+
+/// One served operation.
+#[derive(Clone)]
+pub struct Route {
+    /// The HTTP method.
+    pub method: Method,
+    /// The path template, as axum matches it (`/api/patients/{id}`).
+    pub path: &'static str,
+    /// The handler's contract, read from its types.
+    pub contract: fn() -> contract::Contract,
 }
 
 macro_rules! verb {
     ($name:ident, $method:ident, $routing:ident) => {
         pub fn $name<H, T>(mut self, path: &'static str, handler: H) -> Self
         where
-            H: Handler<T, AppState>,
+            H: Handler<T, AppState> + contract::Documented<T>,
             T: 'static,
         {
-            self.table.push((Method::$method, path));
+            self.table.push(Route {
+                method: Method::$method,
+                path,
+                contract: <H as contract::Documented<T>>::contract,
+            });
             self.router = self.router.route(path, axum::routing::$routing(handler));
             self
         }
@@ -54,10 +71,14 @@ impl ApiRoutes {
     /// A POST route whose body may be larger than the JSON limit.
     pub fn post_large<H, T>(mut self, path: &'static str, handler: H, limit: usize) -> Self
     where
-        H: Handler<T, AppState>,
+        H: Handler<T, AppState> + contract::Documented<T>,
         T: 'static,
     {
-        self.table.push((Method::POST, path));
+        self.table.push(Route {
+            method: Method::POST,
+            path,
+            contract: <H as contract::Documented<T>>::contract,
+        });
         self.router = self.router.route(
             path,
             axum::routing::post(handler).layer(axum::extract::DefaultBodyLimit::max(limit)),
@@ -81,6 +102,11 @@ pub fn routes() -> ApiRoutes {
 
 /// The API's (method, path) table, in registration order.
 pub fn route_table() -> Vec<(Method, &'static str)> {
+    routes().table.into_iter().map(|r| (r.method, r.path)).collect()
+}
+
+/// Every operation with its handler's contract, in registration order.
+pub fn operations() -> Vec<Route> {
     routes().table
 }
 

@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use telehealth_records::{Disposition, Note, NoteContent, NoteId, Pii};
 
@@ -26,7 +27,7 @@ async fn get(State(s): State<AppState>, user: AuthUser, PathId(id): PathId<NoteI
 }
 
 /// A draft save: the whole content and the version it was edited from.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct NoteSave {
     version: i64,
@@ -68,7 +69,7 @@ async fn save(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SignRequest {
     version: i64,

@@ -4,6 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use telehealth_records::{
     Consent, ConsentInput, ConsentText, ConsultationScope, Measurements, Patient, PatientId, PatientInput,
@@ -119,10 +120,11 @@ async fn registered_elsewhere(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SearchQuery {
-    #[serde(default)]
+    /// Required: a missing one is answered with a message that says so.
+    #[schemars(required)]
     q: Option<String>,
     #[serde(default)]
     limit: Option<String>,
@@ -166,7 +168,10 @@ async fn get(
 }
 
 /// A full replacement of a patient's details, naming the version it edits.
-#[derive(Deserialize)]
+// The API requires these (the document says so); the type reads them
+// leniently so that every missing one is reported at once, by name.
+#[derive(Deserialize, JsonSchema)]
+#[schemars(extend("required" = ["version", "full_name", "date_of_birth", "sex"]))]
 #[serde(deny_unknown_fields)]
 struct PatientUpdate {
     version: i64,
@@ -175,6 +180,7 @@ struct PatientUpdate {
     #[serde(default)]
     date_of_birth: Pii<String>,
     #[serde(default)]
+    #[schemars(required)]
     sex: Option<Sex>,
     #[serde(default)]
     phone: Option<Pii<String>>,

@@ -7,7 +7,7 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use telehealth_records::{Attachment, AttachmentId, ConsultationId, Role, MAX_PHOTO_BYTES};
 
@@ -91,7 +91,7 @@ async fn get(
     State(s): State<AppState>,
     user: AuthUser,
     PathId(id): PathId<AttachmentId>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Response> {
     let meta = s.store.photo_meta(id).await?;
     access::consultation(&s, &user, meta.consultation_id, ConsultationAccess::Read).await?;
     let (meta, data) = s.store.read_photo(&user.actor(), id).await?;
@@ -108,5 +108,6 @@ async fn get(
             ),
         ],
         data,
-    ))
+    )
+        .into_response())
 }

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::NaiveDate;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use telehealth_records::{
     ConsultationId, FacilityId, FieldError, Leave, Role, Slot, Timestamp, UserId, WorkingHours,
@@ -56,7 +57,7 @@ async fn get_hours(
     Ok(Json(s.store.doctor_hours(id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct HoursBody {
     hours: Vec<WorkingHours>,
@@ -81,7 +82,7 @@ async fn list_leave(
     Ok(Json(s.store.doctor_leave(id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct LeaveBody {
     starts_at: Timestamp,
@@ -118,7 +119,7 @@ async fn delete_leave(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 struct DoctorSummary {
     id: UserId,
     display_name: String,
@@ -139,7 +140,7 @@ async fn doctors(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SlotQuery {
     #[serde(default)]
@@ -189,7 +190,7 @@ async fn slots(
     Ok(Json(s.store.free_slots(id, doctor, day, now).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RescheduleBody {
     scheduled_start: Timestamp,

@@ -3,8 +3,9 @@
 
 use axum::extract::State;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use telehealth_records::{
     ConsultationId, ConsultationState, FacilityId, FieldError, Role, SessionEvent, SessionQuery,
@@ -24,7 +25,7 @@ pub fn routes(r: ApiRoutes) -> ApiRoutes {
         .get("/api/sessions/{id}/events.csv", csv)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     #[serde(default)]
@@ -89,7 +90,7 @@ async fn list(
     Ok(Json(s.store.sessions(&query).await?))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 struct SessionDetail {
     #[serde(flatten)]
     summary: SessionSummary,
@@ -99,7 +100,7 @@ struct SessionDetail {
     next_after_id: Option<i64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PageQuery {
     #[serde(default)]
@@ -159,7 +160,7 @@ async fn csv(
     State(s): State<AppState>,
     user: AuthUser,
     PathId(id): PathId<ConsultationId>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Response> {
     access::require_role(&user, &[Role::Admin])?;
     let (_, events) = s.store.session(id).await?;
     let mut out = String::from("id,at,kind,user_id,data\r\n");
@@ -181,5 +182,6 @@ async fn csv(
             (header::CONTENT_DISPOSITION, disposition),
         ],
         out,
-    ))
+    )
+        .into_response())
 }

@@ -1,13 +1,15 @@
 //! Health check, the OpenAPI document, and login.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use super::ApiRoutes;
 use crate::auth;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 /// The OpenAPI 3.1 description of this API.
@@ -30,9 +32,24 @@ pub fn routes(r: ApiRoutes) -> ApiRoutes {
 /// that does not answer in this long is down for it.
 const HEALTH_DB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-async fn healthz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+/// The body of a healthy `/healthz`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct HealthStatus {
+    /// Always `ok`: an unhealthy server answers 503 with a problem instead.
+    status: Healthy,
+}
+
+/// The one status a 200 from `/healthz` carries.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Healthy {
+    /// The server and its database answer.
+    Ok,
+}
+
+async fn healthz(State(state): State<AppState>) -> ApiResult<Json<HealthStatus>> {
     match tokio::time::timeout(HEALTH_DB_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => Ok((StatusCode::OK, Json(serde_json::json!({"status": "ok"})))),
+        Ok(Ok(())) => Ok(Json(HealthStatus { status: Healthy::Ok })),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "health check: database unreachable");
             Err(ApiError::Unavailable)
@@ -44,6 +61,6 @@ async fn healthz(State(state): State<AppState>) -> Result<impl IntoResponse, Api
     }
 }
 
-async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
