@@ -69,8 +69,9 @@ pub enum ApiError {
     Busy { retry_after_secs: u64 },
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// The body of every error answer (RFC 9457 problem details).
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Problem<'a> {
     #[serde(rename = "type")]
     kind: String,
     title: &'a str,
@@ -80,9 +81,12 @@ struct Problem<'a> {
     detail_en: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     errors: Vec<FieldError>,
+    // Absent rather than null.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "i64")]
     current_version: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     incident_id: Option<String>,
 }
 

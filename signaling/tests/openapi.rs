@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
-use telehealth_signaling::api::contract::ResponseBody;
+use telehealth_signaling::api::contract::{self, ResponseBody};
 use telehealth_signaling::api::{operations, route_table, system::OPENAPI};
 
 #[test]
@@ -67,6 +67,8 @@ fn every_schema_reference_resolves() {
 fn openapi_schemas_match_the_handlers_types() {
     let doc: Value = serde_json::from_str(OPENAPI).unwrap();
     let mut problems = Vec::new();
+    let problem = contract::problem();
+    let problem = Shape::of(problem.as_value(), problem.as_value());
     for route in operations() {
         let contract = (route.contract)();
         let method = route.method.as_str().to_lowercase();
@@ -122,6 +124,22 @@ fn openapi_schemas_match_the_handlers_types() {
             .collect();
         if successes.is_empty() {
             problems.push(format!("{op_name}: no 2xx answer documented"));
+        }
+        // Every error answer is a problem.
+        for (status, resp) in op["responses"].as_object().unwrap() {
+            if status.starts_with('2') || status == "101" {
+                continue;
+            }
+            let resp = resolve(resp, &doc);
+            match resp.pointer("/content/application~1problem+json/schema") {
+                Some(schema) => compare(
+                    &format!("{op_name} {status} problem"),
+                    &Shape::of(schema, &doc),
+                    &problem,
+                    &mut problems,
+                ),
+                None => problems.push(format!("{op_name} {status}: not described as a problem+json")),
+            }
         }
         for (status, resp) in successes {
             let resp = resolve(resp, &doc);

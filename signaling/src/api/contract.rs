@@ -138,6 +138,11 @@ impl ResponseContract for ApiError {
     }
 }
 
+/// The schema of every error answer's body.
+pub fn problem() -> Schema {
+    schema::<crate::error::Problem<'static>>(false)
+}
+
 /// One operation's contract, as the handler's types state it.
 #[derive(Debug, Clone)]
 pub struct Contract {
