@@ -1,7 +1,7 @@
 //! What the SFU tells its owner (signaling): negotiation messages to relay to
 //! a participant, and facts for the session log.
 
-use crate::ids::{ParticipantId, RoomId, TrackId};
+use crate::ids::{ConnectionId, ParticipantId, RoomId, TrackId};
 use std::time::SystemTime;
 
 /// An ICE candidate as carried by signaling (the fields of `RTCIceCandidateInit`).
@@ -228,6 +228,9 @@ pub enum SfuEvent {
         room: RoomId,
         /// The participant.
         participant: ParticipantId,
+        /// Which of its connections ended (the one [`crate::Sfu::join_connection`]
+        /// returned): a leave that crossed a rejoin is about the old one.
+        connection: ConnectionId,
         /// Why.
         reason: CloseReason,
     },

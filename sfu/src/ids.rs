@@ -60,3 +60,15 @@ string_id!(
     /// A published track, unique within the SFU (`<participant>/<n>`).
     TrackId
 );
+
+/// One media connection of a participant. A participant that joins again
+/// (a reload) keeps its [`ParticipantId`] and gets a new connection, so an
+/// event about the old connection can be told from one about the new.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub u64);
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}

@@ -84,7 +84,7 @@ pub use event::{
     CloseReason, ConnectionState, Direction, IceCandidate, MediaKind, SfuEvent, StatsSample, TrackStats,
     VideoLevel, VideoOff,
 };
-pub use ids::{ParticipantId, RoomId, TrackId};
+pub use ids::{ConnectionId, ParticipantId, RoomId, TrackId};
 
 use engine::{Command, Engine, Sockets};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -226,6 +226,19 @@ impl Sfu {
     /// replaced by the new one's), and no [`SfuEvent::ParticipantLeft`] is
     /// sent for it.
     pub async fn join(&self, room: RoomId, participant: ParticipantId, offer_sdp: String) -> Result<String> {
+        self.join_connection(room, participant, offer_sdp)
+            .await
+            .map(|(answer, _)| answer)
+    }
+
+    /// [`Self::join`], also naming the connection it made: the one a later
+    /// [`SfuEvent::ParticipantLeft`] names when it ends.
+    pub async fn join_connection(
+        &self,
+        room: RoomId,
+        participant: ParticipantId,
+        offer_sdp: String,
+    ) -> Result<(String, ConnectionId)> {
         self.call(|reply| Command::Join {
             room,
             participant,
@@ -233,6 +246,11 @@ impl Sfu {
             reply,
         })
         .await
+    }
+
+    /// The participants a room has now, each with its current connection.
+    pub async fn participants(&self, room: RoomId) -> Result<Vec<(ParticipantId, ConnectionId)>> {
+        self.call(|reply| Command::Participants(room, reply)).await
     }
 
     /// A renegotiation offer from the participant (an ICE restart, new

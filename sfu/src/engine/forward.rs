@@ -301,6 +301,7 @@ impl Engine {
                 if keyframe {
                     sub.counters.plis += 1;
                     sub.keyframe_wanted = true;
+                    self.next_keyframe_tick = self.next_keyframe_tick.min(now);
                     tracing::debug!(subscriber = %peer.id, track = %track_id, "keyframe request from a subscriber");
                     published.keyframe.handle_request(now);
                 } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
@@ -315,8 +316,12 @@ impl Engine {
                 } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
                     // With our own send-side estimate, that one decides: two
                     // estimates taking turns would make the layer flap.
-                    if !self.config.bandwidth_estimation && sub.handle_estimate(now, remb.bitrate as u64) {
-                        off.push((peer.id.clone(), published.participant.clone(), track_id.clone()));
+                    if !self.config.bandwidth_estimation {
+                        if sub.handle_estimate(now, remb.bitrate as u64) {
+                            off.push((peer.id.clone(), published.participant.clone(), track_id.clone()));
+                        }
+                        // A layer switch may now wait for a keyframe.
+                        self.next_keyframe_tick = self.next_keyframe_tick.min(now);
                     }
                 }
             }
@@ -362,6 +367,7 @@ impl Engine {
                     sel.restart();
                 }
                 published.keyframe.handle_urgent_request(now);
+                self.next_keyframe_tick = self.next_keyframe_tick.min(now);
             } else {
                 sub.rewriter.splice();
                 events.push(SfuEvent::VideoLevel {
@@ -385,7 +391,10 @@ impl Engine {
     /// Sends the keyframe requests that are due: for subscribers still waiting
     /// for their first keyframe, for pending layer switches, and for PLI/FIR
     /// relayed from subscribers — each rate-limited per publisher track.
-    pub(super) fn keyframe_tick(&mut self, now: Instant) {
+    /// Returns whether a need is still open (a keyframe awaited, a request
+    /// held back), so that the next look comes soon.
+    pub(super) fn keyframe_tick(&mut self, now: Instant) -> bool {
+        let mut open = false;
         let mut sends: Vec<(PeerKey, RTCRtpReceiverId, u32)> = Vec::new();
         for room in self.rooms.values_mut() {
             for published in room.tracks.values_mut() {
@@ -397,6 +406,12 @@ impl Engine {
                 // own PLI/FIR — about the layer it is receiving, not another.
                 let mut want_layers: Vec<usize> = Vec::new();
                 for (sub_key, sub) in &published.subs {
+                    open |= sub.waiting_keyframe
+                        || sub.keyframe_wanted
+                        || sub
+                            .selector
+                            .as_ref()
+                            .is_some_and(|s| s.poll_keyframe_request().is_some());
                     if !self
                         .peers
                         .get(sub_key)
@@ -421,7 +436,9 @@ impl Engine {
                 if !want_layers.is_empty() {
                     published.keyframe.handle_request(now);
                 }
-                if published.keyframe.poll_request(now) {
+                let requested = published.keyframe.poll_request(now);
+                open |= published.keyframe.is_pending();
+                if requested {
                     if want_layers.is_empty() {
                         want_layers.push(0);
                     }
@@ -449,6 +466,7 @@ impl Engine {
             }
             self.mark(key);
         }
+        open
     }
 
     /// Finds subscriptions that should receive media and do not, and repairs
@@ -498,6 +516,7 @@ impl Engine {
                     {
                         sub.keyframe_wanted = true;
                     }
+                    self.keyframe_soon(now);
                 }
                 crate::delivery::Repair::Renegotiate => {
                     peer.negotiation.handle_repair();
@@ -538,6 +557,7 @@ impl Engine {
             }
             if wanted {
                 published.keyframe.handle_urgent_request(now);
+                self.next_keyframe_tick = self.next_keyframe_tick.min(now);
             }
         }
         self.keyframe_tick(now);

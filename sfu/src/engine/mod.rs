@@ -53,7 +53,7 @@ use crate::event::{
     CloseReason, ConnectionState, Direction, IceCandidate, MediaKind, SfuEvent, StatsSample, TrackStats,
     VideoLevel, VideoOff,
 };
-use crate::ids::{ParticipantId, RoomId, TrackId};
+use crate::ids::{ConnectionId, ParticipantId, RoomId, TrackId};
 use crate::keyframe::KeyframeRequester;
 use crate::layers::{LayerDecision, LayerPolicy, LayerSelector};
 use crate::rewrite::StreamRewriter;
@@ -79,7 +79,8 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
 use rtc::statistics::StatsSelector;
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -87,8 +88,14 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-/// How often keyframe needs are re-examined.
+/// How often keyframe needs are re-examined while one is open (a
+/// subscriber waits for a picture, a layer switch is pending, a request is
+/// held back by the minimum interval).
 const KEYFRAME_TICK: Duration = Duration::from_millis(50);
+/// How often they are re-examined when none is: every place that opens one
+/// asks for a look at once ([`Engine::keyframe_soon`]); this is the net
+/// under those.
+const KEYFRAME_IDLE: Duration = Duration::from_millis(500);
 /// How often simulcast subscribers' layer choice reads the bandwidth estimate.
 const ESTIMATE_TICK: Duration = Duration::from_millis(500);
 /// How often every subscription is checked for media that should flow and
@@ -109,7 +116,7 @@ pub(crate) enum Command {
         room: RoomId,
         participant: ParticipantId,
         offer: String,
-        reply: Reply<String>,
+        reply: Reply<(String, ConnectionId)>,
     },
     Offer {
         room: RoomId,
@@ -147,6 +154,7 @@ pub(crate) enum Command {
         wanted: bool,
         reply: Reply<()>,
     },
+    Participants(RoomId, Reply<Vec<(ParticipantId, ConnectionId)>>),
     Subscribe(mpsc::UnboundedSender<SfuEvent>),
     Counters(oneshot::Sender<EngineCounters>),
     Shutdown(oneshot::Sender<()>),
@@ -290,6 +298,10 @@ pub(crate) struct Engine {
     listeners: Vec<mpsc::UnboundedSender<SfuEvent>>,
     next_key: PeerKey,
     dirty: Vec<PeerKey>,
+    /// Peers' deadlines, earliest first. An entry whose peer is gone or has
+    /// since moved its deadline ([`Peer::armed`]) is stale and skipped, so
+    /// that the next deadline is found without looking at every peer.
+    deadlines: BinaryHeap<Reverse<(Instant, PeerKey)>>,
     counters: EngineCounters,
     next_keyframe_tick: Instant,
     next_stats: Instant,
@@ -380,6 +392,7 @@ impl Engine {
             next_key: 1,
             dirty: Vec::new(),
             counters: EngineCounters::default(),
+            deadlines: BinaryHeap::new(),
             next_keyframe_tick: now,
             last_stats_at: now,
             next_estimate: now + ESTIMATE_TICK,
@@ -389,21 +402,52 @@ impl Engine {
     }
 
     /// When [`Self::handle_timeout`] is next due.
-    pub(crate) fn poll_timeout(&self) -> Instant {
-        let mut d = self
+    pub(crate) fn poll_timeout(&mut self) -> Instant {
+        let ticks = self
             .next_keyframe_tick
             .min(self.next_stats)
             .min(self.next_estimate)
             .min(self.next_watch);
-        for p in self.peers.values() {
-            if let Some(t) = p.next_timeout {
-                d = d.min(t);
+        match self.next_peer_deadline() {
+            Some(t) => ticks.min(t),
+            None => ticks,
+        }
+    }
+
+    /// The earliest current entry of the deadline heap, stale ones dropped.
+    fn next_peer_deadline(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((t, key))) = self.deadlines.peek() {
+            if self.peers.get(&key).is_some_and(|p| p.armed == Some(t)) {
+                return Some(t);
             }
-            if let Some(t) = p.negotiation.poll_timeout() {
-                d = d.min(t);
+            self.deadlines.pop();
+        }
+        None
+    }
+
+    /// Queues a peer's deadline if it moved (after its connection was
+    /// drained: every input to a connection marks it, and draining is where
+    /// offers go out).
+    fn rearm(&mut self, key: PeerKey) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let d = p.deadline();
+        if d != p.armed {
+            p.armed = d;
+            if let Some(t) = d {
+                self.deadlines.push(Reverse((t, key)));
+            }
+            // Stale entries leave as they reach the top; a deadline that keeps
+            // moving earlier leaves later ones behind, so keep the heap small.
+            if self.deadlines.len() > 4 * self.peers.len() + 64 {
+                self.deadlines = self
+                    .peers
+                    .iter()
+                    .filter_map(|(&k, p)| p.armed.map(|t| Reverse((t, k))))
+                    .collect();
             }
         }
-        d
     }
 
     fn emit(&mut self, event: SfuEvent) {
@@ -417,46 +461,46 @@ impl Engine {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<PeerKey> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.next_timeout.is_some_and(|t| t <= now))
-            .map(|(&k, _)| k)
-            .collect();
-        for key in due {
+        while self.next_peer_deadline().is_some_and(|t| t <= now) {
+            let Some(Reverse((_, key))) = self.deadlines.pop() else {
+                break;
+            };
             if let Some(p) = self.peers.get_mut(&key) {
-                p.next_timeout = None;
-                if let Err(e) = guarded(|| p.pc.handle_timeout(now).map_err(webrtc)) {
-                    tracing::debug!(participant = %p.id, error = %e, "timeout handling failed");
+                p.armed = None;
+                if p.pc.poll_timeout().is_some_and(|d| d <= now) {
+                    if let Err(e) = guarded(|| p.pc.handle_timeout(now).map_err(webrtc)) {
+                        tracing::debug!(participant = %p.id, error = %e, "timeout handling failed");
+                    }
                 }
+                // Draining re-arms it, and sends again an offer whose
+                // answer is overdue.
                 self.mark(key);
             }
-        }
-        // Offers waiting too long for their answer are sent again when drained.
-        let resend: Vec<PeerKey> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.negotiation.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(&k, _)| k)
-            .collect();
-        for key in resend {
-            self.mark(key);
         }
         if now >= self.next_watch {
             self.next_watch = now + WATCH_TICK;
             self.watch_tick(now);
         }
-        if now >= self.next_keyframe_tick {
-            self.next_keyframe_tick = now + KEYFRAME_TICK;
-            self.keyframe_tick(now);
-        }
         if now >= self.next_estimate {
             self.next_estimate = now + ESTIMATE_TICK;
             self.estimate_tick(now);
+            // Layer targets may have moved: a switch waits for a keyframe.
+            self.keyframe_soon(now);
         }
         if now >= self.next_stats {
             self.next_stats = now + self.config.stats_interval;
             self.stats_tick(now);
+            self.keyframe_soon(now);
         }
+        // Last, so that what the ticks above opened is acted on in this turn.
+        if now >= self.next_keyframe_tick {
+            let open = self.keyframe_tick(now);
+            self.next_keyframe_tick = now + if open { KEYFRAME_TICK } else { KEYFRAME_IDLE };
+        }
+    }
+
+    /// Something may need a keyframe: look at once, not at the next idle tick.
+    pub(super) fn keyframe_soon(&mut self, now: Instant) {
+        self.next_keyframe_tick = self.next_keyframe_tick.min(now);
     }
 }

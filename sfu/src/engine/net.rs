@@ -265,7 +265,7 @@ impl Engine {
             (events, messages)
         };
         for e in events {
-            self.handle_event(key, e);
+            self.handle_event(now, key, e);
         }
         let polled = started.elapsed();
         let n = messages.len();
@@ -285,7 +285,7 @@ impl Engine {
                 redirect(&mut peer.path, &mut msg);
                 self.net.send(msg);
             }
-            peer.next_timeout = peer.pc.poll_timeout();
         }
+        self.rearm(key);
     }
 }

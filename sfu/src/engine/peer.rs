@@ -90,7 +90,9 @@ pub(crate) struct Peer {
     pub pc: RTCPeerConnection,
     pub ufrag: String,
     pub addrs: Vec<SocketAddr>,
-    pub next_timeout: Option<Instant>,
+    /// Its next deadline (its connection's timers, or an offer's answer
+    /// timeout) as last queued in the engine's deadline heap.
+    pub armed: Option<Instant>,
     /// Our side of the offer/answer exchanges with this participant.
     pub negotiation: crate::negotiation::Negotiation,
     /// Where its packets come from; follows it when its address changes.
@@ -119,6 +121,18 @@ pub(crate) struct Peer {
 impl Peer {
     pub fn connected(&self) -> bool {
         self.state == RTCPeerConnectionState::Connected
+    }
+
+    /// When it next needs [`crate::engine::Engine::handle_timeout`]: its
+    /// connection's timers, or the answer to our offer overdue.
+    pub fn deadline(&mut self) -> Option<Instant> {
+        match (
+            rtc::sansio::Protocol::poll_timeout(&mut self.pc),
+            self.negotiation.poll_timeout(),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Whether media sent to it now arrives: connected, or marked

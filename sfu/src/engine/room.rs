@@ -6,7 +6,7 @@ impl Engine {
     // ---------------------------------------------------------- room changes
 
     /// Adds a sender for `track` to the subscriber's connection (renegotiation follows).
-    pub(super) fn subscribe(&mut self, room_id: &RoomId, track_id: &TrackId, sub_key: PeerKey) {
+    pub(super) fn subscribe(&mut self, now: Instant, room_id: &RoomId, track_id: &TrackId, sub_key: PeerKey) {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
@@ -70,11 +70,16 @@ impl Engine {
                 nacked_packets: 0,
             },
         );
+        if video {
+            // Its first picture starts at a keyframe.
+            self.keyframe_soon(now);
+        }
         self.mark(sub_key);
     }
 
     pub(super) fn publish(
         &mut self,
+        now: Instant,
         key: PeerKey,
         rtc_track_id: String,
         receiver_id: RTCRtpReceiverId,
@@ -161,7 +166,7 @@ impl Engine {
             .collect();
         tracing::info!(room = %room_id, participant = %participant, track = %track_id, ?kind, "track published");
         for other in others {
-            self.subscribe(&room_id, &track_id, other);
+            self.subscribe(now, &room_id, &track_id, other);
         }
         self.emit(SfuEvent::TrackPublished {
             room: room_id,
@@ -252,6 +257,7 @@ impl Engine {
             self.emit(SfuEvent::ParticipantLeft {
                 room: room_id,
                 participant,
+                connection: ConnectionId(key),
                 reason,
             });
         }

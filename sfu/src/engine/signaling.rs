@@ -106,6 +106,19 @@ impl Engine {
                 let _ = reply.send(r);
             }
             Command::Subscribe(tx) => self.listeners.push(tx),
+            Command::Participants(room, reply) => {
+                let r = self
+                    .rooms
+                    .get(&room)
+                    .map(|r| {
+                        r.participants
+                            .iter()
+                            .map(|(p, &k)| (p.clone(), ConnectionId(k)))
+                            .collect()
+                    })
+                    .ok_or(SfuError::UnknownRoom(room));
+                let _ = reply.send(r);
+            }
             Command::Counters(tx) => {
                 let mut c = self.counters.clone();
                 if let Some(tcp) = self.net.tcp.as_ref() {
@@ -138,7 +151,7 @@ impl Engine {
         room_id: RoomId,
         participant: ParticipantId,
         offer: String,
-    ) -> Result<String> {
+    ) -> Result<(String, ConnectionId)> {
         let room = self
             .rooms
             .get(&room_id)
@@ -178,7 +191,7 @@ impl Engine {
                 pc,
                 ufrag,
                 addrs: Vec::new(),
-                next_timeout: None,
+                armed: None,
                 negotiation: crate::negotiation::Negotiation::new(self.config.negotiation),
                 path: crate::path::Path::new(),
                 last_probe: None,
@@ -200,10 +213,10 @@ impl Engine {
             None => Vec::new(),
         };
         for track in existing {
-            self.subscribe(&room_id, &track, key);
+            self.subscribe(now, &room_id, &track, key);
         }
         self.mark(key);
-        Ok(answer)
+        Ok((answer, ConnectionId(key)))
     }
 
     /// An offer from the client. `None`: it crossed one of ours and is
@@ -341,7 +354,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn handle_event(&mut self, key: PeerKey, event: RTCPeerConnectionEvent) {
+    pub(super) fn handle_event(&mut self, now: Instant, key: PeerKey, event: RTCPeerConnectionEvent) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
@@ -378,7 +391,7 @@ impl Engine {
                 }
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                self.publish(key, init.track_id, init.receiver_id, init.ssrc);
+                self.publish(now, key, init.track_id, init.receiver_id, init.ssrc);
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(rtc_track_id)) => {
                 if let Some(track) = peer.inbound.get(&rtc_track_id).cloned() {

@@ -365,7 +365,7 @@ impl World {
                 reply,
             },
         );
-        let answer = r.try_recv().expect("answered").expect("joined");
+        let (answer, _) = r.try_recv().expect("answered").expect("joined");
         c.pc.set_remote_description(self.now, RTCSessionDescription::answer(answer).expect("sdp"))
             .expect("remote answer");
         self.clients.push(c);
@@ -626,4 +626,36 @@ fn a_simulcast_subscriber_starts_low_climbs_steps_down_under_a_cap_and_back() {
     w.run(Duration::from_secs(30));
     let back = layer_per_second(w.video_at(doctor), lifted_at, 30);
     assert!(back.contains(&Some(2)), "back to the top layer: {back:?}");
+}
+
+#[test]
+fn with_no_keyframe_awaited_the_engine_looks_rarely_and_a_request_wakes_it_at_once() {
+    let mut w = World::new();
+    let station = w.join("station");
+    let doctor = w.join("doctor");
+    w.run(Duration::from_secs(3));
+    assert!(!w.video_at(doctor).is_empty(), "the call is up");
+    // Settled: nobody waits for a picture, so the next look is the idle one.
+    let idle_for = w.engine.next_keyframe_tick.saturating_duration_since(w.now);
+    assert!(
+        idle_for > KEYFRAME_TICK,
+        "with nothing awaited the next keyframe look is {idle_for:?} away"
+    );
+    // The doctor's decoder asks for a keyframe: the engine relays it in the
+    // turn the request arrives, not at the next tick.
+    let before = w.clients[station].plis;
+    let asked_at = w.now;
+    w.clients[doctor].request_keyframe(asked_at);
+    w.run(Duration::from_millis(5));
+    assert!(
+        w.clients[station].plis > before,
+        "the station was asked within 5 ms of the doctor's request"
+    );
+    // The deadline heap stays small: stale entries do not pile up.
+    assert!(
+        w.engine.deadlines.len() <= 4 * w.engine.peers.len() + 64,
+        "{} deadline entries for {} peers",
+        w.engine.deadlines.len(),
+        w.engine.peers.len()
+    );
 }
