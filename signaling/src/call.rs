@@ -25,8 +25,8 @@ use telehealth_records::{
     Consultation, ConsultationId, ConsultationState, Role, SessionEntry, SessionStats, UserId,
 };
 use telehealth_sfu::{
-    CloseReason, ConnectionState, Direction, MediaKind, ParticipantId, RoomId, Sfu, SfuError, SfuEvent,
-    StatsSample, VideoLevel,
+    CloseReason, ConnectionId, ConnectionState, Direction, MediaKind, ParticipantId, RoomId, Sfu, SfuError,
+    SfuEvent, StatsSample, VideoLevel,
 };
 use tokio::sync::mpsc;
 
@@ -51,6 +51,23 @@ struct Member {
     audio: bool,
     video: bool,
     dropped_at: Option<Instant>,
+    /// The SFU connection the seat is on; `None` while a join makes a new one.
+    connection: Option<ConnectionId>,
+    /// Leaves the SFU reported while a join was making a new connection:
+    /// whether each was about the old connection or the new one is known
+    /// only when the join answers.
+    left_while_joining: Vec<ConnectionId>,
+}
+
+/// What an SFU leave means for the seats ([`Calls::connection_left`]).
+enum SeatLeft {
+    /// The seat was on that connection: it is gone.
+    Gone(Member),
+    /// No seat for that participant.
+    NoSeat,
+    /// About a connection the seat has moved on from (or is moving on
+    /// from): the seat stays.
+    Stale,
 }
 
 #[derive(Default)]
@@ -279,6 +296,8 @@ impl Calls {
             }
         }
         // Register before joining so the first SFU offer finds the socket.
+        // The seat's connection is unknown until the SFU answers: a leave
+        // reported meanwhile is kept aside, not applied ([`Member`]).
         let (pid, previous) = {
             let mut rooms = self.lock();
             let r = rooms.entry(c).or_default();
@@ -289,10 +308,13 @@ impl Calls {
                 .map(|(p, _)| p.clone());
             match existing {
                 Some(pid) => {
-                    let m = r
-                        .members
-                        .get_mut(&pid)
-                        .map(|m| (m.outbox.replace(outbox.clone()), m.dropped_at.take()));
+                    let m = r.members.get_mut(&pid).map(|m| {
+                        (
+                            m.outbox.replace(outbox.clone()),
+                            m.dropped_at.take(),
+                            m.connection.take(),
+                        )
+                    });
                     (pid, m)
                 }
                 None => {
@@ -306,16 +328,37 @@ impl Calls {
                             audio: true,
                             video: true,
                             dropped_at: None,
+                            connection: None,
+                            left_while_joining: Vec::new(),
                         },
                     );
                     (pid, None)
                 }
             }
         };
-        match self.sfu.join(room, pid.clone(), offer).await {
-            Ok(answer) => {
+        match self.sfu.join_connection(room.clone(), pid.clone(), offer).await {
+            Ok((answer, connection)) => {
+                let seated = {
+                    let mut rooms = self.lock();
+                    match rooms.get_mut(&c).and_then(|r| r.members.get_mut(&pid)) {
+                        // The new connection ended before its join answered
+                        // (the room closed meanwhile).
+                        Some(m) if m.left_while_joining.contains(&connection) => false,
+                        Some(m) => {
+                            m.connection = Some(connection);
+                            m.left_while_joining.clear();
+                            true
+                        }
+                        None => false,
+                    }
+                };
+                if !seated {
+                    self.forget(c, &pid);
+                    let _ = self.sfu.remove(room, pid, CloseReason::Removed).await;
+                    return Err(JoinError::Media);
+                }
                 let returned = previous.is_some();
-                if let Some((old, _)) = previous {
+                if let Some((old, _, _)) = previous {
                     tell_replaced(old, &outbox, &pid);
                 }
                 Ok(Joined {
@@ -326,11 +369,34 @@ impl Calls {
             }
             Err(e) => {
                 match previous {
-                    // The old connection is untouched: give its seat back.
-                    Some((old, dropped)) => {
-                        if let Some(m) = self.lock().get_mut(&c).and_then(|r| r.members.get_mut(&pid)) {
-                            m.outbox = old;
-                            m.dropped_at = dropped;
+                    // The old connection is untouched: give its seat back,
+                    // unless it ended while this join was refused.
+                    Some((old, dropped, connection)) => {
+                        let ended = {
+                            let mut rooms = self.lock();
+                            match rooms.get_mut(&c).and_then(|r| r.members.get_mut(&pid)) {
+                                Some(m) => {
+                                    let ended = connection.is_none_or(|k| m.left_while_joining.contains(&k));
+                                    m.outbox = old;
+                                    m.dropped_at = dropped;
+                                    m.connection = connection;
+                                    m.left_while_joining.clear();
+                                    ended
+                                }
+                                None => false,
+                            }
+                        };
+                        if ended {
+                            self.forget(c, &pid);
+                            self.broadcast(
+                                c,
+                                None,
+                                &ServerMessage::ParticipantLeft {
+                                    participant_id: pid.as_str().to_owned(),
+                                    user_id: Some(user),
+                                    reason: CloseReason::ConnectionFailed.code(),
+                                },
+                            );
                         }
                     }
                     None => {
@@ -381,6 +447,28 @@ impl Calls {
                 }
                 _ => JoinError::Media,
             })
+    }
+
+    /// The SFU reports that one of a participant's connections ended. The
+    /// seat goes with it only if it was on that connection: a leave that
+    /// crossed a rejoin (the old connection failed as the page came back
+    /// with a new one) must not take the new one's seat.
+    fn connection_left(&self, c: ConsultationId, pid: &ParticipantId, connection: ConnectionId) -> SeatLeft {
+        {
+            let mut rooms = self.lock();
+            let Some(m) = rooms.get_mut(&c).and_then(|r| r.members.get_mut(pid)) else {
+                return SeatLeft::NoSeat;
+            };
+            match m.connection {
+                Some(k) if k == connection => {}
+                Some(_) => return SeatLeft::Stale,
+                None => {
+                    m.left_while_joining.push(connection);
+                    return SeatLeft::Stale;
+                }
+            }
+        }
+        self.forget(c, pid).map_or(SeatLeft::NoSeat, SeatLeft::Gone)
     }
 
     fn forget(&self, c: ConsultationId, pid: &ParticipantId) -> Option<Member> {
@@ -591,262 +679,387 @@ pub async fn dispatch(calls: Calls, store: Store, hub: Hub) {
     };
     let mut loss = LossMemory::default();
     while let Some(ev) = events.recv().await {
-        let Ok(c) = ev.room().as_str().parse::<ConsultationId>() else {
-            continue;
-        };
-        let log = |user: Option<UserId>, entry: SessionEntry| {
-            let store = store.clone();
-            async move {
-                if let Err(e) = store.append_session_event(c, user, entry).await {
-                    tracing::error!(consultation = %c, error = %e, "cannot write session event");
+        handle_event(&calls, &store, &hub, &mut loss, ev).await;
+    }
+    tracing::info!("SFU event stream ended");
+}
+
+/// One SFU event: to the sockets it concerns, and into the session log.
+async fn handle_event(calls: &Calls, store: &Store, hub: &Hub, loss: &mut LossMemory, ev: SfuEvent) {
+    let Ok(c) = ev.room().as_str().parse::<ConsultationId>() else {
+        return;
+    };
+    let log = |user: Option<UserId>, entry: SessionEntry| {
+        let store = store.clone();
+        async move {
+            if let Err(e) = store.append_session_event(c, user, entry).await {
+                tracing::error!(consultation = %c, error = %e, "cannot write session event");
+            }
+        }
+    };
+    match ev {
+        SfuEvent::Offer { participant, sdp, .. } => {
+            calls.send_to(c, &participant, &ServerMessage::Offer { sdp });
+        }
+        SfuEvent::IceCandidate {
+            participant,
+            candidate,
+            ..
+        } => {
+            calls.send_to(
+                c,
+                &participant,
+                &ServerMessage::Ice {
+                    candidate: ServerCandidate {
+                        candidate: candidate.candidate,
+                        sdp_mid: candidate.sdp_mid,
+                        sdp_mline_index: candidate.sdp_mline_index,
+                        username_fragment: candidate.username_fragment,
+                    },
+                },
+            );
+        }
+        SfuEvent::ConnectionState {
+            participant, state, ..
+        } => {
+            let user = calls.member_user(c, &participant).map(|m| m.0);
+            let s = match state {
+                ConnectionState::New => "new",
+                ConnectionState::Connecting => "connecting",
+                ConnectionState::Connected => "connected",
+                ConnectionState::Disconnected => "disconnected",
+                ConnectionState::Failed => "failed",
+                ConnectionState::Closed => "closed",
+            };
+            log(
+                user,
+                SessionEntry::IceState {
+                    participant_id: participant.as_str().to_owned(),
+                    state: s.to_owned(),
+                },
+            )
+            .await;
+            calls.broadcast(
+                c,
+                None,
+                &ServerMessage::ConnectionState {
+                    participant_id: participant.as_str().to_owned(),
+                    state: s,
+                },
+            );
+        }
+        SfuEvent::TrackPublished {
+            participant,
+            track,
+            kind,
+            ..
+        } => {
+            let user = calls.member_user(c, &participant).map(|m| m.0);
+            let kind = match kind {
+                MediaKind::Audio => "audio",
+                MediaKind::Video => "video",
+            };
+            log(
+                user,
+                SessionEntry::TrackPublished {
+                    participant_id: participant.as_str().to_owned(),
+                    track: track.as_str().to_owned(),
+                    kind: kind.to_owned(),
+                },
+            )
+            .await;
+        }
+        SfuEvent::TrackUnpublished {
+            participant, track, ..
+        } => {
+            let user = calls.member_user(c, &participant).map(|m| m.0);
+            log(
+                user,
+                SessionEntry::TrackUnpublished {
+                    participant_id: participant.as_str().to_owned(),
+                    track: track.as_str().to_owned(),
+                },
+            )
+            .await;
+        }
+        SfuEvent::ParticipantLeft {
+            participant,
+            connection,
+            reason,
+            ..
+        } => {
+            let m = match calls.connection_left(c, &participant, connection) {
+                SeatLeft::Gone(m) => Some(m),
+                SeatLeft::NoSeat => None,
+                SeatLeft::Stale => {
+                    tracing::debug!(consultation = %c, %participant, %connection, reason = reason.code(), "an old connection ended; the seat stays");
+                    return;
                 }
-            }
-        };
-        match ev {
-            SfuEvent::Offer { participant, sdp, .. } => {
-                calls.send_to(c, &participant, &ServerMessage::Offer { sdp });
-            }
-            SfuEvent::IceCandidate {
-                participant,
-                candidate,
-                ..
-            } => {
-                calls.send_to(
-                    c,
-                    &participant,
-                    &ServerMessage::Ice {
-                        candidate: ServerCandidate {
-                            candidate: candidate.candidate,
-                            sdp_mid: candidate.sdp_mid,
-                            sdp_mline_index: candidate.sdp_mline_index,
-                            username_fragment: candidate.username_fragment,
-                        },
-                    },
-                );
-            }
-            SfuEvent::ConnectionState {
-                participant, state, ..
-            } => {
-                let user = calls.member_user(c, &participant).map(|m| m.0);
-                let s = match state {
-                    ConnectionState::New => "new",
-                    ConnectionState::Connecting => "connecting",
-                    ConnectionState::Connected => "connected",
-                    ConnectionState::Disconnected => "disconnected",
-                    ConnectionState::Failed => "failed",
-                    ConnectionState::Closed => "closed",
-                };
-                log(
-                    user,
-                    SessionEntry::IceState {
+            };
+            let user = m.as_ref().map(|m| m.user_id);
+            log(
+                user,
+                SessionEntry::Left {
+                    participant_id: participant.as_str().to_owned(),
+                    reason: reason.code().to_owned(),
+                },
+            )
+            .await;
+            if let Some(tx) = m.and_then(|m| m.outbox) {
+                let _ = tx.send(
+                    ServerMessage::Left {
                         participant_id: participant.as_str().to_owned(),
-                        state: s.to_owned(),
-                    },
-                )
-                .await;
-                calls.broadcast(
-                    c,
-                    None,
-                    &ServerMessage::ConnectionState {
-                        participant_id: participant.as_str().to_owned(),
-                        state: s,
-                    },
-                );
-            }
-            SfuEvent::TrackPublished {
-                participant,
-                track,
-                kind,
-                ..
-            } => {
-                let user = calls.member_user(c, &participant).map(|m| m.0);
-                let kind = match kind {
-                    MediaKind::Audio => "audio",
-                    MediaKind::Video => "video",
-                };
-                log(
-                    user,
-                    SessionEntry::TrackPublished {
-                        participant_id: participant.as_str().to_owned(),
-                        track: track.as_str().to_owned(),
-                        kind: kind.to_owned(),
-                    },
-                )
-                .await;
-            }
-            SfuEvent::TrackUnpublished {
-                participant, track, ..
-            } => {
-                let user = calls.member_user(c, &participant).map(|m| m.0);
-                log(
-                    user,
-                    SessionEntry::TrackUnpublished {
-                        participant_id: participant.as_str().to_owned(),
-                        track: track.as_str().to_owned(),
-                    },
-                )
-                .await;
-            }
-            SfuEvent::ParticipantLeft {
-                participant, reason, ..
-            } => {
-                let m = calls.forget(c, &participant);
-                let user = m.as_ref().map(|m| m.user_id);
-                log(
-                    user,
-                    SessionEntry::Left {
-                        participant_id: participant.as_str().to_owned(),
-                        reason: reason.code().to_owned(),
-                    },
-                )
-                .await;
-                if let Some(tx) = m.and_then(|m| m.outbox) {
-                    let _ = tx.send(
-                        ServerMessage::Left {
-                            participant_id: participant.as_str().to_owned(),
-                            reason: reason.code(),
-                        }
-                        .to_text(),
-                    );
-                }
-                calls.broadcast(
-                    c,
-                    None,
-                    &ServerMessage::ParticipantLeft {
-                        participant_id: participant.as_str().to_owned(),
-                        user_id: user,
                         reason: reason.code(),
-                    },
+                    }
+                    .to_text(),
                 );
-                // Everybody gone without the doctor ending it: interrupted.
-                if calls.roles(c).is_empty()
-                    && reason != CloseReason::RoomClosed
-                    && reason != CloseReason::Shutdown
-                {
-                    let _ = calls.sfu.close_room(room_id(c)).await;
-                    if let Ok(cons) = store.consultation(c).await {
-                        if cons.state == ConsultationState::InProgress {
-                            if let Ok(cons) = store
-                                .transition_consultation(
-                                    &telehealth_records::Actor::system(),
-                                    c,
-                                    ConsultationState::Interrupted,
-                                )
-                                .await
-                            {
-                                hub.publish(&cons);
-                            }
+            }
+            calls.broadcast(
+                c,
+                None,
+                &ServerMessage::ParticipantLeft {
+                    participant_id: participant.as_str().to_owned(),
+                    user_id: user,
+                    reason: reason.code(),
+                },
+            );
+            // Everybody gone without the doctor ending it: interrupted.
+            if calls.roles(c).is_empty()
+                && reason != CloseReason::RoomClosed
+                && reason != CloseReason::Shutdown
+            {
+                let _ = calls.sfu.close_room(room_id(c)).await;
+                if let Ok(cons) = store.consultation(c).await {
+                    if cons.state == ConsultationState::InProgress {
+                        if let Ok(cons) = store
+                            .transition_consultation(
+                                &telehealth_records::Actor::system(),
+                                c,
+                                ConsultationState::Interrupted,
+                            )
+                            .await
+                        {
+                            hub.publish(&cons);
                         }
                     }
                 }
             }
-            SfuEvent::RoomClosed { .. } => {
-                log(None, SessionEntry::RoomClosed {}).await;
-            }
-            SfuEvent::Stats(sample) => {
-                let user = calls.member_user(c, &sample.participant).map(|m| m.0);
-                let stats = loss.sample(&sample, user);
-                log(user, SessionEntry::Stats(stats)).await;
-            }
-            SfuEvent::Repaired {
-                participant,
-                track,
-                repair,
-                ..
-            } => {
-                let user = calls.member_user(c, &participant).map(|m| m.0);
-                log(
-                    user,
-                    SessionEntry::MediaRepair {
-                        participant_id: participant.as_str().to_owned(),
-                        track: track.as_str().to_owned(),
-                        repair: repair.code().to_owned(),
-                    },
-                )
-                .await;
-            }
-            SfuEvent::PathResumed {
-                participant,
-                silent_for,
-                ..
-            } => {
-                let user = calls.member_user(c, &participant).map(|m| m.0);
-                log(
-                    user,
-                    SessionEntry::MediaResumed {
-                        participant_id: participant.as_str().to_owned(),
-                        silent_ms: silent_for.as_millis() as u64,
-                    },
-                )
-                .await;
-            }
-            SfuEvent::PathMoved { participant, .. } => {
-                let user = calls.member_user(c, &participant).map(|m| m.0);
-                log(
-                    user,
-                    SessionEntry::AddressChanged {
-                        participant_id: participant.as_str().to_owned(),
-                    },
-                )
-                .await;
-            }
-            SfuEvent::VideoLevel {
-                participant,
-                publisher,
-                track,
-                level,
-                ..
-            } => {
-                let user = calls.member_user(c, &participant).map(|m| m.0);
-                let (layer, layers, off) = match level {
-                    VideoLevel::Layer { layer, layers } => (Some(layer), Some(layers), None),
-                    VideoLevel::Off(why) => (None, None, Some(why.code())),
-                };
-                log(
-                    user,
-                    SessionEntry::VideoLevel {
-                        participant_id: participant.as_str().to_owned(),
-                        publisher_id: publisher.as_str().to_owned(),
-                        track: track.as_str().to_owned(),
-                        layer,
-                        layers,
-                        off: off.map(str::to_owned),
-                    },
-                )
-                .await;
-                // Both pages: the one that stops (or starts again) getting
-                // the picture, and the one whose picture it is.
-                calls.broadcast(
-                    c,
-                    None,
-                    &ServerMessage::VideoLevel {
-                        participant_id: participant.as_str().to_owned(),
-                        publisher_id: publisher.as_str().to_owned(),
-                        layer,
-                        layers,
-                        off,
-                    },
-                );
-            }
-            SfuEvent::RejoinNeeded { participant, .. } => {
-                let user = calls.member_user(c, &participant).map(|m| m.0);
-                log(
-                    user,
-                    SessionEntry::RejoinRequested {
-                        participant_id: participant.as_str().to_owned(),
-                        why: "offer_unanswered".to_owned(),
-                    },
-                )
-                .await;
-                calls.send_to(
-                    c,
-                    &participant,
-                    &ServerMessage::Rejoin {
-                        reason: "offer_unanswered",
-                    },
-                );
+        }
+        SfuEvent::RoomClosed { .. } => {
+            log(None, SessionEntry::RoomClosed {}).await;
+        }
+        SfuEvent::Stats(sample) => {
+            let user = calls.member_user(c, &sample.participant).map(|m| m.0);
+            let stats = loss.sample(&sample, user);
+            log(user, SessionEntry::Stats(stats)).await;
+        }
+        SfuEvent::Repaired {
+            participant,
+            track,
+            repair,
+            ..
+        } => {
+            let user = calls.member_user(c, &participant).map(|m| m.0);
+            log(
+                user,
+                SessionEntry::MediaRepair {
+                    participant_id: participant.as_str().to_owned(),
+                    track: track.as_str().to_owned(),
+                    repair: repair.code().to_owned(),
+                },
+            )
+            .await;
+        }
+        SfuEvent::PathResumed {
+            participant,
+            silent_for,
+            ..
+        } => {
+            let user = calls.member_user(c, &participant).map(|m| m.0);
+            log(
+                user,
+                SessionEntry::MediaResumed {
+                    participant_id: participant.as_str().to_owned(),
+                    silent_ms: silent_for.as_millis() as u64,
+                },
+            )
+            .await;
+        }
+        SfuEvent::PathMoved { participant, .. } => {
+            let user = calls.member_user(c, &participant).map(|m| m.0);
+            log(
+                user,
+                SessionEntry::AddressChanged {
+                    participant_id: participant.as_str().to_owned(),
+                },
+            )
+            .await;
+        }
+        SfuEvent::VideoLevel {
+            participant,
+            publisher,
+            track,
+            level,
+            ..
+        } => {
+            let user = calls.member_user(c, &participant).map(|m| m.0);
+            let (layer, layers, off) = match level {
+                VideoLevel::Layer { layer, layers } => (Some(layer), Some(layers), None),
+                VideoLevel::Off(why) => (None, None, Some(why.code())),
+            };
+            log(
+                user,
+                SessionEntry::VideoLevel {
+                    participant_id: participant.as_str().to_owned(),
+                    publisher_id: publisher.as_str().to_owned(),
+                    track: track.as_str().to_owned(),
+                    layer,
+                    layers,
+                    off: off.map(str::to_owned),
+                },
+            )
+            .await;
+            // Both pages: the one that stops (or starts again) getting
+            // the picture, and the one whose picture it is.
+            calls.broadcast(
+                c,
+                None,
+                &ServerMessage::VideoLevel {
+                    participant_id: participant.as_str().to_owned(),
+                    publisher_id: publisher.as_str().to_owned(),
+                    layer,
+                    layers,
+                    off,
+                },
+            );
+        }
+        SfuEvent::RejoinNeeded { participant, .. } => {
+            let user = calls.member_user(c, &participant).map(|m| m.0);
+            log(
+                user,
+                SessionEntry::RejoinRequested {
+                    participant_id: participant.as_str().to_owned(),
+                    why: "offer_unanswered".to_owned(),
+                },
+            )
+            .await;
+            calls.send_to(
+                c,
+                &participant,
+                &ServerMessage::Rejoin {
+                    reason: "offer_unanswered",
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use telehealth_records::StoreOptions;
+    use telehealth_sfu::SfuConfig;
+
+    /// A real offer (the synthetic participant's WebRTC stack).
+    const OFFER: &str = include_str!("../tests/fixtures/offer.sdp");
+
+    async fn world() -> (Calls, Store, mpsc::UnboundedReceiver<SfuEvent>) {
+        let sfu = Sfu::start(SfuConfig::loopback()).await.unwrap();
+        let events = sfu.events().await.unwrap();
+        let calls = Calls::new(sfu, IceServers::default(), DEFAULT_SEAT_HOLD);
+        let dir = std::env::temp_dir().join(format!("telehealth-calls-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
+        let store = Store::open(&StoreOptions::new(url)).await.unwrap();
+        (calls, store, events)
+    }
+
+    async fn next_left(events: &mut mpsc::UnboundedReceiver<SfuEvent>) -> SfuEvent {
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .expect("a leave within 10 s")
+                .expect("the SFU runs");
+            if matches!(ev, SfuEvent::ParticipantLeft { .. }) {
+                return ev;
             }
         }
     }
-    tracing::info!("SFU event stream ended");
+
+    async fn in_sfu(calls: &Calls, c: ConsultationId) -> Vec<ParticipantId> {
+        match calls.sfu.participants(room_id(c)).await {
+            Ok(list) => list.into_iter().map(|(p, _)| p).collect(),
+            Err(SfuError::UnknownRoom(_)) => Vec::new(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn seats(calls: &Calls, c: ConsultationId) -> Vec<ParticipantId> {
+        calls
+            .roster(c)
+            .into_iter()
+            .map(|r| ParticipantId::new(r.participant_id))
+            .collect()
+    }
+
+    /// The SFU gives up on a page's connection just as the page, reloaded,
+    /// joins again with a new one: the leave, handled after the rejoin, is
+    /// about the old connection and must not take the new one's seat (the
+    /// page would be told it left while the SFU serves it, and its socket
+    /// would be refused as not in the call).
+    #[tokio::test]
+    async fn a_leave_that_crosses_a_rejoin_keeps_the_new_seat() {
+        let (calls, store, mut events) = world().await;
+        let hub = Hub::default();
+        let mut loss = LossMemory::default();
+        let (c, user) = (ConsultationId::new(), UserId::new());
+        let (tx1, _rx1) = mpsc::unbounded_channel();
+        let first = calls
+            .join(c, user, Role::HealthWorker, OFFER.into(), tx1)
+            .await
+            .expect("joined");
+        calls
+            .sfu
+            .remove(
+                room_id(c),
+                first.participant.clone(),
+                CloseReason::ConnectionFailed,
+            )
+            .await
+            .unwrap();
+        let left = next_left(&mut events).await;
+        // The reload's join arrives before that leave is handled.
+        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        let again = calls
+            .join(c, user, Role::HealthWorker, OFFER.into(), tx2.clone())
+            .await
+            .expect("joined again");
+        assert_eq!(again.participant, first.participant, "the same seat");
+        handle_event(&calls, &store, &hub, &mut loss, left).await;
+
+        assert!(
+            calls.holds_seat(c, &again.participant, &tx2),
+            "the new socket keeps its seat"
+        );
+        assert_eq!(seats(&calls, c), in_sfu(&calls, c).await, "seats and SFU agree");
+        assert_eq!(seats(&calls, c), vec![again.participant.clone()]);
+        while let Ok(m) = rx2.try_recv() {
+            assert!(
+                !m.contains(r#""type":"left""#),
+                "the new socket was told it left: {m}"
+            );
+        }
+
+        // A leave of the connection the seat is on does end the seat.
+        calls
+            .sfu
+            .remove(room_id(c), again.participant.clone(), CloseReason::Removed)
+            .await
+            .unwrap();
+        let left = next_left(&mut events).await;
+        handle_event(&calls, &store, &hub, &mut loss, left).await;
+        assert!(seats(&calls, c).is_empty(), "the seat is gone");
+        assert!(in_sfu(&calls, c).await.is_empty());
+        calls.sfu.shutdown().await;
+    }
 }
