@@ -16,6 +16,12 @@
 //! stays away for the whole hold is removed ([`CloseReason::SeatExpired`]).
 //! Only the socket that holds a seat may act for it: a socket that lost its
 //! seat to a newer one is told (`left`, reason `replaced`).
+//!
+//! Seats are this module's; connections are the SFU's. Each seat names the
+//! SFU connection it is on ([`telehealth_sfu::ConnectionId`], from the
+//! join's answer), and a leave from the SFU ends a seat only when it names
+//! that connection: a connection that failed just as its page came back
+//! with a new one (a reload) does not take the new one's seat.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
