@@ -18,6 +18,11 @@ source tests/scripts/postgres.sh || exit 1
 
 log=$(mktemp)
 failed=0
+# The tests' databases and data directories go into a directory of this run,
+# removed at the end: a run leaves nothing behind (each SQLite test database
+# is up to ~100 MB, and a few thousand of them filled a disk).
+run_tmp=$(mktemp -d "${TMPDIR:-/tmp}/telehealth-run.XXXXXX") || exit 1
+export TMPDIR="$run_tmp"
 
 echo "== Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
@@ -63,6 +68,7 @@ if [ "${TELEHEALTH_BROWSER_TESTS:-1}" = 1 ]; then
     browser_failed=$(grep -Eo '^\s*[0-9]+ failed' "$log" | tail -1 | grep -Eo '[0-9]+')
 fi
 rm -f "$log"
+rm -rf "$run_tmp"
 
 passed=$(( ${rust_passed:-0} + api_passed + ${browser_passed:-0} ))
 nfailed=$(( ${rust_failed:-0} + api_failed + ${browser_failed:-0} ))
