@@ -63,7 +63,8 @@ string_id!(
 
 /// One media connection of a participant. A participant that joins again
 /// (a reload) keeps its [`ParticipantId`] and gets a new connection, so an
-/// event about the old connection can be told from one about the new.
+/// event about the old connection can be told from one about the new. A
+/// later connection has a larger id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionId(pub u64);
 

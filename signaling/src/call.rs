@@ -351,7 +351,9 @@ impl Calls {
                         // (the room closed meanwhile).
                         Some(m) if m.left_while_joining.contains(&connection) => false,
                         Some(m) => {
-                            m.connection = Some(connection);
+                            // Two joins of one user crossing (two tabs): the
+                            // SFU kept the later connection, the larger id.
+                            m.connection = Some(m.connection.map_or(connection, |k| k.max(connection)));
                             m.left_while_joining.clear();
                             true
                         }
@@ -382,12 +384,22 @@ impl Calls {
                             let mut rooms = self.lock();
                             match rooms.get_mut(&c).and_then(|r| r.members.get_mut(&pid)) {
                                 Some(m) => {
-                                    let ended = connection.is_none_or(|k| m.left_while_joining.contains(&k));
-                                    m.outbox = old;
-                                    m.dropped_at = dropped;
-                                    m.connection = connection;
-                                    m.left_while_joining.clear();
-                                    ended
+                                    if same_socket(&m.outbox, &outbox) {
+                                        m.outbox = old;
+                                        m.dropped_at = dropped;
+                                    }
+                                    // Unless another join of the same user
+                                    // answered meanwhile (it owns the seat now).
+                                    match (m.connection, connection) {
+                                        (None, Some(k)) if m.left_while_joining.contains(&k) => true,
+                                        (None, Some(k)) => {
+                                            m.connection = Some(k);
+                                            m.left_while_joining.clear();
+                                            false
+                                        }
+                                        // Another join is still making its connection: it decides.
+                                        _ => false,
+                                    }
                                 }
                                 None => false,
                             }
