@@ -22,6 +22,8 @@ failed=0
 # removed at the end: a run leaves nothing behind (each SQLite test database
 # is up to ~100 MB, and a few thousand of them filled a disk).
 run_tmp=$(mktemp -d "${TMPDIR:-/tmp}/telehealth-run.XXXXXX") || exit 1
+# Like /tmp: a test runs a throwaway PostgreSQL as its own user in there.
+chmod 1777 "$run_tmp"
 export TMPDIR="$run_tmp"
 
 echo "== Rust tests"
