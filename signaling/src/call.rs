@@ -147,6 +147,9 @@ pub struct Calls {
     rooms: Arc<Mutex<HashMap<ConsultationId, Room>>>,
     ice_servers: Arc<IceServers>,
     seat_hold: Duration,
+    /// Tests: a join stops here, its seat marked as joining, until let go.
+    #[cfg(test)]
+    pause_join: Arc<Mutex<Option<tests::Pause>>>,
 }
 
 /// A successful join.
@@ -187,6 +190,8 @@ impl Calls {
             rooms: Arc::new(Mutex::new(HashMap::new())),
             ice_servers: Arc::new(ice_servers),
             seat_hold,
+            #[cfg(test)]
+            pause_join: Arc::default(),
         }
     }
 
@@ -342,6 +347,14 @@ impl Calls {
                 }
             }
         };
+        #[cfg(test)]
+        {
+            let pause = self.pause_join.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(p) = pause {
+                p.reached.notify_one();
+                p.resume.notified().await;
+            }
+        }
         match self.sfu.join_connection(room.clone(), pid.clone(), offer).await {
             Ok((answer, connection)) => {
                 let seated = {
@@ -1078,6 +1091,81 @@ mod tests {
         handle_event(&calls, &store, &hub, &mut loss, left).await;
         assert!(seats(&calls, c).is_empty(), "the seat is gone");
         assert!(in_sfu(&calls, c).await.is_empty());
+        calls.sfu.shutdown().await;
+    }
+
+    /// Where a join stops in a test ([`Calls::pause_join`]).
+    pub(super) struct Pause {
+        pub(super) reached: Arc<tokio::sync::Notify>,
+        pub(super) resume: Arc<tokio::sync::Notify>,
+    }
+
+    /// Starts a join of `user` that stops with its seat marked as joining;
+    /// returns once it stopped, with what lets it go on.
+    async fn paused_join(
+        calls: &Calls,
+        c: ConsultationId,
+        user: UserId,
+        outbox: Outbox,
+    ) -> (
+        tokio::task::JoinHandle<Result<Joined, JoinError>>,
+        Arc<tokio::sync::Notify>,
+    ) {
+        let (reached, resume) = (
+            Arc::new(tokio::sync::Notify::new()),
+            Arc::new(tokio::sync::Notify::new()),
+        );
+        *calls.pause_join.lock().unwrap() = Some(Pause {
+            reached: reached.clone(),
+            resume: resume.clone(),
+        });
+        let join = tokio::spawn({
+            let calls = calls.clone();
+            async move { calls.join(c, user, Role::Doctor, OFFER.into(), outbox).await }
+        });
+        reached.notified().await;
+        (join, resume)
+    }
+
+    /// A leave reported while a join makes the new connection is held until
+    /// the join says which connection it made: about the old one, the new
+    /// seat stays; about the new one (the room closed meanwhile), the seat
+    /// goes and the join says so.
+    #[tokio::test]
+    async fn a_leave_during_a_rejoin_waits_for_the_join_to_say_which_connection_it_was() {
+        let (calls, _store, _events) = world().await;
+        let (c, user) = (ConsultationId::new(), UserId::new());
+        let (tx1, _rx1) = mpsc::unbounded_channel();
+        let first = calls
+            .join(c, user, Role::Doctor, OFFER.into(), tx1)
+            .await
+            .expect("joined");
+        let pid = first.participant.clone();
+        let old = calls.sfu.participants(room_id(c)).await.unwrap()[0].1;
+
+        // The old connection's leave arrives while the rejoin is under way.
+        let (tx2, _rx2) = mpsc::unbounded_channel();
+        let (join, resume) = paused_join(&calls, c, user, tx2.clone()).await;
+        assert!(matches!(calls.connection_left(c, &pid, old), SeatLeft::Stale));
+        resume.notify_one();
+        join.await.unwrap().expect("the rejoin succeeds");
+        assert!(calls.holds_seat(c, &pid, &tx2), "the new seat stays");
+        let now_on = calls.sfu.participants(room_id(c)).await.unwrap();
+        assert_eq!(seats(&calls, c), vec![pid.clone()]);
+        assert_eq!(now_on.len(), 1);
+        let new = now_on[0].1;
+        assert!(new > old, "a later connection has a larger id");
+
+        // Now a leave of the connection this next join is making (its id is
+        // the next one: the engine numbers connections in order).
+        let (tx3, _rx3) = mpsc::unbounded_channel();
+        let (join, resume) = paused_join(&calls, c, user, tx3).await;
+        let coming = ConnectionId(new.0 + 1);
+        assert!(matches!(calls.connection_left(c, &pid, coming), SeatLeft::Stale));
+        resume.notify_one();
+        assert_eq!(join.await.unwrap().unwrap_err(), JoinError::Media);
+        assert!(seats(&calls, c).is_empty(), "no seat left behind");
+        assert!(in_sfu(&calls, c).await.is_empty(), "and no connection");
         calls.sfu.shutdown().await;
     }
 }
