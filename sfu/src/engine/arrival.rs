@@ -140,6 +140,10 @@ mod tests {
     async fn a_datagram_read_late_keeps_its_arrival_time() {
         let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         enable(&rx);
+        // When no socket on the host had stamps on, Linux turns stamping
+        // on in deferred work: until it has run, a datagram is stamped when
+        // it is read. A running server's first packets only are affected.
+        std::thread::sleep(Duration::from_millis(100));
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let sent_at = Instant::now();
         tx.send_to(b"ping", rx.local_addr().unwrap()).unwrap();
