@@ -7,12 +7,19 @@ use std::time::Duration;
 /// How the SFU listens and paces itself.
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
-    /// Address of the one UDP socket every participant's ICE/DTLS/SRTP goes
-    /// through. Default `0.0.0.0:50000`; port 0 picks a free one.
+    /// How many media engines run, each on its own thread with its own
+    /// sockets and timers; a room lives on one of them. `0` (the default):
+    /// one per core this process may use.
+    pub engines: usize,
+    /// Address of the first engine's UDP socket, which every participant of
+    /// its rooms shares for ICE/DTLS/SRTP; engine `i` binds the next ports,
+    /// `port + i` (so the firewall opens `port` to `port + engines - 1`).
+    /// Default `0.0.0.0:50000`; port 0 gives every engine a free port.
     pub udp_bind: SocketAddr,
-    /// Address of the one TCP listener for ICE-TCP (RFC 6544, passive
-    /// candidates only), for stations whose UDP is blocked. `None` (the
-    /// default): no TCP candidate. Port 0 picks a free one.
+    /// Address of the first engine's TCP listener for ICE-TCP (RFC 6544,
+    /// passive candidates only), for stations whose UDP is blocked; engine
+    /// `i` listens on `port + i`. `None` (the default): no TCP candidate.
+    /// Port 0 gives every engine a free port.
     pub tcp_bind: Option<SocketAddr>,
     /// The address put in our host candidates. Default: the bind address, or
     /// 127.0.0.1 when bound to the unspecified address.
@@ -33,8 +40,9 @@ pub struct SfuConfig {
     pub stats_interval: Duration,
     /// Minimum gap between keyframe requests sent to one publisher track. Default 300 ms.
     pub keyframe_min_interval: Duration,
-    /// Most ICE-TCP connections open at once; more are closed on accept.
-    /// Default 1024 (a participant needs one).
+    /// Most ICE-TCP connections open at once, over all engines (each takes
+    /// its share); more are closed on accept. Default 1024 (a participant
+    /// needs one).
     pub tcp_max_connections: usize,
     /// An ICE-TCP connection that receives nothing for this long is closed.
     /// Default 30 s (clients send consent checks every few seconds and
@@ -53,6 +61,7 @@ pub struct SfuConfig {
 impl Default for SfuConfig {
     fn default() -> Self {
         Self {
+            engines: 0,
             udp_bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 50000),
             tcp_bind: None,
             public_ip: None,
@@ -70,10 +79,21 @@ impl Default for SfuConfig {
 }
 
 impl SfuConfig {
-    /// A configuration for tests: loopback, an ephemeral UDP port, no TCP,
-    /// short ICE timeouts.
+    /// The number of engines to run: [`Self::engines`], or one per core
+    /// this process may use (its CPU affinity and cgroup quota) when 0.
+    pub fn engine_count(&self) -> usize {
+        match self.engines {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// A configuration for tests: two engines (whatever the machine, so
+    /// that every test meets rooms on more than one), loopback, ephemeral
+    /// UDP ports, no TCP, short ICE timeouts.
     pub fn loopback() -> Self {
         Self {
+            engines: 2,
             udp_bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             tcp_bind: None,
             public_ip: None,

@@ -14,8 +14,8 @@
 //! 1. `create_room`, then `join(room, participant, offer_sdp) -> answer_sdp`.
 //! 2. Trickle ICE: candidates from the client go to `add_ice_candidate`;
 //!    ours come as [`SfuEvent::IceCandidate`] (the answer already carries our
-//!    host candidates: every participant shares one UDP port, and one TCP
-//!    port for ICE-TCP when [`SfuConfig::tcp_bind`] is set).
+//!    host candidates: every participant of the room's engine shares one UDP
+//!    port, and one TCP port for ICE-TCP when [`SfuConfig::tcp_bind`] is set).
 //! 3. When the participant's tracks arrive they are published
 //!    ([`SfuEvent::TrackPublished`]) and offered to the others; their answers
 //!    go to `handle_answer`. A client's own renegotiation goes to `handle_offer`.
@@ -41,9 +41,19 @@
 //! receiver reports reach the engine, [`nack_filter`] stops asking for
 //! packets RTX already repaired or an outage took, [`fresh_repairs`] stops
 //! resending packets too old to help, [`layer_ids`] keeps browsers naming
-//! their simulcast layers so that renegotiation does not lose them. The engine (one task) owns the media socket
-//! and the ICE-TCP connections' queues, and drives each participant's sans-I/O
-//! `rtc::RTCPeerConnection`.
+//! their simulcast layers so that renegotiation does not lose them.
+//!
+//! # Engines
+//!
+//! A node runs one engine per core ([`SfuConfig::engines`]), each on a
+//! thread of its own with a single-threaded runtime: it owns its media
+//! socket, its ICE-TCP listener and connections' queues, its timers, and
+//! drives its participants' sans-I/O `rtc::RTCPeerConnection`s. A room
+//! lives on one engine, placed on the least loaded when it is created
+//! (`placement.rs`); its participants reach that engine through the ports in
+//! its candidates (engine `i` binds the configured ports plus `i`). Nothing
+//! on the packet path is shared between engines: the [`Sfu`] handle routes
+//! each command to the room's engine and merges their events.
 //!
 //! # Out of scope
 //!
@@ -72,6 +82,7 @@ pub mod layers;
 pub mod nack_filter;
 pub mod negotiation;
 pub mod path;
+mod placement;
 pub mod rewrite;
 mod rtcp_edit;
 pub mod stun;
@@ -87,7 +98,10 @@ pub use event::{
 pub use ids::{ConnectionId, ParticipantId, RoomId, TrackId};
 
 use engine::{Command, Engine, Sockets};
+use placement::Placement;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 /// Kernel buffer asked for on the media socket, each direction. Every
@@ -103,7 +117,7 @@ const MEDIA_SOCKET_BUFFER_WARN: usize = 2 << 20;
 
 /// Asks for [`MEDIA_SOCKET_BUFFER`] on the media socket; returns the
 /// receive buffer the kernel granted.
-fn size_media_buffers(socket: &tokio::net::UdpSocket) -> std::io::Result<usize> {
+fn size_media_buffers(socket: &std::net::UdpSocket) -> std::io::Result<usize> {
     let s = socket2::SockRef::from(socket);
     // Best effort: an unprivileged request above the sysctl cap is clamped,
     // not refused, and a smaller buffer still works.
@@ -112,13 +126,42 @@ fn size_media_buffers(socket: &tokio::net::UdpSocket) -> std::io::Result<usize> 
     s.recv_buffer_size()
 }
 
-/// A handle to the running SFU. Cheap to clone; the engine stops on
+/// A handle to the running SFU. Cheap to clone; the engines stop on
 /// [`Sfu::shutdown`] or when the last handle is dropped.
 #[derive(Clone, Debug)]
 pub struct Sfu {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    engines: Vec<EngineHandle>,
+    /// Which engine hosts each room. Taken on room creation and on every
+    /// command (to find the engine), never on the packet path.
+    placement: Mutex<Placement>,
+}
+
+/// One engine as the handles see it: its command queue, its addresses, and
+/// how many peers it holds.
+#[derive(Debug)]
+struct EngineHandle {
     commands: mpsc::Sender<Command>,
-    local_addr: SocketAddr,
-    local_tcp_addr: Option<SocketAddr>,
+    udp: SocketAddr,
+    tcp: Option<SocketAddr>,
+    load: Arc<AtomicUsize>,
+}
+
+/// What one engine hosts now ([`Sfu::engines`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineLoad {
+    /// Its media port, as in its UDP ICE candidates.
+    pub udp: SocketAddr,
+    /// Its ICE-TCP port, as in its passive TCP candidates.
+    pub tcp: Option<SocketAddr>,
+    /// Rooms placed on it.
+    pub rooms: usize,
+    /// Participants' connections it holds.
+    pub participants: usize,
 }
 
 /// The address to announce for a socket bound to `bound`.
@@ -131,93 +174,279 @@ fn announced(config: &SfuConfig, bound: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, bound.port())
 }
 
-impl Sfu {
-    /// Binds the media socket (and the ICE-TCP listener, if configured) and
-    /// starts the engine on the current tokio runtime.
-    pub async fn start(config: SfuConfig) -> Result<Sfu> {
-        let udp = tokio::net::UdpSocket::bind(config.udp_bind)
-            .await
-            .map_err(|source| SfuError::Bind {
-                what: "UDP",
-                addr: config.udp_bind,
+/// Engine `i`'s address: the first engine's port plus `i`, or a free port
+/// for each when the first is 0.
+fn nth_port(first: SocketAddr, i: usize, what: &'static str) -> Result<SocketAddr> {
+    if first.port() == 0 {
+        return Ok(first);
+    }
+    let port = u16::try_from(i)
+        .ok()
+        .and_then(|i| first.port().checked_add(i))
+        .ok_or_else(|| SfuError::Bind {
+            what,
+            addr: first,
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "one port per engine runs past 65535: choose a lower first port or fewer engines",
+            ),
+        })?;
+    Ok(SocketAddr::new(first.ip(), port))
+}
+
+/// One engine's sockets, bound and sized, before its thread starts.
+struct Bound {
+    udp: std::net::UdpSocket,
+    tcp: Option<std::net::TcpListener>,
+}
+
+fn bind_engine(config: &SfuConfig, i: usize) -> Result<Bound> {
+    let addr = nth_port(config.udp_bind, i, "UDP")?;
+    let udp = std::net::UdpSocket::bind(addr).map_err(|source| SfuError::Bind {
+        what: "UDP",
+        addr,
+        source,
+    })?;
+    udp.set_nonblocking(true)?;
+    let granted = size_media_buffers(&udp)?;
+    if granted < MEDIA_SOCKET_BUFFER_WARN {
+        tracing::warn!(
+            granted_kib = granted / 1024,
+            wanted_kib = MEDIA_SOCKET_BUFFER / 1024,
+            "media socket receive buffer is small: packets will be dropped under load; \
+             raise net.core.rmem_max and net.core.wmem_max (deploy/README.md)"
+        );
+    } else {
+        tracing::debug!(granted_kib = granted / 1024, "media socket receive buffer");
+    }
+    let tcp = match config.tcp_bind {
+        Some(first) => {
+            let addr = nth_port(first, i, "TCP")?;
+            let listener = std::net::TcpListener::bind(addr).map_err(|source| SfuError::Bind {
+                what: "TCP",
+                addr,
                 source,
             })?;
-        let udp_host = announced(&config, udp.local_addr()?);
-        let granted = size_media_buffers(&udp)?;
-        if granted < MEDIA_SOCKET_BUFFER_WARN {
-            tracing::warn!(
-                granted_kib = granted / 1024,
-                wanted_kib = MEDIA_SOCKET_BUFFER / 1024,
-                "media socket receive buffer is small: packets will be dropped under load; \
-                 raise net.core.rmem_max and net.core.wmem_max (deploy/README.md)"
-            );
-        } else {
-            tracing::debug!(granted_kib = granted / 1024, "media socket receive buffer");
+            listener.set_nonblocking(true)?;
+            Some(listener)
         }
-        let tcp = match config.tcp_bind {
-            Some(addr) => {
-                let listener =
-                    tokio::net::TcpListener::bind(addr)
-                        .await
-                        .map_err(|source| SfuError::Bind {
-                            what: "TCP",
-                            addr,
-                            source,
-                        })?;
-                let host = announced(&config, listener.local_addr()?);
-                Some((listener, host))
-            }
-            None => None,
-        };
-        let local_tcp_addr = tcp.as_ref().map(|(_, host)| *host);
-        let engine = Engine::new(std::time::Instant::now(), udp_host, local_tcp_addr, config)?;
-        let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(engine::driver::run(engine, Sockets { udp, tcp }, rx));
+        None => None,
+    };
+    Ok(Bound { udp, tcp })
+}
+
+impl Sfu {
+    /// Binds every engine's media socket (and ICE-TCP listener, if
+    /// configured), then starts each engine on a thread of its own with its
+    /// own single-threaded runtime: a room's packets are handled start to
+    /// end on one thread, and engines share nothing on the packet path.
+    pub async fn start(config: SfuConfig) -> Result<Sfu> {
+        let count = config.engine_count();
+        // Bind everything first, so that a port in use fails the start
+        // before any engine runs.
+        let bound = (0..count)
+            .map(|i| bind_engine(&config, i))
+            .collect::<Result<Vec<_>>>()?;
+        let keys = Arc::new(AtomicU64::new(0));
+        let mut engine_config = config.clone();
+        engine_config.tcp_max_connections = config.tcp_max_connections.div_ceil(count).max(1);
+        let mut engines = Vec::with_capacity(count);
+        for (i, Bound { udp, tcp }) in bound.into_iter().enumerate() {
+            let udp_host = announced(&config, udp.local_addr()?);
+            let tcp_host = match &tcp {
+                Some(l) => Some(announced(&config, l.local_addr()?)),
+                None => None,
+            };
+            let load = Arc::new(AtomicUsize::new(0));
+            let engine = Engine::new(
+                std::time::Instant::now(),
+                udp_host,
+                tcp_host,
+                engine_config.clone(),
+                keys.clone(),
+                load.clone(),
+            )?;
+            let (tx, rx) = mpsc::channel(1024);
+            let (ready, started) = oneshot::channel::<Result<()>>();
+            std::thread::Builder::new()
+                .name(format!("media-engine-{i}"))
+                .spawn(move || run_engine(engine, udp, tcp.zip(tcp_host), rx, ready))?;
+            started.await.map_err(|_| SfuError::Stopped)??;
+            engines.push(EngineHandle {
+                commands: tx,
+                udp: udp_host,
+                tcp: tcp_host,
+                load,
+            });
+        }
+        tracing::debug!(engines = count, "media engines started");
         Ok(Sfu {
-            commands: tx,
-            local_addr: udp_host,
-            local_tcp_addr,
+            shared: Arc::new(Shared {
+                placement: Mutex::new(Placement::new(count)),
+                engines,
+            }),
         })
     }
 
-    /// The address of the shared media port, as put in our UDP ICE candidate.
+    /// The first engine's media port, as put in its UDP ICE candidates
+    /// ([`Self::engines`] has every engine's).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.shared.engines[0].udp
     }
 
-    /// The address of the ICE-TCP port, as put in our passive TCP candidate
+    /// The first engine's ICE-TCP port, as put in its passive TCP candidates
     /// (`None` when ICE-TCP is off).
     pub fn local_tcp_addr(&self) -> Option<SocketAddr> {
-        self.local_tcp_addr
+        self.shared.engines[0].tcp
     }
 
-    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command) -> Result<T> {
+    /// Every engine's addresses and what it hosts now.
+    pub fn engines(&self) -> Vec<EngineLoad> {
+        let placement = self.placement();
+        self.shared
+            .engines
+            .iter()
+            .zip(placement.rooms_per_engine())
+            .map(|(e, &rooms)| EngineLoad {
+                udp: e.udp,
+                tcp: e.tcp,
+                rooms,
+                participants: e.load.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    fn placement(&self) -> std::sync::MutexGuard<'_, Placement> {
+        // The map stays consistent whatever panicked while it was held.
+        self.shared
+            .placement
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The engine hosting `room`.
+    fn engine_of(&self, room: &RoomId) -> Result<&EngineHandle> {
+        let i = self
+            .placement()
+            .engine_of(room)
+            .ok_or_else(|| SfuError::UnknownRoom(room.clone()))?;
+        Ok(&self.shared.engines[i])
+    }
+
+    async fn call<T>(
+        &self,
+        engine: &EngineHandle,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
+    ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
-        self.commands
+        engine
+            .commands
             .send(make(tx))
             .await
             .map_err(|_| SfuError::Stopped)?;
         rx.await.map_err(|_| SfuError::Stopped)?
     }
 
+    /// A command about a room, to the engine hosting it.
+    async fn call_room<T>(
+        &self,
+        room: &RoomId,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
+    ) -> Result<T> {
+        let engine = self.engine_of(room)?;
+        self.call(engine, make).await
+    }
+
     /// A new stream of every event from now on.
+    /// Every engine's events go to the one stream; a room's come from one
+    /// engine, in the order it emitted them.
     pub async fn events(&self) -> Result<mpsc::UnboundedReceiver<SfuEvent>> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.commands
-            .send(Command::Subscribe(tx))
-            .await
-            .map_err(|_| SfuError::Stopped)?;
+        for engine in &self.shared.engines {
+            engine
+                .commands
+                .send(Command::Subscribe(tx.clone()))
+                .await
+                .map_err(|_| SfuError::Stopped)?;
+        }
         Ok(rx)
     }
 
-    /// Creates an empty room.
+    /// Creates an empty room on the least loaded engine (`placement.rs`).
     pub async fn create_room(&self, room: RoomId) -> Result<()> {
-        self.call(|r| Command::CreateRoom(room, r)).await
+        let (reply, answer) = oneshot::channel();
+        loop {
+            let participants: Vec<usize> = self
+                .shared
+                .engines
+                .iter()
+                .map(|e| e.load.load(Ordering::Relaxed))
+                .collect();
+            let i = {
+                let mut placement = self.placement();
+                if placement.engine_of(&room).is_some() {
+                    return Err(SfuError::RoomExists(room));
+                }
+                let i = placement.choose(&participants);
+                // The room becomes known only with its creation queued on
+                // its engine: a join that finds it (another page joining at
+                // the same moment) is queued behind, never ahead.
+                match self.shared.engines[i].commands.try_reserve() {
+                    Ok(permit) => {
+                        placement.insert(room.clone(), i);
+                        permit.send(Command::CreateRoom(room.clone(), reply));
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Full(())) => i,
+                    Err(mpsc::error::TrySendError::Closed(())) => return Err(SfuError::Stopped),
+                }
+            };
+            // That engine's queue is full: wait for room in it, then choose again.
+            drop(
+                self.shared.engines[i]
+                    .commands
+                    .reserve()
+                    .await
+                    .map_err(|_| SfuError::Stopped)?,
+            );
+        }
+        let r = answer.await.map_err(|_| SfuError::Stopped)?;
+        if r.is_err() {
+            self.placement().remove(&room);
+        }
+        r
     }
 
     /// Closes a room: every participant leaves with [`CloseReason::RoomClosed`].
     pub async fn close_room(&self, room: RoomId) -> Result<()> {
-        self.call(|r| Command::CloseRoom(room, r)).await
+        let (reply, answer) = oneshot::channel();
+        loop {
+            let i = {
+                let mut placement = self.placement();
+                let i = placement
+                    .engine_of(&room)
+                    .ok_or_else(|| SfuError::UnknownRoom(room.clone()))?;
+                // Forgotten with its closing queued: the same id created
+                // again is a new room, queued behind the closing.
+                match self.shared.engines[i].commands.try_reserve() {
+                    Ok(permit) => {
+                        placement.remove(&room);
+                        permit.send(Command::CloseRoom(room.clone(), reply));
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Full(())) => i,
+                    Err(mpsc::error::TrySendError::Closed(())) => return Err(SfuError::Stopped),
+                }
+            };
+            drop(
+                self.shared.engines[i]
+                    .commands
+                    .reserve()
+                    .await
+                    .map_err(|_| SfuError::Stopped)?,
+            );
+        }
+        answer.await.map_err(|_| SfuError::Stopped)?
     }
 
     /// Adds a participant from its offer; returns the SDP answer. A
@@ -239,7 +468,7 @@ impl Sfu {
         participant: ParticipantId,
         offer_sdp: String,
     ) -> Result<(String, ConnectionId)> {
-        self.call(|reply| Command::Join {
+        self.call_room(&room.clone(), |reply| Command::Join {
             room,
             participant,
             offer: offer_sdp,
@@ -250,7 +479,8 @@ impl Sfu {
 
     /// The participants a room has now, each with its current connection.
     pub async fn participants(&self, room: RoomId) -> Result<Vec<(ParticipantId, ConnectionId)>> {
-        self.call(|reply| Command::Participants(room, reply)).await
+        self.call_room(&room.clone(), |reply| Command::Participants(room, reply))
+            .await
     }
 
     /// A renegotiation offer from the participant (an ICE restart, new
@@ -263,7 +493,7 @@ impl Sfu {
         participant: ParticipantId,
         sdp: String,
     ) -> Result<Option<String>> {
-        self.call(|reply| Command::Offer {
+        self.call_room(&room.clone(), |reply| Command::Offer {
             room,
             participant,
             sdp,
@@ -274,7 +504,7 @@ impl Sfu {
 
     /// The participant's answer to an [`SfuEvent::Offer`].
     pub async fn handle_answer(&self, room: RoomId, participant: ParticipantId, sdp: String) -> Result<()> {
-        self.call(|reply| Command::Answer {
+        self.call_room(&room.clone(), |reply| Command::Answer {
             room,
             participant,
             sdp,
@@ -290,7 +520,7 @@ impl Sfu {
         participant: ParticipantId,
         candidate: IceCandidate,
     ) -> Result<()> {
-        self.call(|reply| Command::Candidate {
+        self.call_room(&room.clone(), |reply| Command::Candidate {
             room,
             participant,
             candidate,
@@ -306,7 +536,7 @@ impl Sfu {
 
     /// Removes a participant for this reason.
     pub async fn remove(&self, room: RoomId, participant: ParticipantId, reason: CloseReason) -> Result<()> {
-        self.call(|reply| Command::Remove {
+        self.call_room(&room.clone(), |reply| Command::Remove {
             room,
             participant,
             reason,
@@ -325,7 +555,7 @@ impl Sfu {
         participant: ParticipantId,
         reachable: bool,
     ) -> Result<()> {
-        self.call(|reply| Command::Reachable {
+        self.call_room(&room.clone(), |reply| Command::Reachable {
             room,
             participant,
             reachable,
@@ -344,7 +574,7 @@ impl Sfu {
         participant: ParticipantId,
         wanted: bool,
     ) -> Result<()> {
-        self.call(|reply| Command::WantVideo {
+        self.call_room(&room.clone(), |reply| Command::WantVideo {
             room,
             participant,
             wanted,
@@ -353,23 +583,82 @@ impl Sfu {
         .await
     }
 
-    /// Whole-engine counters (datagrams, forwarded packets, keyframe requests).
+    /// Counters (datagrams, forwarded packets, keyframe requests) summed
+    /// over every engine.
     pub async fn counters(&self) -> Result<EngineCounters> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Counters(tx))
-            .await
-            .map_err(|_| SfuError::Stopped)?;
-        rx.await.map_err(|_| SfuError::Stopped)
+        let mut sum = EngineCounters::default();
+        for c in self.engine_counters().await? {
+            sum.add(&c);
+        }
+        Ok(sum)
     }
 
-    /// Closes every room ([`CloseReason::Shutdown`]) and stops the engine.
+    /// Each engine's counters, in the order of [`Self::engines`].
+    pub async fn engine_counters(&self) -> Result<Vec<EngineCounters>> {
+        let mut all = Vec::with_capacity(self.shared.engines.len());
+        for engine in &self.shared.engines {
+            let (tx, rx) = oneshot::channel();
+            engine
+                .commands
+                .send(Command::Counters(tx))
+                .await
+                .map_err(|_| SfuError::Stopped)?;
+            all.push(rx.await.map_err(|_| SfuError::Stopped)?);
+        }
+        Ok(all)
+    }
+
+    /// Closes every room ([`CloseReason::Shutdown`]) and stops the engines.
     pub async fn shutdown(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Shutdown(tx)).await.is_ok() {
+        let mut stopped = Vec::new();
+        for engine in &self.shared.engines {
+            let (tx, rx) = oneshot::channel();
+            if engine.commands.send(Command::Shutdown(tx)).await.is_ok() {
+                stopped.push(rx);
+            }
+        }
+        for rx in stopped {
             let _ = rx.await;
         }
     }
+}
+
+/// An engine's thread: a single-threaded runtime for its sockets, timers
+/// and ICE-TCP tasks, until the engine stops.
+fn run_engine(
+    engine: Engine,
+    udp: std::net::UdpSocket,
+    tcp: Option<(std::net::TcpListener, SocketAddr)>,
+    commands: mpsc::Receiver<Command>,
+    ready: oneshot::Sender<Result<()>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(e.into()));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        // Registered with this thread's runtime, so they must be made here.
+        let sockets = (|| {
+            let udp = tokio::net::UdpSocket::from_std(udp)?;
+            let tcp = match tcp {
+                Some((l, host)) => Some((tokio::net::TcpListener::from_std(l)?, host)),
+                None => None,
+            };
+            Ok::<_, std::io::Error>(Sockets { udp, tcp })
+        })();
+        match sockets {
+            Ok(sockets) => {
+                let _ = ready.send(Ok(()));
+                engine::driver::run(engine, sockets, commands).await;
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e.into()));
+            }
+        }
+    });
 }
 
 #[cfg(test)]
@@ -378,7 +667,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_media_socket_gets_the_large_buffer_the_system_allows() {
-        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let default = socket2::SockRef::from(&socket).recv_buffer_size().expect("size");
         let cap: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
             .expect("rmem_max")

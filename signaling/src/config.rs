@@ -50,15 +50,24 @@ pub struct Config {
     #[arg(long, env = "TELEHEALTH_PUBLIC_IP")]
     pub public_ip: Option<IpAddr>,
 
-    /// UDP port that carries all media (ICE UDP mux), on the HTTP address's
-    /// IP. 0 picks a free port.
-    #[arg(long, env = "TELEHEALTH_MEDIA_UDP_PORT", default_value_t = 3478)]
+    /// Media engines, each on its own thread with its own media port; a
+    /// consultation's call lives on one of them. Default: one per core this
+    /// process may use. Set it in a deployment, so that the ports to open
+    /// do not change with the machine.
+    #[arg(long, env = "TELEHEALTH_MEDIA_ENGINES",
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub media_engines: Option<u16>,
+
+    /// First UDP port for media (ICE UDP mux), on the HTTP address's IP:
+    /// engine `i` uses this port plus `i`, so open
+    /// `port` to `port + engines - 1`. 0 picks free ports.
+    #[arg(long, env = "TELEHEALTH_MEDIA_UDP_PORT", default_value_t = 50000)]
     pub media_udp_port: u16,
 
-    /// TCP port for ICE-TCP, for stations whose UDP is blocked (browsers
-    /// use it only when UDP fails). Default: the same number as
-    /// `--media-udp-port` (TCP and UDP ports are separate; a free one when
-    /// that is 0). `0` turns ICE-TCP off.
+    /// First TCP port for ICE-TCP, for stations whose UDP is blocked
+    /// (browsers use it only when UDP fails); one per engine, like the UDP
+    /// ports. Default: the same numbers as `--media-udp-port` (TCP and UDP
+    /// ports are separate; free ones when that is 0). `0` turns ICE-TCP off.
     #[arg(long, env = "TELEHEALTH_MEDIA_TCP_PORT")]
     pub media_tcp_port: Option<u16>,
 
@@ -118,6 +127,7 @@ impl Config {
     /// The SFU's settings, derived from ours.
     pub fn sfu_config(&self) -> telehealth_sfu::SfuConfig {
         telehealth_sfu::SfuConfig {
+            engines: self.media_engines.map_or(0, usize::from),
             udp_bind: std::net::SocketAddr::new(self.http_addr.ip(), self.media_udp_port),
             tcp_bind: match self.media_tcp_port.unwrap_or(self.media_udp_port) {
                 0 if self.media_tcp_port.is_some() => None,

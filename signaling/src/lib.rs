@@ -157,6 +157,18 @@ const NO_SHOW_GRACE_MINUTES: i64 = 15;
 /// Writes the audit chain's head, signed, to the server's log at start and
 /// every hour: an anchor outside the database (`telehealth audit verify
 /// --anchor id:hash` checks the chain still holds it).
+/// Ports as an operator writes them in a firewall rule: `50000-50001`,
+/// `50000`, or `none`; free ports (not consecutive) are listed.
+fn port_span(ports: impl Iterator<Item = u16>) -> String {
+    let ports: Vec<u16> = ports.collect();
+    match (ports.first(), ports.last()) {
+        (None, _) | (_, None) => "none".to_owned(),
+        (Some(a), Some(b)) if a == b => a.to_string(),
+        (Some(&a), Some(&b)) if ports.windows(2).all(|w| w[1] == w[0].wrapping_add(1)) => format!("{a}-{b}"),
+        _ => ports.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
+    }
+}
+
 async fn anchor_loop(state: AppState) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
@@ -225,11 +237,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .await
         .with_context(|| {
             format!(
-                "cannot open the media port UDP {} (in use? choose another with --media-udp-port)",
+                "cannot open the media ports from UDP {} on, one per engine \
+                 (in use? choose others with --media-udp-port, or fewer with --media-engines)",
                 sfu_config.udp_bind
             )
         })?;
-    tracing::info!(media = %sfu.local_addr(), "media server ready");
+    let engines = sfu.engines();
+    tracing::info!(
+        media = %sfu.local_addr(),
+        engines = engines.len(),
+        udp_ports = %port_span(engines.iter().map(|e| e.udp.port())),
+        tcp_ports = %port_span(engines.iter().filter_map(|e| e.tcp.map(|a| a.port()))),
+        "media server ready"
+    );
     if sfu.local_addr().ip().is_loopback() && !config.http_addr.ip().is_loopback() {
         tracing::warn!(
             "media is announced on a loopback address: set --public-ip so that other machines can reach it"

@@ -40,7 +40,32 @@ fi
 
 data=$(mktemp -d "${TMPDIR:-/tmp}/telehealth-browser.XXXXXX")
 port=$(node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
-media_port=$(python3 -c "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+# Two media engines whatever the machine (each call lives on one, each has its own port), so that the
+# browsers meet calls on more than one; the first of two ports in a row free for UDP and TCP.
+media_engines=2
+media_port=$(python3 - "$media_engines" <<'PY'
+import socket, sys
+n = int(sys.argv[1])
+for _ in range(100):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', 0)); first = s.getsockname()[1]; s.close()
+    if first + n > 65536:
+        continue
+    held = []
+    try:
+        for p in range(first, first + n):
+            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                t = socket.socket(socket.AF_INET, kind); held.append(t); t.bind(('127.0.0.1', p))
+    except OSError:
+        continue
+    finally:
+        for t in held:
+            t.close()
+    print(first)
+    break
+else:
+    sys.exit("no free media ports")
+PY
+)
 admin_pw="admin-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 server_pid=""
 linkemu_pid=""
@@ -100,18 +125,23 @@ else
   public_ip="127.0.0.1"
 fi
 
-echo "== starting the server on 127.0.0.1:$port (media port $media_port, announced on $public_ip)"
+last_media_port=$((media_port + media_engines - 1))
+echo "== starting the server on 127.0.0.1:$port (media ports $media_port-$last_media_port, announced on $public_ip)"
 # Settings from the caller's environment must not point the test server at a real database.
 env -u TELEHEALTH_DATABASE_URL -u TELEHEALTH_JWT_KEY -u TELEHEALTH_TLS_CERT -u TELEHEALTH_TLS_KEY -u TELEHEALTH_ICE_SERVERS \
   TELEHEALTH_ADMIN_PASSWORD="$admin_pw" \
-  "$bin" --demo --data-dir "$data" --http-addr "127.0.0.1:$port" --media-udp-port "$media_port" \
+  "$bin" --demo --data-dir "$data" --http-addr "127.0.0.1:$port" \
+  --media-engines "$media_engines" --media-udp-port "$media_port" \
   --public-ip "$public_ip" >"$data/server.log" 2>&1 &
 server_pid=$!
 
 if [ "$netns_up" = 1 ]; then
-  # Media (UDP, and ICE-TCP on the same number) and the station's pages go through the emulator.
-  relays=(--udp "$host_ip:$media_port=127.0.0.1:$media_port" --tcp "$host_ip:$media_port=127.0.0.1:$media_port"
-    --tcp "$host_ip:$port=127.0.0.1:$port")
+  # Media (each engine's UDP port, and ICE-TCP on the same numbers) and the station's pages go through the
+  # emulator.
+  relays=(--tcp "$host_ip:$port=127.0.0.1:$port")
+  for p in $(seq "$media_port" "$last_media_port"); do
+    relays+=(--udp "$host_ip:$p=127.0.0.1:$p" --tcp "$host_ip:$p=127.0.0.1:$p")
+  done
   # TH_JANUS_RTP_PORTS=FIRST-LAST (tests/bench/network.sh): Janus, the comparison server, behind the same
   # emulator: its API and each of its media ports, announced on the same address.
   if [ -n "${TH_JANUS_RTP_PORTS:-}" ]; then

@@ -20,15 +20,33 @@ const STATION_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
 const DOCTOR_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4));
 const RELAY_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// Media engines the server runs here: two, whatever the machine, each
+/// with its own port behind the relay.
+const ENGINES: u16 = 2;
+
+/// A first port from which [`ENGINES`] UDP ports are free on the server's
+/// address and the relay's.
+fn free_udp_ports() -> u16 {
+    for _ in 0..100 {
+        let first = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let all_free = (0..ENGINES).all(|i| {
+            first.checked_add(i).is_some_and(|p| {
+                std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, p)).is_ok()
+                    && std::net::UdpSocket::bind((RELAY_IP, p)).is_ok()
+            })
+        });
+        if all_free {
+            return first;
+        }
+    }
+    panic!("no {ENGINES} free UDP ports in a row");
 }
 
 /// The server with its media announced on the relay, and the relay in front
-/// of its media port and its HTTP port.
+/// of its media ports (one per engine) and its HTTP port.
 struct Setup {
     server: Server,
     emulator: LinkEmulator,
@@ -39,13 +57,15 @@ struct Setup {
 }
 
 fn setup(tag: &str, db: &str, dir: &std::path::Path) -> Setup {
-    let media = free_udp_port();
+    let media = free_udp_ports();
     let server = Server::start_with(
         dir,
         db,
         &[
             "--public-ip",
             "127.0.0.2",
+            "--media-engines",
+            &ENGINES.to_string(),
             "--media-udp-port",
             &media.to_string(),
             "--media-tcp-port",
@@ -58,10 +78,12 @@ fn setup(tag: &str, db: &str, dir: &std::path::Path) -> Setup {
         .parse()
         .expect("the server's address");
     let emulator = LinkEmulator::start(LinkEmulatorConfig {
-        udp: vec![Relay {
-            listen: SocketAddr::new(RELAY_IP, media),
-            upstream: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), media),
-        }],
+        udp: (media..media + ENGINES)
+            .map(|port| Relay {
+                listen: SocketAddr::new(RELAY_IP, port),
+                upstream: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
+            })
+            .collect(),
         tcp: vec![Relay {
             listen: SocketAddr::new(RELAY_IP, 0),
             upstream: http,

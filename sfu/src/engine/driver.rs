@@ -73,7 +73,10 @@ pub(crate) async fn run(mut engine: Engine, sockets: Sockets, mut commands: mpsc
                         let _ = done.send(());
                         return;
                     }
-                    Some(cmd) => engine.handle_command(Instant::now(), cmd),
+                    Some(cmd) => {
+                        engine.handle_command(Instant::now(), cmd);
+                        engine.publish_load();
+                    }
                     None => {
                         engine.shutdown();
                         engine.flush(Instant::now());
@@ -84,6 +87,7 @@ pub(crate) async fn run(mut engine: Engine, sockets: Sockets, mut commands: mpsc
             }
             _ = &mut sleep => {
                 engine.handle_timeout(Instant::now());
+                engine.publish_load();
                 // Re-arm even if the next deadline equals the last one.
                 armed = engine.poll_timeout();
                 sleep.as_mut().reset(armed.into());

@@ -16,8 +16,8 @@
 //! connections (`forward.rs`), with the decisions taken by the plain structs
 //! of [`crate::keyframe`], [`crate::layers`] and [`crate::rewrite`].
 //! Signaling (`signaling.rs`) and room membership (`room.rs`) change the
-//! set of connections. One task, no locks: the per-packet path is a few hash
-//! lookups and the SRTP work the connection does anyway.
+//! set of connections. One thread per engine, no locks: the per-packet path
+//! is a few hash lookups and the SRTP work the connection does anyway.
 //!
 //! | file | job |
 //! | --- | --- |
@@ -189,6 +189,36 @@ pub struct EngineCounters {
     pub tcp_send_dropped: u64,
 }
 
+impl EngineCounters {
+    /// Adds another engine's counters to these.
+    pub fn add(&mut self, other: &EngineCounters) {
+        let EngineCounters {
+            datagrams_in,
+            datagrams_unrouted,
+            datagrams_rejected,
+            rtp_forwarded,
+            rtp_duplicates,
+            keyframe_requests,
+            tcp_connections,
+            tcp_open,
+            tcp_frames_in,
+            tcp_closed_bad,
+            tcp_send_dropped,
+        } = other;
+        self.datagrams_in += datagrams_in;
+        self.datagrams_unrouted += datagrams_unrouted;
+        self.datagrams_rejected += datagrams_rejected;
+        self.rtp_forwarded += rtp_forwarded;
+        self.rtp_duplicates += rtp_duplicates;
+        self.keyframe_requests += keyframe_requests;
+        self.tcp_connections += tcp_connections;
+        self.tcp_open += tcp_open;
+        self.tcp_frames_in += tcp_frames_in;
+        self.tcp_closed_bad += tcp_closed_bad;
+        self.tcp_send_dropped += tcp_send_dropped;
+    }
+}
+
 struct Subscription {
     sender_id: RTCRtpSenderId,
     rewriter: StreamRewriter,
@@ -296,7 +326,14 @@ pub(crate) struct Engine {
     /// HMAC for checking STUN integrity before routing by ufrag.
     crypto: Arc<dyn rtc::crypto::RTCCryptoProvider>,
     listeners: Vec<mpsc::UnboundedSender<SfuEvent>>,
-    next_key: PeerKey,
+    /// Where connection ids come from: shared by every engine of one
+    /// [`crate::Sfu`], so that an id names one connection in the whole node
+    /// and a later connection has a larger one wherever its room lives.
+    keys: Arc<std::sync::atomic::AtomicU64>,
+    /// How many peers this engine holds, for placing new rooms
+    /// ([`crate::Sfu::create_room`]); written when commands and timeouts
+    /// change it, never per packet.
+    load: Arc<std::sync::atomic::AtomicUsize>,
     dirty: Vec<PeerKey>,
     /// Peers' deadlines, earliest first. An entry whose peer is gone or has
     /// since moved its deadline ([`Peer::armed`]) is stale and skipped, so
@@ -372,6 +409,8 @@ impl Engine {
         udp_host: SocketAddr,
         tcp_host: Option<SocketAddr>,
         config: SfuConfig,
+        keys: Arc<std::sync::atomic::AtomicU64>,
+        load: Arc<std::sync::atomic::AtomicUsize>,
     ) -> Result<Self> {
         let crypto = rtc::crypto::default_provider().map_err(webrtc)?;
         Ok(Self {
@@ -389,7 +428,8 @@ impl Engine {
             by_ssrc: HashMap::new(),
             crypto,
             listeners: Vec::new(),
-            next_key: 1,
+            keys,
+            load,
             dirty: Vec::new(),
             counters: EngineCounters::default(),
             deadlines: BinaryHeap::new(),
@@ -399,6 +439,12 @@ impl Engine {
             last_estimate_at: now,
             next_watch: now + WATCH_TICK,
         })
+    }
+
+    /// Makes the number of peers visible to room placement.
+    pub(crate) fn publish_load(&self) {
+        self.load
+            .store(self.peers.len(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// When [`Self::handle_timeout`] is next due.

@@ -180,8 +180,7 @@ impl Engine {
             tracing::info!(room = %room_id, %participant, "participant rejoined with a new connection");
             self.remove_peer(old, CloseReason::Replaced);
         }
-        let key = self.next_key;
-        self.next_key += 1;
+        let key = self.keys.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         self.by_ufrag.insert(ufrag.clone(), Credentials { key, pwd });
         self.peers.insert(
             key,

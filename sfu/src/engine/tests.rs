@@ -322,7 +322,15 @@ struct World {
 impl World {
     fn new() -> Self {
         let now = Instant::now();
-        let mut engine = Engine::new(now, sfu_addr(), None, SfuConfig::loopback()).expect("engine");
+        let mut engine = Engine::new(
+            now,
+            sfu_addr(),
+            None,
+            SfuConfig::loopback(),
+            Default::default(),
+            Default::default(),
+        )
+        .expect("engine");
         let (tx, events) = mpsc::unbounded_channel();
         engine.handle_command(now, Command::Subscribe(tx));
         let room = RoomId::from("consultation".to_owned());

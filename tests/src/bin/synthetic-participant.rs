@@ -1,16 +1,15 @@
 //! Runs rooms of synthetic participants against an in-process SFU and
 //! prints what each participant measured, plus the SFU's CPU time per
-//! forwarded packet (the SFU runs alone on its own thread, so that thread's
-//! CPU time is the SFU's cost).
+//! forwarded packet (every packet is handled on the engines' own threads,
+//! so their CPU time is the SFU's cost).
 //!
 //! `cargo run --release -p telehealth-tests --bin synthetic-participant -- --rooms 10 --seconds 20`
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use std::time::Duration;
 use telehealth_sfu::{RoomId, Sfu, SfuConfig};
 use telehealth_tests::{Impairment, ParticipantConfig, SfuSession};
-use tokio::sync::oneshot;
 
 #[derive(Parser, Debug)]
 #[command(about = "Synthetic consultations through the telehealth SFU")]
@@ -24,71 +23,40 @@ struct Args {
     /// Share of the health worker's media packets lost each way (0.0-1.0).
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
+    /// Media engines (each its own thread and port; rooms are spread).
+    #[arg(long, default_value_t = 1)]
+    engines: usize,
     /// Print every participant's report.
     #[arg(long)]
     verbose: bool,
 }
 
-/// CPU time this thread has spent running, from the scheduler's accounting.
-fn thread_cpu_ns() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    s.split_whitespace().next()?.parse().ok()
-}
-
-struct SfuThread {
-    sfu: Sfu,
-    sample: std::sync::mpsc::Sender<oneshot::Sender<Option<u64>>>,
-}
-
-/// Starts the SFU on a dedicated single-threaded runtime.
-fn start_sfu_thread() -> Result<SfuThread> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (sample_tx, sample_rx) = std::sync::mpsc::channel::<oneshot::Sender<Option<u64>>>();
-    std::thread::Builder::new().name("sfu".into()).spawn(move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                let _ = tx.send(Err(anyhow::anyhow!(e)));
-                return;
-            }
-        };
-        rt.block_on(async move {
-            let sfu = Sfu::start(SfuConfig::loopback()).await;
-            let _ = tx.send(sfu.map_err(anyhow::Error::from));
-            // Answer CPU-time samples from this thread until the main thread is gone.
-            loop {
-                match sample_rx.try_recv() {
-                    Ok(reply) => {
-                        let _ = reply.send(thread_cpu_ns());
-                    }
-                    Err(std::sync::mpsc::TryRecvError::Empty) => {
-                        tokio::time::sleep(Duration::from_millis(20)).await
-                    }
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
-                }
-            }
-        });
-    })?;
-    let sfu = rx.recv().context("SFU thread died")??;
-    Ok(SfuThread {
-        sfu,
-        sample: sample_tx,
-    })
-}
-
-impl SfuThread {
-    async fn cpu_ns(&self) -> Option<u64> {
-        let (tx, rx) = oneshot::channel();
-        self.sample.send(tx).ok()?;
-        rx.await.ok().flatten()
+/// CPU time the SFU's engine threads (`media-engine-*`) have spent
+/// running, summed, from the scheduler's accounting.
+fn engines_cpu_ns() -> Option<u64> {
+    let mut total = 0;
+    let mut found = false;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = task.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with("media-engine-") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+        found = true;
     }
+    found.then_some(total)
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let sfu_thread = start_sfu_thread()?;
-    let sfu = sfu_thread.sfu.clone();
+    let sfu = Sfu::start(SfuConfig {
+        engines: args.engines,
+        ..SfuConfig::loopback()
+    })
+    .await?;
     let mut sessions = Vec::new();
     for r in 0..args.rooms {
         let room = RoomId::new(format!("consultation-{r}"));
@@ -105,10 +73,10 @@ async fn main() -> Result<()> {
     // Warm up: everyone connected and receiving.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let c0 = sfu.counters().await?;
-    let cpu0 = sfu_thread.cpu_ns().await;
+    let cpu0 = engines_cpu_ns();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let c1 = sfu.counters().await?;
-    let cpu1 = sfu_thread.cpu_ns().await;
+    let cpu1 = engines_cpu_ns();
 
     let mut worst_frames = 1.0f64;
     let mut tones_ok = 0;
@@ -146,13 +114,14 @@ async fn main() -> Result<()> {
         (Some(a), Some(b)) if forwarded > 0 => {
             let cpu = b - a;
             println!(
-                "SFU thread CPU: {:.3} s ({:.1} % of one core); {:.2} µs per forwarded packet (includes receive, SRTP, RTCP, ICE)",
+                "SFU engine threads' CPU ({} engines): {:.3} s ({:.1} % of one core); {:.2} µs per forwarded packet (includes receive, SRTP, RTCP, ICE)",
+                args.engines,
                 cpu as f64 / 1e9,
                 cpu as f64 / 1e9 / args.seconds as f64 * 100.0,
                 cpu as f64 / 1e3 / forwarded as f64
             );
         }
-        _ => println!("SFU thread CPU time not available on this system"),
+        _ => println!("SFU engine threads' CPU time not available on this system"),
     }
     sfu.shutdown().await;
     Ok(())
