@@ -666,6 +666,18 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn an_idle_engine_counts_no_slow_turn_for_the_time_it_waited() {
+        let sfu = Sfu::start(SfuConfig::loopback()).await.expect("started");
+        sfu.create_room(RoomId::new("idle")).await.expect("a room");
+        // Idle engines wake every half second at most: a few waits of
+        // 500 ms each, none of them work.
+        tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+        let counters = sfu.counters().await.expect("counters");
+        assert_eq!(counters.slow_turns, 0, "{counters:?}");
+        sfu.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn the_media_socket_gets_the_large_buffer_the_system_allows() {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let default = socket2::SockRef::from(&socket).recv_buffer_size().expect("size");

@@ -34,10 +34,22 @@ pub(crate) async fn run(mut engine: Engine, sockets: Sockets, mut commands: mpsc
             armed = deadline;
             sleep.as_mut().reset(armed.into());
         }
+        let wake = tokio::select! {
+            r = socket.readable() => Wake::Readable(r.is_ok()),
+            Some(ev) = async {
+                match tcp_events.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => Wake::Tcp(ev),
+            cmd = commands.recv() => Wake::Command(cmd),
+            _ = &mut sleep => Wake::Timer,
+        };
+        // The turn is the work, from here: not the wait before it.
         let turn_started = Instant::now();
-        tokio::select! {
-            r = socket.readable() => {
-                if r.is_ok() {
+        match wake {
+            Wake::Readable(ok) => {
+                if ok {
                     // What is queued, up to 65 datagrams before the
                     // bookkeeping below, each at the time it arrived.
                     for _ in 0..65 {
@@ -48,12 +60,7 @@ pub(crate) async fn run(mut engine: Engine, sockets: Sockets, mut commands: mpsc
                     }
                 }
             }
-            Some(ev) = async {
-                match tcp_events.as_mut() {
-                    Some(rx) => rx.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            Wake::Tcp(ev) => {
                 engine.handle_tcp_event(Instant::now(), ev);
                 if let Some(rx) = tcp_events.as_mut() {
                     for _ in 0..64 {
@@ -64,28 +71,24 @@ pub(crate) async fn run(mut engine: Engine, sockets: Sockets, mut commands: mpsc
                     }
                 }
             }
-            cmd = commands.recv() => {
-                match cmd {
-                    Some(Command::Shutdown(done)) => {
-                        engine.shutdown();
-                        engine.flush(Instant::now());
-                        send(&socket, &mut engine);
-                        let _ = done.send(());
-                        return;
-                    }
-                    Some(cmd) => {
-                        engine.handle_command(Instant::now(), cmd);
-                        engine.publish_load();
-                    }
-                    None => {
-                        engine.shutdown();
-                        engine.flush(Instant::now());
-                        send(&socket, &mut engine);
-                        return;
-                    }
-                }
+            Wake::Command(Some(Command::Shutdown(done))) => {
+                engine.shutdown();
+                engine.flush(Instant::now());
+                send(&socket, &mut engine);
+                let _ = done.send(());
+                return;
             }
-            _ = &mut sleep => {
+            Wake::Command(Some(cmd)) => {
+                engine.handle_command(Instant::now(), cmd);
+                engine.publish_load();
+            }
+            Wake::Command(None) => {
+                engine.shutdown();
+                engine.flush(Instant::now());
+                send(&socket, &mut engine);
+                return;
+            }
+            Wake::Timer => {
                 engine.handle_timeout(Instant::now());
                 engine.publish_load();
                 // Re-arm even if the next deadline equals the last one.
@@ -98,6 +101,7 @@ pub(crate) async fn run(mut engine: Engine, sockets: Sockets, mut commands: mpsc
         send(&socket, &mut engine);
         let took = turn_started.elapsed();
         if took >= SLOW_TURN {
+            engine.counters.slow_turns += 1;
             // Every participant's packets wait while one turn runs.
             tracing::warn!(
                 took_ms = took.as_millis() as u64,
@@ -106,6 +110,16 @@ pub(crate) async fn run(mut engine: Engine, sockets: Sockets, mut commands: mpsc
             );
         }
     }
+}
+
+/// What woke the loop.
+enum Wake {
+    /// The media socket is readable (or reported an error: `false`).
+    Readable(bool),
+    Tcp(tcp::TcpEvent),
+    /// A command, or `None` when every handle is gone.
+    Command(Option<Command>),
+    Timer,
 }
 
 /// Writes the engine's datagrams into the socket buffer without waiting; a

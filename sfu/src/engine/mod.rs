@@ -187,6 +187,9 @@ pub struct EngineCounters {
     pub tcp_closed_bad: u64,
     /// Packets not sent because an ICE-TCP connection's queue was full.
     pub tcp_send_dropped: u64,
+    /// Loop turns whose work took [`SLOW_TURN`] or more (every packet of
+    /// the engine waited meanwhile); each is also logged.
+    pub slow_turns: u64,
 }
 
 impl EngineCounters {
@@ -204,6 +207,7 @@ impl EngineCounters {
             tcp_frames_in,
             tcp_closed_bad,
             tcp_send_dropped,
+            slow_turns,
         } = other;
         self.datagrams_in += datagrams_in;
         self.datagrams_unrouted += datagrams_unrouted;
@@ -216,6 +220,7 @@ impl EngineCounters {
         self.tcp_frames_in += tcp_frames_in;
         self.tcp_closed_bad += tcp_closed_bad;
         self.tcp_send_dropped += tcp_send_dropped;
+        self.slow_turns += slow_turns;
     }
 }
 
