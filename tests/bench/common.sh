@@ -35,14 +35,16 @@ bench_build() {
     export telehealth loadgen
 }
 
-# Sets the array `args` to the loadgen arguments that select a target.
-set_target_args() { # ours|janus
+# Sets the array `args` to the loadgen arguments that select a target:
+# ours (one media engine per CPU it may use), ours1 (ours with one engine),
+# janus.
+set_target_args() { # ours|ours1|janus
     # shellcheck disable=SC2034 # used by the scripts that source this
-    if [ "$1" = ours ]; then
-        args=(--server-bin "$telehealth")
-    else
-        args=(--target janus --janus-event-loops "${JANUS_EVENT_LOOPS:-0}")
-    fi
+    case "$1" in
+    ours) args=(--server-bin "$telehealth") ;;
+    ours1) args=(--server-bin "$telehealth" --server-engines 1) ;;
+    *) args=(--target janus --janus-event-loops "${JANUS_EVENT_LOOPS:-0}") ;;
+    esac
     # On the CPUs SERVER_CPUS names, when set (run.sh sets it).
     if [ -n "${SERVER_CPUS:-}" ]; then
         args+=(--server-cpus "$SERVER_CPUS")

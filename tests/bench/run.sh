@@ -34,10 +34,18 @@
 #   GEN_CPU_LIMIT  generator CPU, % of one core       (default 100; pinned: 90
 #                                                      per generator CPU)
 #   JANUS_EVENT_LOOPS  Janus's event_loops            (default 0: Janus's default)
+#   FLOOR          1: first measure the floor per forwarded packet
+#                  (sfu/benches/floor.rs: SRTP decrypt + encrypt + one
+#                  loopback UDP hop) and report each step's µs per packet
+#                  as a multiple of it                (default 1)
+#
+# Targets: ours (one media engine per CPU it may use: one when SERVER_CPUS
+# names one CPU), ours1 (ours held to one engine), janus.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 TARGETS=${TARGETS:-ours janus}
+FLOOR=${FLOOR:-1}
 STEP=${STEP:-5}
 MAX_N=${MAX_N:-100}
 STEPS=${STEPS:-$(seq "$STEP" "$STEP" "$MAX_N" | tr '\n' ' ')}
@@ -67,6 +75,18 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=""
 if [ -n "$(git status --porcelain 2>/dev/null)" ]; then
     dirty=" (with uncommitted changes)"
+fi
+
+# The floor, in this run, on this machine: the sum of the three medians.
+floor_us=""
+if [ "$FLOOR" = 1 ]; then
+    echo "== the floor per forwarded packet (sfu/benches/floor.rs)"
+    cargo bench -q -p telehealth-sfu --bench floor -- --noplot >"$out/floor.txt" 2>&1
+    criterion="${CARGO_TARGET_DIR:-target}/criterion/floor"
+    floor_us=$(jq -s '[.[].median.point_estimate] | add / 1000 | . * 100 | round / 100' \
+        "$criterion/srtp encrypt/new/estimates.json" "$criterion/srtp decrypt/new/estimates.json" \
+        "$criterion/udp hop/new/estimates.json")
+    echo "   floor: $floor_us µs per forwarded packet"
 fi
 
 declare -A stopped capacity missed reason
@@ -101,7 +121,7 @@ for n in $STEPS; do
         fi
         within=$(jq -r '.capacity_criteria.within' "$json")
         gen=$(jq -r '.generator.cpu_percent_of_one_core // 0 | floor' "$json")
-        jq -r '"   held \(.consultations_held)/\(.consultations), loss \(.loss_pct.total * 100 | round / 100) %, video p99 \(.added_delay_ms.video.p99 // "-") ms, server \(.server.cpu_us_per_forwarded_packet // 0 | round) µs/pkt, generator \(.generator.cpu_percent_of_one_core // 0 | round) % of a core → within: \(.capacity_criteria.within)"' "$json"
+        jq -r --arg floor "$floor_us" '"   held \(.consultations_held)/\(.consultations), loss \(.loss_pct.total * 100 | round / 100) %, video p99 \(.added_delay_ms.video.p99 // "-") ms, server \(.server.cpu_us_per_forwarded_packet // 0 | round) µs/pkt\(if $floor == "" then "" else " (\((.server.cpu_us_per_forwarded_packet // 0) / ($floor | tonumber) * 10 | round / 10)× the floor)" end), generator \(.generator.cpu_percent_of_one_core // 0 | round) % of a core → within: \(.capacity_criteria.within)"' "$json"
         if [ "$within" = true ]; then
             capacity[$t]=$n
             missed[$t]=0
@@ -129,16 +149,19 @@ summary="$out/summary.md"
     fi
     echo "Commit: $commit$dirty. Each step: ${WARMUP_S} s warm-up, ${MEASURE_S} s measured, fresh server."
     echo "Server on CPU(s) ${SERVER_CPUS:-any}, generator on CPU(s) ${GEN_CPUS:-any} (generator limit $GEN_CPU_LIMIT % of a core)."
+    if [ -n "$floor_us" ]; then
+        echo "Floor per forwarded packet in this run (sfu/benches/floor.rs: SRTP decrypt + encrypt + one loopback UDP hop): $floor_us µs."
+    fi
     echo "Command: \`TARGETS=\"$TARGETS\" STEPS=\"$STEPS\" WARMUP_S=$WARMUP_S MEASURE_S=$MEASURE_S SERVER_CPUS=\"$SERVER_CPUS\" GEN_CPUS=\"$GEN_CPUS\" tests/bench/run.sh\`"
     echo
-    echo "| server | N | held | tones right | forwarded pkts/s | loss total / worst track | video delay p50 / p95 / p99 | audio delay p50 / p95 / p99 | join p50 / p95 | server CPU | µs per forwarded packet | server KiB per consultation | generator CPU | load avg before | within |"
-    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    echo "| server | N | held | tones right | forwarded pkts/s | loss total / worst track | video delay p50 / p95 / p99 | audio delay p50 / p95 / p99 | join p50 / p95 | server CPU | µs per forwarded packet | × floor | server KiB per consultation | generator CPU | load avg before | within |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     for t in $TARGETS; do
         for n in $STEPS; do
             json="$out/$t-N$n.json"
             [ -f "$json" ] || continue
-            jq -r 'def f(d): if . == null then "-" else (. * pow(10; d) | round / pow(10; d) | tostring) end;
-                "| \(.target) \(.server_version) | \(.consultations) | \(.consultations_held) | \(.tones_right)/\(.consultations_joined * 2) | \(.forwarded_packets_per_s | f(0)) | \(.loss_pct.total | f(2)) / \(.loss_pct.worst_track | f(2)) % | \(.added_delay_ms.video.p50 | f(1)) / \(.added_delay_ms.video.p95 | f(1)) / \(.added_delay_ms.video.p99 | f(1)) ms | \(.added_delay_ms.audio.p50 | f(1)) / \(.added_delay_ms.audio.p95 | f(1)) / \(.added_delay_ms.audio.p99 | f(1)) ms | \(.join_ms.p50 | f(0)) / \(.join_ms.p95 | f(0)) ms | \(.server.cpu_percent_of_one_core | f(0)) % | \(.server.cpu_us_per_forwarded_packet | f(1)) | \(.server.rss_kib_per_consultation | f(0)) | \(.generator.cpu_percent_of_one_core | f(0)) % | \(.machine.loadavg_before) | \(.capacity_criteria.within) |"' "$json"
+            jq -r --arg floor "$floor_us" 'def f(d): if . == null then "-" else (. * pow(10; d) | round / pow(10; d) | tostring) end;
+                "| \(.target)\(if .settings.server_engines then " (\(.settings.server_engines) engine)" else "" end) \(.server_version) | \(.consultations) | \(.consultations_held) | \(.tones_right)/\(.consultations_joined * 2) | \(.forwarded_packets_per_s | f(0)) | \(.loss_pct.total | f(2)) / \(.loss_pct.worst_track | f(2)) % | \(.added_delay_ms.video.p50 | f(1)) / \(.added_delay_ms.video.p95 | f(1)) / \(.added_delay_ms.video.p99 | f(1)) ms | \(.added_delay_ms.audio.p50 | f(1)) / \(.added_delay_ms.audio.p95 | f(1)) / \(.added_delay_ms.audio.p99 | f(1)) ms | \(.join_ms.p50 | f(0)) / \(.join_ms.p95 | f(0)) ms | \(.server.cpu_percent_of_one_core | f(0)) % | \(.server.cpu_us_per_forwarded_packet | f(1)) | \(if $floor == "" or .server.cpu_us_per_forwarded_packet == null then "-" else (.server.cpu_us_per_forwarded_packet / ($floor | tonumber) | f(1)) end) | \(.server.rss_kib_per_consultation | f(0)) | \(.generator.cpu_percent_of_one_core | f(0)) % | \(.machine.loadavg_before) | \(.capacity_criteria.within) |"' "$json"
         done
     done
     echo

@@ -82,6 +82,10 @@ pub struct Args {
     /// `taskset` around it (tests/bench/run.sh does both).
     #[arg(long)]
     pub server_cpus: Option<String>,
+    /// Media engines of our started server (`--media-engines`); default:
+    /// its own (one per CPU it may use, so one when pinned to one CPU).
+    #[arg(long)]
+    pub server_engines: Option<u16>,
     /// Concurrent consultations.
     #[arg(long, default_value_t = 10)]
     consultations: usize,
@@ -222,6 +226,7 @@ async fn main() -> Result<()> {
                 "janus_debug_level": (args.target == Target::Janus).then_some(args.janus_debug_level),
                 "server_log": srv.log.as_ref().map(|p| p.display().to_string()),
                 "server_cpus": args.server_cpus,
+                "server_engines": args.server_engines,
                 "generator_cpus": std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
                     s.lines()
                         .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))

@@ -130,7 +130,11 @@ async fn start_ours(args: &Args, bin: &Path) -> Result<Server> {
     let admin_password = format!("loadgen-{:016x}", rand::random::<u64>());
     let log_path = dir.join("telehealth.log");
     let log = std::fs::File::create(&log_path)?;
-    let mut child = telehealth_tests::server_command(bin, args.server_cpus.as_deref())
+    let mut command = telehealth_tests::server_command(bin, args.server_cpus.as_deref());
+    if let Some(n) = args.server_engines {
+        command.arg("--media-engines").arg(n.to_string());
+    }
+    let mut child = command
         .args([
             "--http-addr",
             "127.0.0.1:0",
