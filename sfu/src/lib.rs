@@ -358,6 +358,7 @@ impl Sfu {
     }
 
     /// A new stream of every event from now on.
+    ///
     /// Every engine's events go to the one stream; a room's come from one
     /// engine, in the order it emitted them.
     pub async fn events(&self) -> Result<mpsc::UnboundedReceiver<SfuEvent>> {

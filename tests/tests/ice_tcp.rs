@@ -86,6 +86,36 @@ async fn tcp_only_participant_exchanges_audio_and_video_with_a_udp_participant()
     sfu.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_engine_takes_ice_tcp_on_its_own_port() {
+    let sfu = start(SfuConfig::loopback_with_tcp()).await;
+    let engines = sfu.engines();
+    assert_eq!(engines.len(), 2);
+    let ports: Vec<_> = engines
+        .iter()
+        .map(|e| e.tcp.expect("ICE-TCP on").port())
+        .collect();
+    assert_ne!(ports[0], ports[1], "each engine listens on its own TCP port");
+    // Two consultations, one per engine, each with a station on TCP only.
+    let first = common::room(&sfu, "consultation-tcp-1").await;
+    let second = common::room(&sfu, "consultation-tcp-2").await;
+    assert_eq!(sfu.engines().iter().map(|e| e.rooms).collect::<Vec<_>>(), [1, 1]);
+    let calls = [
+        doctor_on_udp_station_on_tcp(&sfu, &first).await,
+        doctor_on_udp_station_on_tcp(&sfu, &second).await,
+    ];
+    // Both calls up; let media flow a little longer.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counters = sfu.engine_counters().await.expect("counters");
+    for (i, c) in counters.iter().enumerate() {
+        assert_eq!(c.tcp_open, 1, "engine {i}: its station's one connection");
+        assert!(c.tcp_frames_in > 100, "engine {i}: media over TCP, {c:?}");
+        assert_eq!(c.tcp_closed_bad, 0);
+    }
+    drop(calls);
+    sfu.shutdown().await;
+}
+
 fn framed(packet: &[u8]) -> Vec<u8> {
     let mut out = (packet.len() as u16).to_be_bytes().to_vec();
     out.extend_from_slice(packet);
