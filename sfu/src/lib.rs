@@ -97,7 +97,7 @@ pub use event::{
 };
 pub use ids::{ConnectionId, ParticipantId, RoomId, TrackId};
 
-use engine::{Command, Engine, Sockets};
+use engine::{Command, Engine, Reply, Sockets};
 use placement::Placement;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -375,43 +375,25 @@ impl Sfu {
 
     /// Creates an empty room on the least loaded engine (`placement.rs`).
     pub async fn create_room(&self, room: RoomId) -> Result<()> {
-        let (reply, answer) = oneshot::channel();
-        loop {
-            let participants: Vec<usize> = self
-                .shared
-                .engines
-                .iter()
-                .map(|e| e.load.load(Ordering::Relaxed))
-                .collect();
-            let i = {
-                let mut placement = self.placement();
-                if placement.engine_of(&room).is_some() {
-                    return Err(SfuError::RoomExists(room));
-                }
-                let i = placement.choose(&participants);
-                // The room becomes known only with its creation queued on
-                // its engine: a join that finds it (another page joining at
-                // the same moment) is queued behind, never ahead.
-                match self.shared.engines[i].commands.try_reserve() {
-                    Ok(permit) => {
-                        placement.insert(room.clone(), i);
-                        permit.send(Command::CreateRoom(room.clone(), reply));
-                        break;
+        let r = self
+            .placed(
+                |placement| {
+                    if placement.engine_of(&room).is_some() {
+                        return Err(SfuError::RoomExists(room.clone()));
                     }
-                    Err(mpsc::error::TrySendError::Full(())) => i,
-                    Err(mpsc::error::TrySendError::Closed(())) => return Err(SfuError::Stopped),
-                }
-            };
-            // That engine's queue is full: wait for room in it, then choose again.
-            drop(
-                self.shared.engines[i]
-                    .commands
-                    .reserve()
-                    .await
-                    .map_err(|_| SfuError::Stopped)?,
-            );
-        }
-        let r = answer.await.map_err(|_| SfuError::Stopped)?;
+                    let participants: Vec<usize> = self
+                        .shared
+                        .engines
+                        .iter()
+                        .map(|e| e.load.load(Ordering::Relaxed))
+                        .collect();
+                    Ok(placement.choose(&participants))
+                },
+                |placement, i| placement.insert(room.clone(), i),
+                |reply| Command::CreateRoom(room.clone(), reply),
+            )
+            .await?;
+        // The engine refused: forget the place taken for it.
         if r.is_err() {
             self.placement().remove(&room);
         }
@@ -420,19 +402,44 @@ impl Sfu {
 
     /// Closes a room: every participant leaves with [`CloseReason::RoomClosed`].
     pub async fn close_room(&self, room: RoomId) -> Result<()> {
+        // Forgotten with its closing queued: the same id created again is a
+        // new room, queued behind the closing.
+        self.placed(
+            |placement| {
+                placement
+                    .engine_of(&room)
+                    .ok_or_else(|| SfuError::UnknownRoom(room.clone()))
+            },
+            |placement, _| {
+                placement.remove(&room);
+            },
+            |reply| Command::CloseRoom(room.clone(), reply),
+        )
+        .await?
+    }
+
+    /// Queues `make`'s command on the engine `decide` picks in one step with
+    /// `apply`'s change to the placement: a room becomes known (or
+    /// forgotten) only with its creation (or closing) queued on its engine,
+    /// so that a command about it from another task (a second page joining
+    /// at the same moment) is queued behind, never ahead. When that
+    /// engine's queue is full, waits for room in it and decides again.
+    /// The outer error: nothing was queued; the inner result: the engine's.
+    async fn placed<T>(
+        &self,
+        decide: impl Fn(&Placement) -> Result<usize>,
+        apply: impl FnOnce(&mut Placement, usize),
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<Result<T>> {
         let (reply, answer) = oneshot::channel();
         loop {
             let i = {
                 let mut placement = self.placement();
-                let i = placement
-                    .engine_of(&room)
-                    .ok_or_else(|| SfuError::UnknownRoom(room.clone()))?;
-                // Forgotten with its closing queued: the same id created
-                // again is a new room, queued behind the closing.
+                let i = decide(&placement)?;
                 match self.shared.engines[i].commands.try_reserve() {
                     Ok(permit) => {
-                        placement.remove(&room);
-                        permit.send(Command::CloseRoom(room.clone(), reply));
+                        apply(&mut placement, i);
+                        permit.send(make(reply));
                         break;
                     }
                     Err(mpsc::error::TrySendError::Full(())) => i,
@@ -447,7 +454,7 @@ impl Sfu {
                     .map_err(|_| SfuError::Stopped)?,
             );
         }
-        answer.await.map_err(|_| SfuError::Stopped)?
+        answer.await.map_err(|_| SfuError::Stopped)
     }
 
     /// Adds a participant from its offer; returns the SDP answer. A
