@@ -19,6 +19,32 @@
 //! for the synthetic participants here and (as the `linkemu` binary) for the
 //! browser tests.
 
+/// CPU time each thread of this process whose name starts with `prefix`
+/// has spent running, in ns, from the scheduler's accounting
+/// (`/proc/self/task/*/schedstat`): the SFU's engine threads are
+/// `media-engine-N`. Empty where /proc is not there.
+pub fn threads_cpu_ns(prefix: &str) -> Vec<(String, u64)> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let name = name.trim();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let ns = std::fs::read_to_string(dir.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok());
+        if let Some(ns) = ns {
+            found.push((name.to_owned(), ns));
+        }
+    }
+    found
+}
+
 /// A server process started on chosen CPUs (the benchmark gives the server
 /// under test a core of its own, away from the load generator): `taskset -c
 /// <cpus> <program>`, which execs the program in the same process; just

@@ -31,22 +31,10 @@ struct Args {
     verbose: bool,
 }
 
-/// CPU time the SFU's engine threads (`media-engine-*`) have spent
-/// running, summed, from the scheduler's accounting.
+/// CPU time the SFU's engine threads have spent running, summed.
 fn engines_cpu_ns() -> Option<u64> {
-    let mut total = 0;
-    let mut found = false;
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let dir = task.ok()?.path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if !comm.starts_with("media-engine-") {
-            continue;
-        }
-        let stat = std::fs::read_to_string(dir.join("schedstat")).ok()?;
-        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-        found = true;
-    }
-    found.then_some(total)
+    let threads = telehealth_tests::threads_cpu_ns("media-engine-");
+    (!threads.is_empty()).then(|| threads.iter().map(|(_, ns)| ns).sum())
 }
 
 #[tokio::main(flavor = "multi_thread")]
