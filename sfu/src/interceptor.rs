@@ -40,7 +40,7 @@ use crate::layer_ids::KeepLayerIds;
 use crate::layer_rtx::{LayerRtx, Probe};
 use crate::nack_filter::RtxNackFilter;
 use rtc::interceptor::{
-    Attribute, AttributedPacket, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket,
+    Attribute, AttributedPacket, InPassing, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket,
 };
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::sansio::Protocol;
@@ -197,6 +197,25 @@ impl<H: ReadHook> Protocol<TaggedPacket, TaggedPacket, ()> for ReadStage<H> {
 }
 
 impl<H: ReadHook> Interceptor for ReadStage<H> {
+    fn read_in_passing(&mut self, msg: &mut TaggedPacket) -> InPassing {
+        if !self.read_queue.is_empty() {
+            return InPassing::Declined;
+        }
+        if self.hook.on_read(msg) {
+            InPassing::Passed
+        } else {
+            InPassing::Consumed
+        }
+    }
+
+    fn write_in_passing(&mut self, _msg: &mut TaggedPacket) -> InPassing {
+        if self.write_queue.is_empty() {
+            InPassing::Passed
+        } else {
+            InPassing::Declined
+        }
+    }
+
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
@@ -230,31 +249,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SfuInterceptor {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Some(Attribute::TargetBitrateChanged { bits_per_second }) = msg
-            .message
-            .get(&Attribute::TargetBitrateChanged { bits_per_second: 0.0 })
-        {
-            self.send_estimate.set(*bits_per_second);
-        }
-        let arrived_on = match &msg.message.packet {
-            Packet::Rtp(p) => Some(p.header.ssrc),
-            _ => None,
-        };
-        if !self.layer_rtx.on_read(&mut msg) {
-            // A probe: on to the transport-wide feedback, and no further.
-            self.read_queue.push_back(msg);
+        if matches!(msg.message.packet, Packet::Rtp(_)) {
+            if self.read_one(&mut msg) {
+                self.read_queue.push_back(msg);
+            }
             return Ok(());
         }
-        if let Packet::Rtp(p) = &msg.message.packet {
-            if arrived_on != Some(p.header.ssrc) {
-                // A simulcast layer's retransmission, put back into its layer.
-                self.nack_filter
-                    .on_repair(msg.now, p.header.ssrc, p.header.sequence_number);
-            }
-        }
-        self.nack_filter.on_read(&msg);
-        self.layer_ids.on_read(&msg);
-        if !self.fresh_repairs.on_read(&mut msg) {
+        if !self.read_one(&mut msg) {
             return Ok(());
         }
         for mut piece in split_compound(msg) {
@@ -269,8 +270,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SfuInterceptor {
     }
 
     fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if self.layer_ids.on_write(&mut msg) && self.nack_filter.on_write(&mut msg) {
-            self.fresh_repairs.on_write(&msg);
+        if self.write_one(&mut msg) {
             self.write_queue.push_back(msg);
         }
         Ok(())
@@ -286,6 +286,53 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SfuInterceptor {
 
     fn poll_timeout(&mut self) -> Option<Self::Time> {
         None
+    }
+}
+
+impl SfuInterceptor {
+    /// What `handle_read` does to a packet before queueing it (RTCP is
+    /// then split and marked, [`split_compound`]): false when it ends here.
+    fn read_one(&mut self, msg: &mut TaggedPacket) -> bool {
+        if let Some(Attribute::TargetBitrateChanged { bits_per_second }) = msg
+            .message
+            .get(&Attribute::TargetBitrateChanged { bits_per_second: 0.0 })
+        {
+            self.send_estimate.set(*bits_per_second);
+        }
+        let arrived_on = match &msg.message.packet {
+            Packet::Rtp(p) => Some(p.header.ssrc),
+            _ => None,
+        };
+        if !self.layer_rtx.on_read(msg) {
+            // A probe: on to the transport-wide feedback, and no further.
+            return true;
+        }
+        if let Packet::Rtp(p) = &msg.message.packet {
+            if arrived_on != Some(p.header.ssrc) {
+                // A simulcast layer's retransmission, put back into its layer.
+                self.nack_filter
+                    .on_repair(msg.now, p.header.ssrc, p.header.sequence_number);
+            }
+        }
+        self.nack_filter.on_read(msg);
+        self.layer_ids.on_read(msg);
+        if !self.fresh_repairs.on_read(msg) {
+            return false;
+        }
+        if matches!(msg.message.packet, Packet::Rtp(_)) {
+            self.feedback.on_read(msg);
+        }
+        true
+    }
+
+    /// What `handle_write` does to a packet before queueing it: false when
+    /// it ends here.
+    fn write_one(&mut self, msg: &mut TaggedPacket) -> bool {
+        if self.layer_ids.on_write(msg) && self.nack_filter.on_write(msg) {
+            self.fresh_repairs.on_write(msg);
+            return true;
+        }
+        false
     }
 }
 
@@ -318,6 +365,28 @@ fn split_compound(mut msg: TaggedPacket) -> Vec<TaggedPacket> {
 }
 
 impl Interceptor for SfuInterceptor {
+    fn read_in_passing(&mut self, msg: &mut TaggedPacket) -> InPassing {
+        if !self.read_queue.is_empty() || !matches!(msg.message.packet, Packet::Rtp(_)) {
+            return InPassing::Declined;
+        }
+        if self.read_one(msg) {
+            InPassing::Passed
+        } else {
+            InPassing::Consumed
+        }
+    }
+
+    fn write_in_passing(&mut self, msg: &mut TaggedPacket) -> InPassing {
+        if !self.write_queue.is_empty() {
+            return InPassing::Declined;
+        }
+        if self.write_one(msg) {
+            InPassing::Passed
+        } else {
+            InPassing::Consumed
+        }
+    }
+
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         self.fresh_repairs.bind_local_stream(info);
     }

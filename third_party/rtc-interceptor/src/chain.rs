@@ -44,6 +44,7 @@
 //! arrival times, and the remote's congestion controller would read this endpoint's buffering
 //! depth as network delay variation.
 
+use crate::InPassing;
 use crate::Interceptor;
 use crate::TaggedPacket;
 use crate::stream_info::StreamInfo;
@@ -61,6 +62,9 @@ pub(crate) struct Chain {
     interceptors: Vec<Box<dyn Interceptor>>,
     read_outs: VecDeque<TaggedPacket>,
     write_outs: VecDeque<TaggedPacket>,
+    /// The belt of the last walk, kept empty between walks so that a walk allocates
+    /// nothing once it has grown to the traffic's size.
+    belt: VecDeque<TaggedPacket>,
 }
 
 impl Chain {
@@ -95,11 +99,29 @@ impl Chain {
     /// bypass with.
     fn walk<'a, T>(
         interceptors: impl Iterator<Item = &'a mut Box<dyn Interceptor>>,
-        mut belt: VecDeque<T>,
+        belt: &mut VecDeque<T>,
+        in_passing: fn(&mut dyn Interceptor, &mut T) -> InPassing,
         handle: fn(&mut dyn Interceptor, T) -> Result<(), Error>,
         poll: fn(&mut dyn Interceptor) -> Option<T>,
-    ) -> VecDeque<T> {
+    ) {
         for interceptor in interceptors {
+            // One packet on the belt (a packet walking the chain on its own, the usual case):
+            // offered in passing first, so that it need not be moved into the interceptor's
+            // queue and out again.
+            if belt.len() == 1 {
+                let taken = match belt.front_mut() {
+                    Some(msg) => in_passing(interceptor.as_mut(), msg),
+                    None => InPassing::Declined,
+                };
+                match taken {
+                    InPassing::Passed => continue,
+                    InPassing::Consumed => {
+                        belt.clear();
+                        continue;
+                    }
+                    InPassing::Declined => {}
+                }
+            }
             while let Some(next) = belt.pop_front() {
                 // An interceptor takes the packet and decides what becomes of it: hold it, drop
                 // it, or put it on its own queue to be collected below.
@@ -113,27 +135,48 @@ impl Chain {
                 belt.push_back(next);
             }
         }
-        belt
     }
 
-    fn drain_read(&mut self) {
-        let belt = Self::walk(
+    /// Moves what a walk left on the belt to `outs`, behind what is already there.
+    fn deliver(outs: &mut VecDeque<TaggedPacket>, belt: &mut VecDeque<TaggedPacket>) {
+        if outs.is_empty() {
+            // The usual case: hand over the whole queue instead of moving each packet.
+            std::mem::swap(outs, belt);
+        } else {
+            outs.append(belt);
+        }
+    }
+
+    fn read_walk(&mut self, msg: Option<TaggedPacket>) {
+        self.belt.extend(msg);
+        Self::walk(
             self.interceptors.iter_mut(),
-            VecDeque::new(),
+            &mut self.belt,
+            |s, p| s.read_in_passing(p),
             |s, p| s.handle_read(p),
             |s| s.poll_read(),
         );
-        self.read_outs.extend(belt);
+        Self::deliver(&mut self.read_outs, &mut self.belt);
     }
 
-    fn drain_write(&mut self) {
-        let belt = Self::walk(
+    fn write_walk(&mut self, msg: Option<TaggedPacket>) {
+        self.belt.extend(msg);
+        Self::walk(
             self.interceptors.iter_mut().rev(),
-            VecDeque::new(),
+            &mut self.belt,
+            |s, p| s.write_in_passing(p),
             |s, p| s.handle_write(p),
             |s| s.poll_write(),
         );
-        self.write_outs.extend(belt);
+        Self::deliver(&mut self.write_outs, &mut self.belt);
+    }
+
+    fn drain_read(&mut self) {
+        self.read_walk(None);
+    }
+
+    fn drain_write(&mut self) {
+        self.write_walk(None);
     }
 }
 
@@ -145,13 +188,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Chain {
     type Time = Instant;
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        let belt = Self::walk(
-            self.interceptors.iter_mut(),
-            VecDeque::from([msg]),
-            |s, p| s.handle_read(p),
-            |s| s.poll_read(),
-        );
-        self.read_outs.extend(belt);
+        self.read_walk(Some(msg));
         Ok(())
     }
 
@@ -165,13 +202,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Chain {
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        let belt = Self::walk(
-            self.interceptors.iter_mut().rev(),
-            VecDeque::from([msg]),
-            |s, p| s.handle_write(p),
-            |s| s.poll_write(),
-        );
-        self.write_outs.extend(belt);
+        self.write_walk(Some(msg));
         Ok(())
     }
 

@@ -373,6 +373,36 @@ pub trait Interceptor:
 
     /// unbind_remote_stream is called when the Stream is removed. It can be used to clean up any data related to that track.
     fn unbind_remote_stream(&mut self, info: &StreamInfo);
+
+    /// Offers an inbound packet in passing: an interceptor that would take it and hand it
+    /// straight on — nothing queued ahead of it, nothing added behind it — does to `msg` what
+    /// [`handle_read`](sansio::Protocol::handle_read) would, and says so. The chain then
+    /// carries the packet to the next interceptor where it lies, instead of moving it into
+    /// this one's queue and out again.
+    ///
+    /// The default declines, which is always correct: the packet then goes through
+    /// `handle_read` and `poll_read` as usual.
+    fn read_in_passing(&mut self, _msg: &mut TaggedPacket) -> InPassing {
+        InPassing::Declined
+    }
+
+    /// [`read_in_passing`](Self::read_in_passing) for an outbound packet, in place of
+    /// [`handle_write`](sansio::Protocol::handle_write) and `poll_write`.
+    fn write_in_passing(&mut self, _msg: &mut TaggedPacket) -> InPassing {
+        InPassing::Declined
+    }
+}
+
+/// What an interceptor did with a packet offered in passing
+/// ([`Interceptor::read_in_passing`], [`Interceptor::write_in_passing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InPassing {
+    /// Not taken: it goes through `handle_*` and `poll_*`.
+    Declined,
+    /// Taken, and it goes on (changed or not) as `poll_*` would have returned it.
+    Passed,
+    /// Taken, and it ends here, as if `handle_*` had dropped it.
+    Consumed,
 }
 
 /// An interceptor whose concrete type has been erased.
@@ -396,6 +426,14 @@ impl<P: Interceptor + ?Sized> Interceptor for Box<P> {
 
     fn unbind_remote_stream(&mut self, info: &StreamInfo) {
         (**self).unbind_remote_stream(info)
+    }
+
+    fn read_in_passing(&mut self, msg: &mut TaggedPacket) -> InPassing {
+        (**self).read_in_passing(msg)
+    }
+
+    fn write_in_passing(&mut self, msg: &mut TaggedPacket) -> InPassing {
+        (**self).write_in_passing(msg)
     }
 }
 
@@ -424,5 +462,13 @@ impl<P: Interceptor + ?Sized> Interceptor for &mut P {
 
     fn unbind_remote_stream(&mut self, info: &StreamInfo) {
         (**self).unbind_remote_stream(info)
+    }
+
+    fn read_in_passing(&mut self, msg: &mut TaggedPacket) -> InPassing {
+        (**self).read_in_passing(msg)
+    }
+
+    fn write_in_passing(&mut self, msg: &mut TaggedPacket) -> InPassing {
+        (**self).write_in_passing(msg)
     }
 }

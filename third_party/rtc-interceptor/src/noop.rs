@@ -1,5 +1,6 @@
 //! Where the inbound RTCP path ends.
 
+use crate::InPassing;
 use crate::Interceptor;
 use crate::{Attribute, Packet, StreamInfo, TaggedPacket};
 use sansio::Protocol;
@@ -112,6 +113,19 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NoopInterceptor {
 }
 
 impl Interceptor for NoopInterceptor {
+    fn read_in_passing(&mut self, msg: &mut TaggedPacket) -> InPassing {
+        if !self.read_queue.is_empty() || !matches!(msg.message.packet, Packet::Rtp(_)) {
+            return InPassing::Declined;
+        }
+        InPassing::Passed
+    }
+
+    fn write_in_passing(&mut self, _msg: &mut TaggedPacket) -> InPassing {
+        if !self.write_queue.is_empty() {
+            return InPassing::Declined;
+        }
+        InPassing::Passed
+    }
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}

@@ -1,6 +1,7 @@
 //! Records what left, ingests what the remote said about it, and drives an estimator.
 
 use super::estimator::BandwidthEstimator;
+use crate::InPassing;
 use crate::Interceptor;
 use crate::rtpfb::convert::{convert_ccfb, convert_twcc};
 use crate::rtpfb::history::History;
@@ -203,25 +204,8 @@ impl<E: BandwidthEstimator> Protocol<TaggedPacket, TaggedPacket, ()>
         self.read_queue.pop_front()
     }
 
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtp(ref rtp_packet) = msg.message.packet {
-            let twcc_sequence_number = self.twcc_sequence_number(rtp_packet);
-            // Only a stream this endpoint is sending and that negotiated transport-wide CC is
-            // tracked; anything else has no sequence space the remote will report against.
-            if self.streams.contains_key(&rtp_packet.header.ssrc) {
-                self.history.add_outgoing(
-                    rtp_packet.header.ssrc,
-                    rtp_packet.header.sequence_number,
-                    twcc_sequence_number.is_some(),
-                    twcc_sequence_number.unwrap_or_default(),
-                    rtp_packet.marshal_size(),
-                    // The release instant. The pacer has already run on this leg — recording the
-                    // enqueue instant instead would charge its queueing delay to the network.
-                    msg.now,
-                );
-            }
-        }
-
+    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.record_sent(&mut msg);
         self.write_queue.push_back(msg);
         Ok(())
     }
@@ -246,7 +230,44 @@ impl<E: BandwidthEstimator> Protocol<TaggedPacket, TaggedPacket, ()>
     }
 }
 
+impl<E: BandwidthEstimator> CongestionControlInterceptor<E> {
+    /// What [`handle_write`](Protocol::handle_write) does to a packet before queueing it.
+    fn record_sent(&mut self, msg: &mut TaggedPacket) {
+        if let Packet::Rtp(ref rtp_packet) = msg.message.packet {
+            let twcc_sequence_number = self.twcc_sequence_number(rtp_packet);
+            // Only a stream this endpoint is sending and that negotiated transport-wide CC is
+            // tracked; anything else has no sequence space the remote will report against.
+            if self.streams.contains_key(&rtp_packet.header.ssrc) {
+                self.history.add_outgoing(
+                    rtp_packet.header.ssrc,
+                    rtp_packet.header.sequence_number,
+                    twcc_sequence_number.is_some(),
+                    twcc_sequence_number.unwrap_or_default(),
+                    rtp_packet.marshal_size(),
+                    // The release instant. The pacer has already run on this leg — recording the
+                    // enqueue instant instead would charge its queueing delay to the network.
+                    msg.now,
+                );
+            }
+        }
+    }
+}
+
 impl<E: BandwidthEstimator> Interceptor for CongestionControlInterceptor<E> {
+    fn read_in_passing(&mut self, msg: &mut TaggedPacket) -> InPassing {
+        if !self.read_queue.is_empty() || !matches!(msg.message.packet, Packet::Rtp(_)) {
+            return InPassing::Declined;
+        }
+        InPassing::Passed
+    }
+
+    fn write_in_passing(&mut self, msg: &mut TaggedPacket) -> InPassing {
+        if !self.write_queue.is_empty() {
+            return InPassing::Declined;
+        }
+        self.record_sent(msg);
+        InPassing::Passed
+    }
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         // Tracked whether or not it negotiated transport-wide CC: RFC 8888 reports against the RTP
         // sequence number and needs no extension, so a stream without one is still worth recording.

@@ -2,6 +2,7 @@
 
 use super::receive_log::ReceiveLog;
 use super::stream_supports_nack;
+use crate::InPassing;
 use crate::Interceptor;
 use crate::stream_info::StreamInfo;
 use crate::{AttributedPacket, Packet, TaggedPacket};
@@ -207,22 +208,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackGeneratorInterceptor {
     type Error = Error;
     type Time = Instant;
 
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        // Track incoming RTP packets
-        if let Packet::Rtp(ref rtp_packet) = msg.message.packet
-            && let Some(receive_log) = self.receive_logs.get_mut(&rtp_packet.header.ssrc)
-        {
-            receive_log.add(rtp_packet.header.sequence_number);
-
-            // Arm the NACK timer from the first tracked packet's instant. `None` means nothing is
-            // scheduled, so the interceptor asks for no wake-up until a stream is actually flowing.
-            if self.next_timeout.is_none() {
-                self.next_timeout = Some(msg.now + self.interval);
-            }
-        }
-
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.log_arrival(&mut msg);
         self.read_queue.push_back(msg);
-
         Ok(())
     }
 
@@ -258,7 +246,39 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackGeneratorInterceptor {
     }
 }
 
+impl NackGeneratorInterceptor {
+    /// What [`handle_read`](Protocol::handle_read) does to a packet before queueing it.
+    fn log_arrival(&mut self, msg: &mut TaggedPacket) {
+        // Track incoming RTP packets
+        if let Packet::Rtp(ref rtp_packet) = msg.message.packet
+            && let Some(receive_log) = self.receive_logs.get_mut(&rtp_packet.header.ssrc)
+        {
+            receive_log.add(rtp_packet.header.sequence_number);
+
+            // Arm the NACK timer from the first tracked packet's instant. `None` means nothing is
+            // scheduled, so the interceptor asks for no wake-up until a stream is actually flowing.
+            if self.next_timeout.is_none() {
+                self.next_timeout = Some(msg.now + self.interval);
+            }
+        }
+    }
+}
+
 impl Interceptor for NackGeneratorInterceptor {
+    fn read_in_passing(&mut self, msg: &mut TaggedPacket) -> InPassing {
+        if !self.read_queue.is_empty() {
+            return InPassing::Declined;
+        }
+        self.log_arrival(msg);
+        InPassing::Passed
+    }
+
+    fn write_in_passing(&mut self, _msg: &mut TaggedPacket) -> InPassing {
+        if !self.write_queue.is_empty() {
+            return InPassing::Declined;
+        }
+        InPassing::Passed
+    }
     fn bind_remote_stream(&mut self, info: &StreamInfo) {
         if stream_supports_nack(info)
             && let Some(receive_log) = ReceiveLog::new(self.size)

@@ -2,6 +2,7 @@
 
 use super::send_buffer::SendBuffer;
 use super::stream_supports_nack;
+use crate::InPassing;
 use crate::Interceptor;
 use crate::stream_info::StreamInfo;
 use crate::{Attribute, AttributedPacket, Packet, TaggedPacket};
@@ -206,16 +207,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackResponderInterceptor {
         self.read_queue.pop_front()
     }
 
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        // Buffer outgoing RTP packets
-        if let Packet::Rtp(ref rtp_packet) = msg.message.packet
-            && let Some(stream) = self.streams.get_mut(&rtp_packet.header.ssrc)
-        {
-            stream.send_buffer.add(rtp_packet.clone());
-        }
-
+    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.keep(&mut msg);
         self.write_queue.push_back(msg);
-
         Ok(())
     }
 
@@ -233,7 +227,33 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackResponderInterceptor {
     }
 }
 
+impl NackResponderInterceptor {
+    /// What [`handle_write`](Protocol::handle_write) does to a packet before queueing it.
+    fn keep(&mut self, msg: &mut TaggedPacket) {
+        // Buffer outgoing RTP packets
+        if let Packet::Rtp(ref rtp_packet) = msg.message.packet
+            && let Some(stream) = self.streams.get_mut(&rtp_packet.header.ssrc)
+        {
+            stream.send_buffer.add(rtp_packet.clone());
+        }
+    }
+}
+
 impl Interceptor for NackResponderInterceptor {
+    fn read_in_passing(&mut self, msg: &mut TaggedPacket) -> InPassing {
+        if !self.read_queue.is_empty() || !matches!(msg.message.packet, Packet::Rtp(_)) {
+            return InPassing::Declined;
+        }
+        InPassing::Passed
+    }
+
+    fn write_in_passing(&mut self, msg: &mut TaggedPacket) -> InPassing {
+        if !self.write_queue.is_empty() {
+            return InPassing::Declined;
+        }
+        self.keep(msg);
+        InPassing::Passed
+    }
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         if stream_supports_nack(info)
             && let Some(send_buffer) = SendBuffer::new(self.size)

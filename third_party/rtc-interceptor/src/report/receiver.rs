@@ -1,6 +1,7 @@
 //! Receiver Report Interceptor - Generates RTCP Receiver Reports.
 
 use super::receiver_stream::ReceiverStream;
+use crate::InPassing;
 use crate::Interceptor;
 use crate::stream_info::StreamInfo;
 use crate::{AttributedPacket, Packet, TaggedPacket};
@@ -180,30 +181,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for ReceiverReportInterceptor {
     type Error = Error;
     type Time = Instant;
 
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(rtcp_packets) = &msg.message.packet {
-            for rtcp_packet in rtcp_packets {
-                if let Some(sr) = rtcp_packet
-                    .as_any()
-                    .downcast_ref::<rtcp::sender_report::SenderReport>()
-                    && let Some(stream) = self.streams.get_mut(&sr.ssrc)
-                {
-                    stream.process_sender_report(msg.now, sr);
-                }
-            }
-        } else if let Packet::Rtp(rtp_packet) = &msg.message.packet
-            && let Some(stream) = self.streams.get_mut(&rtp_packet.header.ssrc)
-        {
-            stream.process_rtp(msg.now, rtp_packet);
-
-            // Arm the report timer from the first packet's instant (see nack::generator).
-            if self.next_timeout.is_none() {
-                self.next_timeout = Some(msg.now + self.interval);
-            }
-        }
-
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.count(&mut msg);
         self.read_queue.push_back(msg);
-
         Ok(())
     }
 
@@ -247,7 +227,47 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for ReceiverReportInterceptor {
     }
 }
 
+impl ReceiverReportInterceptor {
+    /// What [`handle_read`](Protocol::handle_read) does to a packet before queueing it.
+    fn count(&mut self, msg: &mut TaggedPacket) {
+        if let Packet::Rtcp(rtcp_packets) = &msg.message.packet {
+            for rtcp_packet in rtcp_packets {
+                if let Some(sr) = rtcp_packet
+                    .as_any()
+                    .downcast_ref::<rtcp::sender_report::SenderReport>()
+                    && let Some(stream) = self.streams.get_mut(&sr.ssrc)
+                {
+                    stream.process_sender_report(msg.now, sr);
+                }
+            }
+        } else if let Packet::Rtp(rtp_packet) = &msg.message.packet
+            && let Some(stream) = self.streams.get_mut(&rtp_packet.header.ssrc)
+        {
+            stream.process_rtp(msg.now, rtp_packet);
+
+            // Arm the report timer from the first packet's instant (see nack::generator).
+            if self.next_timeout.is_none() {
+                self.next_timeout = Some(msg.now + self.interval);
+            }
+        }
+    }
+}
+
 impl Interceptor for ReceiverReportInterceptor {
+    fn read_in_passing(&mut self, msg: &mut TaggedPacket) -> InPassing {
+        if !self.read_queue.is_empty() {
+            return InPassing::Declined;
+        }
+        self.count(msg);
+        InPassing::Passed
+    }
+
+    fn write_in_passing(&mut self, _msg: &mut TaggedPacket) -> InPassing {
+        if !self.write_queue.is_empty() {
+            return InPassing::Declined;
+        }
+        InPassing::Passed
+    }
     fn bind_remote_stream(&mut self, info: &StreamInfo) {
         let stream = ReceiverStream::new(info.ssrc, info.clock_rate);
         self.streams.insert(info.ssrc, stream);

@@ -1,6 +1,7 @@
 //! Sender Report Interceptor - Filters hop-by-hop RTCP feedback.
 
 use super::sender_stream::SenderStream;
+use crate::InPassing;
 use crate::Interceptor;
 use crate::stream_info::StreamInfo;
 use crate::{AttributedPacket, Packet, TaggedPacket};
@@ -195,20 +196,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SenderReportInterceptor {
         self.read_queue.pop_front()
     }
 
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtp(rtp_packet) = &msg.message.packet
-            && let Some(stream) = self.streams.get_mut(&rtp_packet.header.ssrc)
-        {
-            stream.process_rtp(msg.now, rtp_packet);
-
-            // Arm the report timer from the first packet's instant (see nack::generator).
-            if self.next_timeout.is_none() {
-                self.next_timeout = Some(msg.now + self.interval);
-            }
-        }
-
+    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.count(&mut msg);
         self.write_queue.push_back(msg);
-
         Ok(())
     }
 
@@ -244,7 +234,37 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SenderReportInterceptor {
     }
 }
 
+impl SenderReportInterceptor {
+    /// What [`handle_write`](Protocol::handle_write) does to a packet before queueing it.
+    fn count(&mut self, msg: &mut TaggedPacket) {
+        if let Packet::Rtp(rtp_packet) = &msg.message.packet
+            && let Some(stream) = self.streams.get_mut(&rtp_packet.header.ssrc)
+        {
+            stream.process_rtp(msg.now, rtp_packet);
+
+            // Arm the report timer from the first packet's instant (see nack::generator).
+            if self.next_timeout.is_none() {
+                self.next_timeout = Some(msg.now + self.interval);
+            }
+        }
+    }
+}
+
 impl Interceptor for SenderReportInterceptor {
+    fn read_in_passing(&mut self, _msg: &mut TaggedPacket) -> InPassing {
+        if !self.read_queue.is_empty() {
+            return InPassing::Declined;
+        }
+        InPassing::Passed
+    }
+
+    fn write_in_passing(&mut self, msg: &mut TaggedPacket) -> InPassing {
+        if !self.write_queue.is_empty() {
+            return InPassing::Declined;
+        }
+        self.count(msg);
+        InPassing::Passed
+    }
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         let stream = SenderStream::new(info.ssrc, info.clock_rate, self.use_latest_packet);
         self.streams.insert(info.ssrc, stream);

@@ -2,6 +2,7 @@
 
 use super::recorder::Recorder;
 use super::stream_supports_twcc;
+use crate::InPassing;
 use crate::Interceptor;
 use crate::stream_info::StreamInfo;
 use crate::{AttributedPacket, Packet, TaggedPacket};
@@ -139,7 +140,48 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for TwccReceiverInterceptor {
     type Error = Error;
     type Time = Instant;
 
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.record(&mut msg);
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        // First drain feedback packets
+        if let Some(pkt) = self.write_queue.pop_front() {
+            return Some(pkt);
+        }
+        None
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
+        // Check if we need to send feedback
+        if let Some(timeout) = self.next_timeout
+            && now >= timeout
+        {
+            self.generate_feedback(now);
+            self.next_timeout = Some(now + self.interval);
+        }
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.next_timeout
+    }
+}
+
+impl TwccReceiverInterceptor {
+    /// What [`handle_read`](Protocol::handle_read) does to a packet before queueing it.
+    fn record(&mut self, msg: &mut TaggedPacket) {
         // Process incoming RTP packets with TWCC extension
         if let Packet::Rtp(ref rtp_packet) = msg.message.packet {
             // Prefer the ID bound for this SSRC, and fall back to the transport-wide one so
@@ -177,46 +219,24 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for TwccReceiverInterceptor {
                 }
             }
         }
-
-        self.read_queue.push_back(msg);
-
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read_queue.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write_queue.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        // First drain feedback packets
-        if let Some(pkt) = self.write_queue.pop_front() {
-            return Some(pkt);
-        }
-        None
-    }
-
-    fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
-        // Check if we need to send feedback
-        if let Some(timeout) = self.next_timeout
-            && now >= timeout
-        {
-            self.generate_feedback(now);
-            self.next_timeout = Some(now + self.interval);
-        }
-        Ok(())
-    }
-
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        self.next_timeout
     }
 }
 
 impl Interceptor for TwccReceiverInterceptor {
+    fn read_in_passing(&mut self, msg: &mut TaggedPacket) -> InPassing {
+        if !self.read_queue.is_empty() {
+            return InPassing::Declined;
+        }
+        self.record(msg);
+        InPassing::Passed
+    }
+
+    fn write_in_passing(&mut self, _msg: &mut TaggedPacket) -> InPassing {
+        if !self.write_queue.is_empty() {
+            return InPassing::Declined;
+        }
+        InPassing::Passed
+    }
     fn bind_remote_stream(&mut self, info: &StreamInfo) {
         if let Some(hdr_ext_id) = stream_supports_twcc(info) {
             // Don't track if ID is 0 (invalid)

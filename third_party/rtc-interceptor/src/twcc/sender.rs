@@ -1,12 +1,13 @@
 //! Tags outgoing RTP packets with transport-wide sequence numbers.
 
 use super::stream_supports_twcc;
+use crate::InPassing;
 use crate::Interceptor;
 use crate::stream_info::StreamInfo;
 use crate::{Packet, TaggedPacket};
 use sansio::Protocol;
 use shared::error::Error;
-use shared::marshal::Marshal;
+use bytes::{BufMut, BytesMut};
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -80,7 +81,14 @@ pub struct TwccSenderInterceptor {
     /// Outbound packets ready for the next interceptor: what passed through, plus
     /// anything this one generated.
     write_queue: VecDeque<TaggedPacket>,
+    /// Where the extensions' two bytes are written: each split off the front, the space
+    /// taken back once the packets that carried them are gone, so tagging a packet
+    /// allocates nothing.
+    extension_arena: BytesMut,
 }
+
+/// How much [`TwccSenderInterceptor::extension_arena`] takes at a time.
+const EXTENSION_ARENA_BYTES: usize = 1024;
 
 impl TwccSenderInterceptor {
     /// A tagger with no streams bound yet.
@@ -109,21 +117,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for TwccSenderInterceptor {
     }
 
     fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtp(ref mut rtp_packet) = msg.message.packet
-            && let Some(stream) = self.streams.get(&rtp_packet.header.ssrc)
-        {
-            let seq = self.next_sequence_number;
-            self.next_sequence_number = self.next_sequence_number.wrapping_add(1);
-
-            let tcc_ext = rtp::extension::transport_cc_extension::TransportCcExtension {
-                transport_sequence: seq,
-            };
-            if let Ok(ext_data) = tcc_ext.marshal() {
-                let _ = rtp_packet
-                    .header
-                    .set_extension(stream.hdr_ext_id, ext_data.freeze());
-            }
-        }
+        self.tag(&mut msg);
         self.write_queue.push_back(msg);
         Ok(())
     }
@@ -141,7 +135,43 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for TwccSenderInterceptor {
     }
 }
 
+impl TwccSenderInterceptor {
+    /// Gives an outgoing RTP packet of a stream that negotiated transport-wide CC its
+    /// sequence number.
+    fn tag(&mut self, msg: &mut TaggedPacket) {
+        if let Packet::Rtp(ref mut rtp_packet) = msg.message.packet
+            && let Some(stream) = self.streams.get(&rtp_packet.header.ssrc)
+        {
+            let seq = self.next_sequence_number;
+            self.next_sequence_number = self.next_sequence_number.wrapping_add(1);
+
+            // What `TransportCcExtension { transport_sequence: seq }.marshal()` writes.
+            let arena = &mut self.extension_arena;
+            if arena.capacity() < 2 {
+                arena.reserve(EXTENSION_ARENA_BYTES);
+            }
+            arena.put_u16(seq);
+            let ext_data = arena.split().freeze();
+            let _ = rtp_packet.header.set_extension(stream.hdr_ext_id, ext_data);
+        }
+    }
+}
+
 impl Interceptor for TwccSenderInterceptor {
+    fn read_in_passing(&mut self, _msg: &mut TaggedPacket) -> InPassing {
+        if !self.read_queue.is_empty() {
+            return InPassing::Declined;
+        }
+        InPassing::Passed
+    }
+
+    fn write_in_passing(&mut self, msg: &mut TaggedPacket) -> InPassing {
+        if !self.write_queue.is_empty() {
+            return InPassing::Declined;
+        }
+        self.tag(msg);
+        InPassing::Passed
+    }
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         if let Some(hdr_ext_id) = stream_supports_twcc(info)
             && hdr_ext_id != 0

@@ -57,6 +57,54 @@ impl Cipher for CipherAeadAesGcm {
         Ok(writer)
     }
 
+    fn encrypt_rtp_in_place(
+        &mut self,
+        packet: &mut [u8],
+        header: &rtp::Header,
+        roc: u32,
+    ) -> Result<()> {
+        let header_len = header.marshal_size();
+        let tag_len = self.aead_auth_tag_len();
+        if packet.len() < header_len + tag_len {
+            return Err(Error::ErrTooShortRtp);
+        }
+        let nonce = self.rtp_initialization_vector(header, roc);
+
+        let body_len = packet.len() - tag_len;
+        let (body, tag_out) = packet.split_at_mut(body_len);
+        let (aad, plaintext) = body.split_at_mut(header_len);
+        let mut tag = [0; CIPHER_AEAD_AES_GCM_AUTH_TAG_LEN];
+        self.srtp_cipher
+            .seal_in_place(&nonce, aad, plaintext, &mut tag)
+            .map_err(crypto_error)?;
+        tag_out.copy_from_slice(&tag[..tag_len]);
+        Ok(())
+    }
+
+    fn decrypt_rtp_in_place(
+        &mut self,
+        packet: &mut BytesMut,
+        header: &rtp::Header,
+        roc: u32,
+    ) -> Result<()> {
+        let tag_len = self.aead_auth_tag_len();
+        let payload_offset = header.marshal_size();
+        if packet.len() < payload_offset + tag_len || tag_len > CIPHER_AEAD_AES_GCM_AUTH_TAG_LEN {
+            return Err(Error::ErrFailedToVerifyAuthTag);
+        }
+        let nonce = self.rtp_initialization_vector(header, roc);
+
+        let tag_offset = packet.len() - tag_len;
+        let mut tag = [0; CIPHER_AEAD_AES_GCM_AUTH_TAG_LEN];
+        tag[..tag_len].copy_from_slice(&packet[tag_offset..]);
+        let (aad, encrypted_payload) = packet[..tag_offset].split_at_mut(payload_offset);
+        self.srtp_cipher
+            .open_in_place(&nonce, aad, encrypted_payload, &tag[..tag_len])
+            .map_err(|_| Error::ErrFailedToVerifyAuthTag)?;
+        packet.truncate(tag_offset);
+        Ok(())
+    }
+
     fn decrypt_rtp(
         &mut self,
         ciphertext: &[u8],

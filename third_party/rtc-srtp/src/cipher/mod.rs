@@ -61,4 +61,50 @@ pub(crate) trait Cipher: Send {
 
     /// Decrypt RTCP payload.
     fn decrypt_rtcp(&mut self, payload: &[u8], srtcp_index: usize, ssrc: u32) -> Result<BytesMut>;
+
+    /// The bytes protection adds after an RTP packet's payload.
+    fn rtp_overhead(&self) -> usize {
+        self.rtp_auth_tag_len() + self.aead_auth_tag_len()
+    }
+
+    /// Encrypts an RTP packet where it lies: `packet` holds the header and the payload,
+    /// followed by [`rtp_overhead`](Self::rtp_overhead) bytes that receive the tag.
+    ///
+    /// This default goes through [`encrypt_rtp`](Self::encrypt_rtp) and copies back; a cipher
+    /// that can work in place overrides it.
+    fn encrypt_rtp_in_place(
+        &mut self,
+        packet: &mut [u8],
+        header: &rtp::Header,
+        roc: u32,
+    ) -> Result<()> {
+        let plain = packet
+            .len()
+            .checked_sub(self.rtp_overhead())
+            .ok_or(Error::ErrTooShortRtp)?;
+        let protected = self.encrypt_rtp(&packet[..plain], header, roc)?;
+        if protected.len() != packet.len() {
+            return Err(Error::Other(format!(
+                "protected RTP is {} bytes, {} were reserved",
+                protected.len(),
+                packet.len()
+            )));
+        }
+        packet.copy_from_slice(&protected);
+        Ok(())
+    }
+
+    /// Decrypts an RTP packet where it lies, leaving the header and the payload in `packet`.
+    ///
+    /// This default goes through [`decrypt_rtp`](Self::decrypt_rtp); a cipher that can work
+    /// in place overrides it.
+    fn decrypt_rtp_in_place(
+        &mut self,
+        packet: &mut BytesMut,
+        header: &rtp::Header,
+        roc: u32,
+    ) -> Result<()> {
+        *packet = self.decrypt_rtp(packet, header, roc)?;
+        Ok(())
+    }
 }

@@ -49,6 +49,74 @@ impl Context {
         Ok(dst)
     }
 
+    /// Decrypts an RTP packet where it lies, its header already parsed: on success `packet`
+    /// holds the header and the plain payload, without the tag. On failure its contents are
+    /// unspecified.
+    ///
+    /// # Errors
+    ///
+    /// Fails as [`decrypt_rtp_with_header`](Self::decrypt_rtp_with_header) does.
+    pub fn decrypt_rtp_in_place(
+        &mut self,
+        packet: &mut BytesMut,
+        header: &rtp::Header,
+    ) -> Result<()> {
+        let auth_tag_len = self.cipher.rtp_auth_tag_len();
+        if packet.len() < header.marshal_size() + auth_tag_len {
+            return Err(Error::ErrTooShortRtp);
+        }
+
+        let state = self.get_srtp_ssrc_state(header.ssrc);
+        let (roc, diff, _) = state.next_rollover_count(header.sequence_number);
+        if let Some(replay_detector) = &mut state.replay_detector
+            && !replay_detector.check(header.sequence_number as u64)
+        {
+            return Err(Error::SrtpSsrcDuplicated(
+                header.ssrc,
+                header.sequence_number,
+            ));
+        }
+
+        self.cipher.decrypt_rtp_in_place(packet, header, roc)?;
+        let state = self.get_srtp_ssrc_state(header.ssrc);
+        if let Some(replay_detector) = &mut state.replay_detector {
+            replay_detector.accept();
+        }
+        state.update_rollover_count(header.sequence_number, diff);
+        Ok(())
+    }
+
+    /// The bytes protection adds after an RTP packet: what
+    /// [`encrypt_rtp_in_place`](Self::encrypt_rtp_in_place) needs reserved for the tag.
+    pub fn rtp_protection_overhead(&self) -> usize {
+        self.cipher.rtp_overhead()
+    }
+
+    /// Encrypts an RTP packet where it lies, its header already parsed: `packet` holds the
+    /// header and the payload, followed by
+    /// [`rtp_protection_overhead`](Self::rtp_protection_overhead) bytes that receive the tag.
+    /// The same protected packet as [`encrypt_rtp_with_header`](Self::encrypt_rtp_with_header)
+    /// returns, without a buffer of its own.
+    ///
+    /// # Errors
+    ///
+    /// Fails as [`encrypt_rtp_with_header`](Self::encrypt_rtp_with_header) does, or if `packet`
+    /// is too short to hold the header and the tag.
+    pub fn encrypt_rtp_in_place(&mut self, packet: &mut [u8], header: &rtp::Header) -> Result<()> {
+        let (roc, diff, ovf) = self
+            .get_srtp_ssrc_state(header.ssrc)
+            .next_rollover_count(header.sequence_number);
+        if ovf {
+            return Err(Error::ErrExceededMaxPackets);
+        }
+
+        self.cipher.encrypt_rtp_in_place(packet, header, roc)?;
+
+        self.get_srtp_ssrc_state(header.ssrc)
+            .update_rollover_count(header.sequence_number, diff);
+        Ok(())
+    }
+
     /// DecryptRTP decrypts a RTP packet with an encrypted payload
     pub fn decrypt_rtp(&mut self, encrypted: &[u8]) -> Result<BytesMut> {
         let mut buf = encrypted;

@@ -54,25 +54,6 @@ macro_rules! forward_handlers {
     };
 }
 
-/// Reverse handler list - invokes callback with handler list
-macro_rules! reverse_handlers {
-    ($callback:ident!($($args:tt)*)) => {
-        $callback!(
-            $($args)*,
-            [
-                get_endpoint_handler,
-                get_interceptor_handler,
-                get_srtp_handler,
-                get_datachannel_handler,
-                get_sctp_handler,
-                get_dtls_handler,
-                get_ice_handler,
-                get_demuxer_handler
-            ]
-        )
-    };
-}
-
 /// Helper macro that processes a list of handlers with code blocks
 macro_rules! process_handler_list {
     (call_macro: process_handler!($self:expr, $handler:ident, $code:block), [$($getter:ident),+]) => {{
@@ -96,6 +77,51 @@ macro_rules! for_each_handler {
     (reverse: $macro:ident!($($args:tt)*)) => {
         reverse_handlers!(process_handler_list!(call_macro: $macro!($($args)*)))
     };
+}
+
+/// One handler's turn in a pass: it takes everything on `belt`, and what it has ready
+/// goes back onto `belt` for the next handler.
+macro_rules! stage {
+    ($self:expr, $getter:ident, $belt:ident, $handle:ident, $poll:ident) => {{
+        let mut handler = $self.$getter();
+        while let Some(msg) = $belt.pop_front() {
+            if let Err(err) = handler.$handle(msg) {
+                warn!(
+                    "{}.{} got error: {}",
+                    handler.name(),
+                    stringify!($handle),
+                    err
+                );
+            }
+        }
+        while let Some(msg) = handler.$poll() {
+            $belt.push_back(msg);
+        }
+    }};
+}
+
+/// Whether a message is RTP or RTCP, which the DTLS, SCTP and data channel handlers
+/// only pass on.
+fn is_media(msg: &TaggedRTCMessageInternal) -> bool {
+    matches!(msg.message, RTCMessageInternal::Rtp(_))
+}
+
+/// Moves the media messages on `belt` to the back of `media`, keeping the order of both.
+fn take_media(
+    belt: &mut VecDeque<TaggedRTCMessageInternal>,
+    media: &mut VecDeque<TaggedRTCMessageInternal>,
+) {
+    if !belt.iter().any(is_media) {
+        return;
+    }
+    for _ in 0..belt.len() {
+        let Some(msg) = belt.pop_front() else { break };
+        if is_media(&msg) {
+            media.push_back(msg);
+        } else {
+            belt.push_back(msg);
+        }
+    }
 }
 
 pub(crate) struct PipelineContext {
@@ -127,6 +153,12 @@ pub(crate) struct PipelineContext {
     pub(crate) data_read_outs: VecDeque<TaggedRTCMessage>,
     pub(crate) write_outs: VecDeque<TaggedBytesMut>,
     pub(crate) event_outs: VecDeque<RTCPeerConnectionEvent>,
+    /// The messages between two handlers during one pass, kept so that a pass
+    /// allocates nothing once it has grown to the traffic's size.
+    pub(crate) belt: VecDeque<TaggedRTCMessageInternal>,
+    /// RTP and RTCP carried past the handlers that only pass them on (DTLS, SCTP,
+    /// data channels) during one pass.
+    pub(crate) media_belt: VecDeque<TaggedRTCMessageInternal>,
 
     // Statistics accumulator
     pub(crate) stats: RTCStatsAccumulator,
@@ -259,21 +291,36 @@ impl RTCPeerConnection {
     fn flush_writes(&mut self) {
         use sansio::Protocol;
 
-        let mut intermediate_wouts = VecDeque::new();
+        let mut belt = std::mem::take(&mut self.pipeline_context.belt);
+        let mut media = std::mem::take(&mut self.pipeline_context.media_belt);
 
-        for_each_handler!(reverse: process_handler!(self, handler, {
-            while let Some(msg) = intermediate_wouts.pop_front() {
-                if let Err(err) = handler.handle_write(msg) {
-                    warn!("{}.handle_write got error: {}", handler.name(), err);
-                }
-            }
-            while let Some(msg) = handler.poll_write() {
-                intermediate_wouts.push_back(msg);
-            }
-        }));
+        stage!(self, get_endpoint_handler, belt, handle_write, poll_write);
+        stage!(
+            self,
+            get_interceptor_handler,
+            belt,
+            handle_write,
+            poll_write
+        );
+        stage!(self, get_srtp_handler, belt, handle_write, poll_write);
+        // SRTP and SRTCP go straight to ICE: the handlers between only pass them on.
+        take_media(&mut belt, &mut media);
+        stage!(
+            self,
+            get_datachannel_handler,
+            belt,
+            handle_write,
+            poll_write
+        );
+        stage!(self, get_sctp_handler, belt, handle_write, poll_write);
+        stage!(self, get_dtls_handler, belt, handle_write, poll_write);
+        media.append(&mut belt);
+        std::mem::swap(&mut belt, &mut media);
+        stage!(self, get_ice_handler, belt, handle_write, poll_write);
+        stage!(self, get_demuxer_handler, belt, handle_write, poll_write);
 
         // Final poll write out to pipeline's write out
-        while let Some(msg) = intermediate_wouts.pop_front() {
+        while let Some(msg) = belt.pop_front() {
             if let RTCMessageInternal::Raw(message) = msg.message {
                 self.pipeline_context.write_outs.push_back(TaggedBytesMut {
                     now: msg.now,
@@ -282,26 +329,80 @@ impl RTCPeerConnection {
                 });
             }
         }
+        self.pipeline_context.belt = belt;
+        self.pipeline_context.media_belt = media;
     }
 
     fn pump_reads(&mut self, msg: Option<TaggedRTCMessageInternal>) {
-        let mut intermediate_routs = VecDeque::<TaggedRTCMessageInternal>::new();
+        let mut intermediate_routs = std::mem::take(&mut self.pipeline_context.belt);
+        let mut media = std::mem::take(&mut self.pipeline_context.media_belt);
 
         if let Some(msg) = msg {
             intermediate_routs.push_back(msg);
         }
 
         use sansio::Protocol;
-        for_each_handler!(forward: process_handler!(self, handler, {
-            while let Some(msg) = intermediate_routs.pop_front() {
-                if let Err(err) = handler.handle_read(msg) {
-                    warn!("{}.handle_read got error: {}", handler.name(), err);
-                }
-            }
-            while let Some(msg) = handler.poll_read() {
-                intermediate_routs.push_back(msg);
-            }
-        }));
+        stage!(
+            self,
+            get_demuxer_handler,
+            intermediate_routs,
+            handle_read,
+            poll_read
+        );
+        stage!(
+            self,
+            get_ice_handler,
+            intermediate_routs,
+            handle_read,
+            poll_read
+        );
+        // SRTP and SRTCP go straight to the SRTP handler: the handlers between only pass
+        // them on.
+        take_media(&mut intermediate_routs, &mut media);
+        stage!(
+            self,
+            get_dtls_handler,
+            intermediate_routs,
+            handle_read,
+            poll_read
+        );
+        stage!(
+            self,
+            get_sctp_handler,
+            intermediate_routs,
+            handle_read,
+            poll_read
+        );
+        stage!(
+            self,
+            get_datachannel_handler,
+            intermediate_routs,
+            handle_read,
+            poll_read
+        );
+        media.append(&mut intermediate_routs);
+        std::mem::swap(&mut intermediate_routs, &mut media);
+        stage!(
+            self,
+            get_srtp_handler,
+            intermediate_routs,
+            handle_read,
+            poll_read
+        );
+        stage!(
+            self,
+            get_interceptor_handler,
+            intermediate_routs,
+            handle_read,
+            poll_read
+        );
+        stage!(
+            self,
+            get_endpoint_handler,
+            intermediate_routs,
+            handle_read,
+            poll_read
+        );
 
         // Finally, put intermediate_routs into RTCPeerConnection's routs
         while let Some(msg) = intermediate_routs.pop_front() {
@@ -349,6 +450,25 @@ impl RTCPeerConnection {
                 }
             }
         }
+        self.pipeline_context.belt = intermediate_routs;
+        self.pipeline_context.media_belt = media;
+    }
+
+    /// Hands a message the application writes to the endpoint handler, the only one that
+    /// takes them.
+    pub(crate) fn write_internal(
+        &mut self,
+        now: Instant,
+        message: RTCMessageInternal,
+    ) -> Result<(), Error> {
+        use sansio::Protocol;
+        self.pipeline_context.observe(now);
+        let mut endpoint_handler = self.get_endpoint_handler();
+        endpoint_handler.handle_write(TaggedRTCMessageInternal {
+            now,
+            transport: Default::default(),
+            message,
+        })
     }
 
     /// Returns whether any handler raised an event during the sweep.
@@ -431,7 +551,6 @@ impl sansio::Protocol<TaggedBytesMut, TaggedRTCMessage, TaggedRTCEvent> for RTCP
 
     fn handle_write(&mut self, msg: TaggedRTCMessage) -> Result<(), Self::Error> {
         let now = msg.now;
-        self.pipeline_context.observe(now);
         let rtc_message_internal = match msg.message {
             RTCMessage::DataChannelMessage(data_channel_id, data_channel_message) => {
                 RTCMessageInternal::Dtls(DTLSMessage::DataChannel(ApplicationMessage {
@@ -447,13 +566,7 @@ impl sansio::Protocol<TaggedBytesMut, TaggedRTCMessage, TaggedRTCEvent> for RTCP
             }
         };
 
-        // Only endpoint can handle user write message
-        let mut endpoint_handler = self.get_endpoint_handler();
-        endpoint_handler.handle_write(TaggedRTCMessageInternal {
-            now,
-            transport: Default::default(),
-            message: rtc_message_internal,
-        })
+        self.write_internal(now, rtc_message_internal)
     }
 
     fn poll_write(&mut self) -> Option<Self::Wout> {

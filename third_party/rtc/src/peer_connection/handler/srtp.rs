@@ -3,10 +3,11 @@ use crate::peer_connection::message::internal::{
     RTCMessageInternal, RTPMessage, TaggedRTCMessageInternal,
 };
 
+use bytes::BytesMut;
 use interceptor::Packet;
 use log::debug;
 use shared::error::{Error, Result};
-use shared::marshal::{Marshal, Unmarshal};
+use shared::marshal::{Marshal, MarshalSize, Unmarshal};
 use shared::util::is_rtcp;
 use srtp::context::Context;
 use std::collections::VecDeque;
@@ -20,6 +21,28 @@ pub(crate) struct SrtpHandlerContext {
     pub(crate) read_outs: VecDeque<TaggedRTCMessageInternal>,
     pub(crate) write_outs: VecDeque<TaggedRTCMessageInternal>,
     pub(crate) event_outs: VecDeque<TaggedRTCEventInternal>,
+
+    /// Where protected RTP packets are written: each one is split off the front, and the
+    /// space is taken back once every packet split off it has been dropped, so a sender
+    /// that sends what it polls allocates nothing per packet.
+    pub(crate) arena: BytesMut,
+}
+
+/// How much [`SrtpHandlerContext::arena`] takes at a time: a burst of about ten full-size
+/// packets.
+const ARENA_BYTES: usize = 16 * 1024;
+
+impl SrtpHandlerContext {
+    /// A zeroed buffer of `len` bytes from the arena.
+    fn buffer(&mut self, len: usize) -> BytesMut {
+        if self.arena.capacity() < len {
+            // Takes the space back when nothing split off it is alive any more, or else
+            // allocates a fresh arena (the packets still out keep the old one alive).
+            self.arena.reserve(len.max(ARENA_BYTES));
+        }
+        self.arena.resize(len, 0);
+        self.arena.split_to(len)
+    }
 }
 
 /// SrtpHandler implements SRTP/RTP/RTCP Protocols handling
@@ -75,7 +98,10 @@ impl<'a>
                 }
             } else {
                 if let Some(context) = self.ctx.remote_srtp_context.as_mut() {
-                    let mut decrypted = context.decrypt_rtp(&message)?;
+                    // Decrypted where it lies: no second buffer, no copy.
+                    let mut decrypted = message;
+                    let header = rtp::Header::unmarshal(&mut &decrypted[..])?;
+                    context.decrypt_rtp_in_place(&mut decrypted, &header)?;
                     let rtp_packet = rtp::Packet::unmarshal(&mut decrypted)?;
 
                     self.ctx.read_outs.push_back(TaggedRTCMessageInternal {
@@ -124,9 +150,26 @@ impl<'a>
                     }
                 }
                 RTPMessage::Packet(Packet::Rtp(rtp_message)) => {
-                    if let Some(context) = self.ctx.local_srtp_context.as_mut() {
-                        let packet = rtp_message.marshal()?;
-                        context.encrypt_rtp(&packet)?
+                    if self.ctx.local_srtp_context.is_some() {
+                        // Marshalled into the arena and encrypted there: one copy of the
+                        // payload, no allocation.
+                        let size = rtp_message.marshal_size();
+                        let overhead = self
+                            .ctx
+                            .local_srtp_context
+                            .as_ref()
+                            .map_or(0, |c| c.rtp_protection_overhead());
+                        let mut packet = self.ctx.buffer(size + overhead);
+                        let written = rtp_message.marshal_to(&mut packet[..size])?;
+                        if written != size {
+                            return Err(Error::Other(format!(
+                                "rtp packet marshalled to {written} bytes, {size} expected"
+                            )));
+                        }
+                        if let Some(context) = self.ctx.local_srtp_context.as_mut() {
+                            context.encrypt_rtp_in_place(&mut packet, &rtp_message.header)?;
+                        }
+                        packet
                     } else {
                         return Err(Error::Other(format!(
                             "local_srtp_context is not set yet for rtp_packet {:?}",

@@ -189,9 +189,11 @@ pub(crate) mod set_parameter_options;
 use crate::media_stream::MediaStreamId;
 use crate::media_stream::track::MediaStreamTrack;
 use crate::peer_connection::RTCPeerConnection;
+use crate::peer_connection::message::internal::{RTCMessageInternal, RTPMessage};
 use crate::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use crate::peer_connection::transport::RTCDtlsTransport;
 use crate::rtp_transceiver::RTCRtpSenderId;
+use interceptor::Packet;
 use log::trace;
 use sansio::Protocol;
 use shared::error::{Error, Result};
@@ -466,11 +468,11 @@ impl RTCRtpSender<'_> {
             return Err(Error::ErrHeaderExtensionNotFound);
         }
 
-        let track_id = sender.track().track_id().to_string();
-        self.peer_connection.handle_write(TaggedRTCMessage {
+        // The pipeline does not use the track id: no `String` per packet for it.
+        self.peer_connection.write_internal(
             now,
-            message: RTCMessage::RtpPacket(track_id, packet),
-        })
+            RTCMessageInternal::Rtp(RTPMessage::Packet(Packet::Rtp(packet))),
+        )
     }
 
     /// Writes RTCP packets to the network.
