@@ -340,6 +340,11 @@ pub(crate) struct Engine {
     /// change it, never per packet.
     load: Arc<std::sync::atomic::AtomicUsize>,
     dirty: Vec<PeerKey>,
+    /// The list `dirty` is swapped with while it is worked through.
+    dirty_spare: Vec<PeerKey>,
+    /// What a peer connection read, between a drain and its processing
+    /// (kept for its capacity).
+    messages: Vec<rtc::peer_connection::message::TaggedRTCMessage>,
     /// Peers' deadlines, earliest first. An entry whose peer is gone or has
     /// since moved its deadline ([`Peer::armed`]) is stale and skipped, so
     /// that the next deadline is found without looking at every peer.
@@ -436,6 +441,8 @@ impl Engine {
             keys,
             load,
             dirty: Vec::new(),
+            dirty_spare: Vec::new(),
+            messages: Vec::new(),
             counters: EngineCounters::default(),
             deadlines: BinaryHeap::new(),
             next_keyframe_tick: now,

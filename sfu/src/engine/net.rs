@@ -214,14 +214,15 @@ impl Engine {
     }
 
     /// What a peer connection read: media to forward, feedback to act on.
-    fn process_messages(&mut self, key: PeerKey, messages: Vec<TaggedRTCMessage>) {
-        for TaggedRTCMessage { now: at, message } in messages {
+    fn process_messages(&mut self, key: PeerKey, mut messages: Vec<TaggedRTCMessage>) {
+        for TaggedRTCMessage { now: at, message } in messages.drain(..) {
             match message {
                 RTCMessage::RtpPacket(track, packet) => self.forward_rtp(at, key, &track, packet),
                 RTCMessage::RtcpPacket(track, packets) => self.handle_rtcp(at, key, &track, &packets),
                 _ => {}
             }
         }
+        self.messages = messages;
     }
 
     /// Drains every peer that may have output, until none has. The driver
@@ -232,10 +233,15 @@ impl Engine {
             if self.dirty.is_empty() {
                 return;
             }
-            let keys = std::mem::take(&mut self.dirty);
-            for key in keys {
+            // Swapped with the spare list rather than taken: both keep their
+            // capacity, so marking a peer allocates nothing.
+            let mut keys = std::mem::take(&mut self.dirty_spare);
+            std::mem::swap(&mut keys, &mut self.dirty);
+            for &key in &keys {
                 self.drain(now, key);
             }
+            keys.clear();
+            self.dirty_spare = keys;
         }
     }
 
@@ -258,7 +264,8 @@ impl Engine {
             while let Some(e) = peer.pc.poll_event() {
                 events.push(e);
             }
-            let mut messages = Vec::new();
+            // The engine's list, kept between drains (no allocation per packet).
+            let mut messages = std::mem::take(&mut self.messages);
             while let Some(m) = peer.pc.poll_read() {
                 messages.push(m);
             }

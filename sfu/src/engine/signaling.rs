@@ -311,10 +311,13 @@ impl Engine {
             return;
         }
         let stable = peer.is_stable();
+        // Asked after every drain: nothing is cloned unless there is something to do.
+        let Some(action) = peer.negotiation.poll_action(now, stable) else {
+            return;
+        };
         let (room, participant) = (peer.room.clone(), peer.id.clone());
-        match peer.negotiation.poll_action(now, stable) {
-            None => {}
-            Some(crate::negotiation::Action::Offer) => {
+        match action {
+            crate::negotiation::Action::Offer => {
                 let offer = guarded(|| {
                     let offer = peer.pc.create_offer(None).map_err(webrtc)?;
                     peer.pc
@@ -338,7 +341,7 @@ impl Engine {
                     }
                 }
             }
-            Some(crate::negotiation::Action::Resend(sdp)) => {
+            crate::negotiation::Action::Resend(sdp) => {
                 tracing::info!(%participant, "offer sent again (no answer yet)");
                 self.emit(SfuEvent::Offer {
                     room,
@@ -346,7 +349,7 @@ impl Engine {
                     sdp,
                 });
             }
-            Some(crate::negotiation::Action::Rejoin) => {
+            crate::negotiation::Action::Rejoin => {
                 tracing::warn!(%participant, "offer never answered; asking the client to rejoin");
                 self.emit(SfuEvent::RejoinNeeded { room, participant });
             }
