@@ -286,6 +286,28 @@ impl<'a> InterceptorHandler<'a> {
             return false;
         };
 
+        // Already established — the common case, once per packet after the first: answered
+        // before anything is cloned.
+        {
+            let Some(receiver) = transceiver.receiver() else {
+                return false;
+            };
+            if !receiver
+                .track()
+                .ssrcs()
+                .any(|track_ssrc| track_ssrc == ssrc)
+            {
+                return false;
+            }
+            if !receiver
+                .track()
+                .get_codec_by_ssrc(ssrc)
+                .is_some_and(|codec| codec.mime_type.is_empty())
+            {
+                return true;
+            }
+        }
+
         // Get kind and mid before borrowing receiver mutably
         let kind = transceiver.kind();
         let mid = transceiver.mid().clone().unwrap_or_default();
@@ -293,13 +315,6 @@ impl<'a> InterceptorHandler<'a> {
         let Some(receiver) = transceiver.receiver_mut() else {
             return false;
         };
-        if !receiver
-            .track()
-            .ssrcs()
-            .any(|track_ssrc| track_ssrc == ssrc)
-        {
-            return false;
-        }
 
         let is_track_codec_empty = receiver
             .track()
