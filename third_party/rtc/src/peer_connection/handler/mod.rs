@@ -72,11 +72,6 @@ macro_rules! for_each_handler {
     (forward: $macro:ident!($($args:tt)*)) => {
         forward_handlers!(process_handler_list!(call_macro: $macro!($($args)*)))
     };
-
-    // Reverse order: execute code block for each handler
-    (reverse: $macro:ident!($($args:tt)*)) => {
-        reverse_handlers!(process_handler_list!(call_macro: $macro!($($args)*)))
-    };
 }
 
 /// One handler's turn in a pass: it takes everything on `belt`, and what it has ready

@@ -32,17 +32,15 @@ pub(crate) struct SrtpHandlerContext {
 /// packets.
 const ARENA_BYTES: usize = 16 * 1024;
 
-impl SrtpHandlerContext {
-    /// A zeroed buffer of `len` bytes from the arena.
-    fn buffer(&mut self, len: usize) -> BytesMut {
-        if self.arena.capacity() < len {
-            // Takes the space back when nothing split off it is alive any more, or else
-            // allocates a fresh arena (the packets still out keep the old one alive).
-            self.arena.reserve(len.max(ARENA_BYTES));
-        }
-        self.arena.resize(len, 0);
-        self.arena.split_to(len)
+/// A zeroed buffer of `len` bytes from `arena` ([`SrtpHandlerContext::arena`]).
+fn arena_buffer(arena: &mut BytesMut, len: usize) -> BytesMut {
+    if arena.capacity() < len {
+        // Takes the space back when nothing split off it is alive any more, or else
+        // allocates a fresh arena (the packets still out keep the old one alive).
+        arena.reserve(len.max(ARENA_BYTES));
     }
+    arena.resize(len, 0);
+    arena.split_to(len)
 }
 
 /// SrtpHandler implements SRTP/RTP/RTCP Protocols handling
@@ -150,25 +148,24 @@ impl<'a>
                     }
                 }
                 RTPMessage::Packet(Packet::Rtp(rtp_message)) => {
-                    if self.ctx.local_srtp_context.is_some() {
+                    let SrtpHandlerContext {
+                        local_srtp_context,
+                        arena,
+                        ..
+                    } = &mut *self.ctx;
+                    if let Some(context) = local_srtp_context.as_mut() {
                         // Marshalled into the arena and encrypted there: one copy of the
                         // payload, no allocation.
                         let size = rtp_message.marshal_size();
-                        let overhead = self
-                            .ctx
-                            .local_srtp_context
-                            .as_ref()
-                            .map_or(0, |c| c.rtp_protection_overhead());
-                        let mut packet = self.ctx.buffer(size + overhead);
+                        let mut packet =
+                            arena_buffer(arena, size + context.rtp_protection_overhead());
                         let written = rtp_message.marshal_to(&mut packet[..size])?;
                         if written != size {
                             return Err(Error::Other(format!(
                                 "rtp packet marshalled to {written} bytes, {size} expected"
                             )));
                         }
-                        if let Some(context) = self.ctx.local_srtp_context.as_mut() {
-                            context.encrypt_rtp_in_place(&mut packet, &rtp_message.header)?;
-                        }
+                        context.encrypt_rtp_in_place(&mut packet, &rtp_message.header)?;
                         packet
                     } else {
                         return Err(Error::Other(format!(
