@@ -30,6 +30,7 @@
 mod attachments;
 mod audit;
 pub mod backup;
+mod cluster;
 mod consents;
 mod consultations;
 mod error;
@@ -49,6 +50,7 @@ mod vitals;
 
 pub use attachments::{sniff_image, Attachment, MAX_PHOTO_BYTES};
 pub use audit::{Actor, AuditEntry, AuditQuery, ChainReport, Outcome};
+pub use cluster::{HeartbeatError, NodeHeartbeat, NodeRow, Placement};
 pub use consents::{
     current_consent_text, Consent, ConsentInput, ConsentProblem, ConsentText, CONSENT_TEXTS,
     GUARDIAN_BELOW_AGE,

@@ -765,3 +765,160 @@ async fn a_request_carries_its_vitals_or_writes_nothing(store: Store) {
     assert_eq!((v[0].consultation_id, &v[0].measurements), (Some(c.id), &good));
 }
 on_both!(a_request_carries_its_vitals_or_writes_nothing);
+
+fn beat<'a>(id: &'a str, instance: &'a str, draining: bool) -> NodeHeartbeat<'a> {
+    NodeHeartbeat {
+        id,
+        instance,
+        url: "http://127.0.0.1:1",
+        media: "127.0.0.1:50000",
+        draining,
+        rooms: 0,
+        participants: 0,
+    }
+}
+
+const DEAD_AFTER: std::time::Duration = std::time::Duration::from_secs(6);
+
+/// Makes node `id`'s last heartbeat a minute old, as if it had died.
+async fn age_node(store: &Store, id: &str) {
+    sqlx::query("UPDATE nodes SET heartbeat_at = heartbeat_at - 60000 WHERE id = $1")
+        .bind(id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+}
+
+async fn a_node_id_belongs_to_one_live_process(store: Store) {
+    store
+        .node_heartbeat(&beat("a", "first", false), DEAD_AFTER)
+        .await
+        .unwrap();
+    store
+        .node_heartbeat(&beat("a", "first", false), DEAD_AFTER)
+        .await
+        .unwrap();
+    match store
+        .node_heartbeat(&beat("a", "second", false), DEAD_AFTER)
+        .await
+    {
+        Err(HeartbeatError::IdInUse(id)) => assert_eq!(id, "a"),
+        other => panic!("a second live process took node a: {other:?}"),
+    }
+    // Once the first is dead, a new process may take the id over.
+    age_node(&store, "a").await;
+    store
+        .node_heartbeat(&beat("a", "second", false), DEAD_AFTER)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.node_heartbeat(&beat("a", "first", false), DEAD_AFTER).await,
+        Err(HeartbeatError::IdInUse(_))
+    ));
+    let nodes = store.nodes().await.unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert!(nodes[0].heartbeat_age_ms < 5000, "{nodes:?}");
+    store.node_leave("a", "second").await.unwrap();
+    assert!(store.nodes().await.unwrap().is_empty());
+}
+on_both!(a_node_id_belongs_to_one_live_process);
+
+async fn calls_are_placed_once_spread_and_moved_off_dead_nodes(store: Store) {
+    let w = world(&store).await;
+    let p = store
+        .create_patient(&w.actor(&w.hw1), w.s1.id, &patient_input("A"))
+        .await
+        .unwrap();
+    w.consent(&store, p.id).await;
+    // No node yet: nobody can take a call.
+    let first = urgent(&store, &w, p.id).await;
+    assert_eq!(store.place_call(first.id, DEAD_AFTER).await.unwrap(), None);
+    for n in ["a", "b", "c"] {
+        store
+            .node_heartbeat(&beat(n, n, false), DEAD_AFTER)
+            .await
+            .unwrap();
+    }
+    // Nine calls placed at the same moment, from several tasks: three each.
+    let mut calls = Vec::new();
+    for _ in 0..9 {
+        calls.push(urgent(&store, &w, p.id).await.id);
+    }
+    let mut tasks = Vec::new();
+    for &c in &calls {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move { store.place_call(c, DEAD_AFTER).await }));
+    }
+    let mut placed = Vec::new();
+    for t in tasks {
+        placed.push(t.await.unwrap().unwrap().expect("a live node"));
+    }
+    for n in ["a", "b", "c"] {
+        let on_n = placed.iter().filter(|p| p.node_id == n).count();
+        assert_eq!(on_n, 3, "node {n} got {on_n} of 9: {placed:?}");
+        assert_eq!(store.placements_of(n).await.unwrap().len(), 3);
+    }
+    // A call keeps its node while that node lives.
+    for p in &placed {
+        let again = store
+            .place_call(p.consultation_id, DEAD_AFTER)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&again, p);
+        assert_eq!(again.epoch, 1);
+    }
+    // A draining node keeps its calls and takes no new one.
+    store
+        .node_heartbeat(&beat("c", "c", true), DEAD_AFTER)
+        .await
+        .unwrap();
+    let on_c = placed.iter().find(|p| p.node_id == "c").unwrap();
+    assert_eq!(
+        store
+            .place_call(on_c.consultation_id, DEAD_AFTER)
+            .await
+            .unwrap()
+            .unwrap()
+            .node_id,
+        "c"
+    );
+    let new = store.place_call(first.id, DEAD_AFTER).await.unwrap().unwrap();
+    assert_ne!(new.node_id, "c");
+    // Node b dies: its calls move, with a higher epoch, and b no longer
+    // holds them (what fences it if it comes back).
+    age_node(&store, "b").await;
+    for p in placed.iter().filter(|p| p.node_id == "b") {
+        let moved = store
+            .place_call(p.consultation_id, DEAD_AFTER)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(moved.node_id, "a", "c drains, so b's calls go to a");
+        assert_eq!(moved.epoch, 2);
+    }
+    assert!(store.placements_of("b").await.unwrap().is_empty());
+    // A call given up is placed again with a higher epoch; a stale release
+    // (an old epoch) changes nothing.
+    let on_a = store.place_call(calls[0], DEAD_AFTER).await.unwrap().unwrap();
+    assert!(!store
+        .release_call(on_a.consultation_id, &on_a.node_id, on_a.epoch - 1)
+        .await
+        .unwrap());
+    assert!(store
+        .release_call(on_a.consultation_id, &on_a.node_id, on_a.epoch)
+        .await
+        .unwrap());
+    let again = store
+        .place_call(on_a.consultation_id, DEAD_AFTER)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.epoch, on_a.epoch + 1);
+    // Every node dead: nobody can take a call.
+    for n in ["a", "c"] {
+        age_node(&store, n).await;
+    }
+    assert_eq!(store.place_call(calls[1], DEAD_AFTER).await.unwrap(), None);
+}
+on_both!(calls_are_placed_once_spread_and_moved_off_dead_nodes);

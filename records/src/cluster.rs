@@ -1,0 +1,253 @@
+//! Several nodes on one database: nodes register and renew a heartbeat,
+//! and each consultation's call is placed on one live node, with an epoch
+//! that fences an owner that has been replaced.
+//!
+//! Every time here is the database's clock (milliseconds since 1970), so
+//! nodes whose own clocks disagree still agree on who is alive. Placement
+//! runs in one write transaction that, on PostgreSQL, first takes a
+//! transaction-scoped advisory lock: two nodes placing calls at the same
+//! moment take turns, and each sees the other's choice when it counts the
+//! load (SQLite has one writer at a time anyway).
+
+use std::time::Duration;
+
+use sqlx::FromRow;
+
+use crate::error::{RecordsError, Result};
+use crate::types::{ConsultationId, ConsultationState};
+use crate::{Backend, Store};
+
+/// The advisory lock that serialises placements across the cluster.
+const PLACEMENT_LOCK: i64 = 0x7e1e_0001;
+
+/// What a node says of itself at each heartbeat.
+#[derive(Clone, Debug)]
+pub struct NodeHeartbeat<'a> {
+    pub id: &'a str,
+    /// This process's token (a restarted node has a new one).
+    pub instance: &'a str,
+    /// Where other nodes reach this node's HTTP.
+    pub url: &'a str,
+    /// The media address(es) it announces (for admins).
+    pub media: &'a str,
+    pub draining: bool,
+    pub rooms: i64,
+    pub participants: i64,
+}
+
+/// A node as the database knows it.
+#[derive(Clone, Debug, PartialEq, Eq, FromRow, serde::Serialize)]
+pub struct NodeRow {
+    pub id: String,
+    pub url: String,
+    pub media: String,
+    pub draining: i64,
+    pub rooms: i64,
+    pub participants: i64,
+    /// Milliseconds since its last heartbeat, by the database's clock.
+    pub heartbeat_age_ms: i64,
+}
+
+/// Which node hosts a consultation's call.
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+pub struct Placement {
+    pub consultation_id: ConsultationId,
+    pub node_id: String,
+    /// The owner's HTTP address, for the nodes that forward to it.
+    pub url: String,
+    pub epoch: i64,
+}
+
+/// Why a heartbeat was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum HeartbeatError {
+    /// Another live process holds this node id.
+    #[error("node id {0} is in use by another live process")]
+    IdInUse(String),
+    #[error(transparent)]
+    Records(#[from] RecordsError),
+}
+
+impl From<sqlx::Error> for HeartbeatError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Records(e.into())
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The states of a consultation whose call is over: its placement no
+/// longer counts towards its node's load.
+fn over() -> String {
+    crate::lifecycle::sql_list(&[
+        ConsultationState::Completed,
+        ConsultationState::Cancelled,
+        ConsultationState::NoShow,
+    ])
+}
+
+impl Store {
+    /// The database's clock, in SQL, as milliseconds since 1970.
+    fn now_ms_sql(&self) -> &'static str {
+        match self.backend() {
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
+    }
+
+    /// Registers this node or renews its heartbeat. Refused when another
+    /// process with the same node id has beaten within `dead_after`.
+    pub async fn node_heartbeat(
+        &self,
+        hb: &NodeHeartbeat<'_>,
+        dead_after: Duration,
+    ) -> std::result::Result<(), HeartbeatError> {
+        let now = self.now_ms_sql();
+        let done = sqlx::query(&format!(
+            "INSERT INTO nodes (id, instance, url, media, draining, rooms, participants, started_at, heartbeat_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, {now}, {now})
+             ON CONFLICT (id) DO UPDATE SET
+                 instance = excluded.instance, url = excluded.url, media = excluded.media,
+                 draining = excluded.draining, rooms = excluded.rooms,
+                 participants = excluded.participants, heartbeat_at = excluded.heartbeat_at,
+                 started_at = CASE WHEN nodes.instance = excluded.instance
+                                   THEN nodes.started_at ELSE excluded.started_at END
+             WHERE nodes.instance = excluded.instance OR nodes.heartbeat_at < {now} - $8"
+        ))
+        .bind(hb.id)
+        .bind(hb.instance)
+        .bind(hb.url)
+        .bind(hb.media)
+        .bind(i64::from(hb.draining))
+        .bind(hb.rooms)
+        .bind(hb.participants)
+        .bind(ms(dead_after))
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(HeartbeatError::IdInUse(hb.id.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Removes this node's registration (a clean exit): its calls are
+    /// placed elsewhere at their next join, without waiting for the timeout.
+    pub async fn node_leave(&self, id: &str, instance: &str) -> Result<()> {
+        sqlx::query("DELETE FROM nodes WHERE id = $1 AND instance = $2")
+            .bind(id)
+            .bind(instance)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every registered node, alive or not, by id.
+    pub async fn nodes(&self) -> Result<Vec<NodeRow>> {
+        let now = self.now_ms_sql();
+        Ok(sqlx::query_as::<_, NodeRow>(&format!(
+            "SELECT id, url, media, draining, rooms, participants, {now} - heartbeat_at AS heartbeat_age_ms
+             FROM nodes ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The node that hosts `c`'s call, placing it when it has none or its
+    /// node is dead (heartbeat older than `dead_after`, or gone): on the
+    /// live node, not draining, with the fewest calls placed on it (a call
+    /// counts from the moment it is placed, so calls started together are
+    /// spread rather than piled onto the node that looked idle). A draining
+    /// node keeps the calls it has. `Ok(None)`: no live node will take it.
+    pub async fn place_call(&self, c: ConsultationId, dead_after: Duration) -> Result<Option<Placement>> {
+        let now = self.now_ms_sql();
+        let dead = ms(dead_after);
+        let mut w = self.begin_write().await?;
+        if self.backend() == Backend::Postgres {
+            sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS l")
+                .bind(PLACEMENT_LOCK)
+                .execute(&mut **w)
+                .await?;
+        }
+        let current: Option<(String, i64, Option<String>, Option<i64>)> = sqlx::query_as(&format!(
+            "SELECT p.node_id, p.epoch, n.url, {now} - n.heartbeat_at
+             FROM room_placements p LEFT JOIN nodes n ON n.id = p.node_id
+             WHERE p.consultation_id = $1"
+        ))
+        .bind(c)
+        .fetch_optional(&mut **w)
+        .await?;
+        if let Some((node_id, epoch, Some(url), Some(age))) = &current {
+            if *age <= dead {
+                return Ok(Some(Placement {
+                    consultation_id: c,
+                    node_id: node_id.clone(),
+                    url: url.clone(),
+                    epoch: *epoch,
+                }));
+            }
+        }
+        let target: Option<(String, String)> = sqlx::query_as(&format!(
+            "SELECT n.id, n.url FROM nodes n
+             WHERE n.heartbeat_at >= {now} - $1 AND n.draining = 0
+             ORDER BY (SELECT COUNT(*) FROM room_placements p JOIN consultations c ON c.id = p.consultation_id
+                       WHERE p.node_id = n.id AND c.state NOT IN {over}),
+                      n.participants, n.id
+             LIMIT 1",
+            over = over()
+        ))
+        .bind(dead)
+        .fetch_optional(&mut **w)
+        .await?;
+        let Some((node_id, url)) = target else {
+            return Ok(None);
+        };
+        let epoch = current.map_or(1, |(_, e, _, _)| e + 1);
+        sqlx::query(&format!(
+            "INSERT INTO room_placements (consultation_id, node_id, epoch, placed_at)
+             VALUES ($1, $2, $3, {now})
+             ON CONFLICT (consultation_id) DO UPDATE SET
+                 node_id = excluded.node_id, epoch = excluded.epoch, placed_at = excluded.placed_at"
+        ))
+        .bind(c)
+        .bind(&node_id)
+        .bind(epoch)
+        .execute(&mut **w)
+        .await?;
+        w.commit().await?;
+        Ok(Some(Placement {
+            consultation_id: c,
+            node_id,
+            url,
+            epoch,
+        }))
+    }
+
+    /// The calls placed on `node`, with their epochs: what it may serve.
+    pub async fn placements_of(&self, node: &str) -> Result<Vec<(ConsultationId, i64)>> {
+        Ok(
+            sqlx::query_as("SELECT consultation_id, epoch FROM room_placements WHERE node_id = $1")
+                .bind(node)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Gives up `c`'s call if `node` still holds it at `epoch` (a draining
+    /// node handing its calls over, or a call that ended): the next join
+    /// places it again.
+    pub async fn release_call(&self, c: ConsultationId, node: &str, epoch: i64) -> Result<bool> {
+        // The row stays (node ''), so the next placement's epoch is still
+        // higher than any an old owner was given.
+        let done = sqlx::query(
+            "UPDATE room_placements SET node_id = '' WHERE consultation_id = $1 AND node_id = $2 AND epoch = $3",
+        )
+        .bind(c)
+        .bind(node)
+        .bind(epoch)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
