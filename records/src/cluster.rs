@@ -90,7 +90,7 @@ fn over() -> String {
 
 impl Store {
     /// The database's clock, in SQL, as milliseconds since 1970.
-    fn now_ms_sql(&self) -> &'static str {
+    pub(crate) fn now_ms_sql(&self) -> &'static str {
         match self.backend() {
             Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
             Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",

@@ -582,13 +582,26 @@ impl Store {
         Ok(out)
     }
 
-    /// On startup: consultations that were live when the server stopped are
-    /// `interrupted` (their rooms are gone).
-    pub async fn interrupt_live_consultations(&self) -> Result<Vec<Consultation>> {
-        let live: Vec<(ConsultationId,)> =
-            sqlx::query_as("SELECT id FROM consultations WHERE state = 'in_progress'")
-                .fetch_all(&self.pool)
-                .await?;
+    /// On a node's startup: consultations that were live on it when it
+    /// stopped, or on no live node, are `interrupted` (their rooms are
+    /// gone); those another live node hosts carry on.
+    pub async fn interrupt_live_consultations(
+        &self,
+        node: &str,
+        dead_after: std::time::Duration,
+    ) -> Result<Vec<Consultation>> {
+        let live: Vec<(ConsultationId,)> = sqlx::query_as(&format!(
+            "SELECT c.id FROM consultations c
+             LEFT JOIN room_placements p ON p.consultation_id = c.id
+             LEFT JOIN nodes n ON n.id = p.node_id
+             WHERE c.state = 'in_progress'
+               AND (p.node_id IS NULL OR p.node_id = $1 OR n.id IS NULL OR n.heartbeat_at < {} - $2)",
+            self.now_ms_sql()
+        ))
+        .bind(node)
+        .bind(i64::try_from(dead_after.as_millis()).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
         let mut out = Vec::new();
         for (id,) in live {
             match self

@@ -289,7 +289,34 @@ async fn reschedule_no_show_and_restart(store: Store) {
         .transition_consultation(&sys, c.id, ConsultationState::InProgress)
         .await
         .unwrap();
-    let interrupted = store.interrupt_live_consultations().await.unwrap();
+    // Not while another live node hosts its call.
+    let six = std::time::Duration::from_secs(6);
+    for n in ["other", "me"] {
+        let hb = NodeHeartbeat {
+            id: n,
+            instance: n,
+            url: "http://127.0.0.1:1",
+            media: "",
+            draining: n == "me",
+            rooms: 0,
+            participants: 0,
+        };
+        store.node_heartbeat(&hb, six).await.unwrap();
+    }
+    assert_eq!(
+        store.place_call(c.id, six).await.unwrap().unwrap().node_id,
+        "other"
+    );
+    assert!(store
+        .interrupt_live_consultations("me", six)
+        .await
+        .unwrap()
+        .is_empty());
+    sqlx::query("UPDATE nodes SET heartbeat_at = heartbeat_at - 60000 WHERE id = 'other'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let interrupted = store.interrupt_live_consultations("me", six).await.unwrap();
     assert_eq!(interrupted.len(), 1);
     assert_eq!(
         store.consultation(c.id).await.unwrap().state,

@@ -306,6 +306,15 @@ impl AuthUser {
     }
 }
 
+/// The access token a request carries: a bearer token, else the cookie.
+pub fn access_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .or_else(|| cookie(headers, ACCESS_COOKIE))
+}
+
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(COOKIE)
@@ -327,14 +336,7 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let bearer = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-        let token = bearer
-            .or_else(|| cookie(&parts.headers, ACCESS_COOKIE))
-            .ok_or(NOT_LOGGED_IN)?;
+        let token = access_token(&parts.headers).ok_or(NOT_LOGGED_IN)?;
         let claims = decode_access(state, token)?;
         let user = state
             .store

@@ -581,6 +581,29 @@ impl Calls {
         }
     }
 
+    /// The calls this node has rooms for.
+    pub fn room_ids(&self) -> Vec<ConsultationId> {
+        self.lock().keys().copied().collect()
+    }
+
+    /// Rooms and seats on this node (its load, for the heartbeat).
+    pub fn load(&self) -> (usize, usize) {
+        let rooms = self.lock();
+        (rooms.len(), rooms.values().map(|r| r.members.len()).sum())
+    }
+
+    /// This node no longer hosts `c` (another node took it over, or this
+    /// one can no longer prove it holds it): its seats are let go without a
+    /// word to their sockets, which the caller closes so that the pages
+    /// reconnect and join where the call now is, and its room closes.
+    pub async fn evict(&self, c: ConsultationId) {
+        self.lock().remove(&c);
+        match self.sfu.close_room(room_id(c)).await {
+            Ok(()) | Err(SfuError::UnknownRoom(_)) => {}
+            Err(e) => tracing::warn!(consultation = %c, error = %e, "cannot close the room"),
+        }
+    }
+
     pub fn set_media(&self, c: ConsultationId, pid: &ParticipantId, audio: bool, video: bool) {
         if let Some(m) = self.lock().get_mut(&c).and_then(|r| r.members.get_mut(pid)) {
             m.audio = audio;

@@ -361,6 +361,18 @@ async fn join(
         }
         return join_error(e);
     }
+    // Served here only while this node holds the call (a socket that was
+    // not opened for it, or one that outlived a move, is sent to its node).
+    match state.cluster.route(&state.store, c).await {
+        Ok(crate::cluster::Route::Here) => {}
+        Ok(crate::cluster::Route::Forward { .. }) | Err(_) => {
+            return error(
+                "call_elsewhere",
+                "Cuộc gọi đang ở máy chủ khác. Trang sẽ tự kết nối lại; nếu không, hãy tải lại trang.",
+                "The call is on another server. The page reconnects by itself; if not, reload it.",
+            )
+        }
+    }
     let (pid, answer, resumed) = match (resume, sdp) {
         // The page kept its peer connection: only the socket is new.
         (Some(p), None) => {

@@ -100,6 +100,29 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(30..=3600))]
     pub seat_hold_secs: u64,
 
+    /// This node's id in a deployment of several nodes on one PostgreSQL
+    /// database (unique among them; a second live process with the same id
+    /// is refused). Default: the machine's host name (a StatefulSet pod's
+    /// name in Kubernetes).
+    #[arg(long, env = "TELEHEALTH_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Where the other nodes reach this node's HTTP, plain `http://`, on the
+    /// deployment's internal network: a page's call socket that reaches
+    /// another node is forwarded here when this node hosts the call (media
+    /// itself goes straight to this node's media ports). Default:
+    /// `http://<--public-ip or the HTTP address>:<HTTP port>`.
+    #[arg(long, env = "TELEHEALTH_NODE_URL")]
+    pub node_url: Option<String>,
+
+    /// Seconds without a heartbeat (renewed every third of it) after which
+    /// a node is taken for dead and its calls are placed on another node at
+    /// their next join; a node that cannot renew its own for that long stops
+    /// serving its calls. 3 to 60.
+    #[arg(long, env = "TELEHEALTH_NODE_DEAD_AFTER_SECS", default_value_t = 6,
+          value_parser = clap::value_parser!(u64).range(3..=60))]
+    pub node_dead_after_secs: u64,
+
     /// Take the client address from `X-Forwarded-For` (only behind a reverse
     /// proxy that sets it; otherwise clients could forge their address).
     #[arg(long, env = "TELEHEALTH_TRUST_PROXY", default_value_t = false)]
@@ -136,6 +159,32 @@ impl Config {
             public_ip: self.public_ip,
             ..Default::default()
         }
+    }
+
+    /// This node's id (see `--node-id`).
+    pub fn node_id(&self) -> String {
+        if let Some(id) = self.node_id.as_ref().filter(|s| !s.trim().is_empty()) {
+            return id.trim().to_owned();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "node".to_owned())
+    }
+
+    /// Where other nodes reach this one (see `--node-url`), for the HTTP
+    /// address actually bound.
+    pub fn node_url(&self, bound: std::net::SocketAddr) -> String {
+        if let Some(u) = self.node_url.as_ref().filter(|s| !s.trim().is_empty()) {
+            return u.trim().trim_end_matches('/').to_owned();
+        }
+        let ip = match (bound.ip(), self.public_ip) {
+            (ip, Some(public)) if ip.is_unspecified() => public,
+            (ip, _) => ip,
+        };
+        format!("http://{}", std::net::SocketAddr::new(ip, bound.port()))
     }
 
     pub fn database_url(&self) -> String {

@@ -67,6 +67,9 @@ pub enum ApiError {
     /// 503: too much of one costly kind of work at once (password checks);
     /// try again after this many seconds.
     Busy { retry_after_secs: u64 },
+    /// 503: no node can serve this call right now (its node stopped, or it
+    /// is being moved); the page tries again by itself.
+    CallElsewhere,
 }
 
 /// The body of every error answer (RFC 9457 problem details).
@@ -129,9 +132,10 @@ impl ApiError {
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } | ApiError::OverLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Unavailable | ApiError::Busy { .. } | ApiError::StorageFull => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Unavailable
+            | ApiError::Busy { .. }
+            | ApiError::StorageFull
+            | ApiError::CallElsewhere => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -255,6 +259,17 @@ impl IntoResponse for ApiError {
             } => {
                 retry_after = Some(retry_after_secs);
                 (code, detail.to_owned(), detail_en.to_owned(), vec![], None, None)
+            }
+            ApiError::CallElsewhere => {
+                retry_after = Some(2);
+                (
+                    "call_moving",
+                    "Cuộc gọi đang được chuyển sang máy chủ khác. Trang sẽ tự kết nối lại sau vài giây.".to_owned(),
+                    "The call is moving to another server. The page reconnects by itself in a few seconds.".to_owned(),
+                    vec![],
+                    None,
+                    None,
+                )
             }
             ApiError::Busy { retry_after_secs } => {
                 retry_after = Some(retry_after_secs);

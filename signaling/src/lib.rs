@@ -22,6 +22,7 @@ pub mod auth;
 mod bootstrap;
 pub mod call;
 mod call_ws;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -114,6 +115,12 @@ pub fn state(
         trust_proxy: config.trust_proxy,
         secure_cookies: config.tls_cert.is_some() || config.trust_proxy,
         hub: live::Hub::default(),
+        cluster: Arc::new(cluster::Cluster::new(
+            config.node_id(),
+            config.node_url(config.http_addr),
+            calls.sfu.local_addr().to_string(),
+            std::time::Duration::from_secs(config.node_dead_after_secs),
+        )),
         calls,
         shutdown,
         sockets: Default::default(),
@@ -296,10 +303,32 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         calls.clone(),
         stop_rx.clone(),
     );
+    let mut state = state;
+    state.cluster = Arc::new(cluster::Cluster::new(
+        config.node_id(),
+        config.node_url(listener.local_addr()?),
+        format!(
+            "{} (UDP {})",
+            sfu.local_addr().ip(),
+            port_span(engines.iter().map(|e| e.udp.port()))
+        ),
+        std::time::Duration::from_secs(config.node_dead_after_secs),
+    ));
+    state.cluster.register(&store).await.with_context(|| {
+        format!(
+            "registering node {} (another server runs with this --node-id?)",
+            state.cluster.id
+        )
+    })?;
+    tracing::info!(node = %state.cluster.id, url = %state.cluster.url, "node registered");
+    tokio::spawn(cluster::heartbeat_loop(state.clone()));
     let dispatch = tokio::spawn(call::dispatch(calls, store.clone(), state.hub.clone()));
     // Rooms do not survive a restart: consultations that were live are
     // interrupted, and the pages that show them are told.
-    for c in store.interrupt_live_consultations().await? {
+    for c in store
+        .interrupt_live_consultations(&state.cluster.id, state.cluster.dead_after)
+        .await?
+    {
         tracing::warn!(consultation = %c.id, "consultation interrupted by a server restart");
         state.hub.publish(&c);
     }

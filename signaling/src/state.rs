@@ -22,6 +22,8 @@ pub struct AppState {
     pub calls: Calls,
     /// Turns true when the server is shutting down (sockets close cleanly).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// This node among the others on the same database.
+    pub cluster: Arc<crate::cluster::Cluster>,
     /// Open sockets per user (bounded: [`SocketCounts::PER_USER`]).
     pub sockets: Arc<SocketCounts>,
 }

@@ -29,8 +29,8 @@ use crate::state::AppState;
 /// Largest frame a client may send.
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Heartbeat: the server pings this often and closes after `IDLE` silence.
-const PING_EVERY: Duration = Duration::from_secs(15);
-const IDLE: Duration = Duration::from_secs(45);
+pub(crate) const PING_EVERY: Duration = Duration::from_secs(15);
+pub(crate) const IDLE: Duration = Duration::from_secs(45);
 /// Messages per second a client may send before it is cut off.
 const RATE_PER_SEC: u32 = 50;
 
@@ -43,6 +43,9 @@ pub enum CloseReason {
     Flooding,
     ServerShutdown,
     SocketError,
+    /// This node let the call go (another node hosts it now): the page
+    /// reconnects and is placed where the call is.
+    CallMoved,
 }
 
 impl CloseReason {
@@ -54,6 +57,7 @@ impl CloseReason {
             CloseReason::Flooding => (1008, "rate_limited"),
             CloseReason::ServerShutdown => (1001, "server_shutdown"),
             CloseReason::SocketError => (1011, "socket_error"),
+            CloseReason::CallMoved => (4002, "call_moved"),
         }
     }
 }
@@ -97,6 +101,24 @@ pub async fn upgrade(
         None => None,
         Some(raw) => Some(check_membership(&state, &user, &raw).await?),
     };
+    // A call socket goes to the node that hosts its call.
+    if let Some(c) = bound {
+        if let crate::cluster::Route::Forward { node, url } = state.cluster.route(&state.store, c).await? {
+            if headers.contains_key(crate::cluster::VIA) {
+                // Forwarded here by a node that took this one for the host:
+                // the call moved meanwhile. The page tries again.
+                return Err(ApiError::CallElsewhere);
+            }
+            let token = crate::auth::access_token(&headers).unwrap_or_default().to_owned();
+            return Ok(ws
+                .max_message_size(MAX_FRAME)
+                .max_frame_size(MAX_FRAME)
+                .on_upgrade(move |socket| async move {
+                    crate::cluster::forward(state, socket, c, node, url, token).await;
+                    drop(slot);
+                }));
+        }
+    }
     Ok(ws
         .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
@@ -164,6 +186,7 @@ async fn session(
     let uid = user.user.id;
     tracing::info!(user = %uid, session = %user.session, "socket opened");
     let mut updates = state.hub.subscribe();
+    let mut evictions = state.cluster.evictions();
     let stop = crate::stopped(state.shutdown.clone());
     tokio::pin!(stop);
     let mut ping = tokio::time::interval(PING_EVERY);
@@ -264,6 +287,18 @@ async fn session(
                 // Logout or deactivation ends open sockets too.
                 if !matches!(state.store.session_user(user.session).await, Ok(Some(_))) {
                     reason = Some(CloseReason::SessionEnded);
+                }
+            }
+            evicted = evictions.recv() => {
+                let ours = call.current.as_ref().map(|c| c.0).or(bound);
+                match evicted {
+                    Ok(c) if Some(c) == ours => {
+                        // The seat went with the room: nothing to keep.
+                        call.current = None;
+                        reason = Some(CloseReason::CallMoved);
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => {}
                 }
             }
             _ = &mut stop => reason = Some(CloseReason::ServerShutdown),

@@ -105,6 +105,9 @@ pub async fn app_state(store: Store, throttle: ThrottlePolicy) -> telehealth_sig
     // The sender is dropped: these tests never shut the server down.
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let state = telehealth_signaling::state(store.clone(), JWT_KEY, &config(), throttle, calls.clone(), rx);
+    // One node, registered and beating as the server's own is.
+    state.cluster.register(&store).await.unwrap();
+    tokio::spawn(telehealth_signaling::cluster::heartbeat_loop(state.clone()));
     tokio::spawn(telehealth_signaling::call::dispatch(
         calls,
         store,

@@ -1,0 +1,398 @@
+//! Several nodes on one PostgreSQL database (shared/DESIGN.md, "Scale").
+//!
+//! Each node registers itself and renews a heartbeat ([`heartbeat_loop`]);
+//! each consultation's call is placed on one live node, with an epoch, the
+//! first time a page's call socket asks for it after its node is gone
+//! ([`Cluster::route`]). A call socket that reaches another node is
+//! forwarded there at the signaling level ([`forward`]): the page keeps
+//! talking to the address it loaded (one origin, its cookies, one load
+//! balancer), while its media goes straight to the hosting node's media
+//! ports, named in that node's ICE candidates. Redirecting the page to the
+//! other node instead would need every node reachable by browsers under its
+//! own name, with the login cookie valid there.
+//!
+//! A node serves a call only while the database says it holds it: at each
+//! heartbeat it lets go of the rooms whose placement moved (a node that was
+//! hung and came back), and when it cannot renew its heartbeat for the dead
+//! timeout it lets go of all of them, since another node may be taking them
+//! over. The pages of a room let go of have their sockets closed
+//! (`call_moved`), reconnect by themselves and join where the call is now.
+//!
+//! With SQLite there is one node (a second process on the same file is
+//! refused at start), and all of this places every call on it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use telehealth_records::{ConsultationId, HeartbeatError, NodeHeartbeat, Store};
+use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// The header a forwarded call socket carries: the node that forwarded it.
+/// A node that receives one and does not host the call refuses it rather
+/// than forward it again (no loops while a call moves).
+pub const VIA: &str = "x-telehealth-via";
+
+/// How long a node waits for the hosting node to accept a forwarded socket.
+const FORWARD_CONNECT: Duration = Duration::from_secs(5);
+
+/// This node in the cluster.
+pub struct Cluster {
+    pub id: String,
+    /// A token of this process: a restarted node is a new instance.
+    instance: String,
+    /// Where the other nodes reach this one.
+    pub url: String,
+    /// The media address(es) this node announces, for admins.
+    media: String,
+    pub dead_after: Duration,
+    draining: AtomicBool,
+    /// The calls this node serves, with the epoch it was given each.
+    held: Mutex<HashMap<ConsultationId, i64>>,
+    /// Set while this node cannot prove it is alive: it serves nothing.
+    fenced: AtomicBool,
+    /// Calls let go of: their sockets close.
+    evicted: broadcast::Sender<ConsultationId>,
+}
+
+/// Where a call socket goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This node hosts the call.
+    Here,
+    /// Another node does: forward the socket to its URL.
+    Forward { node: String, url: String },
+}
+
+impl Cluster {
+    pub fn new(id: String, url: String, media: String, dead_after: Duration) -> Self {
+        let instance = uuid::Uuid::new_v4().to_string();
+        let (evicted, _) = broadcast::channel(256);
+        Self {
+            id,
+            instance,
+            url,
+            media,
+            dead_after,
+            draining: AtomicBool::new(false),
+            held: Mutex::default(),
+            fenced: AtomicBool::new(false),
+            evicted,
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<ConsultationId, i64>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn set_draining(&self, on: bool) {
+        self.draining.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether this node may serve anything (it renewed its heartbeat
+    /// within the dead timeout).
+    pub fn fenced(&self) -> bool {
+        self.fenced.load(Ordering::Relaxed)
+    }
+
+    /// Calls whose sockets must close (this node let them go).
+    pub fn evictions(&self) -> broadcast::Receiver<ConsultationId> {
+        self.evicted.subscribe()
+    }
+
+    /// Where `c`'s call is served, placing it if its node is gone.
+    pub async fn route(&self, store: &Store, c: ConsultationId) -> ApiResult<Route> {
+        if self.fenced() {
+            return Err(ApiError::CallElsewhere);
+        }
+        let placed = store.place_call(c, self.dead_after).await?;
+        let Some(p) = placed else {
+            tracing::warn!(consultation = %c, "no live node can take the call");
+            return Err(ApiError::CallElsewhere);
+        };
+        if p.node_id == self.id {
+            let before = self.held().insert(c, p.epoch);
+            if before != Some(p.epoch) {
+                tracing::info!(consultation = %c, epoch = p.epoch, "call placed on this node");
+            }
+            Ok(Route::Here)
+        } else {
+            Ok(Route::Forward {
+                node: p.node_id,
+                url: p.url,
+            })
+        }
+    }
+
+    /// Lets go of `c` here: its room closes and its sockets are closed.
+    async fn let_go(&self, state: &AppState, c: ConsultationId, why: &'static str) {
+        self.held().remove(&c);
+        tracing::warn!(consultation = %c, why, "this node lets the call go; its pages reconnect where it is now");
+        let _ = self.evicted.send(c);
+        state.calls.evict(c).await;
+    }
+
+    async fn beat(&self, state: &AppState) -> Result<(), HeartbeatError> {
+        let (rooms, participants) = state.calls.load();
+        let hb = NodeHeartbeat {
+            id: &self.id,
+            instance: &self.instance,
+            url: &self.url,
+            media: &self.media,
+            draining: self.draining(),
+            rooms: i64::try_from(rooms).unwrap_or(i64::MAX),
+            participants: i64::try_from(participants).unwrap_or(i64::MAX),
+        };
+        state.store.node_heartbeat(&hb, self.dead_after).await
+    }
+
+    /// After a heartbeat: lets go of the rooms this node no longer holds.
+    async fn check_claims(&self, state: &AppState) {
+        let Ok(placed) = state.store.placements_of(&self.id).await else {
+            return;
+        };
+        let placed: HashMap<ConsultationId, i64> = placed.into_iter().collect();
+        let mut gone = Vec::new();
+        for c in state.calls.room_ids() {
+            let ours = self.held().get(&c).copied();
+            if ours.is_none() || placed.get(&c) != ours.as_ref() {
+                gone.push(c);
+            }
+        }
+        // Placements for calls without a room here stay ours (nobody has
+        // joined yet, or everyone left): a join serves them.
+        self.held().retain(|c, e| placed.get(c) == Some(e));
+        for c in gone {
+            self.let_go(state, c, "placed elsewhere").await;
+        }
+    }
+
+    /// Registers this node; refused when another live process has its id.
+    pub async fn register(&self, store: &Store) -> Result<(), HeartbeatError> {
+        let hb = NodeHeartbeat {
+            id: &self.id,
+            instance: &self.instance,
+            url: &self.url,
+            media: &self.media,
+            draining: false,
+            rooms: 0,
+            participants: 0,
+        };
+        store.node_heartbeat(&hb, self.dead_after).await
+    }
+
+    /// Removes this node's registration at a clean exit.
+    pub async fn leave(&self, store: &Store) {
+        if let Err(e) = store.node_leave(&self.id, &self.instance).await {
+            tracing::warn!(error = %e, "cannot remove this node's registration");
+        }
+    }
+}
+
+/// Renews this node's heartbeat every third of the dead timeout, and lets
+/// go of calls it no longer holds. Runs until the server stops.
+pub async fn heartbeat_loop(state: AppState) {
+    let cluster = state.cluster.clone();
+    let mut last_ok = Instant::now();
+    let mut tick = tokio::time::interval(cluster.dead_after / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match tokio::time::timeout(cluster.dead_after / 3, cluster.beat(&state)).await {
+            Ok(Ok(())) => {
+                last_ok = Instant::now();
+                if cluster.fenced.swap(false, Ordering::Relaxed) {
+                    tracing::info!("heartbeat renewed: this node serves calls again");
+                }
+                cluster.check_claims(&state).await;
+            }
+            Ok(Err(HeartbeatError::IdInUse(id))) => {
+                tracing::error!(node = %id, "another live process has taken this node's id; serving no call");
+                fence(&state).await;
+            }
+            Ok(Err(e)) if last_ok.elapsed() >= cluster.dead_after => {
+                tracing::error!(error = %e, "heartbeat not renewed within the dead timeout; letting every call go");
+                fence(&state).await;
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat not renewed"),
+            Err(_) if last_ok.elapsed() >= cluster.dead_after => {
+                tracing::error!("heartbeat not answered within the dead timeout; letting every call go");
+                fence(&state).await;
+            }
+            Err(_) => tracing::warn!("heartbeat not answered"),
+        }
+    }
+}
+
+/// This node cannot prove it holds its calls: it lets all of them go.
+async fn fence(state: &AppState) {
+    let cluster = &state.cluster;
+    cluster.fenced.store(true, Ordering::Relaxed);
+    let mut calls: Vec<ConsultationId> = cluster.held().keys().copied().collect();
+    calls.extend(state.calls.room_ids());
+    calls.sort_unstable_by_key(|c| c.to_string());
+    calls.dedup();
+    for c in calls {
+        cluster.let_go(state, c, "heartbeat lost").await;
+    }
+}
+
+fn to_upstream(m: Message) -> Option<tungstenite::Message> {
+    Some(match m {
+        Message::Text(t) => tungstenite::Message::text(t.as_str()),
+        Message::Binary(b) => tungstenite::Message::Binary(b),
+        Message::Close(f) => tungstenite::Message::Close(f.map(|f| tungstenite::protocol::CloseFrame {
+            code: f.code.into(),
+            reason: f.reason.as_str().into(),
+        })),
+        // Each hop keeps its own connection alive.
+        Message::Ping(_) | Message::Pong(_) => return None,
+    })
+}
+
+fn to_client(m: tungstenite::Message) -> Option<Message> {
+    Some(match m {
+        tungstenite::Message::Text(t) => Message::Text(t.as_str().into()),
+        tungstenite::Message::Binary(b) => Message::Binary(b),
+        tungstenite::Message::Close(f) => Message::Close(f.map(|f| CloseFrame {
+            code: f.code.into(),
+            reason: f.reason.as_str().into(),
+        })),
+        _ => return None,
+    })
+}
+
+/// The close a page gets when its call's node is gone: it reconnects, and
+/// the new socket is placed where the call is now.
+fn moved() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: 4002,
+        reason: "call_moved".into(),
+    }))
+}
+
+/// Carries a page's call socket to the node that hosts its call, both
+/// ways, until either side closes. The page is told `call_moved` (and
+/// reconnects) when the hosting node cannot be reached or goes away.
+pub async fn forward(
+    state: AppState,
+    mut client: WebSocket,
+    c: ConsultationId,
+    node: String,
+    url: String,
+    token: String,
+) {
+    let ws_url = format!(
+        "{}/api/ws?consultation_id={c}",
+        url.replacen("https://", "wss://", 1)
+            .replacen("http://", "ws://", 1)
+    );
+    let request = match tungstenite::client::IntoClientRequest::into_client_request(ws_url.as_str()) {
+        Ok(mut r) => {
+            let headers = r.headers_mut();
+            let auth = format!("Bearer {token}").parse();
+            let via = state.cluster.id.parse();
+            if let (Ok(auth), Ok(via)) = (auth, via) {
+                headers.insert(axum::http::header::AUTHORIZATION, auth);
+                headers.insert(VIA, via);
+            }
+            r
+        }
+        Err(e) => {
+            tracing::error!(node = %node, error = %e, "bad node URL; cannot forward the call socket");
+            let _ = client.send(moved()).await;
+            return;
+        }
+    };
+    let connected = tokio::time::timeout(FORWARD_CONNECT, tokio_tungstenite::connect_async(request)).await;
+    let upstream = match connected {
+        Ok(Ok((ws, _))) => ws,
+        Ok(Err(e)) => {
+            tracing::warn!(consultation = %c, node = %node, error = %e, "the call's node refused or cannot be reached");
+            let _ = client.send(moved()).await;
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(consultation = %c, node = %node, "the call's node did not answer");
+            let _ = client.send(moved()).await;
+            return;
+        }
+    };
+    tracing::info!(consultation = %c, node = %node, "call socket forwarded to its node");
+    let (mut up_tx, mut up_rx) = upstream.split();
+    let stop = crate::stopped(state.shutdown.clone());
+    tokio::pin!(stop);
+    // The hosting node's pings are answered by this hop, so this hop is
+    // the one to notice a page that went silent.
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + crate::ws::PING_EVERY,
+        crate::ws::PING_EVERY,
+    );
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            m = client.recv() => match m {
+                Some(Ok(m)) => {
+                    last_heard = Instant::now();
+                    let closing = matches!(m, Message::Close(_));
+                    if let Some(m) = to_upstream(m) {
+                        if up_tx.send(m).await.is_err() {
+                            let _ = client.send(moved()).await;
+                            break;
+                        }
+                    }
+                    if closing {
+                        break;
+                    }
+                }
+                _ => {
+                    let _ = up_tx.send(tungstenite::Message::Close(None)).await;
+                    break;
+                }
+            },
+            m = up_rx.next() => match m {
+                Some(Ok(m)) => {
+                    let closing = matches!(m, tungstenite::Message::Close(_));
+                    if let Some(m) = to_client(m) {
+                        if client.send(m).await.is_err() {
+                            let _ = up_tx.send(tungstenite::Message::Close(None)).await;
+                            break;
+                        }
+                    }
+                    if closing {
+                        break;
+                    }
+                }
+                // The hosting node went away without a word (killed, or the
+                // network between the nodes broke).
+                _ => {
+                    tracing::warn!(consultation = %c, node = %node, "the call's node dropped the forwarded socket");
+                    let _ = client.send(moved()).await;
+                    break;
+                }
+            },
+            _ = ping.tick() => {
+                if last_heard.elapsed() > crate::ws::IDLE || client.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    let _ = up_tx.send(tungstenite::Message::Close(None)).await;
+                    break;
+                }
+            }
+            _ = &mut stop => {
+                let _ = up_tx.send(tungstenite::Message::Close(None)).await;
+                let _ = client.send(Message::Close(Some(CloseFrame { code: 1001, reason: "server_shutdown".into() }))).await;
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Several nodes on one PostgreSQL database, as real processes on loopback:
+//! each call is hosted by one node, and the pages that reach other nodes
+//! are carried there (their signaling forwarded, their media straight to
+//! the host's ports).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use telehealth_tests::{ParticipantConfig, WsSession};
+
+/// The JWT key every node shares (as a deployment sets it).
+const JWT_KEY: &str = "cluster-test-key-0123456789abcdef0123456789";
+
+fn ws_url(server: &Server) -> String {
+    server.url("/api/ws").replace("http://", "ws://")
+}
+
+/// Starts `ids.len()` nodes on one fresh PostgreSQL database, one after
+/// another (the first creates the schema and the admin).
+async fn nodes(tag: &str, ids: &[&str]) -> (Vec<Server>, String) {
+    let first = temp_dir(tag);
+    let db = database_url("postgres", &first).await;
+    let mut servers = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let dir = if i == 0 {
+            first.clone()
+        } else {
+            temp_dir(&format!("{tag}-{id}"))
+        };
+        servers.push(Server::start_with_env(
+            &dir,
+            &db,
+            &["--node-id", id, "--media-engines", "1"],
+            &[("TELEHEALTH_JWT_KEY", JWT_KEY)],
+        ));
+    }
+    (servers, db)
+}
+
+async fn host_of(db: &str, cid: &str) -> Option<(String, i64)> {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(db).await.unwrap();
+    let row: Option<(String, i64)> =
+        sqlx::query_as("SELECT node_id, epoch FROM room_placements WHERE consultation_id = $1")
+            .bind(cid)
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    row
+}
+
+/// A station whose page talks to node A and a doctor whose page talks to
+/// node B share one consultation: the call is hosted on one node (here C,
+/// the least loaded by id), both sockets are forwarded there, and audio and
+/// video flow both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_joined_through_two_nodes_is_hosted_on_one_with_media_both_ways() {
+    // Placement breaks ties by node id: "n1" (node C) takes the first call.
+    let (servers, db) = nodes("cluster", &["n2", "n3", "n1"]).await;
+    let (a, b, c_node) = (&servers[0], &servers[1], &servers[2]);
+    let c = client();
+    let p = province(&c, a).await;
+    let cid = accepted_consultation(&c, a, &p).await;
+
+    let station = WsSession::join(
+        &ws_url(a),
+        &p.worker,
+        &cid,
+        ParticipantConfig::new("station", 660.0),
+    )
+    .await
+    .unwrap();
+    let doctor = WsSession::join(
+        &ws_url(b),
+        &p.doctor,
+        &cid,
+        ParticipantConfig::new("doctor", 440.0),
+    )
+    .await
+    .unwrap();
+    media_flows(
+        &doctor,
+        &station.participant_id,
+        660.0,
+        20,
+        Duration::from_secs(15),
+    )
+    .await;
+    media_flows(
+        &station,
+        &doctor.participant_id,
+        440.0,
+        20,
+        Duration::from_secs(15),
+    )
+    .await;
+
+    assert_eq!(host_of(&db, &cid).await, Some(("n1".to_owned(), 1)));
+    let forwarded = |s: &Server| {
+        s.output
+            .lock()
+            .unwrap()
+            .matches("call socket forwarded to its node")
+            .count()
+    };
+    assert!(forwarded(a) >= 1, "node A forwarded the station's socket");
+    assert!(forwarded(b) >= 1, "node B forwarded the doctor's socket");
+    assert_eq!(forwarded(c_node), 0);
+    let host_log = c_node.output.lock().unwrap().clone();
+    assert!(host_log.contains("call placed on this node"), "{host_log}");
+    // Both in the same room: each sees the other in its roster.
+    let state = get(&c, b, &p.doctor, &format!("/api/consultations/{cid}")).await;
+    assert_eq!(state["state"], "in_progress", "{state}");
+}
