@@ -569,6 +569,12 @@ export class Call {
         this.rejoin('asked by the server');
         return;
       case 'error':
+        if (m.code === 'call_elsewhere') {
+          // The call moved to another server: a new socket is placed where it is now.
+          this.note('call elsewhere: reconnecting');
+          this.socket?.close();
+          return;
+        }
         if (m.code === 'cannot_resume') {
           // Our seat expired while we were away: join again with a fresh connection.
           this.participantId = null;

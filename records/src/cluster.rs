@@ -49,13 +49,16 @@ pub struct NodeRow {
 }
 
 /// Which node hosts a consultation's call.
-#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placement {
     pub consultation_id: ConsultationId,
     pub node_id: String,
     /// The owner's HTTP address, for the nodes that forward to it.
     pub url: String,
     pub epoch: i64,
+    /// Placed by this call (not found in place): `Some(previous node)` when
+    /// it moved, `Some(None)` when it is placed for the first time.
+    pub placed_now: Option<Option<String>>,
 }
 
 /// Why a heartbeat was refused.
@@ -185,6 +188,7 @@ impl Store {
                     node_id: node_id.clone(),
                     url: url.clone(),
                     epoch: *epoch,
+                    placed_now: None,
                 }));
             }
         }
@@ -203,7 +207,8 @@ impl Store {
         let Some((node_id, url)) = target else {
             return Ok(None);
         };
-        let epoch = current.map_or(1, |(_, e, _, _)| e + 1);
+        let epoch = current.as_ref().map_or(1, |(_, e, _, _)| e + 1);
+        let previous = current.map(|(n, ..)| n).filter(|n| !n.is_empty());
         sqlx::query(&format!(
             "INSERT INTO room_placements (consultation_id, node_id, epoch, placed_at)
              VALUES ($1, $2, $3, {now})
@@ -221,6 +226,7 @@ impl Store {
             node_id,
             url,
             epoch,
+            placed_now: Some(previous),
         }))
     }
 

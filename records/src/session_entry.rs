@@ -90,6 +90,14 @@ pub enum SessionEntry {
     },
     /// A participant was asked to join again, and why.
     RejoinRequested { participant_id: String, why: String },
+    /// The call was placed on a node (`from`: the node it was on before,
+    /// which died or gave it up), with its new epoch.
+    CallPlaced {
+        node: String,
+        epoch: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+    },
 }
 
 /// Who joined a call (or came back to it).
@@ -127,6 +135,7 @@ impl SessionEntry {
             Self::AddressChanged { .. } => EventKind::AddressChanged,
             Self::VideoLevel { .. } => EventKind::VideoLevel,
             Self::RejoinRequested { .. } => EventKind::RejoinRequested,
+            Self::CallPlaced { .. } => EventKind::CallPlaced,
         }
     }
 
@@ -232,6 +241,11 @@ mod tests {
             SessionEntry::RejoinRequested {
                 participant_id: p(),
                 why: "offer_unanswered".into(),
+            },
+            SessionEntry::CallPlaced {
+                node: "n2".into(),
+                epoch: 2,
+                from: Some("n1".into()),
             },
         ]
     }

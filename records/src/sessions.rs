@@ -199,7 +199,8 @@ pub fn quality(
             | SessionEntry::MediaResumed { .. }
             | SessionEntry::AddressChanged { .. }
             | SessionEntry::VideoLevel { .. }
-            | SessionEntry::RejoinRequested { .. } => {}
+            | SessionEntry::RejoinRequested { .. }
+            | SessionEntry::CallPlaced { .. } => {}
         }
     }
     q.avg_loss_pct = mean(&loss);

@@ -276,6 +276,8 @@ text_enum!(
         VideoLevel = "video_level",
         /// A participant was asked to join again (our offer went unanswered).
         RejoinRequested = "rejoin_requested",
+        /// The call was placed on a node (another one's died or gave it up).
+        CallPlaced = "call_placed",
     }
 );
 

@@ -865,8 +865,11 @@ async fn calls_are_placed_once_spread_and_moved_off_dead_nodes(store: Store) {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(&again, p);
-        assert_eq!(again.epoch, 1);
+        assert_eq!(p.placed_now, Some(None), "placed for the first time");
+        assert_eq!(
+            (&again.node_id, again.epoch, again.placed_now),
+            (&p.node_id, 1, None)
+        );
     }
     // A draining node keeps its calls and takes no new one.
     store
@@ -896,6 +899,7 @@ async fn calls_are_placed_once_spread_and_moved_off_dead_nodes(store: Store) {
             .unwrap();
         assert_eq!(moved.node_id, "a", "c drains, so b's calls go to a");
         assert_eq!(moved.epoch, 2);
+        assert_eq!(moved.placed_now, Some(Some("b".to_owned())));
     }
     assert!(store.placements_of("b").await.unwrap().is_empty());
     // A call given up is placed again with a higher epoch; a stale release

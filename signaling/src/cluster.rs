@@ -121,6 +121,17 @@ impl Cluster {
             tracing::warn!(consultation = %c, "no live node can take the call");
             return Err(ApiError::CallElsewhere);
         };
+        if let Some(from) = &p.placed_now {
+            tracing::info!(consultation = %c, node = %p.node_id, epoch = p.epoch, from = ?from, "call placed");
+            let entry = telehealth_records::SessionEntry::CallPlaced {
+                node: p.node_id.clone(),
+                epoch: p.epoch,
+                from: from.clone(),
+            };
+            if let Err(e) = store.append_session_event(c, None, entry).await {
+                tracing::error!(consultation = %c, error = %e, "cannot write session event");
+            }
+        }
         if p.node_id == self.id {
             let before = self.held().insert(c, p.epoch);
             if before != Some(p.epoch) {

@@ -115,3 +115,128 @@ async fn a_call_joined_through_two_nodes_is_hosted_on_one_with_media_both_ways()
     let state = get(&c, b, &p.doctor, &format!("/api/consultations/{cid}")).await;
     assert_eq!(state["state"], "in_progress", "{state}");
 }
+
+/// Joins `cid` afresh through `server` (as a page that lost its call does:
+/// its socket comes back, its seat is gone with the dead node, and it joins
+/// with a new connection), retrying at the page's pace until a node takes
+/// the call.
+async fn join_until_placed(server: &Server, token: &str, cid: &str, name: &str, tone: f64) -> WsSession {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match WsSession::join(&ws_url(server), token, cid, ParticipantConfig::new(name, tone)).await {
+            Ok(s) => return s,
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{name} never got back in: {e:#}"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// The node hosting a call is killed (SIGKILL) mid-call: the pages come
+/// back through the nodes they talk to, the call is placed on a surviving
+/// node (a higher epoch, in the session log), and audio and video flow both
+/// ways again in the same consultation; a note saved before the kill is
+/// there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_node_is_killed_comes_back_on_a_surviving_node() {
+    let (mut servers, db) = nodes("takeover", &["n2", "n3", "n1"]).await;
+    let c = client();
+    let p = province(&c, &servers[0]).await;
+    let cid = accepted_consultation(&c, &servers[0], &p).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let station = WsSession::join(
+        &ws_url(a),
+        &p.worker,
+        &cid,
+        ParticipantConfig::new("station", 660.0),
+    )
+    .await
+    .unwrap();
+    let doctor = WsSession::join(
+        &ws_url(b),
+        &p.doctor,
+        &cid,
+        ParticipantConfig::new("doctor", 440.0),
+    )
+    .await
+    .unwrap();
+    media_flows(
+        &doctor,
+        &station.participant_id,
+        660.0,
+        20,
+        Duration::from_secs(15),
+    )
+    .await;
+    media_flows(
+        &station,
+        &doctor.participant_id,
+        440.0,
+        20,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(host_of(&db, &cid).await, Some(("n1".to_owned(), 1)));
+    let note = post(
+        &c,
+        b,
+        &p.doctor,
+        &format!("/api/consultations/{cid}/notes"),
+        serde_json::json!({"subjective": "Đau ngực trái từ sáng"}),
+    )
+    .await;
+
+    servers[2].kill();
+    let killed = std::time::Instant::now();
+    drop(station);
+    drop(doctor);
+    let (a, b) = (&servers[0], &servers[1]);
+    let (station, doctor) = tokio::join!(
+        join_until_placed(a, &p.worker, &cid, "station", 660.0),
+        join_until_placed(b, &p.doctor, &cid, "doctor", 440.0),
+    );
+    let rejoined = killed.elapsed();
+    media_flows(
+        &doctor,
+        &station.participant_id,
+        660.0,
+        20,
+        Duration::from_secs(15),
+    )
+    .await;
+    media_flows(
+        &station,
+        &doctor.participant_id,
+        440.0,
+        20,
+        Duration::from_secs(15),
+    )
+    .await;
+    eprintln!(
+        "kill -> both rejoined {:.1} s, -> media both ways {:.1} s",
+        rejoined.as_secs_f64(),
+        killed.elapsed().as_secs_f64()
+    );
+
+    let (host, epoch) = host_of(&db, &cid).await.unwrap();
+    assert!(host == "n2" || host == "n3", "placed on a surviving node: {host}");
+    assert_eq!(epoch, 2);
+    let session = get(&c, a, &p.admin, &format!("/api/sessions/{cid}")).await;
+    let moved = session["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "call_placed" && e["data"]["from"] == "n1")
+        .cloned();
+    let moved = moved.unwrap_or_else(|| panic!("the move is in the session log: {session}"));
+    assert_eq!(moved["data"]["node"], host.as_str());
+    let state = get(&c, a, &p.doctor, &format!("/api/consultations/{cid}")).await;
+    assert_eq!(state["state"], "in_progress", "{state}");
+    let nid = note["id"].as_str().unwrap();
+    let saved = get(&c, a, &p.doctor, &format!("/api/notes/{nid}")).await;
+    assert_eq!(saved["subjective"], "Đau ngực trái từ sáng");
+}

@@ -361,6 +361,8 @@ export const en = {
   'ev.videoOffBandwidth': "{who}'s network is weak: video to them paused, sound kept.",
   'ev.videoOffRequested': '{who} chose audio only: no video sent to them.',
   'ev.videoLayer': '{who} receives video at level {n}/{of}.',
+  'ev.callPlaced': 'The call is hosted on server {node}.',
+  'ev.callMoved': 'The call moved from server {from} to server {node} (the first stopped answering or handed it over); the pages joined again there.',
   'ev.mediaResumed': "{who}'s media flows again after {s} s of silence.",
   'ev.addressChanged': '{who} changed network (e.g. Wi-Fi to 4G); the call went on.',
   'ev.rejoinRequested': "The server asked {who}'s page to join again.",

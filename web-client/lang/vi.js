@@ -359,6 +359,8 @@ export const vi = {
   'ev.videoOffBandwidth': 'Mạng của {who} yếu: tạm tắt hình gửi tới họ, chỉ giữ tiếng.',
   'ev.videoOffRequested': '{who} chọn chỉ âm thanh: không gửi hình tới họ.',
   'ev.videoLayer': '{who} nhận hình ở mức {n}/{of}.',
+  'ev.callPlaced': 'Cuộc gọi chạy trên máy chủ {node}.',
+  'ev.callMoved': 'Cuộc gọi được chuyển từ máy chủ {from} sang máy chủ {node} (máy chủ cũ ngừng trả lời hoặc đã bàn giao); các trang tự vào lại ở đó.',
   'ev.mediaResumed': 'Hình/tiếng của {who} chạy lại sau {s} giây im.',
   'ev.addressChanged': '{who} đổi mạng (ví dụ Wi-Fi sang 4G); cuộc gọi đi tiếp.',
   'ev.rejoinRequested': 'Máy chủ yêu cầu trang của {who} vào lại cuộc gọi.',

@@ -147,6 +147,9 @@ function eventText(e, who) {
     case 'media_resumed': return [say('mediaResumed', { s: Math.round(Number(d.silent_ms ?? 0) / 1000) }), false, ''];
     case 'address_changed': return [say('addressChanged'), false, ''];
     case 'rejoin_requested': return [say('rejoinRequested'), false, 'warn-text'];
+    case 'call_placed': return d.from
+      ? [say('callMoved', { node: String(d.node ?? ''), from: String(d.from) }), false, 'warn-text']
+      : [say('callPlaced', { node: String(d.node ?? '') }), true, ''];
     case 'room_closed': return [say('roomClosed'), false, ''];
     case 'chat': return [say('chat'), false, ''];
     case 'media': return [say('media', { mic: t(d.audio ? 'ev.on' : 'ev.off'), cam: t(d.video ? 'ev.on' : 'ev.off') }), false, ''];
