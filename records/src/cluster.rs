@@ -257,3 +257,42 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 }
+
+/// The PostgreSQL channel that carries live updates between nodes.
+pub const CHANGES_CHANNEL: &str = "telehealth_changes";
+
+impl Store {
+    /// Tells every node listening on `channel` (PostgreSQL `NOTIFY`; the
+    /// payload at most 8,000 bytes). Nothing to do on SQLite: one node.
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<()> {
+        if self.backend() == Backend::Postgres {
+            sqlx::query("SELECT 1 FROM (SELECT pg_notify($1, $2)) AS n")
+                .bind(channel)
+                .bind(payload)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A connection of its own that listens on one channel (PostgreSQL
+/// `LISTEN`), reconnecting by itself.
+pub struct ChangeListener {
+    inner: sqlx::postgres::PgListener,
+}
+
+impl ChangeListener {
+    pub async fn connect(url: &str, channel: &str) -> Result<Self> {
+        let mut inner = sqlx::postgres::PgListener::connect(url).await?;
+        inner.listen(channel).await?;
+        Ok(Self { inner })
+    }
+
+    /// The next payload; `Ok(None)` when the connection was lost (it is
+    /// made again at the next call): what was sent meanwhile is missed, so
+    /// the caller re-reads what it shows.
+    pub async fn recv(&mut self) -> Result<Option<String>> {
+        Ok(self.inner.try_recv().await?.map(|n| n.payload().to_owned()))
+    }
+}

@@ -322,6 +322,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     })?;
     tracing::info!(node = %state.cluster.id, url = %state.cluster.url, "node registered");
     tokio::spawn(cluster::heartbeat_loop(state.clone()));
+    state
+        .hub
+        .join_cluster(store.clone(), config.database_url(), state.cluster.id.clone());
     let dispatch = tokio::spawn(call::dispatch(calls, store.clone(), state.hub.clone()));
     // Rooms do not survive a restart: consultations that were live are
     // interrupted, and the pages that show them are told.

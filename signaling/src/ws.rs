@@ -262,8 +262,9 @@ async fn session(
             }
             update = updates.recv() => {
                 let msg = match &update {
-                    Ok(change) if change.concerns(role, facility, uid) => ServerMessage::ConsultationChanged(change.clone()),
-                    Ok(_) => continue,
+                    Ok(crate::live::HubEvent::Change(change)) if change.concerns(role, facility, uid) => ServerMessage::ConsultationChanged(change.clone()),
+                    Ok(crate::live::HubEvent::Change(_)) => continue,
+                    Ok(crate::live::HubEvent::Resync) => ServerMessage::Resync,
                     Err(RecvError::Lagged(_)) => ServerMessage::Resync,
                     Err(RecvError::Closed) => { reason = Some(CloseReason::ServerShutdown); break; }
                 };

@@ -8,7 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
 use telehealth_tests::{ParticipantConfig, WsSession};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// The JWT key every node shares (as a deployment sets it).
 const JWT_KEY: &str = "cluster-test-key-0123456789abcdef0123456789";
@@ -239,4 +242,95 @@ async fn a_call_whose_node_is_killed_comes_back_on_a_surviving_node() {
     let nid = note["id"].as_str().unwrap();
     let saved = get(&c, a, &p.doctor, &format!("/api/notes/{nid}")).await;
     assert_eq!(saved["subjective"], "Đau ngực trái từ sáng");
+}
+
+type Page = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A page's live-updates socket (the queue), opened on `server`.
+async fn queue_page(server: &Server, token: &str) -> Page {
+    let mut req = ws_url(server).as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut page, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let hello = page.next().await.unwrap().unwrap();
+    assert!(hello.to_text().unwrap().contains("hello"), "{hello:?}");
+    page
+}
+
+/// The next message of `type` on the page within `within`.
+async fn pushed(page: &mut Page, kind: &str, within: Duration) -> Value {
+    tokio::time::timeout(within, async {
+        loop {
+            match page.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if v["type"] == kind {
+                        break v;
+                    }
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("socket ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {kind} within {within:?}"))
+}
+
+async fn request(c: &reqwest::Client, s: &Server, p: &Province) -> String {
+    let patient = post(
+        c,
+        s,
+        &p.worker,
+        "/api/patients",
+        json!({"full_name": "Lò Văn Pọm", "date_of_birth": "1975-05-05", "sex": "male"}),
+    )
+    .await;
+    consent(c, s, &p.worker, patient["id"].as_str().unwrap()).await;
+    let cons = post(
+        c,
+        s,
+        &p.worker,
+        "/api/consultations",
+        json!({"patient_id": patient["id"], "kind": "urgent", "reason": "Sốt cao"}),
+    )
+    .await;
+    cons["id"].as_str().unwrap().to_owned()
+}
+
+/// The doctor's queue, open on node C, hears within a second of a request
+/// the station makes on node A (PostgreSQL NOTIFY); when C's listening
+/// connection is cut, C's pages are told to refetch once it is back, and
+/// later requests reach them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_made_on_one_node_reaches_a_queue_open_on_another() {
+    let (servers, db) = nodes("queue", &["n1", "n2", "n3"]).await;
+    let (a, c_node) = (&servers[0], &servers[2]);
+    let c = client();
+    let p = province(&c, a).await;
+    let mut queue = queue_page(c_node, &p.doctor).await;
+
+    let cid = request(&c, a, &p).await;
+    let change = pushed(&mut queue, "consultation_changed", Duration::from_secs(1)).await;
+    assert_eq!(change["consultation_id"], cid.as_str());
+    assert_eq!(change["state"], "requested");
+    // Ids and states only: nothing about the patient travels.
+    assert!(!change.to_string().contains("Lò Văn Pọm") && !change.to_string().contains("Sốt cao"));
+
+    // Every node's listening connection is cut.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&db).await.unwrap();
+    let cut: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    assert_eq!(cut.len(), 3, "one listening connection per node");
+    pushed(&mut queue, "resync", Duration::from_secs(10)).await;
+    let second = request(&c, a, &p).await;
+    let change = pushed(&mut queue, "consultation_changed", Duration::from_secs(1)).await;
+    assert_eq!(change["consultation_id"], second.as_str());
 }
