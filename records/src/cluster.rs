@@ -296,3 +296,167 @@ impl ChangeListener {
         Ok(self.inner.try_recv().await?.map(|n| n.payload().to_owned()))
     }
 }
+
+/// The login throttle's rules, in milliseconds (see the signaling's
+/// `ThrottlePolicy`).
+#[derive(Clone, Copy, Debug)]
+pub struct ThrottleRules {
+    pub window_ms: i64,
+    pub lock_after: i64,
+    pub lockout_ms: i64,
+}
+
+/// Whether a password attempt may go ahead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThrottleStart {
+    /// It may; the most failures any of its keys had before it.
+    Go { failures_before: i64 },
+    /// It is refused for this long.
+    Locked { retry_after_ms: i64 },
+}
+
+fn throttle_key(k: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(k.as_bytes()))
+}
+
+impl Store {
+    /// Before a password check, on the failures every node shares: refuses
+    /// while one of `keys` is locked (and locks one that reached the
+    /// limit), else counts the attempt as a failure until told otherwise.
+    /// One transaction, its rows locked in a fixed order, so that guesses
+    /// arriving at once on several nodes are counted one after another.
+    pub async fn throttle_begin(&self, keys: &[String], r: ThrottleRules) -> Result<ThrottleStart> {
+        let now = self.now_ms_sql();
+        let mut hashed: Vec<String> = keys.iter().map(|k| throttle_key(k)).collect();
+        hashed.sort();
+        hashed.dedup();
+        let lock = if self.backend() == Backend::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        let mut w = self.begin_write().await?;
+        sqlx::query(&format!(
+            "DELETE FROM login_failures WHERE first_at < {now} - $1 AND (locked_until IS NULL OR locked_until < {now})"
+        ))
+        .bind(r.window_ms.max(r.lockout_ms))
+        .execute(&mut **w)
+        .await?;
+        let mut before = 0;
+        for k in &hashed {
+            sqlx::query(&format!(
+                "INSERT INTO login_failures (key, count, first_at) VALUES ($1, 0, {now}) ON CONFLICT (key) DO NOTHING"
+            ))
+            .bind(k)
+            .execute(&mut **w)
+            .await?;
+        }
+        for k in &hashed {
+            let (count, first_at, locked_until, at): (i64, i64, Option<i64>, i64) = sqlx::query_as(&format!(
+                "SELECT count, first_at, locked_until, {now} FROM login_failures WHERE key = $1{lock}"
+            ))
+            .bind(k)
+            .fetch_one(&mut **w)
+            .await?;
+            if let Some(until) = locked_until.filter(|u| *u > at) {
+                return Ok(ThrottleStart::Locked {
+                    retry_after_ms: until - at,
+                });
+            }
+            let mut count = count;
+            if locked_until.is_some() || at - first_at > r.window_ms {
+                count = 0;
+                sqlx::query(&format!(
+                    "UPDATE login_failures SET count = 0, first_at = {now}, locked_until = NULL WHERE key = $1"
+                ))
+                .bind(k)
+                .execute(&mut **w)
+                .await?;
+            }
+            if count >= r.lock_after {
+                sqlx::query("UPDATE login_failures SET locked_until = $2 WHERE key = $1")
+                    .bind(k)
+                    .bind(at + r.lockout_ms)
+                    .execute(&mut **w)
+                    .await?;
+                w.commit().await?;
+                return Ok(ThrottleStart::Locked {
+                    retry_after_ms: r.lockout_ms,
+                });
+            }
+            before = before.max(count);
+        }
+        for k in &hashed {
+            sqlx::query("UPDATE login_failures SET count = count + 1 WHERE key = $1")
+                .bind(k)
+                .execute(&mut **w)
+                .await?;
+        }
+        w.commit().await?;
+        Ok(ThrottleStart::Go {
+            failures_before: before,
+        })
+    }
+
+    /// The password was wrong: a key at the limit locks at once. Whether
+    /// any did.
+    pub async fn throttle_failed(&self, keys: &[String], r: ThrottleRules) -> Result<bool> {
+        let now = self.now_ms_sql();
+        let mut locked = false;
+        for k in keys {
+            let done = sqlx::query(&format!(
+                "UPDATE login_failures SET locked_until = {now} + $2
+                 WHERE key = $1 AND count >= $3 AND locked_until IS NULL"
+            ))
+            .bind(throttle_key(k))
+            .bind(r.lockout_ms)
+            .bind(r.lock_after)
+            .execute(&self.pool)
+            .await?;
+            locked |= done.rows_affected() > 0;
+        }
+        Ok(locked)
+    }
+
+    /// No password was checked after all: the attempt is not a failure.
+    pub async fn throttle_release(&self, keys: &[String]) -> Result<()> {
+        for k in keys {
+            sqlx::query(
+                "UPDATE login_failures SET count = CASE WHEN count > 0 THEN count - 1 ELSE 0 END WHERE key = $1",
+            )
+            .bind(throttle_key(k))
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Forgets `key`'s failures (the account's right password).
+    pub async fn throttle_forget(&self, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM login_failures WHERE key = $1")
+            .bind(throttle_key(key))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Takes or renews the lease on job `name` for `node`, for `ttl`: true
+    /// when `node` holds it now (it had it, or its holder let it lapse).
+    pub async fn take_lease(&self, name: &str, node: &str, ttl: Duration) -> Result<bool> {
+        let now = self.now_ms_sql();
+        let done = sqlx::query(&format!(
+            "INSERT INTO job_leases (name, node, until) VALUES ($1, $2, {now} + $3)
+             ON CONFLICT (name) DO UPDATE SET node = excluded.node, until = excluded.until
+             WHERE job_leases.node = excluded.node OR job_leases.until < {now}"
+        ))
+        .bind(name)
+        .bind(node)
+        .bind(ms(ttl))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}

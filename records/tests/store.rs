@@ -926,3 +926,24 @@ async fn calls_are_placed_once_spread_and_moved_off_dead_nodes(store: Store) {
     assert_eq!(store.place_call(calls[1], DEAD_AFTER).await.unwrap(), None);
 }
 on_both!(calls_are_placed_once_spread_and_moved_off_dead_nodes);
+
+async fn a_job_lease_is_held_by_one_node_until_it_lapses(store: Store) {
+    let ttl = std::time::Duration::from_secs(90);
+    assert!(store.take_lease("no_shows", "a", ttl).await.unwrap());
+    assert!(!store.take_lease("no_shows", "b", ttl).await.unwrap());
+    assert!(
+        store.take_lease("no_shows", "a", ttl).await.unwrap(),
+        "renewed by its holder"
+    );
+    assert!(store.take_lease("other_job", "b", ttl).await.unwrap());
+    sqlx::query("UPDATE job_leases SET until = until - 100000 WHERE name = 'no_shows'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert!(
+        store.take_lease("no_shows", "b", ttl).await.unwrap(),
+        "taken over once lapsed"
+    );
+    assert!(!store.take_lease("no_shows", "a", ttl).await.unwrap());
+}
+on_both!(a_job_lease_is_held_by_one_node_until_it_lapses);

@@ -496,7 +496,7 @@ async fn check_password(
     username: &str,
     password: String,
 ) -> ApiResult<(Option<telehealth_records::UserCredentials>, bool)> {
-    let delay = state.throttle.begin(keys)?;
+    let delay = state.throttle.begin(keys).await?;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -506,7 +506,10 @@ async fn check_password(
         Ok::<_, ApiError>((creds, ok))
     }
     .await;
-    checked.inspect_err(|_| state.throttle.release(keys))
+    if checked.is_err() {
+        state.throttle.release(keys).await;
+    }
+    checked
 }
 
 /// `POST /api/auth/login`
@@ -525,7 +528,7 @@ pub async fn login(
     };
     match creds {
         Some(c) if ok && c.user.is_active() => {
-            state.throttle.succeeded(&keys);
+            state.throttle.succeeded(&keys).await;
             let refresh = random_token();
             let expires = Timestamp(chrono::Utc::now() + state.auth.session_ttl);
             let sid = state
@@ -536,7 +539,7 @@ pub async fn login(
             issue(&state, &c.user, sid, refresh)
         }
         Some(c) if ok => {
-            state.throttle.release(&keys);
+            state.throttle.release(&keys).await;
             state
                 .store
                 .audit(
@@ -555,7 +558,7 @@ pub async fn login(
             })
         }
         _ => {
-            state.throttle.failed(&keys);
+            state.throttle.failed(&keys).await;
             state
                 .store
                 .audit(
@@ -601,10 +604,10 @@ pub async fn confirm_password(state: &AppState, user: &AuthUser, password: Optio
         .await?
         .1
     {
-        state.throttle.succeeded(&keys);
+        state.throttle.succeeded(&keys).await;
         return Ok(());
     }
-    state.throttle.failed(&keys);
+    state.throttle.failed(&keys).await;
     state
         .store
         .audit(
@@ -676,9 +679,12 @@ pub async fn me(user: AuthUser) -> Json<User> {
 }
 
 /// Login-failure bookkeeping per username and per client address.
+/// One node counts in memory; several nodes on PostgreSQL count in the
+/// database, so that the lockout holds whichever node the attempts hit.
 pub struct LoginThrottle {
     policy: ThrottlePolicy,
     entries: Mutex<HashMap<String, Failures>>,
+    shared: Option<telehealth_records::Store>,
 }
 
 /// How failures are punished.
@@ -717,6 +723,77 @@ impl LoginThrottle {
         Self {
             policy,
             entries: Mutex::new(HashMap::new()),
+            shared: None,
+        }
+    }
+
+    /// Counts in `store`, shared by every node using it.
+    pub fn shared(policy: ThrottlePolicy, store: telehealth_records::Store) -> Self {
+        Self {
+            shared: Some(store),
+            ..Self::new(policy)
+        }
+    }
+
+    fn rules(&self) -> telehealth_records::ThrottleRules {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        telehealth_records::ThrottleRules {
+            window_ms: ms(self.policy.window),
+            lock_after: i64::from(self.policy.lock_after),
+            lockout_ms: ms(self.policy.lockout),
+        }
+    }
+
+    async fn begin(&self, keys: &[String]) -> ApiResult<Duration> {
+        let Some(store) = &self.shared else {
+            return self.begin_here(keys);
+        };
+        match store.throttle_begin(keys, self.rules()).await? {
+            telehealth_records::ThrottleStart::Locked { retry_after_ms } => {
+                tracing::warn!("login refused: locked after repeated failures");
+                Err(ApiError::TooManyRequests {
+                    retry_after_secs: u64::try_from(retry_after_ms / 1000).unwrap_or(0).max(1),
+                })
+            }
+            telehealth_records::ThrottleStart::Go { failures_before } => {
+                let n = u32::try_from(failures_before).unwrap_or(u32::MAX);
+                let delay = if n >= self.policy.slow_after {
+                    self.policy.step * (n - self.policy.slow_after + 1)
+                } else {
+                    Duration::ZERO
+                };
+                Ok(delay.min(Duration::from_secs(5)))
+            }
+        }
+    }
+
+    async fn failed(&self, keys: &[String]) {
+        let Some(store) = &self.shared else {
+            return self.failed_here(keys);
+        };
+        match store.throttle_failed(keys, self.rules()).await {
+            Ok(true) => tracing::warn!("login locked after repeated failures"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "cannot count a login failure"),
+        }
+    }
+
+    async fn release(&self, keys: &[String]) {
+        let Some(store) = &self.shared else {
+            return self.release_here(keys);
+        };
+        if let Err(e) = store.throttle_release(keys).await {
+            tracing::error!(error = %e, "cannot give a login attempt back");
+        }
+    }
+
+    async fn succeeded(&self, keys: &[String]) {
+        let Some(store) = &self.shared else {
+            return self.succeeded_here(keys);
+        };
+        self.release(&keys[1..]).await;
+        if let Err(e) = store.throttle_forget(&keys[0]).await {
+            tracing::error!(error = %e, "cannot forget an account's login failures");
         }
     }
 
@@ -724,7 +801,7 @@ impl LoginThrottle {
     /// (a failure until [`Self::succeeded`] or [`Self::release`] says
     /// otherwise) and say how long to wait. Counting here, not after the
     /// check, is what holds when many guesses arrive at once.
-    fn begin(&self, keys: &[String]) -> ApiResult<Duration> {
+    fn begin_here(&self, keys: &[String]) -> ApiResult<Duration> {
         let now = Instant::now();
         // A poisoned lock only means another request panicked mid-update;
         // the counters are still usable.
@@ -770,7 +847,7 @@ impl LoginThrottle {
 
     /// The password was wrong: the attempt counted in [`Self::begin`] stands,
     /// and the limit reached locks at once.
-    fn failed(&self, keys: &[String]) {
+    fn failed_here(&self, keys: &[String]) {
         let now = Instant::now();
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         for k in keys {
@@ -784,7 +861,7 @@ impl LoginThrottle {
     }
 
     /// No password was checked after all: the attempt is not a failure.
-    fn release(&self, keys: &[String]) {
+    fn release_here(&self, keys: &[String]) {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         for k in keys {
             if let Some(f) = map.get_mut(k) {
@@ -795,8 +872,8 @@ impl LoginThrottle {
 
     /// The right password: the account's failures are forgotten; the address's
     /// stand (less this attempt).
-    fn succeeded(&self, keys: &[String]) {
-        self.release(&keys[1..]);
+    fn succeeded_here(&self, keys: &[String]) {
+        self.release_here(&keys[1..]);
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(&keys[0]);
     }

@@ -105,13 +105,16 @@ pub fn state(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> AppState {
     AppState {
-        store,
+        store: store.clone(),
         auth: Arc::new(AuthKeys::new(
             jwt_key,
             chrono::Duration::minutes(config.access_token_minutes),
             chrono::Duration::hours(config.session_hours),
         )),
-        throttle: Arc::new(LoginThrottle::new(throttle)),
+        throttle: Arc::new(match store.backend() {
+            telehealth_records::Backend::Postgres => LoginThrottle::shared(throttle, store.clone()),
+            telehealth_records::Backend::Sqlite => LoginThrottle::new(throttle),
+        }),
         trust_proxy: config.trust_proxy,
         secure_cookies: config.tls_cert.is_some() || config.trust_proxy,
         hub: live::Hub::default(),
@@ -191,7 +194,8 @@ async fn anchor_loop(state: AppState) {
     }
 }
 
-/// Marks overdue bookings as no-shows, once a minute.
+/// Marks overdue bookings as no-shows, once a minute, on one node of a
+/// cluster at a time.
 async fn no_show_loop(state: AppState) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
     let stop = stopped(state.shutdown.clone());
@@ -200,6 +204,19 @@ async fn no_show_loop(state: AppState) {
         tokio::select! {
             _ = tick.tick() => {}
             _ = &mut stop => return,
+        }
+        // One node of a cluster runs it (a lease it renews each time).
+        match state
+            .store
+            .take_lease("no_shows", &state.cluster.id, std::time::Duration::from_secs(90))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "no-show check skipped: cannot take its lease");
+                continue;
+            }
         }
         match state
             .store

@@ -334,3 +334,44 @@ async fn a_request_made_on_one_node_reaches_a_queue_open_on_another() {
     let change = pushed(&mut queue, "consultation_changed", Duration::from_secs(1)).await;
     assert_eq!(change["consultation_id"], second.as_str());
 }
+
+async fn login_status(c: &reqwest::Client, s: &Server, user: &str, password: &str) -> reqwest::StatusCode {
+    c.post(s.url("/api/auth/login"))
+        .json(&json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Ten wrong passwords for one account, sent at once and spread over three
+/// nodes, lock it on every node: the failures are counted in the shared
+/// database, not per process (where each node would have seen three or
+/// four and let the right password in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_lockout_holds_whichever_nodes_the_attempts_hit() {
+    let (servers, _db) = nodes("throttle", &["n1", "n2", "n3"]).await;
+    let c = client();
+    province(&c, &servers[0]).await;
+    let attempts = (0..10).map(|i| login_status(&c, &servers[i % 3], "bacsi", "đoán-sai"));
+    let answers = futures_util::future::join_all(attempts).await;
+    assert!(
+        answers.iter().all(|s| *s == reqwest::StatusCode::UNAUTHORIZED),
+        "ten wrong passwords, each refused as wrong: {answers:?}"
+    );
+    for s in &servers {
+        let r = c
+            .post(s.url("/api/auth/login"))
+            .json(&json!({"username": "bacsi", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            reqwest::StatusCode::TOO_MANY_REQUESTS,
+            "locked on {}",
+            s.base
+        );
+        assert!(r.headers().get("retry-after").is_some());
+    }
+}

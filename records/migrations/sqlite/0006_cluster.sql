@@ -27,3 +27,21 @@ CREATE TABLE room_placements (
     placed_at        INTEGER NOT NULL
 );
 CREATE INDEX room_placements_node ON room_placements (node_id);
+-- Login failures, shared by every node so that the lockout holds whichever
+-- node the attempts hit (PostgreSQL; one SQLite node counts in memory).
+-- `key` is a SHA-256 of "u:<username>" or "a:<client address>".
+CREATE TABLE login_failures (
+    key           TEXT PRIMARY KEY,
+    count         INTEGER NOT NULL,
+    first_at      INTEGER NOT NULL,
+    locked_until  INTEGER
+);
+CREATE INDEX login_failures_first_at ON login_failures (first_at);
+-- Jobs that must run on one node at a time (the no-show check): the node
+-- named holds the job until `until` (database clock, ms), renewing it
+-- each time it runs; another node takes it over once it lapses.
+CREATE TABLE job_leases (
+    name   TEXT PRIMARY KEY,
+    node   TEXT NOT NULL,
+    until  INTEGER NOT NULL
+);
