@@ -197,7 +197,7 @@ impl Store {
              WHERE n.heartbeat_at >= {now} - $1 AND n.draining = 0
              ORDER BY (SELECT COUNT(*) FROM room_placements p JOIN consultations c ON c.id = p.consultation_id
                        WHERE p.node_id = n.id AND c.state NOT IN {over}),
-                      n.participants, n.id
+                      n.id
              LIMIT 1",
             over = over()
         ))

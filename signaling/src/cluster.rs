@@ -154,7 +154,7 @@ impl Cluster {
         state.calls.evict(c).await;
     }
 
-    async fn beat(&self, state: &AppState) -> Result<(), HeartbeatError> {
+    pub(crate) async fn beat(&self, state: &AppState) -> Result<(), HeartbeatError> {
         let (rooms, participants) = state.calls.load();
         let hb = NodeHeartbeat {
             id: &self.id,
@@ -201,6 +201,19 @@ impl Cluster {
             participants: 0,
         };
         store.node_heartbeat(&hb, self.dead_after).await
+    }
+
+    /// Gives up every call placed here (at a clean exit, or at the end of
+    /// a drain): the next join of each places it on a live node at once,
+    /// without waiting for this node to be taken for dead.
+    pub async fn release_all(&self, store: &Store) {
+        let held: Vec<(ConsultationId, i64)> = self.held().drain().collect();
+        for (c, epoch) in held {
+            match store.release_call(c, &self.id, epoch).await {
+                Ok(_) => {}
+                Err(e) => tracing::warn!(consultation = %c, error = %e, "cannot give the call up"),
+            }
+        }
     }
 
     /// Removes this node's registration at a clean exit.
@@ -404,6 +417,85 @@ pub async fn forward(
                 let _ = client.send(Message::Close(Some(CloseFrame { code: 1001, reason: "server_shutdown".into() }))).await;
                 break;
             }
+        }
+    }
+}
+
+/// Drains this node (SIGUSR1): it takes no new calls (its heartbeat says
+/// so at once), keeps the calls it hosts until they end or `deadline`
+/// passes, then hands the rest over (each given up in the database, its
+/// pages told to reconnect, which places it on another node) and returns:
+/// the caller stops the server.
+pub async fn drain(state: AppState, deadline: Duration) {
+    let cluster = state.cluster.clone();
+    cluster.set_draining(true);
+    tracing::warn!(
+        deadline_secs = deadline.as_secs(),
+        "draining: no new calls here; the running ones stay until they end or the deadline passes"
+    );
+    if let Err(e) = cluster.beat(&state).await {
+        tracing::warn!(error = %e, "cannot say this node drains yet; the next heartbeat will");
+    }
+    let until = Instant::now() + deadline;
+    loop {
+        let (rooms, _) = state.calls.load();
+        if rooms == 0 {
+            tracing::info!("drained: no call left here");
+            break;
+        }
+        if Instant::now() >= until {
+            tracing::warn!(
+                calls = rooms,
+                "drain deadline passed: handing the remaining calls to other nodes"
+            );
+            let mut calls = state.calls.room_ids();
+            calls.extend(cluster.held().keys().copied());
+            calls.sort_unstable_by_key(|c| c.to_string());
+            calls.dedup();
+            let epochs: HashMap<ConsultationId, i64> = cluster.held().clone();
+            for c in calls {
+                if let Some(epoch) = epochs.get(&c) {
+                    if let Err(e) = state.store.release_call(c, &cluster.id, *epoch).await {
+                        tracing::warn!(consultation = %c, error = %e, "cannot give the call up");
+                    }
+                }
+                cluster
+                    .let_go(&state, c, "handed over at the end of a drain")
+                    .await;
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A consultation ended on another node (its doctor completed it there,
+/// say): if its call is hosted here, everyone in it is told and its room
+/// closes, as when it ends on this node.
+pub async fn close_calls_ended_elsewhere(state: AppState) {
+    let mut changes = state.hub.subscribe();
+    loop {
+        match changes.recv().await {
+            Ok(crate::live::HubEvent::Remote(change)) if change.state.is_final() => {
+                let c = change.consultation_id;
+                if state.calls.room_ids().contains(&c) {
+                    tracing::info!(consultation = %c, state = %change.state, "call ended on another node; closing its room");
+                    state.calls.consultation_closed(c, change.state).await;
+                }
+            }
+            // Some may have been missed: every room whose consultation is
+            // over closes.
+            Ok(crate::live::HubEvent::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                for c in state.calls.room_ids() {
+                    if let Ok(cons) = state.store.consultation(c).await {
+                        if cons.state.is_final() {
+                            state.calls.consultation_closed(c, cons.state).await;
+                        }
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
         }
     }
 }

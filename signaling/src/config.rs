@@ -123,6 +123,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(3..=60))]
     pub node_dead_after_secs: u64,
 
+    /// Draining (on SIGUSR1, before an upgrade): this node takes no new
+    /// calls and keeps the ones it hosts until they end or this many seconds
+    /// pass, then hands the rest to other nodes (their pages reconnect by
+    /// themselves) and stops. 0 to 86400.
+    #[arg(long, env = "TELEHEALTH_DRAIN_DEADLINE_SECS", default_value_t = 1800,
+          value_parser = clap::value_parser!(u64).range(0..=86400))]
+    pub drain_deadline_secs: u64,
+
     /// Take the client address from `X-Forwarded-For` (only behind a reverse
     /// proxy that sets it; otherwise clients could forge their address).
     #[arg(long, env = "TELEHEALTH_TRUST_PROXY", default_value_t = false)]

@@ -339,6 +339,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     })?;
     tracing::info!(node = %state.cluster.id, url = %state.cluster.url, "node registered");
     tokio::spawn(cluster::heartbeat_loop(state.clone()));
+    tokio::spawn(cluster::close_calls_ended_elsewhere(state.clone()));
     state
         .hub
         .join_cluster(store.clone(), config.database_url(), state.cluster.id.clone());
@@ -357,10 +358,32 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     if store.backend() == telehealth_records::Backend::Postgres {
         tokio::spawn(store.clone().watch_reachability());
     }
-    let app = app(state);
+    let node = state.cluster.clone();
+    let app = app(state.clone());
     let make = app.into_make_service_with_connect_info::<SocketAddr>();
+    // A drain (SIGUSR1) ends in a shutdown too.
+    let drained = Arc::new(tokio::sync::Notify::new());
+    #[cfg(unix)]
+    {
+        let (state, drained) = (state.clone(), drained.clone());
+        let deadline = std::time::Duration::from_secs(config.drain_deadline_secs);
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
+            Ok(mut usr1) => {
+                tokio::spawn(async move {
+                    if usr1.recv().await.is_some() {
+                        cluster::drain(state, deadline).await;
+                        drained.notify_one();
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGUSR1: draining is not available"),
+        }
+    }
     tokio::spawn(async move {
-        shutdown.await;
+        tokio::select! {
+            _ = shutdown => {}
+            _ = drained.notified() => {}
+        }
         let _ = stop_tx.send(true);
     });
     let addr = listener.local_addr()?;
@@ -417,6 +440,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     {
         tracing::warn!("session events still being written at shutdown; some may be missing");
     }
+    // The calls placed here can be placed elsewhere at once.
+    node.release_all(&store).await;
+    node.leave(&store).await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

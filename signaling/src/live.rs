@@ -56,8 +56,10 @@ impl ConsultationChange {
 /// What the hub hands to open pages.
 #[derive(Clone, Debug)]
 pub enum HubEvent {
-    /// A consultation changed (here or on another node).
+    /// A consultation changed on this node.
     Change(ConsultationChange),
+    /// A consultation changed on another node.
+    Remote(ConsultationChange),
     /// Changes may have been missed: pages refetch what they show.
     Resync,
 }
@@ -167,7 +169,7 @@ impl Hub {
                 match listener.recv().await {
                     Ok(Some(payload)) => match serde_json::from_str::<Wire>(&payload) {
                         Ok(w) if w.node != me => {
-                            let _ = self.tx.send(HubEvent::Change(w.change));
+                            let _ = self.tx.send(HubEvent::Remote(w.change));
                         }
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "an update from another node does not read"),

@@ -262,8 +262,8 @@ async fn session(
             }
             update = updates.recv() => {
                 let msg = match &update {
-                    Ok(crate::live::HubEvent::Change(change)) if change.concerns(role, facility, uid) => ServerMessage::ConsultationChanged(change.clone()),
-                    Ok(crate::live::HubEvent::Change(_)) => continue,
+                    Ok(crate::live::HubEvent::Change(change) | crate::live::HubEvent::Remote(change)) if change.concerns(role, facility, uid) => ServerMessage::ConsultationChanged(change.clone()),
+                    Ok(crate::live::HubEvent::Change(_) | crate::live::HubEvent::Remote(_)) => continue,
                     Ok(crate::live::HubEvent::Resync) => ServerMessage::Resync,
                     Err(RecvError::Lagged(_)) => ServerMessage::Resync,
                     Err(RecvError::Closed) => { reason = Some(CloseReason::ServerShutdown); break; }

@@ -375,3 +375,191 @@ async fn the_login_lockout_holds_whichever_nodes_the_attempts_hit() {
         assert!(r.headers().get("retry-after").is_some());
     }
 }
+
+fn signal(server: &Server, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &server.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+async fn node_draining(db: &str, id: &str) -> Option<i64> {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(db).await.unwrap();
+    let row: Option<(i64,)> = sqlx::query_as("SELECT draining FROM nodes WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    row.map(|r| r.0)
+}
+
+/// A node told to drain (SIGUSR1) keeps its running call where it is, with
+/// its media, places a new call elsewhere even when the pages reach it, and
+/// once its call has ended it gives up its registration and exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_keeps_its_call_takes_no_new_one_and_exits_when_it_ends() {
+    let (mut servers, db) = nodes("drain", &["n2", "n3", "n1"]).await;
+    let c = client();
+    let p = province(&c, &servers[0]).await;
+    let first = accepted_consultation(&c, &servers[0], &p).await;
+    let station = WsSession::join(
+        &ws_url(&servers[0]),
+        &p.worker,
+        &first,
+        ParticipantConfig::new("station", 660.0),
+    )
+    .await
+    .unwrap();
+    let doctor = WsSession::join(
+        &ws_url(&servers[1]),
+        &p.doctor,
+        &first,
+        ParticipantConfig::new("doctor", 440.0),
+    )
+    .await
+    .unwrap();
+    media_flows(
+        &doctor,
+        &station.participant_id,
+        660.0,
+        20,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(host_of(&db, &first).await, Some(("n1".to_owned(), 1)));
+
+    // One idle call placed on each of the other nodes (a page's call socket
+    // opened, placing it): every node hosts one, so a new call would go to
+    // n1 (ties go by id) were it not draining.
+    for (cid, on) in [
+        (accepted_consultation(&c, &servers[0], &p).await, "n2"),
+        (accepted_consultation(&c, &servers[0], &p).await, "n3"),
+    ] {
+        let mut req = format!("{}?consultation_id={cid}", ws_url(&servers[0]))
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {}", p.doctor).parse().unwrap());
+        let (mut page, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        page.next().await.unwrap().unwrap();
+        assert_eq!(host_of(&db, &cid).await, Some((on.to_owned(), 1)));
+    }
+
+    signal(&servers[2], "-USR1");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while node_draining(&db, "n1").await != Some(1) {
+        assert!(tokio::time::Instant::now() < deadline, "n1 never said it drains");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A new call, its pages talking to the draining node itself: hosted elsewhere.
+    let second = accepted_consultation(&c, &servers[0], &p).await;
+    let drainer = &servers[2];
+    let station2 = WsSession::join(
+        &ws_url(drainer),
+        &p.worker,
+        &second,
+        ParticipantConfig::new("station2", 700.0),
+    )
+    .await
+    .unwrap();
+    let doctor2 = WsSession::join(
+        &ws_url(drainer),
+        &p.doctor,
+        &second,
+        ParticipantConfig::new("doctor2", 480.0),
+    )
+    .await
+    .unwrap();
+    media_flows(
+        &doctor2,
+        &station2.participant_id,
+        700.0,
+        20,
+        Duration::from_secs(15),
+    )
+    .await;
+    media_flows(
+        &station2,
+        &doctor2.participant_id,
+        480.0,
+        20,
+        Duration::from_secs(15),
+    )
+    .await;
+    let (host2, _) = host_of(&db, &second).await.unwrap();
+    assert_ne!(host2, "n1", "a draining node takes no new call");
+    // The running call has not moved, and its media still flows.
+    let before = doctor
+        .participant
+        .report()
+        .video_from(&station.participant_id)
+        .map_or(0, |v| v.frames_complete);
+    media_flows(
+        &doctor,
+        &station.participant_id,
+        660.0,
+        before + 30,
+        Duration::from_secs(10),
+    )
+    .await;
+    media_flows(
+        &station,
+        &doctor.participant_id,
+        440.0,
+        20,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(host_of(&db, &first).await, Some(("n1".to_owned(), 1)));
+    assert!(
+        servers[2].child.try_wait().unwrap().is_none(),
+        "still running while its call lasts"
+    );
+
+    // The call ends: the node exits by itself, cleanly.
+    post(
+        &c,
+        &servers[1],
+        &p.doctor,
+        &format!("/api/consultations/{first}/state"),
+        json!({"state": "completed"}),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = servers[2].child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() >= deadline {
+            let log = servers[2].output.lock().unwrap().clone();
+            let tail: Vec<&str> = log.lines().filter(|l| !l.contains("DEBUG")).collect();
+            panic!(
+                "the drained node did not exit:\n{}",
+                tail[tail.len().saturating_sub(40)..].join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "exited cleanly: {status:?}");
+    assert_eq!(node_draining(&db, "n1").await, None, "its registration is gone");
+    // The other call carried on.
+    let frames = doctor2
+        .participant
+        .report()
+        .video_from(&station2.participant_id)
+        .map_or(0, |v| v.frames_complete);
+    media_flows(
+        &doctor2,
+        &station2.participant_id,
+        700.0,
+        frames + 30,
+        Duration::from_secs(10),
+    )
+    .await;
+    let log = servers[2].output.lock().unwrap().clone();
+    assert!(log.contains("drained: no call left here"), "{log}");
+}
