@@ -563,3 +563,149 @@ async fn a_draining_node_keeps_its_call_takes_no_new_one_and_exits_when_it_ends(
     let log = servers[2].output.lock().unwrap().clone();
     assert!(log.contains("drained: no call left here"), "{log}");
 }
+
+/// Opens a page's call socket for `cid` on `server` (which places the call)
+/// and returns it once the server has said hello.
+async fn call_socket(server: &Server, token: &str, cid: &str) -> Page {
+    let mut req = format!("{}?consultation_id={cid}", ws_url(server))
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut page, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    page.next().await.unwrap().unwrap();
+    page
+}
+
+/// Ten calls whose pages open at the same moment, spread over three nodes,
+/// are spread over the three (placement counts the calls placed a moment
+/// ago, one placement at a time): none gets them all, none is left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_calls_started_at_once_across_three_nodes_are_spread() {
+    let (servers, db) = nodes("spread", &["n1", "n2", "n3"]).await;
+    let c = client();
+    let p = province(&c, &servers[0]).await;
+    let mut calls = Vec::new();
+    for _ in 0..10 {
+        calls.push(accepted_consultation(&c, &servers[0], &p).await);
+    }
+    let pages = futures_util::future::join_all(
+        calls
+            .iter()
+            .enumerate()
+            .map(|(i, cid)| call_socket(&servers[i % 3], &p.doctor, cid)),
+    )
+    .await;
+    let mut per_node = std::collections::BTreeMap::<String, usize>::new();
+    for cid in &calls {
+        let (node, epoch) = host_of(&db, cid).await.expect("placed");
+        assert_eq!(epoch, 1);
+        *per_node.entry(node).or_default() += 1;
+    }
+    drop(pages);
+    assert_eq!(per_node.len(), 3, "every node took some: {per_node:?}");
+    assert!(
+        per_node.values().all(|n| (3..=4).contains(n)),
+        "spread evenly: {per_node:?}"
+    );
+}
+
+/// The hosting node hangs (SIGSTOP) mid-call: once its heartbeat is stale
+/// the pages' call is placed on another node and the media flows there.
+/// When the hung node wakes (SIGCONT) it finds at its next heartbeat that
+/// the call moved, lets its stale room go, and serves nothing of it: a
+/// page that reaches it is carried to the new host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_node_whose_call_moved_lets_it_go_when_it_wakes() {
+    let (servers, db) = nodes("stale", &["n2", "n3", "n1"]).await;
+    let c = client();
+    let p = province(&c, &servers[0]).await;
+    let cid = accepted_consultation(&c, &servers[0], &p).await;
+    let (a, b, hung) = (&servers[0], &servers[1], &servers[2]);
+    let station = WsSession::join(
+        &ws_url(a),
+        &p.worker,
+        &cid,
+        ParticipantConfig::new("station", 660.0),
+    )
+    .await
+    .unwrap();
+    let doctor = WsSession::join(
+        &ws_url(b),
+        &p.doctor,
+        &cid,
+        ParticipantConfig::new("doctor", 440.0),
+    )
+    .await
+    .unwrap();
+    media_flows(
+        &doctor,
+        &station.participant_id,
+        660.0,
+        20,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(host_of(&db, &cid).await, Some(("n1".to_owned(), 1)));
+
+    signal(hung, "-STOP");
+    drop(station);
+    drop(doctor);
+    let (station, doctor) = tokio::join!(
+        join_until_placed(a, &p.worker, &cid, "station", 660.0),
+        join_until_placed(b, &p.doctor, &cid, "doctor", 440.0),
+    );
+    media_flows(
+        &doctor,
+        &station.participant_id,
+        660.0,
+        20,
+        Duration::from_secs(15),
+    )
+    .await;
+    let (host, epoch) = host_of(&db, &cid).await.unwrap();
+    assert_ne!(host, "n1");
+    assert_eq!(epoch, 2);
+
+    signal(hung, "-CONT");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !hung.output.lock().unwrap().contains("placed elsewhere") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the woken node kept its stale room"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The call stays where it moved, with its media; the woken node carries
+    // a page that reaches it there.
+    assert_eq!(host_of(&db, &cid).await, Some((host.clone(), 2)));
+    let frames = doctor
+        .participant
+        .report()
+        .video_from(&station.participant_id)
+        .map_or(0, |v| v.frames_complete);
+    media_flows(
+        &doctor,
+        &station.participant_id,
+        660.0,
+        frames + 30,
+        Duration::from_secs(10),
+    )
+    .await;
+    let forwarded_before = hung
+        .output
+        .lock()
+        .unwrap()
+        .matches("call socket forwarded")
+        .count();
+    let _page = call_socket(hung, &p.doctor, &cid).await;
+    assert_eq!(
+        hung.output
+            .lock()
+            .unwrap()
+            .matches("call socket forwarded")
+            .count(),
+        forwarded_before + 1
+    );
+    assert_eq!(host_of(&db, &cid).await, Some((host, 2)));
+}
