@@ -70,6 +70,9 @@ pub enum ApiError {
     /// 503: no node can serve this call right now (its node stopped, or it
     /// is being moved); the page tries again by itself.
     CallElsewhere,
+    /// 503 (readiness): this node takes no new calls (it drains before an
+    /// upgrade, or cannot renew its heartbeat).
+    NotTakingCalls,
 }
 
 /// The body of every error answer (RFC 9457 problem details).
@@ -135,7 +138,8 @@ impl ApiError {
             ApiError::Unavailable
             | ApiError::Busy { .. }
             | ApiError::StorageFull
-            | ApiError::CallElsewhere => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::CallElsewhere
+            | ApiError::NotTakingCalls => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -260,6 +264,14 @@ impl IntoResponse for ApiError {
                 retry_after = Some(retry_after_secs);
                 (code, detail.to_owned(), detail_en.to_owned(), vec![], None, None)
             }
+            ApiError::NotTakingCalls => (
+                "not_taking_calls",
+                "Máy chủ này tạm ngừng nhận cuộc gọi mới (đang chuẩn bị nâng cấp). Các máy chủ khác vẫn phục vụ.".to_owned(),
+                "This server takes no new calls for now (it is preparing for an upgrade). The other servers still serve.".to_owned(),
+                vec![],
+                None,
+                None,
+            ),
             ApiError::CallElsewhere => {
                 retry_after = Some(2);
                 (

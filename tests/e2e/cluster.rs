@@ -449,12 +449,20 @@ async fn a_draining_node_keeps_its_call_takes_no_new_one_and_exits_when_it_ends(
         assert_eq!(host_of(&db, &cid).await, Some((on.to_owned(), 1)));
     }
 
+    let ready = |s: &Server, path: &str| c.get(s.url(path)).send();
+    assert_eq!(ready(&servers[2], "/readyz").await.unwrap().status(), 200);
     signal(&servers[2], "-USR1");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while node_draining(&db, "n1").await != Some(1) {
         assert!(tokio::time::Instant::now() < deadline, "n1 never said it drains");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Out of the load balancer's rotation for new work, still alive.
+    let r = ready(&servers[2], "/readyz").await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "not_taking_calls");
+    assert_eq!(ready(&servers[2], "/healthz").await.unwrap().status(), 200);
+    assert_eq!(ready(&servers[0], "/readyz").await.unwrap().status(), 200);
     // A new call, its pages talking to the draining node itself: hosted elsewhere.
     let second = accepted_consultation(&c, &servers[0], &p).await;
     let drainer = &servers[2];

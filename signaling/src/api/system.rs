@@ -17,6 +17,7 @@ pub const OPENAPI: &str = include_str!("../../openapi.json");
 
 pub fn routes(r: ApiRoutes) -> ApiRoutes {
     r.get("/healthz", healthz)
+        .get("/readyz", readyz)
         .get("/api/openapi.json", openapi)
         .post("/api/auth/login", auth::login)
         .post("/api/auth/refresh", auth::refresh)
@@ -59,6 +60,15 @@ async fn healthz(State(state): State<AppState>) -> ApiResult<Json<HealthStatus>>
             Err(ApiError::Unavailable)
         }
     }
+}
+
+/// 200 while this node takes new calls; 503 while it drains, while it
+/// cannot renew its heartbeat, or when the database does not answer.
+async fn readyz(State(state): State<AppState>) -> ApiResult<Json<HealthStatus>> {
+    if state.cluster.draining() || state.cluster.fenced() {
+        return Err(ApiError::NotTakingCalls);
+    }
+    healthz(State(state)).await
 }
 
 async fn openapi() -> Response {
