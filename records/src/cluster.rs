@@ -174,7 +174,7 @@ impl Store {
                 .await?;
         }
         let current: Option<(String, i64, Option<String>, Option<i64>)> = sqlx::query_as(&format!(
-            "SELECT p.node_id, p.epoch, n.url, {now} - n.heartbeat_at
+            "SELECT p.node_id, p.epoch, CASE WHEN p.released = 0 THEN n.url END, {now} - n.heartbeat_at
              FROM room_placements p LEFT JOIN nodes n ON n.id = p.node_id
              WHERE p.consultation_id = $1"
         ))
@@ -196,7 +196,7 @@ impl Store {
             "SELECT n.id, n.url FROM nodes n
              WHERE n.heartbeat_at >= {now} - $1 AND n.draining = 0
              ORDER BY (SELECT COUNT(*) FROM room_placements p JOIN consultations c ON c.id = p.consultation_id
-                       WHERE p.node_id = n.id AND c.state NOT IN {over}),
+                       WHERE p.node_id = n.id AND p.released = 0 AND c.state NOT IN {over}),
                       n.id
              LIMIT 1",
             over = over()
@@ -208,12 +208,13 @@ impl Store {
             return Ok(None);
         };
         let epoch = current.as_ref().map_or(1, |(_, e, _, _)| e + 1);
-        let previous = current.map(|(n, ..)| n).filter(|n| !n.is_empty());
+        let previous = current.map(|(n, ..)| n);
         sqlx::query(&format!(
             "INSERT INTO room_placements (consultation_id, node_id, epoch, placed_at)
              VALUES ($1, $2, $3, {now})
              ON CONFLICT (consultation_id) DO UPDATE SET
-                 node_id = excluded.node_id, epoch = excluded.epoch, placed_at = excluded.placed_at"
+                 node_id = excluded.node_id, epoch = excluded.epoch, placed_at = excluded.placed_at,
+                 released = 0"
         ))
         .bind(c)
         .bind(&node_id)
@@ -232,22 +233,23 @@ impl Store {
 
     /// The calls placed on `node`, with their epochs: what it may serve.
     pub async fn placements_of(&self, node: &str) -> Result<Vec<(ConsultationId, i64)>> {
-        Ok(
-            sqlx::query_as("SELECT consultation_id, epoch FROM room_placements WHERE node_id = $1")
-                .bind(node)
-                .fetch_all(&self.pool)
-                .await?,
+        Ok(sqlx::query_as(
+            "SELECT consultation_id, epoch FROM room_placements WHERE node_id = $1 AND released = 0",
         )
+        .bind(node)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Gives up `c`'s call if `node` still holds it at `epoch` (a draining
     /// node handing its calls over, or a call that ended): the next join
     /// places it again.
     pub async fn release_call(&self, c: ConsultationId, node: &str, epoch: i64) -> Result<bool> {
-        // The row stays (node ''), so the next placement's epoch is still
-        // higher than any an old owner was given.
+        // The row stays, so the next placement's epoch is still higher than
+        // any an old owner was given, and it says where the call came from.
         let done = sqlx::query(
-            "UPDATE room_placements SET node_id = '' WHERE consultation_id = $1 AND node_id = $2 AND epoch = $3",
+            "UPDATE room_placements SET released = 1
+             WHERE consultation_id = $1 AND node_id = $2 AND epoch = $3 AND released = 0",
         )
         .bind(c)
         .bind(node)

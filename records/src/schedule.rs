@@ -595,7 +595,8 @@ impl Store {
              LEFT JOIN room_placements p ON p.consultation_id = c.id
              LEFT JOIN nodes n ON n.id = p.node_id
              WHERE c.state = 'in_progress'
-               AND (p.node_id IS NULL OR p.node_id = $1 OR n.id IS NULL OR n.heartbeat_at < {} - $2)",
+               AND (p.node_id IS NULL OR p.node_id = $1 OR p.released = 1 OR n.id IS NULL
+                    OR n.heartbeat_at < {} - $2)",
             self.now_ms_sql()
         ))
         .bind(node)

@@ -919,6 +919,20 @@ async fn calls_are_placed_once_spread_and_moved_off_dead_nodes(store: Store) {
         .unwrap()
         .unwrap();
     assert_eq!(again.epoch, on_a.epoch + 1);
+    assert_eq!(
+        again.placed_now,
+        Some(Some(on_a.node_id.clone())),
+        "placed again, from its old node"
+    );
+    assert!(
+        !store
+            .placements_of(&on_a.node_id)
+            .await
+            .unwrap()
+            .iter()
+            .any(|(c, e)| *c == on_a.consultation_id && *e == on_a.epoch),
+        "its old node holds it no more"
+    );
     // Every node dead: nobody can take a call.
     for n in ["a", "c"] {
         age_node(&store, n).await;

@@ -23,6 +23,11 @@ fn ws_url(server: &Server) -> String {
 /// Starts `ids.len()` nodes on one fresh PostgreSQL database, one after
 /// another (the first creates the schema and the admin).
 async fn nodes(tag: &str, ids: &[&str]) -> (Vec<Server>, String) {
+    nodes_with(tag, ids, &[]).await
+}
+
+/// As [`nodes`], with extra flags for every node.
+async fn nodes_with(tag: &str, ids: &[&str], extra: &[&str]) -> (Vec<Server>, String) {
     let first = temp_dir(tag);
     let db = database_url("postgres", &first).await;
     let mut servers = Vec::new();
@@ -35,11 +40,25 @@ async fn nodes(tag: &str, ids: &[&str]) -> (Vec<Server>, String) {
         servers.push(Server::start_with_env(
             &dir,
             &db,
-            &["--node-id", id, "--media-engines", "1"],
+            &[&["--node-id", id, "--media-engines", "1"], extra].concat(),
             &[("TELEHEALTH_JWT_KEY", JWT_KEY)],
         ));
     }
     (servers, db)
+}
+
+/// Whether `cid`'s host gave its call up.
+async fn released(db: &str, cid: &str) -> bool {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(db).await.unwrap();
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT released FROM room_placements WHERE consultation_id = $1")
+            .bind(cid)
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    row == Some((1,))
 }
 
 async fn host_of(db: &str, cid: &str) -> Option<(String, i64)> {
@@ -716,4 +735,114 @@ async fn a_hung_node_whose_call_moved_lets_it_go_when_it_wakes() {
         forwarded_before + 1
     );
     assert_eq!(host_of(&db, &cid).await, Some((host, 2)));
+}
+
+/// A draining node whose call outlasts the drain deadline hands it over:
+/// the call is given up, its pages reconnect and join on another node with
+/// media both ways, the session log shows the move, and the node exits
+/// cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_outlasts_the_drain_deadline_moves_to_another_node() {
+    let (mut servers, db) =
+        nodes_with("deadline", &["n2", "n3", "n1"], &["--drain-deadline-secs", "2"]).await;
+    let c = client();
+    let p = province(&c, &servers[0]).await;
+    let cid = accepted_consultation(&c, &servers[0], &p).await;
+    let station = WsSession::join(
+        &ws_url(&servers[0]),
+        &p.worker,
+        &cid,
+        ParticipantConfig::new("station", 660.0),
+    )
+    .await
+    .unwrap();
+    let doctor = WsSession::join(
+        &ws_url(&servers[1]),
+        &p.doctor,
+        &cid,
+        ParticipantConfig::new("doctor", 440.0),
+    )
+    .await
+    .unwrap();
+    media_flows(
+        &doctor,
+        &station.participant_id,
+        660.0,
+        20,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(host_of(&db, &cid).await, Some(("n1".to_owned(), 1)));
+
+    signal(&servers[2], "-USR1");
+    let drained = std::time::Instant::now();
+    // At the deadline the call is given up (its pages' sockets close) …
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !released(&db, &cid).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call was never given up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        drained.elapsed() >= Duration::from_secs(2),
+        "not before the deadline"
+    );
+    // … and come back, on another node.
+    drop(station);
+    drop(doctor);
+    let (station, doctor) = tokio::join!(
+        join_until_placed(&servers[0], &p.worker, &cid, "station", 660.0),
+        join_until_placed(&servers[1], &p.doctor, &cid, "doctor", 440.0),
+    );
+    media_flows(
+        &doctor,
+        &station.participant_id,
+        660.0,
+        20,
+        Duration::from_secs(15),
+    )
+    .await;
+    media_flows(
+        &station,
+        &doctor.participant_id,
+        440.0,
+        20,
+        Duration::from_secs(15),
+    )
+    .await;
+    eprintln!(
+        "drain started -> media both ways on another node: {:.1} s",
+        drained.elapsed().as_secs_f64()
+    );
+    let (host, epoch) = host_of(&db, &cid).await.unwrap();
+    assert!(host == "n2" || host == "n3", "{host}");
+    assert_eq!(epoch, 2);
+    let session = get(&c, &servers[0], &p.admin, &format!("/api/sessions/{cid}")).await;
+    assert!(
+        session["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "call_placed" && e["data"]["from"] == "n1"),
+        "{session}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = servers[2].child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the drained node did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(servers[2]
+        .output
+        .lock()
+        .unwrap()
+        .contains("drain deadline passed"));
 }

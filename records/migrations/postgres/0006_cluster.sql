@@ -24,7 +24,10 @@ CREATE TABLE room_placements (
     consultation_id  TEXT PRIMARY KEY REFERENCES consultations(id),
     node_id          TEXT NOT NULL,
     epoch            BIGINT NOT NULL,
-    placed_at        BIGINT NOT NULL
+    placed_at        BIGINT NOT NULL,
+    -- 1 once its node gave it up (drained, or stopped cleanly): the next
+    -- join places it again at once.
+    released         BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX room_placements_node ON room_placements (node_id);
 -- Login failures, shared by every node so that the lockout holds whichever
