@@ -117,7 +117,7 @@ impl Store {
                  participants = excluded.participants, heartbeat_at = excluded.heartbeat_at,
                  started_at = CASE WHEN nodes.instance = excluded.instance
                                    THEN nodes.started_at ELSE excluded.started_at END
-             WHERE nodes.instance = excluded.instance OR nodes.heartbeat_at < {now} - $8"
+             WHERE nodes.instance = excluded.instance OR nodes.heartbeat_at <= {now} - $8"
         ))
         .bind(hb.id)
         .bind(hb.instance)

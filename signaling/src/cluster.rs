@@ -189,7 +189,12 @@ impl Cluster {
         }
     }
 
-    /// Registers this node; refused when another live process has its id.
+    /// Registers this node. With SQLite there is one process per database
+    /// (a file lock says so), so it takes its id over at once. On PostgreSQL
+    /// an id whose last heartbeat is fresh may be this node's previous
+    /// process, killed a moment ago, or another live node given the same
+    /// id: it waits up to twice the dead timeout for that heartbeat to go
+    /// stale, and is refused if it does not.
     pub async fn register(&self, store: &Store) -> Result<(), HeartbeatError> {
         let hb = NodeHeartbeat {
             id: &self.id,
@@ -200,7 +205,23 @@ impl Cluster {
             rooms: 0,
             participants: 0,
         };
-        store.node_heartbeat(&hb, self.dead_after).await
+        if store.backend() == telehealth_records::Backend::Sqlite {
+            return store.node_heartbeat(&hb, Duration::ZERO).await;
+        }
+        let give_up = Instant::now() + self.dead_after * 2;
+        let mut told = false;
+        loop {
+            match store.node_heartbeat(&hb, self.dead_after).await {
+                Err(HeartbeatError::IdInUse(_)) if Instant::now() < give_up => {
+                    if !told {
+                        tracing::warn!(node = %self.id, "this node id beat a moment ago (the previous process?); waiting for it to go stale");
+                        told = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Gives up every call placed here (at a clean exit, or at the end of
