@@ -108,6 +108,8 @@ impl Store {
         dead_after: Duration,
     ) -> std::result::Result<(), HeartbeatError> {
         let now = self.now_ms_sql();
+        // Every write takes its turn (SQLite: one writer at a time).
+        let mut w = self.begin_write().await?;
         let done = sqlx::query(&format!(
             "INSERT INTO nodes (id, instance, url, media, draining, rooms, participants, started_at, heartbeat_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, {now}, {now})
@@ -127,23 +129,25 @@ impl Store {
         .bind(hb.rooms)
         .bind(hb.participants)
         .bind(ms(dead_after))
-        .execute(&self.pool)
+        .execute(&mut **w)
         .await?;
         if done.rows_affected() == 0 {
             return Err(HeartbeatError::IdInUse(hb.id.to_owned()));
         }
+        w.commit().await?;
         Ok(())
     }
 
     /// Removes this node's registration (a clean exit): its calls are
     /// placed elsewhere at their next join, without waiting for the timeout.
     pub async fn node_leave(&self, id: &str, instance: &str) -> Result<()> {
+        let mut w = self.begin_write().await?;
         sqlx::query("DELETE FROM nodes WHERE id = $1 AND instance = $2")
             .bind(id)
             .bind(instance)
-            .execute(&self.pool)
+            .execute(&mut **w)
             .await?;
-        Ok(())
+        w.commit().await
     }
 
     /// Every registered node, alive or not, by id.
@@ -245,6 +249,7 @@ impl Store {
     /// node handing its calls over, or a call that ended): the next join
     /// places it again.
     pub async fn release_call(&self, c: ConsultationId, node: &str, epoch: i64) -> Result<bool> {
+        let mut w = self.begin_write().await?;
         // The row stays, so the next placement's epoch is still higher than
         // any an old owner was given, and it says where the call came from.
         let done = sqlx::query(
@@ -254,8 +259,9 @@ impl Store {
         .bind(c)
         .bind(node)
         .bind(epoch)
-        .execute(&self.pool)
+        .execute(&mut **w)
         .await?;
+        w.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 }
@@ -406,6 +412,7 @@ impl Store {
     pub async fn throttle_failed(&self, keys: &[String], r: ThrottleRules) -> Result<bool> {
         let now = self.now_ms_sql();
         let mut locked = false;
+        let mut w = self.begin_write().await?;
         for k in keys {
             let done = sqlx::query(&format!(
                 "UPDATE login_failures SET locked_until = {now} + $2
@@ -414,33 +421,36 @@ impl Store {
             .bind(throttle_key(k))
             .bind(r.lockout_ms)
             .bind(r.lock_after)
-            .execute(&self.pool)
+            .execute(&mut **w)
             .await?;
             locked |= done.rows_affected() > 0;
         }
+        w.commit().await?;
         Ok(locked)
     }
 
     /// No password was checked after all: the attempt is not a failure.
     pub async fn throttle_release(&self, keys: &[String]) -> Result<()> {
+        let mut w = self.begin_write().await?;
         for k in keys {
             sqlx::query(
                 "UPDATE login_failures SET count = CASE WHEN count > 0 THEN count - 1 ELSE 0 END WHERE key = $1",
             )
             .bind(throttle_key(k))
-            .execute(&self.pool)
+            .execute(&mut **w)
             .await?;
         }
-        Ok(())
+        w.commit().await
     }
 
     /// Forgets `key`'s failures (the account's right password).
     pub async fn throttle_forget(&self, key: &str) -> Result<()> {
+        let mut w = self.begin_write().await?;
         sqlx::query("DELETE FROM login_failures WHERE key = $1")
             .bind(throttle_key(key))
-            .execute(&self.pool)
+            .execute(&mut **w)
             .await?;
-        Ok(())
+        w.commit().await
     }
 }
 
@@ -449,6 +459,7 @@ impl Store {
     /// when `node` holds it now (it had it, or its holder let it lapse).
     pub async fn take_lease(&self, name: &str, node: &str, ttl: Duration) -> Result<bool> {
         let now = self.now_ms_sql();
+        let mut w = self.begin_write().await?;
         let done = sqlx::query(&format!(
             "INSERT INTO job_leases (name, node, until) VALUES ($1, $2, {now} + $3)
              ON CONFLICT (name) DO UPDATE SET node = excluded.node, until = excluded.until
@@ -457,8 +468,9 @@ impl Store {
         .bind(name)
         .bind(node)
         .bind(ms(ttl))
-        .execute(&self.pool)
+        .execute(&mut **w)
         .await?;
+        w.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 }

@@ -33,6 +33,7 @@ fn matrix() -> Vec<Row> {
     use Method as M;
     vec![
         (M::GET, "/healthz", none, [200, 200, 200, 200, 200, 200]),
+        (M::GET, "/readyz", none, [200, 200, 200, 200, 200, 200]),
         (M::GET, "/api/openapi.json", none, [200, 200, 200, 200, 200, 200]),
         (
             M::POST,

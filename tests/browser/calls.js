@@ -428,6 +428,8 @@ export async function started(what, cmd, args, ready, env) {
   });
   return {
     output: () => out,
-    stop: async () => { child.kill('SIGTERM'); await exited; },
+    stop: async () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM'); await exited; },
+    /** Kills it without warning (SIGKILL): no shutdown, no flush. */
+    kill: async () => { child.kill('SIGKILL'); await exited; },
   };
 }

@@ -81,7 +81,10 @@ async fn writer(
             .json()
             .await
             .unwrap();
-        let cid = cons["id"].as_str().unwrap().to_owned();
+        let cid = cons["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no consultation: {cons}"))
+            .to_owned();
         let r = c
             .post(url(&format!("/api/consultations/{cid}/accept")))
             .bearer_auth(&doctor)
