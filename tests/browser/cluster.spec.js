@@ -80,6 +80,11 @@ test('a call whose node is killed comes back by itself on a surviving node', asy
       await Promise.all([inbound(station.page), inbound(doctor.page)]));
     await nodes.C.server.kill();
     const killed = Date.now();
+    // The pages notice, come back through A and B, find their seats gone with node C and join again with
+    // fresh connections (a new participant id); then the media must flow on those.
+    for (const [who, page, was] of /** @type {const} */ ([['station', station.page, before[0]], ['doctor', doctor.page, before[1]]])) {
+      await expect.poll(async () => (await inbound(page)).pid, { message: `${who} joined again`, timeout: 60_000 }).not.toBe(was.pid);
+    }
     const back = await mediaBothWays(station.page, 'station', doctor.page, 'doctor', 60_000, before);
     console.log(`node C killed: media both ways again after ${Date.now() - killed} ms (station ${back.station} ms, doctor ${back.doctor} ms)`);
     const [host, epoch] = psql(db, `SELECT node_id || ' ' || epoch FROM room_placements WHERE consultation_id = '${id}'`).split(' ');
@@ -88,6 +93,8 @@ test('a call whose node is killed comes back by itself on a surviving node', asy
     for (const [who, page] of /** @type {const} */ ([['station', station.page], ['doctor', doctor.page]])) {
       const now = await inbound(page);
       expect(now.phase, `${who}'s page says the call is live again`).toBe('live');
+      // What the person sees: the call's quality badge no longer says the picture and sound are lost.
+      await expect(page.locator('#call-quality'), `${who}'s badge`).toHaveAttribute('data-level', /good|fair/, { timeout: 15_000 });
       await page.screenshot({ path: join(SHOTS, `cluster-after-kill-${who}.png`) });
     }
   } finally {
