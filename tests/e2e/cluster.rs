@@ -74,6 +74,68 @@ async fn host_of(db: &str, cid: &str) -> Option<(String, i64)> {
     row
 }
 
+/// The station's page on `a` and the doctor's on `b` join `cid`'s call;
+/// returns once audio and video flow both ways.
+async fn in_call(a: &Server, b: &Server, p: &Province, cid: &str) -> (WsSession, WsSession) {
+    let station = WsSession::join(
+        &ws_url(a),
+        &p.worker,
+        cid,
+        ParticipantConfig::new("station", 660.0),
+    )
+    .await
+    .unwrap();
+    let doctor = WsSession::join(
+        &ws_url(b),
+        &p.doctor,
+        cid,
+        ParticipantConfig::new("doctor", 440.0),
+    )
+    .await
+    .unwrap();
+    both_ways(&station, &doctor).await;
+    (station, doctor)
+}
+
+/// Audio and video flow both ways between the station and the doctor.
+async fn both_ways(station: &WsSession, doctor: &WsSession) {
+    media_flows(
+        doctor,
+        &station.participant_id,
+        660.0,
+        20,
+        Duration::from_secs(15),
+    )
+    .await;
+    media_flows(
+        station,
+        &doctor.participant_id,
+        440.0,
+        20,
+        Duration::from_secs(15),
+    )
+    .await;
+}
+
+/// Waits for `server` to exit by itself; its exit status.
+async fn exit_of(server: &mut Server, within: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            return s;
+        }
+        if std::time::Instant::now() >= deadline {
+            let log = server.output.lock().unwrap().clone();
+            let tail: Vec<&str> = log.lines().filter(|l| !l.contains("DEBUG")).collect();
+            panic!(
+                "the node did not exit:\n{}",
+                tail[tail.len().saturating_sub(40)..].join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A station whose page talks to node A and a doctor whose page talks to
 /// node B share one consultation: the call is hosted on one node (here C,
 /// the least loaded by id), both sockets are forwarded there, and audio and
@@ -87,38 +149,7 @@ async fn a_call_joined_through_two_nodes_is_hosted_on_one_with_media_both_ways()
     let p = province(&c, a).await;
     let cid = accepted_consultation(&c, a, &p).await;
 
-    let station = WsSession::join(
-        &ws_url(a),
-        &p.worker,
-        &cid,
-        ParticipantConfig::new("station", 660.0),
-    )
-    .await
-    .unwrap();
-    let doctor = WsSession::join(
-        &ws_url(b),
-        &p.doctor,
-        &cid,
-        ParticipantConfig::new("doctor", 440.0),
-    )
-    .await
-    .unwrap();
-    media_flows(
-        &doctor,
-        &station.participant_id,
-        660.0,
-        20,
-        Duration::from_secs(15),
-    )
-    .await;
-    media_flows(
-        &station,
-        &doctor.participant_id,
-        440.0,
-        20,
-        Duration::from_secs(15),
-    )
-    .await;
+    let (_station, _doctor) = in_call(a, b, &p, &cid).await;
 
     assert_eq!(host_of(&db, &cid).await, Some(("n1".to_owned(), 1)));
     let forwarded = |s: &Server| {
@@ -133,7 +164,8 @@ async fn a_call_joined_through_two_nodes_is_hosted_on_one_with_media_both_ways()
     assert_eq!(forwarded(c_node), 0);
     let host_log = c_node.output.lock().unwrap().clone();
     assert!(host_log.contains("call placed on this node"), "{host_log}");
-    // Both in the same room: each sees the other in its roster.
+    // Both in one room: the host saw the doctor and the station together,
+    // which is what starts the consultation.
     let state = get(&c, b, &p.doctor, &format!("/api/consultations/{cid}")).await;
     assert_eq!(state["state"], "in_progress", "{state}");
 }
@@ -170,38 +202,7 @@ async fn a_call_whose_node_is_killed_comes_back_on_a_surviving_node() {
     let p = province(&c, &servers[0]).await;
     let cid = accepted_consultation(&c, &servers[0], &p).await;
     let (a, b) = (&servers[0], &servers[1]);
-    let station = WsSession::join(
-        &ws_url(a),
-        &p.worker,
-        &cid,
-        ParticipantConfig::new("station", 660.0),
-    )
-    .await
-    .unwrap();
-    let doctor = WsSession::join(
-        &ws_url(b),
-        &p.doctor,
-        &cid,
-        ParticipantConfig::new("doctor", 440.0),
-    )
-    .await
-    .unwrap();
-    media_flows(
-        &doctor,
-        &station.participant_id,
-        660.0,
-        20,
-        Duration::from_secs(15),
-    )
-    .await;
-    media_flows(
-        &station,
-        &doctor.participant_id,
-        440.0,
-        20,
-        Duration::from_secs(15),
-    )
-    .await;
+    let (station, doctor) = in_call(a, b, &p, &cid).await;
     assert_eq!(host_of(&db, &cid).await, Some(("n1".to_owned(), 1)));
     let note = post(
         &c,
@@ -222,22 +223,7 @@ async fn a_call_whose_node_is_killed_comes_back_on_a_surviving_node() {
         join_until_placed(b, &p.doctor, &cid, "doctor", 440.0),
     );
     let rejoined = killed.elapsed();
-    media_flows(
-        &doctor,
-        &station.participant_id,
-        660.0,
-        20,
-        Duration::from_secs(15),
-    )
-    .await;
-    media_flows(
-        &station,
-        &doctor.participant_id,
-        440.0,
-        20,
-        Duration::from_secs(15),
-    )
-    .await;
+    both_ways(&station, &doctor).await;
     eprintln!(
         "kill -> both rejoined {:.1} s, -> media both ways {:.1} s",
         rejoined.as_secs_f64(),
@@ -425,30 +411,7 @@ async fn a_draining_node_keeps_its_call_takes_no_new_one_and_exits_when_it_ends(
     let c = client();
     let p = province(&c, &servers[0]).await;
     let first = accepted_consultation(&c, &servers[0], &p).await;
-    let station = WsSession::join(
-        &ws_url(&servers[0]),
-        &p.worker,
-        &first,
-        ParticipantConfig::new("station", 660.0),
-    )
-    .await
-    .unwrap();
-    let doctor = WsSession::join(
-        &ws_url(&servers[1]),
-        &p.doctor,
-        &first,
-        ParticipantConfig::new("doctor", 440.0),
-    )
-    .await
-    .unwrap();
-    media_flows(
-        &doctor,
-        &station.participant_id,
-        660.0,
-        20,
-        Duration::from_secs(15),
-    )
-    .await;
+    let (station, doctor) = in_call(&servers[0], &servers[1], &p, &first).await;
     assert_eq!(host_of(&db, &first).await, Some(("n1".to_owned(), 1)));
 
     // One idle call placed on each of the other nodes (a page's call socket
@@ -556,21 +519,7 @@ async fn a_draining_node_keeps_its_call_takes_no_new_one_and_exits_when_it_ends(
         json!({"state": "completed"}),
     )
     .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = servers[2].child.try_wait().unwrap() {
-            break s;
-        }
-        if std::time::Instant::now() >= deadline {
-            let log = servers[2].output.lock().unwrap().clone();
-            let tail: Vec<&str> = log.lines().filter(|l| !l.contains("DEBUG")).collect();
-            panic!(
-                "the drained node did not exit:\n{}",
-                tail[tail.len().saturating_sub(40)..].join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = exit_of(&mut servers[2], Duration::from_secs(30)).await;
     assert!(status.success(), "exited cleanly: {status:?}");
     assert_eq!(node_draining(&db, "n1").await, None, "its registration is gone");
     // The other call carried on.
@@ -649,30 +598,7 @@ async fn a_hung_node_whose_call_moved_lets_it_go_when_it_wakes() {
     let p = province(&c, &servers[0]).await;
     let cid = accepted_consultation(&c, &servers[0], &p).await;
     let (a, b, hung) = (&servers[0], &servers[1], &servers[2]);
-    let station = WsSession::join(
-        &ws_url(a),
-        &p.worker,
-        &cid,
-        ParticipantConfig::new("station", 660.0),
-    )
-    .await
-    .unwrap();
-    let doctor = WsSession::join(
-        &ws_url(b),
-        &p.doctor,
-        &cid,
-        ParticipantConfig::new("doctor", 440.0),
-    )
-    .await
-    .unwrap();
-    media_flows(
-        &doctor,
-        &station.participant_id,
-        660.0,
-        20,
-        Duration::from_secs(15),
-    )
-    .await;
+    let (station, doctor) = in_call(a, b, &p, &cid).await;
     assert_eq!(host_of(&db, &cid).await, Some(("n1".to_owned(), 1)));
 
     signal(hung, "-STOP");
@@ -748,30 +674,7 @@ async fn a_call_that_outlasts_the_drain_deadline_moves_to_another_node() {
     let c = client();
     let p = province(&c, &servers[0]).await;
     let cid = accepted_consultation(&c, &servers[0], &p).await;
-    let station = WsSession::join(
-        &ws_url(&servers[0]),
-        &p.worker,
-        &cid,
-        ParticipantConfig::new("station", 660.0),
-    )
-    .await
-    .unwrap();
-    let doctor = WsSession::join(
-        &ws_url(&servers[1]),
-        &p.doctor,
-        &cid,
-        ParticipantConfig::new("doctor", 440.0),
-    )
-    .await
-    .unwrap();
-    media_flows(
-        &doctor,
-        &station.participant_id,
-        660.0,
-        20,
-        Duration::from_secs(15),
-    )
-    .await;
+    let (station, doctor) = in_call(&servers[0], &servers[1], &p, &cid).await;
     assert_eq!(host_of(&db, &cid).await, Some(("n1".to_owned(), 1)));
 
     signal(&servers[2], "-USR1");
@@ -796,22 +699,7 @@ async fn a_call_that_outlasts_the_drain_deadline_moves_to_another_node() {
         join_until_placed(&servers[0], &p.worker, &cid, "station", 660.0),
         join_until_placed(&servers[1], &p.doctor, &cid, "doctor", 440.0),
     );
-    media_flows(
-        &doctor,
-        &station.participant_id,
-        660.0,
-        20,
-        Duration::from_secs(15),
-    )
-    .await;
-    media_flows(
-        &station,
-        &doctor.participant_id,
-        440.0,
-        20,
-        Duration::from_secs(15),
-    )
-    .await;
+    both_ways(&station, &doctor).await;
     eprintln!(
         "drain started -> media both ways on another node: {:.1} s",
         drained.elapsed().as_secs_f64()
@@ -828,17 +716,7 @@ async fn a_call_that_outlasts_the_drain_deadline_moves_to_another_node() {
             .any(|e| e["kind"] == "call_placed" && e["data"]["from"] == "n1"),
         "{session}"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = servers[2].child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the drained node did not exit"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = exit_of(&mut servers[2], Duration::from_secs(30)).await;
     assert!(status.success(), "{status:?}");
     assert!(servers[2]
         .output
