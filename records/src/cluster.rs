@@ -61,6 +61,17 @@ pub struct Placement {
     pub placed_now: Option<Option<String>>,
 }
 
+/// A call's placement as stored ([`Store::placement_of`]).
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+pub struct PlacementRow {
+    pub node_id: String,
+    pub epoch: i64,
+    /// 1 once its node gave it up.
+    pub released: i64,
+    /// 1 once the consultation is over.
+    pub over: i64,
+}
+
 /// Why a heartbeat was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum HeartbeatError {
@@ -101,11 +112,13 @@ impl Store {
     }
 
     /// Registers this node or renews its heartbeat. Refused when another
-    /// process with the same node id has beaten within `dead_after`.
+    /// process with the same node id has beaten within `dead_after`; with
+    /// `None`, never (one process per database: SQLite's file lock says so,
+    /// whatever the clock said at the last run).
     pub async fn node_heartbeat(
         &self,
         hb: &NodeHeartbeat<'_>,
-        dead_after: Duration,
+        dead_after: Option<Duration>,
     ) -> std::result::Result<(), HeartbeatError> {
         let now = self.now_ms_sql();
         // Every write takes its turn (SQLite: one writer at a time).
@@ -119,7 +132,7 @@ impl Store {
                  participants = excluded.participants, heartbeat_at = excluded.heartbeat_at,
                  started_at = CASE WHEN nodes.instance = excluded.instance
                                    THEN nodes.started_at ELSE excluded.started_at END
-             WHERE nodes.instance = excluded.instance OR nodes.heartbeat_at <= {now} - $8"
+             WHERE nodes.instance = excluded.instance OR $8 < 0 OR nodes.heartbeat_at <= {now} - $8"
         ))
         .bind(hb.id)
         .bind(hb.instance)
@@ -128,7 +141,7 @@ impl Store {
         .bind(i64::from(hb.draining))
         .bind(hb.rooms)
         .bind(hb.participants)
-        .bind(ms(dead_after))
+        .bind(dead_after.map_or(-1, ms))
         .execute(&mut **w)
         .await?;
         if done.rows_affected() == 0 {
@@ -170,6 +183,27 @@ impl Store {
     pub async fn place_call(&self, c: ConsultationId, dead_after: Duration) -> Result<Option<Placement>> {
         let now = self.now_ms_sql();
         let dead = ms(dead_after);
+        // Most sockets find their call placed on a live node: read first,
+        // and take the cluster-wide turn only to place one.
+        let found: Option<(String, i64, Option<String>, Option<i64>)> = sqlx::query_as(&format!(
+            "SELECT p.node_id, p.epoch, CASE WHEN p.released = 0 THEN n.url END, {now} - n.heartbeat_at
+             FROM room_placements p LEFT JOIN nodes n ON n.id = p.node_id
+             WHERE p.consultation_id = $1"
+        ))
+        .bind(c)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some((node_id, epoch, Some(url), Some(age))) = found {
+            if age <= dead {
+                return Ok(Some(Placement {
+                    consultation_id: c,
+                    node_id,
+                    url,
+                    epoch,
+                    placed_now: None,
+                }));
+            }
+        }
         let mut w = self.begin_write().await?;
         if self.backend() == Backend::Postgres {
             sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS l")
@@ -235,14 +269,46 @@ impl Store {
         }))
     }
 
-    /// The calls placed on `node`, with their epochs: what it may serve.
+    /// The calls placed on `node` and not over, with their epochs: what it
+    /// may serve.
     pub async fn placements_of(&self, node: &str) -> Result<Vec<(ConsultationId, i64)>> {
-        Ok(sqlx::query_as(
-            "SELECT consultation_id, epoch FROM room_placements WHERE node_id = $1 AND released = 0",
-        )
+        Ok(sqlx::query_as(&format!(
+            "SELECT p.consultation_id, p.epoch FROM room_placements p
+             JOIN consultations c ON c.id = p.consultation_id
+             WHERE p.node_id = $1 AND p.released = 0 AND c.state NOT IN {over}",
+            over = over()
+        ))
         .bind(node)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// Where `c`'s call is placed: the node, the epoch, whether that node
+    /// gave it up, and whether the consultation is over.
+    pub async fn placement_of(&self, c: ConsultationId) -> Result<Option<PlacementRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT p.node_id, p.epoch, p.released, CASE WHEN c.state IN {over} THEN 1 ELSE 0 END AS over
+             FROM room_placements p JOIN consultations c ON c.id = p.consultation_id
+             WHERE p.consultation_id = $1",
+            over = over()
+        ))
+        .bind(c)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Whether a node other than `me`, alive and not draining, could take
+    /// calls over.
+    pub async fn other_nodes_alive(&self, me: &str, dead_after: Duration) -> Result<bool> {
+        let now = self.now_ms_sql();
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM nodes WHERE id <> $1 AND draining = 0 AND heartbeat_at >= {now} - $2"
+        ))
+        .bind(me)
+        .bind(ms(dead_after))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
     }
 
     /// Gives up `c`'s call if `node` still holds it at `epoch` (a draining
@@ -328,6 +394,15 @@ fn throttle_key(k: &str) -> String {
     hex::encode(sha2::Sha256::digest(k.as_bytes()))
 }
 
+/// The stored keys of `keys`, in the one order every throttle write locks
+/// them in.
+fn sorted_keys(keys: &[String]) -> Vec<String> {
+    let mut hashed: Vec<String> = keys.iter().map(|k| throttle_key(k)).collect();
+    hashed.sort();
+    hashed.dedup();
+    hashed
+}
+
 impl Store {
     /// Before a password check, on the failures every node shares: refuses
     /// while one of `keys` is locked (and locks one that reached the
@@ -336,9 +411,7 @@ impl Store {
     /// arriving at once on several nodes are counted one after another.
     pub async fn throttle_begin(&self, keys: &[String], r: ThrottleRules) -> Result<ThrottleStart> {
         let now = self.now_ms_sql();
-        let mut hashed: Vec<String> = keys.iter().map(|k| throttle_key(k)).collect();
-        hashed.sort();
-        hashed.dedup();
+        let hashed = sorted_keys(keys);
         let lock = if self.backend() == Backend::Postgres {
             " FOR UPDATE"
         } else {
@@ -413,12 +486,13 @@ impl Store {
         let now = self.now_ms_sql();
         let mut locked = false;
         let mut w = self.begin_write().await?;
-        for k in keys {
+        // Rows in the one order every throttle write locks them in.
+        for k in sorted_keys(keys) {
             let done = sqlx::query(&format!(
                 "UPDATE login_failures SET locked_until = {now} + $2
                  WHERE key = $1 AND count >= $3 AND locked_until IS NULL"
             ))
-            .bind(throttle_key(k))
+            .bind(&k)
             .bind(r.lockout_ms)
             .bind(r.lock_after)
             .execute(&mut **w)
@@ -432,11 +506,11 @@ impl Store {
     /// No password was checked after all: the attempt is not a failure.
     pub async fn throttle_release(&self, keys: &[String]) -> Result<()> {
         let mut w = self.begin_write().await?;
-        for k in keys {
+        for k in sorted_keys(keys) {
             sqlx::query(
                 "UPDATE login_failures SET count = CASE WHEN count > 0 THEN count - 1 ELSE 0 END WHERE key = $1",
             )
-            .bind(throttle_key(k))
+            .bind(&k)
             .execute(&mut **w)
             .await?;
         }

@@ -51,8 +51,8 @@ mod vitals;
 pub use attachments::{sniff_image, Attachment, MAX_PHOTO_BYTES};
 pub use audit::{Actor, AuditEntry, AuditQuery, ChainReport, Outcome};
 pub use cluster::{
-    ChangeListener, HeartbeatError, NodeHeartbeat, NodeRow, Placement, ThrottleRules, ThrottleStart,
-    CHANGES_CHANNEL,
+    ChangeListener, HeartbeatError, NodeHeartbeat, NodeRow, Placement, PlacementRow, ThrottleRules,
+    ThrottleStart, CHANGES_CHANNEL,
 };
 pub use consents::{
     current_consent_text, Consent, ConsentInput, ConsentProblem, ConsentText, CONSENT_TEXTS,

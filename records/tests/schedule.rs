@@ -301,7 +301,7 @@ async fn reschedule_no_show_and_restart(store: Store) {
             rooms: 0,
             participants: 0,
         };
-        store.node_heartbeat(&hb, six).await.unwrap();
+        store.node_heartbeat(&hb, Some(six)).await.unwrap();
     }
     assert_eq!(
         store.place_call(c.id, six).await.unwrap().unwrap().node_id,

@@ -791,15 +791,15 @@ async fn age_node(store: &Store, id: &str) {
 
 async fn a_node_id_belongs_to_one_live_process(store: Store) {
     store
-        .node_heartbeat(&beat("a", "first", false), DEAD_AFTER)
+        .node_heartbeat(&beat("a", "first", false), Some(DEAD_AFTER))
         .await
         .unwrap();
     store
-        .node_heartbeat(&beat("a", "first", false), DEAD_AFTER)
+        .node_heartbeat(&beat("a", "first", false), Some(DEAD_AFTER))
         .await
         .unwrap();
     match store
-        .node_heartbeat(&beat("a", "second", false), DEAD_AFTER)
+        .node_heartbeat(&beat("a", "second", false), Some(DEAD_AFTER))
         .await
     {
         Err(HeartbeatError::IdInUse(id)) => assert_eq!(id, "a"),
@@ -808,16 +808,29 @@ async fn a_node_id_belongs_to_one_live_process(store: Store) {
     // Once the first is dead, a new process may take the id over.
     age_node(&store, "a").await;
     store
-        .node_heartbeat(&beat("a", "second", false), DEAD_AFTER)
+        .node_heartbeat(&beat("a", "second", false), Some(DEAD_AFTER))
         .await
         .unwrap();
     assert!(matches!(
-        store.node_heartbeat(&beat("a", "first", false), DEAD_AFTER).await,
+        store
+            .node_heartbeat(&beat("a", "first", false), Some(DEAD_AFTER))
+            .await,
         Err(HeartbeatError::IdInUse(_))
     ));
     let nodes = store.nodes().await.unwrap();
     assert_eq!(nodes.len(), 1);
     assert!(nodes[0].heartbeat_age_ms < 5000, "{nodes:?}");
+    // One process per database (SQLite's lock): it takes the id whatever
+    // the last heartbeat says (a clock that went back).
+    sqlx::query("UPDATE nodes SET heartbeat_at = heartbeat_at + 3600000")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store
+        .node_heartbeat(&beat("a", "third", false), None)
+        .await
+        .unwrap();
+    store.node_leave("a", "third").await.unwrap();
     store.node_leave("a", "second").await.unwrap();
     assert!(store.nodes().await.unwrap().is_empty());
 }
@@ -835,7 +848,7 @@ async fn calls_are_placed_once_spread_and_moved_off_dead_nodes(store: Store) {
     assert_eq!(store.place_call(first.id, DEAD_AFTER).await.unwrap(), None);
     for n in ["a", "b", "c"] {
         store
-            .node_heartbeat(&beat(n, n, false), DEAD_AFTER)
+            .node_heartbeat(&beat(n, n, false), Some(DEAD_AFTER))
             .await
             .unwrap();
     }
@@ -873,7 +886,7 @@ async fn calls_are_placed_once_spread_and_moved_off_dead_nodes(store: Store) {
     }
     // A draining node keeps its calls and takes no new one.
     store
-        .node_heartbeat(&beat("c", "c", true), DEAD_AFTER)
+        .node_heartbeat(&beat("c", "c", true), Some(DEAD_AFTER))
         .await
         .unwrap();
     let on_c = placed.iter().find(|p| p.node_id == "c").unwrap();

@@ -58,6 +58,10 @@ pub struct Cluster {
     held: Mutex<HashMap<ConsultationId, i64>>,
     /// Set while this node cannot prove it is alive: it serves nothing.
     fenced: AtomicBool,
+    /// At the last heartbeat, another live node could take calls over.
+    others_alive: AtomicBool,
+    /// The server is stopping: no more heartbeats.
+    stopping: AtomicBool,
     /// Calls let go of: their sockets close.
     evicted: broadcast::Sender<ConsultationId>,
 }
@@ -84,6 +88,8 @@ impl Cluster {
             draining: AtomicBool::new(false),
             held: Mutex::default(),
             fenced: AtomicBool::new(false),
+            others_alive: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             evicted,
         }
     }
@@ -155,6 +161,10 @@ impl Cluster {
     }
 
     pub(crate) async fn beat(&self, state: &AppState) -> Result<(), HeartbeatError> {
+        if self.stopping.load(Ordering::Relaxed) {
+            // Its registration is being removed: no heartbeat may put it back.
+            return Ok(());
+        }
         let (rooms, participants) = state.calls.load();
         let hb = NodeHeartbeat {
             id: &self.id,
@@ -165,27 +175,60 @@ impl Cluster {
             rooms: i64::try_from(rooms).unwrap_or(i64::MAX),
             participants: i64::try_from(participants).unwrap_or(i64::MAX),
         };
-        state.store.node_heartbeat(&hb, self.dead_after).await
-    }
-
-    /// After a heartbeat: lets go of the rooms this node no longer holds.
-    async fn check_claims(&self, state: &AppState) {
-        let Ok(placed) = state.store.placements_of(&self.id).await else {
-            return;
-        };
-        let placed: HashMap<ConsultationId, i64> = placed.into_iter().collect();
-        let mut gone = Vec::new();
-        for c in state.calls.room_ids() {
-            let ours = self.held().get(&c).copied();
-            if ours.is_none() || placed.get(&c) != ours.as_ref() {
-                gone.push(c);
+        state.store.node_heartbeat(&hb, Some(self.dead_after)).await?;
+        if state.store.backend() == telehealth_records::Backend::Postgres {
+            if let Ok(others) = state.store.other_nodes_alive(&self.id, self.dead_after).await {
+                self.others_alive.store(others, Ordering::Relaxed);
             }
         }
-        // Placements for calls without a room here stay ours (nobody has
-        // joined yet, or everyone left): a join serves them.
-        self.held().retain(|c, e| placed.get(c) == Some(e));
-        for c in gone {
-            self.let_go(state, c, "placed elsewhere").await;
+        Ok(())
+    }
+
+    /// Whether this node serves `c` now.
+    pub fn holds(&self, c: ConsultationId) -> bool {
+        !self.fenced() && self.held().contains_key(&c)
+    }
+
+    /// After a heartbeat: lets go of the rooms this node no longer holds
+    /// (the database places them elsewhere, or here under a newer epoch
+    /// than the one they were joined under), and forgets calls that are
+    /// over. Each call is read on its own, after the list was taken: a call
+    /// placed here meanwhile is not in the list, and its row is written
+    /// before it enters `held` or gets a room, so it is never let go by
+    /// mistake.
+    async fn check_claims(&self, state: &AppState) {
+        let mut calls: Vec<ConsultationId> = self.held().keys().copied().collect();
+        calls.extend(state.calls.room_ids());
+        calls.sort_unstable_by_key(|c| c.to_string());
+        calls.dedup();
+        for c in calls {
+            let Ok(row) = state.store.placement_of(c).await else {
+                return;
+            };
+            let ours = row
+                .as_ref()
+                .filter(|r| r.node_id == self.id && r.released == 0)
+                .map(|r| r.epoch);
+            let over = row.as_ref().is_some_and(|r| r.over == 1);
+            let held = self.held().get(&c).copied();
+            let has_room = state.calls.room_ids().contains(&c);
+            match (ours, held) {
+                // A finished call: its room closes with the consultation.
+                _ if over => {
+                    self.held().remove(&c);
+                }
+                (Some(e), Some(h)) if e == h => {}
+                // Placed here again under a newer epoch, with no join since:
+                // whatever room is left from before is stale.
+                (Some(_), Some(_)) if has_room => self.let_go(state, c, "placed here again").await,
+                (Some(e), _) => {
+                    self.held().insert(c, e);
+                }
+                (None, _) if has_room => self.let_go(state, c, "placed elsewhere").await,
+                (None, _) => {
+                    self.held().remove(&c);
+                }
+            }
         }
     }
 
@@ -206,12 +249,12 @@ impl Cluster {
             participants: 0,
         };
         if store.backend() == telehealth_records::Backend::Sqlite {
-            return store.node_heartbeat(&hb, Duration::ZERO).await;
+            return store.node_heartbeat(&hb, None).await;
         }
         let give_up = Instant::now() + self.dead_after * 2;
         let mut told = false;
         loop {
-            match store.node_heartbeat(&hb, self.dead_after).await {
+            match store.node_heartbeat(&hb, Some(self.dead_after)).await {
                 Err(HeartbeatError::IdInUse(_)) if Instant::now() < give_up => {
                     if !told {
                         tracing::warn!(node = %self.id, "this node id beat a moment ago (the previous process?); waiting for it to go stale");
@@ -226,8 +269,10 @@ impl Cluster {
 
     /// Gives up every call placed here (at a clean exit, or at the end of
     /// a drain): the next join of each places it on a live node at once,
-    /// without waiting for this node to be taken for dead.
+    /// without waiting for this node to be taken for dead. No heartbeat
+    /// runs after it.
     pub async fn release_all(&self, store: &Store) {
+        self.stopping.store(true, Ordering::Relaxed);
         let held: Vec<(ConsultationId, i64)> = self.held().drain().collect();
         for (c, epoch) in held {
             match store.release_call(c, &self.id, epoch).await {
@@ -260,21 +305,31 @@ pub async fn heartbeat_loop(state: AppState) {
                 if cluster.fenced.swap(false, Ordering::Relaxed) {
                     tracing::info!("heartbeat renewed: this node serves calls again");
                 }
-                cluster.check_claims(&state).await;
+                if tokio::time::timeout(cluster.dead_after / 3, cluster.check_claims(&state))
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("the calls' placements could not be read in time");
+                }
             }
             Ok(Err(HeartbeatError::IdInUse(id))) => {
                 tracing::error!(node = %id, "another live process has taken this node's id; serving no call");
                 fence(&state).await;
             }
-            Ok(Err(e)) if last_ok.elapsed() >= cluster.dead_after => {
-                tracing::error!(error = %e, "heartbeat not renewed within the dead timeout; letting every call go");
-                fence(&state).await;
+            // Not renewed for the dead timeout: when other nodes were alive,
+            // they take this node's calls over, so it must stop serving them
+            // (no call in two rooms). Alone, nobody can take them: its calls
+            // go on while the database is away, as they always have.
+            Ok(Err(_)) | Err(_)
+                if last_ok.elapsed() >= cluster.dead_after
+                    && cluster.others_alive.load(Ordering::Relaxed) =>
+            {
+                if !cluster.fenced() {
+                    tracing::error!("heartbeat not renewed within the dead timeout while other nodes live; letting every call go");
+                    fence(&state).await;
+                }
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat not renewed"),
-            Err(_) if last_ok.elapsed() >= cluster.dead_after => {
-                tracing::error!("heartbeat not answered within the dead timeout; letting every call go");
-                fence(&state).await;
-            }
             Err(_) => tracing::warn!("heartbeat not answered"),
         }
     }

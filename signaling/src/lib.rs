@@ -331,6 +331,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         ),
         std::time::Duration::from_secs(config.node_dead_after_secs),
     ));
+    if state.cluster.url.starts_with("https:") {
+        anyhow::bail!(
+            "--node-url must be plain http:// on the nodes' internal network (the nodes forward call sockets to \
+             each other without TLS); terminate TLS for browsers at a reverse proxy in front of the nodes"
+        );
+    }
+    if store.backend() == telehealth_records::Backend::Postgres {
+        if config.node_url.is_none() {
+            tracing::warn!(
+                url = %state.cluster.url,
+                "no --node-url: other nodes will forward call sockets (with the login token) to this address; \
+                 set --node-url to this node's address on a private network"
+            );
+        }
+        if config.tls_cert.is_some() {
+            tracing::warn!(
+                "this node serves HTTPS itself, so other nodes cannot forward call sockets to it: with several \
+                 nodes, terminate TLS at a reverse proxy and serve plain HTTP on the internal network"
+            );
+        }
+    }
     state.cluster.register(&store).await.with_context(|| {
         format!(
             "registering node {} (another server runs with this --node-id?)",

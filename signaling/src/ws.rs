@@ -298,6 +298,11 @@ async fn session(
                         call.current = None;
                         reason = Some(CloseReason::CallMoved);
                     }
+                    // Some were missed: is this socket's call still here?
+                    Err(RecvError::Lagged(_)) if call.current.as_ref().is_some_and(|(c, _)| !state.cluster.holds(*c)) => {
+                        call.current = None;
+                        reason = Some(CloseReason::CallMoved);
+                    }
                     Ok(_) | Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => {}
                 }
