@@ -14,8 +14,10 @@
 //! A node serves a call only while the database says it holds it: at each
 //! heartbeat it lets go of the rooms whose placement moved (a node that was
 //! hung and came back), and when it cannot renew its heartbeat for the dead
-//! timeout it lets go of all of them, since another node may be taking them
-//! over. The pages of a room let go of have their sockets closed
+//! timeout while other nodes were alive it lets go of all of them, since
+//! another node may be taking them over (alone, nobody can: its calls go on
+//! while the database is away). The pages of a room let go of have their
+//! sockets closed
 //! (`call_moved`), reconnect by themselves and join where the call is now.
 //!
 //! With SQLite there is one node (a second process on the same file is
