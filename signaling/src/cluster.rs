@@ -186,6 +186,15 @@ impl Cluster {
         Ok(())
     }
 
+    /// The calls this node holds or has a room for.
+    fn calls_here(&self, state: &AppState) -> Vec<ConsultationId> {
+        let mut calls: Vec<ConsultationId> = self.held().keys().copied().collect();
+        calls.extend(state.calls.room_ids());
+        calls.sort_unstable_by_key(|c| c.to_string());
+        calls.dedup();
+        calls
+    }
+
     /// Whether this node serves `c` now.
     pub fn holds(&self, c: ConsultationId) -> bool {
         !self.fenced() && self.held().contains_key(&c)
@@ -199,11 +208,7 @@ impl Cluster {
     /// before it enters `held` or gets a room, so it is never let go by
     /// mistake.
     async fn check_claims(&self, state: &AppState) {
-        let mut calls: Vec<ConsultationId> = self.held().keys().copied().collect();
-        calls.extend(state.calls.room_ids());
-        calls.sort_unstable_by_key(|c| c.to_string());
-        calls.dedup();
-        for c in calls {
+        for c in self.calls_here(state) {
             let Ok(row) = state.store.placement_of(c).await else {
                 return;
             };
@@ -341,11 +346,7 @@ pub async fn heartbeat_loop(state: AppState) {
 async fn fence(state: &AppState) {
     let cluster = &state.cluster;
     cluster.fenced.store(true, Ordering::Relaxed);
-    let mut calls: Vec<ConsultationId> = cluster.held().keys().copied().collect();
-    calls.extend(state.calls.room_ids());
-    calls.sort_unstable_by_key(|c| c.to_string());
-    calls.dedup();
-    for c in calls {
+    for c in cluster.calls_here(state) {
         cluster.let_go(state, c, "heartbeat lost").await;
     }
 }
@@ -526,17 +527,9 @@ pub async fn drain(state: AppState, deadline: Duration) {
                 calls = rooms,
                 "drain deadline passed: handing the remaining calls to other nodes"
             );
-            let mut calls = state.calls.room_ids();
-            calls.extend(cluster.held().keys().copied());
-            calls.sort_unstable_by_key(|c| c.to_string());
-            calls.dedup();
-            let epochs: HashMap<ConsultationId, i64> = cluster.held().clone();
+            let calls = cluster.calls_here(&state);
+            cluster.release_all(&state.store).await;
             for c in calls {
-                if let Some(epoch) = epochs.get(&c) {
-                    if let Err(e) = state.store.release_call(c, &cluster.id, *epoch).await {
-                        tracing::warn!(consultation = %c, error = %e, "cannot give the call up");
-                    }
-                }
                 cluster
                     .let_go(&state, c, "handed over at the end of a drain")
                     .await;

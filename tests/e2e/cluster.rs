@@ -117,6 +117,24 @@ async fn both_ways(station: &WsSession, doctor: &WsSession) {
     .await;
 }
 
+/// Thirty more video frames from `from` reach `who`, with `from`'s tone:
+/// its media still flows, not only did once.
+async fn still_flows(who: &WsSession, from: &WsSession, tone: f64) {
+    let frames = who
+        .participant
+        .report()
+        .video_from(&from.participant_id)
+        .map_or(0, |v| v.frames_complete);
+    media_flows(
+        who,
+        &from.participant_id,
+        tone,
+        frames + 30,
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
 /// Waits for `server` to exit by itself; its exit status.
 async fn exit_of(server: &mut Server, within: Duration) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + within;
@@ -431,13 +449,7 @@ async fn a_draining_node_keeps_its_call_takes_no_new_one_and_exits_when_it_ends(
         (accepted_consultation(&c, &servers[0], &p).await, "n2"),
         (accepted_consultation(&c, &servers[0], &p).await, "n3"),
     ] {
-        let mut req = format!("{}?consultation_id={cid}", ws_url(&servers[0]))
-            .into_client_request()
-            .unwrap();
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {}", p.doctor).parse().unwrap());
-        let (mut page, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-        page.next().await.unwrap().unwrap();
+        call_socket(&servers[0], &p.doctor, &cid).await;
         assert_eq!(host_of(&db, &cid).await, Some((on.to_owned(), 1)));
     }
 
@@ -493,19 +505,7 @@ async fn a_draining_node_keeps_its_call_takes_no_new_one_and_exits_when_it_ends(
     let (host2, _) = host_of(&db, &second).await.unwrap();
     assert_ne!(host2, "n1", "a draining node takes no new call");
     // The running call has not moved, and its media still flows.
-    let before = doctor
-        .participant
-        .report()
-        .video_from(&station.participant_id)
-        .map_or(0, |v| v.frames_complete);
-    media_flows(
-        &doctor,
-        &station.participant_id,
-        660.0,
-        before + 30,
-        Duration::from_secs(10),
-    )
-    .await;
+    still_flows(&doctor, &station, 660.0).await;
     media_flows(
         &station,
         &doctor.participant_id,
@@ -533,19 +533,7 @@ async fn a_draining_node_keeps_its_call_takes_no_new_one_and_exits_when_it_ends(
     assert!(status.success(), "exited cleanly: {status:?}");
     assert_eq!(node_draining(&db, "n1").await, None, "its registration is gone");
     // The other call carried on.
-    let frames = doctor2
-        .participant
-        .report()
-        .video_from(&station2.participant_id)
-        .map_or(0, |v| v.frames_complete);
-    media_flows(
-        &doctor2,
-        &station2.participant_id,
-        700.0,
-        frames + 30,
-        Duration::from_secs(10),
-    )
-    .await;
+    still_flows(&doctor2, &station2, 700.0).await;
     let log = servers[2].output.lock().unwrap().clone();
     assert!(log.contains("drained: no call left here"), "{log}");
 }
@@ -642,19 +630,7 @@ async fn a_hung_node_whose_call_moved_lets_it_go_when_it_wakes() {
     // The call stays where it moved, with its media; the woken node carries
     // a page that reaches it there.
     assert_eq!(host_of(&db, &cid).await, Some((host.clone(), 2)));
-    let frames = doctor
-        .participant
-        .report()
-        .video_from(&station.participant_id)
-        .map_or(0, |v| v.frames_complete);
-    media_flows(
-        &doctor,
-        &station.participant_id,
-        660.0,
-        frames + 30,
-        Duration::from_secs(10),
-    )
-    .await;
+    still_flows(&doctor, &station, 660.0).await;
     let forwarded_before = hung
         .output
         .lock()
