@@ -28,6 +28,7 @@ fail() {
 need=()
 command -v shellcheck >/dev/null || need+=(shellcheck)
 command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
     # shellcheck source=tests/scripts/apt.sh
     source tests/scripts/apt.sh
@@ -109,6 +110,47 @@ if "$venv/bin/kubernetes-validate" --strict --quiet -k "$k8s_version" deploy/k8s
 else
     fail "kubernetes-validate rejected deploy/k8s"
 fi
+
+# --- Prometheus and Grafana --------------------------------------------------
+if promtool check rules deploy/prometheus/alerts.yml >/dev/null &&
+    promtool test rules deploy/prometheus/alerts.test.yml >/dev/null; then
+    echo "ok: promtool check rules and test rules deploy/prometheus/alerts.yml"
+else
+    promtool test rules deploy/prometheus/alerts.test.yml >&2 || true
+    fail "promtool rejected deploy/prometheus/alerts.yml or its tests"
+fi
+# The sample configuration, with its two paths pointed at real files.
+prom_dir=$(mktemp -d)
+echo placeholder-token >"$prom_dir/token"
+sed -e "s|/etc/prometheus/telehealth-metrics-token|$prom_dir/token|" \
+    -e "s|/etc/prometheus/telehealth-alerts.yml|$PWD/deploy/prometheus/alerts.yml|" \
+    deploy/prometheus/prometheus.yml >"$prom_dir/prometheus.yml"
+if promtool check config "$prom_dir/prometheus.yml" >/dev/null; then
+    echo "ok: promtool check config deploy/prometheus/prometheus.yml"
+else
+    fail "promtool rejected deploy/prometheus/prometheus.yml"
+fi
+rm -rf "$prom_dir"
+# The dashboard and the provisioning files parse; every panel has a query
+# (their PromQL is run against a real Prometheus by tests/e2e/metrics.rs).
+if python3 - <<'PY'
+import json, sys
+d = json.load(open("deploy/grafana/telehealth.json"))
+assert d["uid"] and d["title"], "uid and title"
+for p in d["panels"]:
+    if p["type"] != "row":
+        assert p.get("targets") and all(t.get("expr") for t in p["targets"]), p["title"]
+PY
+then
+    echo "ok: deploy/grafana/telehealth.json"
+else
+    fail "deploy/grafana/telehealth.json"
+fi
+for f in deploy/grafana/provisioning/*/*.yaml; do
+    python3 -c 'import sys, yaml; yaml.safe_load(open(sys.argv[1]))' "$f" 2>/dev/null ||
+        "$venv/bin/python" -c 'import sys, yaml; yaml.safe_load(open(sys.argv[1]))' "$f" ||
+        fail "$f does not parse"
+done
 
 # --- shell scripts -----------------------------------------------------------
 scripts=()

@@ -162,6 +162,19 @@ impl Store {
             .ok_or(RecordsError::NotFound("consultation"))
     }
 
+    /// How many consultations are in each state (every state listed, zero
+    /// included), for the metrics: counts only, nothing about anyone.
+    pub async fn consultation_counts(&self) -> Result<Vec<(ConsultationState, i64)>> {
+        let rows: Vec<(ConsultationState, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM consultations GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(ConsultationState::ALL
+            .iter()
+            .map(|s| (*s, rows.iter().find(|(r, _)| r == s).map_or(0, |(_, n)| *n)))
+            .collect())
+    }
+
     /// Reads a consultation for display, with an audit entry.
     pub async fn read_consultation(&self, actor: &Actor, id: ConsultationId) -> Result<Consultation> {
         let c = self.consultation(id).await?;

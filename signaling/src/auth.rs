@@ -496,7 +496,15 @@ async fn check_password(
     username: &str,
     password: String,
 ) -> ApiResult<(Option<telehealth_records::UserCredentials>, bool)> {
-    let delay = state.throttle.begin(keys).await?;
+    let delay = match state.throttle.begin(keys).await {
+        Ok(d) => d,
+        Err(e) => {
+            if matches!(e, ApiError::TooManyRequests { .. }) {
+                crate::metrics::global().login_throttled.inc();
+            }
+            return Err(e);
+        }
+    };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -768,6 +776,7 @@ impl LoginThrottle {
     }
 
     async fn failed(&self, keys: &[String]) {
+        crate::metrics::global().login_failures.inc();
         let Some(store) = &self.shared else {
             return self.failed_here(keys);
         };

@@ -634,9 +634,26 @@ impl Calls {
 #[derive(Default)]
 struct LossMemory {
     lost: HashMap<(String, String, String), i64>,
+    /// The metrics' memory of each participant's tracks (room, participant).
+    seen: HashMap<(String, String), HashMap<String, crate::metrics::Seen>>,
 }
 
 impl LossMemory {
+    /// A room closed: its tracks' memory goes (it grew with every call).
+    fn forget(&mut self, room: &str) {
+        self.lost.retain(|(r, _, _), _| r != room);
+        self.seen.retain(|(r, _), _| r != room);
+    }
+
+    /// The sample's figures for the metrics.
+    fn figures(&mut self, s: &StatsSample) -> crate::metrics::SampleFigures {
+        let seen = self
+            .seen
+            .entry((s.room.to_string(), s.participant.to_string()))
+            .or_default();
+        crate::metrics::figures(s, seen)
+    }
+
     /// One participant's sample, as stored in the session log.
     fn sample(&mut self, s: &StatsSample, user: Option<UserId>) -> SessionStats {
         let (mut lost, mut got) = (0i64, 0u64);
@@ -780,7 +797,10 @@ async fn handle_event(calls: &Calls, store: &Store, hub: &Hub, loss: &mut LossMe
             let s = match state {
                 ConnectionState::New => "new",
                 ConnectionState::Connecting => "connecting",
-                ConnectionState::Connected => "connected",
+                ConnectionState::Connected => {
+                    crate::metrics::global().media_connected(c, participant.as_str());
+                    "connected"
+                }
                 ConnectionState::Disconnected => "disconnected",
                 ConnectionState::Failed => "failed",
                 ConnectionState::Closed => "closed",
@@ -899,11 +919,16 @@ async fn handle_event(calls: &Calls, store: &Store, hub: &Hub, loss: &mut LossMe
                 }
             }
         }
-        SfuEvent::RoomClosed { .. } => {
+        SfuEvent::RoomClosed { room } => {
+            loss.forget(room.as_str());
+            crate::metrics::global().room_closed(c);
             log(None, SessionEntry::RoomClosed {}).await;
         }
         SfuEvent::Stats(sample) => {
-            let user = calls.member_user(c, &sample.participant).map(|m| m.0);
+            let member = calls.member_user(c, &sample.participant);
+            let user = member.map(|m| m.0);
+            let figures = loss.figures(&sample);
+            crate::metrics::global().sample(c, member.map(|m| m.1), &figures);
             let stats = loss.sample(&sample, user);
             log(user, SessionEntry::Stats(stats)).await;
         }

@@ -309,6 +309,7 @@ async fn join(
     sdp: Option<String>,
     resume: Option<String>,
 ) -> ServerMessage {
+    let started = std::time::Instant::now();
     let Ok(c) = raw_id.parse::<ConsultationId>() else {
         return error(
             "malformed_id",
@@ -400,6 +401,9 @@ async fn join(
         }
     };
     call.current = Some((c, pid.clone()));
+    if answer.is_some() {
+        crate::metrics::global().join_started(c, cons.station_id, pid.as_str(), started);
+    }
     let joining = Joining {
         participant_id: pid.as_str().to_owned(),
         role: user.role,

@@ -24,7 +24,7 @@
 //! refused at start), and all of this places every call on it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,8 @@ pub struct Cluster {
     others_alive: AtomicBool,
     /// The server is stopping: no more heartbeats.
     stopping: AtomicBool,
+    /// When the heartbeat was last renewed (Unix seconds; 0: never).
+    last_heartbeat: AtomicU64,
     /// Calls let go of: their sockets close.
     evicted: broadcast::Sender<ConsultationId>,
 }
@@ -92,6 +94,7 @@ impl Cluster {
             fenced: AtomicBool::new(false),
             others_alive: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            last_heartbeat: AtomicU64::new(0),
             evicted,
         }
     }
@@ -112,6 +115,11 @@ impl Cluster {
     /// within the dead timeout).
     pub fn fenced(&self) -> bool {
         self.fenced.load(Ordering::Relaxed)
+    }
+
+    /// When this node last renewed its heartbeat, Unix seconds (0: never).
+    pub fn last_heartbeat(&self) -> u64 {
+        self.last_heartbeat.load(Ordering::Relaxed)
     }
 
     /// Calls whose sockets must close (this node let them go).
@@ -309,6 +317,10 @@ pub async fn heartbeat_loop(state: AppState) {
         match tokio::time::timeout(cluster.dead_after / 3, cluster.beat(&state)).await {
             Ok(Ok(())) => {
                 last_ok = Instant::now();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                cluster.last_heartbeat.store(now, Ordering::Relaxed);
                 if cluster.fenced.swap(false, Ordering::Relaxed) {
                     tracing::info!("heartbeat renewed: this node serves calls again");
                 }

@@ -131,6 +131,20 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=86400))]
     pub drain_deadline_secs: u64,
 
+    /// Where Prometheus reads the metrics (`/metrics`, text format): an
+    /// address and port of their own, never the public HTTP port. `off`
+    /// turns them off. Default: `127.0.0.1:9464`, this machine only (skipped
+    /// with a warning when that port is taken). Serve them beyond loopback
+    /// only on a private network, with `--metrics-token`.
+    #[arg(long, env = "TELEHEALTH_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+
+    /// A bearer token Prometheus must send for the metrics
+    /// (`authorization: credentials_file` in its scrape config). Set it in
+    /// the environment; it is never logged.
+    #[arg(long, env = "TELEHEALTH_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     /// Take the client address from `X-Forwarded-For` (only behind a reverse
     /// proxy that sets it; otherwise clients could forge their address).
     #[arg(long, env = "TELEHEALTH_TRUST_PROXY", default_value_t = false)]
@@ -195,6 +209,14 @@ impl Config {
         format!("http://{}", std::net::SocketAddr::new(ip, bound.port()))
     }
 
+    /// The metrics' bearer token, if one is set (an empty one is none).
+    pub fn metrics_token(&self) -> Option<&str> {
+        self.metrics_token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+    }
+
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(u) => u.clone(),
@@ -211,6 +233,10 @@ impl Config {
         )
     }
 }
+
+/// The metrics' port when `--metrics-addr` is not given (the port
+/// Prometheus's exporters conventionally take for an application's own).
+pub const DEFAULT_METRICS_PORT: u16 = 9464;
 
 /// The SQLite file under the data directory, used when no `--database-url`
 /// is given (also by `telehealth backup` and `restore`).

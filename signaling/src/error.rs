@@ -440,13 +440,23 @@ impl From<RecordsError> for ApiError {
                     errors: vec![FieldError::new("patient_id", code, vi, en)],
                 }
             }
-            e if e.is_unavailable() => ApiError::Unavailable,
+            e if e.is_unavailable() => {
+                crate::metrics::global().database_errors.inc();
+                ApiError::Unavailable
+            }
             e if e.is_storage_full() => {
+                crate::metrics::global().database_errors.inc();
                 tracing::error!("the database's disk is full: writes are refused until space is freed");
                 ApiError::StorageFull
             }
-            RecordsError::Database(e) => ApiError::Internal(e.to_string()),
-            RecordsError::Corrupt(e) => ApiError::Internal(e),
+            RecordsError::Database(e) => {
+                crate::metrics::global().database_errors.inc();
+                ApiError::Internal(e.to_string())
+            }
+            RecordsError::Corrupt(e) => {
+                crate::metrics::global().database_errors.inc();
+                ApiError::Internal(e)
+            }
         }
     }
 }

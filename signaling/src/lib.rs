@@ -28,6 +28,7 @@ pub mod error;
 pub mod extract;
 mod first_bytes;
 pub mod live;
+pub mod metrics;
 pub mod protocol;
 mod same_origin;
 pub mod state;
@@ -58,12 +59,14 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(api::router())
         .merge(web::router())
+        .route_layer(middleware::from_fn(metrics::track_matched))
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), database_gate))
         .layer(DefaultBodyLimit::max(extract::JSON_LIMIT))
         .layer(middleware::from_fn(same_origin::writes))
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(metrics::track_unmatched))
         .with_state(state)
 }
 
@@ -150,6 +153,41 @@ pub fn init_logging(format: &str) {
 }
 
 /// Starts everything and serves until `shutdown` resolves.
+/// The metrics listener (`--metrics-addr`): a port given on purpose must
+/// be had; the default one is skipped with a warning when taken (another
+/// server on the same machine has it), since the calls do not need it.
+fn metrics_listener(config: &Config) -> anyhow::Result<Option<std::net::TcpListener>> {
+    let (addr, chosen) = match config.metrics_addr.as_deref().map(str::trim) {
+        Some("off") => return Ok(None),
+        Some(a) => (
+            a.parse::<SocketAddr>().with_context(|| {
+                format!("--metrics-addr {a:?}: give an address and port such as 127.0.0.1:9464, or off")
+            })?,
+            true,
+        ),
+        None => (
+            SocketAddr::from(([127, 0, 0, 1], config::DEFAULT_METRICS_PORT)),
+            false,
+        ),
+    };
+    match std::net::TcpListener::bind(addr) {
+        Ok(l) => {
+            l.set_nonblocking(true)?;
+            if !addr.ip().is_loopback() && config.metrics_token().is_none() {
+                tracing::warn!(%addr, "metrics served beyond this machine without --metrics-token: keep the port closed to the internet");
+            }
+            Ok(Some(l))
+        }
+        Err(e) if chosen => Err(e).with_context(|| {
+            format!("cannot serve metrics on {addr} (in use? choose another with --metrics-addr, or off)")
+        }),
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "metrics not served: the default port is taken (set --metrics-addr)");
+            Ok(None)
+        }
+    }
+}
+
 /// Resolves when the server starts shutting down (never, if nobody can
 /// shut it down).
 pub(crate) async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
@@ -256,6 +294,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         )
     })?;
     listener.set_nonblocking(true)?;
+    let metrics_listener = metrics_listener(&config)?;
     let sfu_config = config.sfu_config();
     let sfu = telehealth_sfu::Sfu::start(sfu_config.clone())
         .await
@@ -378,6 +417,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     tokio::spawn(anchor_loop(state.clone()));
     if store.backend() == telehealth_records::Backend::Postgres {
         tokio::spawn(store.clone().watch_reachability());
+    }
+    if let Some(l) = metrics_listener {
+        let addr = l.local_addr()?;
+        println!("  telehealth metrics on http://{addr}/metrics");
+        tracing::info!(%addr, token = config.metrics_token().is_some(), "metrics served");
+        tokio::spawn(metrics::serve(
+            tokio::net::TcpListener::from_std(l)?,
+            state.clone(),
+            config.metrics_token().map(str::to_owned),
+        ));
     }
     let node = state.cluster.clone();
     let app = app(state.clone());

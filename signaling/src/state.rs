@@ -43,6 +43,11 @@ pub struct SocketSlot {
 impl SocketCounts {
     pub const PER_USER: usize = 8;
 
+    /// Sockets open now, every user's.
+    pub fn total(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+    }
+
     /// A place for one more socket of `user`, or `None` at the limit.
     pub fn open(self: &Arc<Self>, user: telehealth_records::UserId) -> Option<SocketSlot> {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -51,6 +56,7 @@ impl SocketCounts {
             return None;
         }
         *n += 1;
+        crate::metrics::global().websocket_opened.inc();
         Some(SocketSlot {
             counts: self.clone(),
             user,

@@ -18,6 +18,9 @@ command -v turnserver >/dev/null || need+=(coturn)
 # The clock-jump test (tests/e2e/clock_jumps.rs) runs the server under libfaketime.
 ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(libfaketime)
 command -v shellcheck >/dev/null || need+=(shellcheck)
+# The metrics test checks /metrics with promtool and scrapes it with a real
+# Prometheus; deploy/check.sh checks the alert rules with promtool.
+command -v promtool >/dev/null || need+=(prometheus)
 if [ "${TELEHEALTH_BROWSER_TESTS:-1}" = 1 ] && [ -f "$(dirname "$0")/../browser/package.json" ]; then
     command -v chromium >/dev/null || need+=(chromium)
 fi
@@ -27,9 +30,13 @@ if [ ${#need[@]} -gt 0 ]; then
     source "$(dirname "$0")/apt.sh"
     apt_install "${need[@]}"
     # The package enables a system-wide coturn on 3478; the tests start their own.
-    if [[ " ${need[*]} " == *" coturn "* ]] && command -v systemctl >/dev/null; then
-        sudo=()
-        [ "$(id -u)" = 0 ] || sudo=(sudo)
-        "${sudo[@]}" systemctl disable --now coturn >/dev/null 2>&1 || true
-    fi
+    # So does Prometheus on 9090 (and its node exporter); the metrics test
+    # starts its own on a free port.
+    for service in coturn prometheus prometheus-node-exporter; do
+        if [[ " ${need[*]} " == *" ${service%%-*} "* ]] && command -v systemctl >/dev/null; then
+            sudo=()
+            [ "$(id -u)" = 0 ] || sudo=(sudo)
+            "${sudo[@]}" systemctl disable --now "$service" >/dev/null 2>&1 || true
+        fi
+    done
 fi

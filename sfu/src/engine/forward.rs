@@ -183,6 +183,7 @@ impl Engine {
                     sub.counters.packets += 1;
                     sub.counters.bytes += len;
                     self.counters.rtp_forwarded += 1;
+                    self.counters.rtp_forwarded_bytes += len;
                     if !self.dirty.contains(&sub_key) {
                         self.dirty.push(sub_key);
                     }

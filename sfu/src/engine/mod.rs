@@ -171,6 +171,9 @@ pub struct EngineCounters {
     pub datagrams_rejected: u64,
     /// RTP packets written to subscribers.
     pub rtp_forwarded: u64,
+    /// RTP payload bytes of those packets (headers and SRTP tags not
+    /// counted).
+    pub rtp_forwarded_bytes: u64,
     /// RTP packets a publisher delivered twice, forwarded only the first time.
     pub rtp_duplicates: u64,
     /// Keyframe requests sent to publishers.
@@ -200,6 +203,7 @@ impl EngineCounters {
             datagrams_unrouted,
             datagrams_rejected,
             rtp_forwarded,
+            rtp_forwarded_bytes,
             rtp_duplicates,
             keyframe_requests,
             tcp_connections,
@@ -213,6 +217,7 @@ impl EngineCounters {
         self.datagrams_unrouted += datagrams_unrouted;
         self.datagrams_rejected += datagrams_rejected;
         self.rtp_forwarded += rtp_forwarded;
+        self.rtp_forwarded_bytes += rtp_forwarded_bytes;
         self.rtp_duplicates += rtp_duplicates;
         self.keyframe_requests += keyframe_requests;
         self.tcp_connections += tcp_connections;
