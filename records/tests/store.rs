@@ -250,6 +250,12 @@ async fn consultation_transitions_are_checked_and_logged(store: Store) {
         .map(|e| e.data["to"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(states, ["requested", "in_progress", "completed"]);
+    // The metrics' counts by state: every state, zeros included.
+    let counts = store.consultation_counts().await.unwrap();
+    assert_eq!(counts.len(), ConsultationState::ALL.len());
+    for (state, n) in counts {
+        assert_eq!(n, i64::from(state == ConsultationState::Completed), "{state}");
+    }
 }
 on_both!(consultation_transitions_are_checked_and_logged);
 
