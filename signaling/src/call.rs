@@ -623,6 +623,12 @@ impl Calls {
         &self.ice_servers
     }
 
+    /// Whether this node has a room for `c` (someone joined and it has not
+    /// closed).
+    pub fn has_room(&self, c: ConsultationId) -> bool {
+        self.lock().contains_key(&c)
+    }
+
     /// Whether the doctor and someone from the station are both in the room.
     pub fn both_sides_present(&self, c: ConsultationId) -> bool {
         let roles = self.roles(c);

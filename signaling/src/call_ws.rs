@@ -339,6 +339,7 @@ async fn join(
         }
         Err(e) => {
             tracing::error!(error = %e, "join: database");
+            crate::metrics::global().database_errors.inc();
             return error(
                 "internal_error",
                 "Máy chủ gặp lỗi; thử lại.",
@@ -402,7 +403,15 @@ async fn join(
     };
     call.current = Some((c, pid.clone()));
     if answer.is_some() {
-        crate::metrics::global().join_started(c, cons.station_id, pid.as_str(), started);
+        // The station's name labels its link's quality for the province's
+        // IT staff (a facility's name, not a person's).
+        let station_name = state
+            .store
+            .facility(cons.station_id)
+            .await
+            .map(|f| f.name)
+            .unwrap_or_default();
+        crate::metrics::global().join_started(c, cons.station_id, &station_name, pid.as_str(), started);
     }
     let joining = Joining {
         participant_id: pid.as_str().to_owned(),

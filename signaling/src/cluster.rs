@@ -24,7 +24,7 @@
 //! refused at start), and all of this places every call on it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -64,8 +64,9 @@ pub struct Cluster {
     others_alive: AtomicBool,
     /// The server is stopping: no more heartbeats.
     stopping: AtomicBool,
-    /// When the heartbeat was last renewed (Unix seconds; 0: never).
-    last_heartbeat: AtomicU64,
+    /// When the heartbeat was last renewed (by this process's clock, which
+    /// a wall-clock step does not move).
+    last_heartbeat: Mutex<Option<Instant>>,
     /// Calls let go of: their sockets close.
     evicted: broadcast::Sender<ConsultationId>,
 }
@@ -94,7 +95,7 @@ impl Cluster {
             fenced: AtomicBool::new(false),
             others_alive: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
-            last_heartbeat: AtomicU64::new(0),
+            last_heartbeat: Mutex::new(None),
             evicted,
         }
     }
@@ -117,9 +118,12 @@ impl Cluster {
         self.fenced.load(Ordering::Relaxed)
     }
 
-    /// When this node last renewed its heartbeat, Unix seconds (0: never).
-    pub fn last_heartbeat(&self) -> u64 {
-        self.last_heartbeat.load(Ordering::Relaxed)
+    /// How long ago this node last renewed its heartbeat (`None`: never).
+    pub fn heartbeat_age(&self) -> Option<Duration> {
+        self.last_heartbeat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|t| t.elapsed())
     }
 
     /// Calls whose sockets must close (this node let them go).
@@ -186,6 +190,7 @@ impl Cluster {
             participants: i64::try_from(participants).unwrap_or(i64::MAX),
         };
         state.store.node_heartbeat(&hb, Some(self.dead_after)).await?;
+        *self.last_heartbeat.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         if state.store.backend() == telehealth_records::Backend::Postgres {
             if let Ok(others) = state.store.other_nodes_alive(&self.id, self.dead_after).await {
                 self.others_alive.store(others, Ordering::Relaxed);
@@ -317,10 +322,6 @@ pub async fn heartbeat_loop(state: AppState) {
         match tokio::time::timeout(cluster.dead_after / 3, cluster.beat(&state)).await {
             Ok(Ok(())) => {
                 last_ok = Instant::now();
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                cluster.last_heartbeat.store(now, Ordering::Relaxed);
                 if cluster.fenced.swap(false, Ordering::Relaxed) {
                     tracing::info!("heartbeat renewed: this node serves calls again");
                 }

@@ -59,12 +59,14 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(api::router())
         .merge(web::router())
+        // The gates run on matched routes, inside the metrics' timing, so
+        // that what they refuse is counted under its route.
+        .route_layer(middleware::from_fn_with_state(state.clone(), database_gate))
+        .route_layer(middleware::from_fn(same_origin::writes))
         .route_layer(middleware::from_fn(metrics::track_matched))
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware::from_fn_with_state(state.clone(), database_gate))
         .layer(DefaultBodyLimit::max(extract::JSON_LIMIT))
-        .layer(middleware::from_fn(same_origin::writes))
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn(metrics::track_unmatched))
         .with_state(state)

@@ -136,7 +136,9 @@ fn link(d: Direction) -> &'static str {
 /// the cumulative counters already turned into this interval's.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SampleFigures {
-    /// (lost, received) packets: uplink, downlink.
+    /// (lost, expected) packets: uplink (expected: received by the server
+    /// and lost on the way), downlink (expected: sent by the server; lost:
+    /// as the participant's reports say).
     pub packets: [(u64, u64); 2],
     /// NACKs and PLIs this interval: uplink (sent to the participant about
     /// what it sends), downlink (received from it about what it gets).
@@ -153,8 +155,9 @@ fn dir_index(d: Direction) -> usize {
 }
 
 /// What a station's link did in its latest sample.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct StationNow {
+    name: std::sync::Arc<str>,
     loss: [Option<f64>; 2],
     rtt: Option<f64>,
     at: Instant,
@@ -163,6 +166,7 @@ struct StationNow {
 /// The process's counters and histograms.
 pub struct Metrics {
     started: SystemTime,
+    started_at: Instant,
     http: Mutex<BTreeMap<(&'static str, String, u16), Histogram>>,
     join_seconds: Mutex<Histogram>,
     /// (side, direction) → loss ratio per sample.
@@ -177,8 +181,8 @@ pub struct Metrics {
     pub websocket_opened: Counter,
     /// Joins waiting for their media, since when.
     joins: Mutex<HashMap<(ConsultationId, String), Instant>>,
-    /// Each live room's station.
-    rooms: Mutex<HashMap<ConsultationId, FacilityId>>,
+    /// Each live room's station, with its name.
+    rooms: Mutex<HashMap<ConsultationId, (FacilityId, std::sync::Arc<str>)>>,
     stations: Mutex<HashMap<FacilityId, StationNow>>,
 }
 
@@ -203,6 +207,7 @@ impl Metrics {
     pub fn new() -> Self {
         Self {
             started: SystemTime::now(),
+            started_at: Instant::now(),
             http: Mutex::default(),
             join_seconds: Mutex::new(Histogram::new(JOIN_BUCKETS)),
             loss: Mutex::default(),
@@ -238,10 +243,18 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// A participant's call at `station` sent its offer (`started`) and
-    /// was answered: its join time runs until [`Self::media_connected`].
-    pub fn join_started(&self, c: ConsultationId, station: FacilityId, participant: &str, started: Instant) {
-        lock(&self.rooms).insert(c, station);
+    /// A participant's call at `station` (named `station_name`) sent its
+    /// offer (`started`) and was answered: its join time runs until
+    /// [`Self::media_connected`].
+    pub fn join_started(
+        &self,
+        c: ConsultationId,
+        station: FacilityId,
+        station_name: &str,
+        participant: &str,
+        started: Instant,
+    ) {
+        lock(&self.rooms).insert(c, (station, std::sync::Arc::from(station_name)));
         let mut joins = lock(&self.joins);
         if joins.len() >= JOINS_PENDING_MAX {
             joins.retain(|_, t| t.elapsed() < JOIN_FORGOTTEN);
@@ -275,12 +288,11 @@ impl Metrics {
         let mut loss_now = [None, None];
         {
             let mut loss = lock(&self.loss);
-            for (i, (lost, got)) in f.packets.iter().enumerate() {
-                let total = lost + got;
-                if total == 0 {
+            for (i, (lost, expected)) in f.packets.iter().enumerate() {
+                if *expected == 0 {
                     continue;
                 }
-                let ratio = *lost as f64 / total as f64;
+                let ratio = (*lost as f64 / *expected as f64).min(1.0);
                 loss_now[i] = Some(ratio);
                 loss.entry((side, i))
                     .or_insert_with(|| Histogram::new(LOSS_BUCKETS))
@@ -300,10 +312,12 @@ impl Metrics {
             }
         }
         if side == Side::Station {
-            if let Some(station) = lock(&self.rooms).get(&c).copied() {
+            let station = lock(&self.rooms).get(&c).cloned();
+            if let Some((station, name)) = station {
                 lock(&self.stations).insert(
                     station,
                     StationNow {
+                        name,
                         loss: loss_now,
                         rtt: f.rtt,
                         at: Instant::now(),
@@ -467,12 +481,12 @@ pub async fn render(state: &AppState) -> String {
     o.head(
         "telehealth_database_up",
         "gauge",
-        "1 when this node reached its database at this scrape, 0 when not.",
+        "0 while this node finds its database unreachable (checked every second on a connection of its own), 1 otherwise.",
     );
     o.sample(
         "telehealth_database_up",
         &[],
-        f64::from(u8::from(counts.is_some())),
+        f64::from(u8::from(!state.store.unreachable())),
     );
     if let Some(counts) = &counts {
         o.head(
@@ -524,14 +538,18 @@ pub async fn render(state: &AppState) -> String {
 
     // The node.
     o.head(
-        "telehealth_node_heartbeat_timestamp_seconds",
+        "telehealth_node_heartbeat_age_seconds",
         "gauge",
-        "When this node last renewed its heartbeat in the database, seconds since the Unix epoch (0: never).",
+        "Seconds since this node last renewed its heartbeat in the database (since it started, if never).",
     );
     o.sample(
-        "telehealth_node_heartbeat_timestamp_seconds",
+        "telehealth_node_heartbeat_age_seconds",
         &[("node", node)],
-        state.cluster.last_heartbeat() as f64,
+        state
+            .cluster
+            .heartbeat_age()
+            .unwrap_or_else(|| m.started_at.elapsed())
+            .as_secs_f64(),
     );
     o.head(
         "telehealth_node_draining",
@@ -657,7 +675,7 @@ pub async fn render(state: &AppState) -> String {
     for (name, help, map) in [
         (
             "telehealth_nacks_total",
-            "Retransmission requests (NACK): uplink, the server asked a participant; downlink, a participant asked the server.",
+            "Retransmission requests (NACK): uplink, NACK messages the server sent a participant about what it sends; downlink, packets a participant asked the server to send again.",
             &m.nacks,
         ),
         (
@@ -672,24 +690,16 @@ pub async fn render(state: &AppState) -> String {
             o.sample(name, &[("side", side.as_str()), ("direction", dir)], *n as f64);
         }
     }
+    // Rooms that closed while a join was on its way, and joins that never
+    // connected, are let go here.
+    lock(&m.rooms).retain(|c, _| state.calls.has_room(*c));
+    lock(&m.joins).retain(|_, t| t.elapsed() < JOIN_FORGOTTEN);
     let stations: Vec<(FacilityId, StationNow)> = {
         let mut s = lock(&m.stations);
         s.retain(|_, v| v.at.elapsed() < STATION_STALE);
-        let mut v: Vec<_> = s.iter().map(|(k, v)| (*k, *v)).collect();
+        let mut v: Vec<_> = s.iter().map(|(k, v)| (*k, v.clone())).collect();
         v.sort_by_key(|(k, _)| k.to_string());
         v
-    };
-    // The stations' names, for people reading a dashboard (a facility's
-    // name is public, not a patient's data).
-    let names: HashMap<FacilityId, String> = if stations.is_empty() {
-        HashMap::new()
-    } else {
-        tokio::time::timeout(Duration::from_secs(2), state.store.facilities())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(|all| all.into_iter().map(|f| (f.id, f.name)).collect())
-            .unwrap_or_default()
     };
     o.head(
         "telehealth_station_packet_loss_ratio",
@@ -697,7 +707,7 @@ pub async fn render(state: &AppState) -> String {
         "A commune station's packet loss in its latest stats sample, by direction, while it is in a call (station: the facility id).",
     );
     for (id, now) in &stations {
-        let name = names.get(id).map_or("", String::as_str);
+        let name: &str = &now.name;
         let id = id.to_string();
         for (i, loss) in now.loss.iter().enumerate() {
             if let Some(l) = loss {
@@ -717,7 +727,7 @@ pub async fn render(state: &AppState) -> String {
     );
     for (id, now) in &stations {
         if let Some(rtt) = now.rtt {
-            let name = names.get(id).map_or("", String::as_str);
+            let name: &str = &now.name;
             o.sample(
                 "telehealth_station_rtt_seconds",
                 &[("station", &id.to_string()), ("station_name", name)],
@@ -860,7 +870,13 @@ pub fn figures(s: &StatsSample, seen: &mut HashMap<String, Seen>) -> SampleFigur
         let prev = seen.entry(key).or_default();
         let lost = (t.packets_lost - prev.lost).max(0) as u64;
         f.packets[i].0 += lost;
-        f.packets[i].1 += t.packets;
+        // Inbound: `packets` arrived, `lost` did not. Outbound: `packets`
+        // were sent, and the participant's reports say `lost` of them never
+        // arrived.
+        f.packets[i].1 += match t.direction {
+            Direction::Inbound => t.packets + lost,
+            Direction::Outbound => t.packets.max(lost),
+        };
         f.nacks[i] += t.nacks.saturating_sub(prev.nacks);
         f.plis[i] += t.plis.saturating_sub(prev.plis);
         *prev = Seen {
@@ -891,6 +907,66 @@ mod tests {
         );
     }
 
+    fn track(direction: Direction, packets: u64, lost: i64, nacks: u64) -> telehealth_sfu::TrackStats {
+        telehealth_sfu::TrackStats {
+            track: telehealth_sfu::TrackId::new("t"),
+            kind: telehealth_sfu::MediaKind::Video,
+            direction,
+            packets,
+            bitrate_bps: 0,
+            packets_lost: lost,
+            jitter_s: None,
+            nacks,
+            plis: 0,
+            layer: None,
+            codec: "video/vp8".into(),
+        }
+    }
+
+    fn stats(tracks: Vec<telehealth_sfu::TrackStats>) -> StatsSample {
+        StatsSample {
+            room: telehealth_sfu::RoomId::new("r"),
+            participant: telehealth_sfu::ParticipantId::new("p"),
+            at: SystemTime::now(),
+            interval: Duration::from_secs(5),
+            rtt_s: Some(0.05),
+            send_estimate_bps: None,
+            tracks,
+        }
+    }
+
+    #[test]
+    fn cumulative_counters_become_each_intervals_figures_per_direction() {
+        let mut seen = HashMap::new();
+        // Uplink: 95 arrived, 5 lost (of 100); downlink: 200 sent, the
+        // participant reports 10 of them lost.
+        let first = figures(
+            &stats(vec![
+                track(Direction::Inbound, 95, 5, 3),
+                track(Direction::Outbound, 200, 10, 7),
+            ]),
+            &mut seen,
+        );
+        assert_eq!(first.packets, [(5, 100), (10, 200)]);
+        assert_eq!(first.nacks, [3, 7]);
+        // Next interval: loss and NACKs are cumulative, packets are not.
+        let second = figures(
+            &stats(vec![
+                track(Direction::Inbound, 100, 5, 3),
+                track(Direction::Outbound, 200, 30, 9),
+            ]),
+            &mut seen,
+        );
+        assert_eq!(second.packets, [(0, 100), (20, 200)]);
+        assert_eq!(second.nacks, [0, 2]);
+        let m = Metrics::new();
+        let c = ConsultationId::new();
+        m.join_started(c, FacilityId::new(), "Trạm B", "p", Instant::now());
+        m.sample(c, Some(Role::HealthWorker), &second);
+        let now = lock(&m.stations).values().next().cloned().unwrap();
+        assert_eq!(now.loss, [Some(0.0), Some(0.1)], "uplink clean, downlink 10 %");
+    }
+
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(labels(&[("r", "a\"b\\c\nd")]), "{r=\"a\\\"b\\\\c\\nd\"}");
@@ -901,7 +977,7 @@ mod tests {
         let m = Metrics::new();
         let c = ConsultationId::new();
         let station = FacilityId::new();
-        m.join_started(c, station, "p1", Instant::now());
+        m.join_started(c, station, "Trạm A", "p1", Instant::now());
         m.media_connected(c, "p1");
         m.media_connected(c, "p1");
         assert_eq!(
@@ -910,7 +986,7 @@ mod tests {
             "a second connected (an ICE restart) is not a join"
         );
         let f = SampleFigures {
-            packets: [(5, 95), (0, 100)],
+            packets: [(5, 100), (0, 100)],
             nacks: [1, 2],
             plis: [0, 1],
             rtt: Some(0.2),
