@@ -210,7 +210,7 @@ async fn station_connectivity_sums_known_calls(store: Store) {
         .station_connectivity(&query("2026-12-07", "2026-12-07", Bucket::Day, None), now)
         .await
         .unwrap();
-    assert_eq!(seventh, [rb.clone()]);
+    assert_eq!(seventh, std::slice::from_ref(rb));
     // The other station and an empty year have nothing.
     for q in [
         query("2026-12-01", "2026-12-07", Bucket::Day, Some(w.s2.id)),
