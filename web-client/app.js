@@ -26,6 +26,7 @@ const ROUTES = [
   { pattern: /^\/doctor\/hours$/, roles: ['doctor'], load: () => import('./screens/hours.js') },
   { pattern: /^\/admin\/sessions\/([\w-]+)$/, roles: ['admin'], load: () => import('./screens/session.js') },
   { pattern: /^\/admin\/sessions$/, roles: ['admin'], load: () => import('./screens/sessions.js') },
+  { pattern: /^\/admin\/stations$/, roles: ['admin'], load: () => import('./screens/stations.js') },
   { pattern: /^\/admin\/(users|facilities)$/, roles: ['admin'], load: () => import('./screens/admin.js') },
   { pattern: /^\/admin\/audit$/, roles: ['admin'], load: () => import('./screens/audit.js') },
   { pattern: /^\/device-check$/, roles: ['health_worker', 'doctor', 'admin'], load: () => import('./screens/devicecheck.js') },
@@ -35,7 +36,7 @@ const ROUTES = [
 const NAV = {
   health_worker: [['#/station', 'nav.station'], ['#/device-check', 'nav.deviceCheck']],
   doctor: [['#/doctor', 'nav.doctor'], ['#/doctor/hours', 'nav.hours'], ['#/device-check', 'nav.deviceCheck']],
-  admin: [['#/admin/sessions', 'nav.sessions'], ['#/admin/users', 'nav.users'], ['#/admin/facilities', 'nav.facilities'], ['#/admin/audit', 'nav.audit']],
+  admin: [['#/admin/sessions', 'nav.sessions'], ['#/admin/stations', 'nav.stations'], ['#/admin/users', 'nav.users'], ['#/admin/facilities', 'nav.facilities'], ['#/admin/audit', 'nav.audit']],
 };
 
 /** @type {Record<Role, string>} */

@@ -33,10 +33,11 @@ function niceMax(max) {
 const clock = (ms) => `${Math.floor(ms / 60000)}:${String(Math.floor((ms % 60000) / 1000)).padStart(2, '0')}`;
 
 /**
- * @param {{title: string, unit: string, series: Series[], t0: number, t1: number, id?: string}} opts
+ * `tick` labels a time on the x axis and in a point's tooltip (default: minutes:seconds from `t0`).
+ * @param {{title: string, unit: string, series: Series[], t0: number, t1: number, id?: string, tick?: (ms: number) => string}} opts
  * @returns {HTMLElement}
  */
-export function lineChart({ title, unit, series, t0, t1, id }) {
+export function lineChart({ title, unit, series, t0, t1, id, tick = (ms) => clock(ms - t0) }) {
   const fig = document.createElement('figure');
   fig.className = 'chart';
   if (id) fig.id = id;
@@ -56,7 +57,7 @@ export function lineChart({ title, unit, series, t0, t1, id }) {
   }
   for (let i = 0; i <= 4; i++) {
     const tm = t0 + (span * i) / 4;
-    svg.append(s('text', { x: x(tm), y: H - 8, 'text-anchor': i === 0 ? 'start' : i === 4 ? 'end' : 'middle', class: 'tick' }, clock(tm - t0)));
+    svg.append(s('text', { x: x(tm), y: H - 8, 'text-anchor': i === 0 ? 'start' : i === 4 ? 'end' : 'middle', class: 'tick' }, tick(tm)));
   }
   series.forEach((ser, i) => {
     const color = COLORS[i % COLORS.length];
@@ -64,7 +65,7 @@ export function lineChart({ title, unit, series, t0, t1, id }) {
     if (ser.points.length > 1) svg.append(s('polyline', { points: pts, fill: 'none', stroke: color, 'stroke-width': 2, 'vector-effect': 'non-scaling-stroke', class: 'line' }));
     for (const [tm, v] of ser.points) {
       const dot = s('circle', { cx: x(tm), cy: y(v), r: 2.5, fill: color });
-      dot.append(s('title', {}, `${ser.name}: ${v} ${unit} @ ${clock(tm - t0)}`));
+      dot.append(s('title', {}, `${ser.name}: ${v} ${unit} @ ${tick(tm)}`));
       svg.append(dot);
     }
   });

@@ -61,6 +61,15 @@
  *   quality: Quality}} SessionSummary
  */
 /** @typedef {{id: number, at: string, kind: string, user_id: string | null, data: Record<string, any>}} SessionEvent */
+/**
+ * One commune station's calls over one day or week (`GET /api/stations/connectivity`).
+ * @typedef {{station_id: string, station_code: string, station_name: string, bucket_start: string, calls: number,
+ *   call_minutes: number, samples: number, avg_loss_pct: number | null, p95_loss_pct: number | null,
+ *   worst_loss_pct: number | null, avg_rtt_ms: number | null, avg_jitter_ms: number | null,
+ *   avg_bitrate_in_kbps: number | null, avg_bitrate_out_kbps: number | null, reconnections: number,
+ *   audio_only_secs: number, join_attempts: number, failed_joins: number, ice_failures: number,
+ *   hospital_avg_loss_pct: number | null, hospital_avg_rtt_ms: number | null}} StationConnectivity
+ */
 /** @typedef {SessionSummary & {events: SessionEvent[], next_after_id: number | null}} SessionDetail */
 /**
  * @typedef {{id: number, at: string, actor_id: string | null, actor_role: string | null, action: string,

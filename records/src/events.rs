@@ -86,8 +86,35 @@ impl Store {
         kinds: &[EventKind],
     ) -> Result<std::collections::HashMap<ConsultationId, Vec<SessionEvent>>> {
         let mut out: std::collections::HashMap<ConsultationId, Vec<SessionEvent>> = Default::default();
+        let rows: Vec<Row> = self
+            .session_rows_of(
+                "id, consultation_id, at, kind, user_id, data",
+                consultations,
+                kinds,
+            )
+            .await?;
+        for r in rows {
+            let e = r.event()?;
+            out.entry(e.consultation_id).or_default().push(e);
+        }
+        Ok(out)
+    }
+
+    /// These `columns` of the stored rows of these kinds of several
+    /// consultations, in the order written, as `R` (a reader of many
+    /// samples takes only the columns it needs and parses their data
+    /// straight into its type).
+    pub(crate) async fn session_rows_of<R>(
+        &self,
+        columns: &str,
+        consultations: &[ConsultationId],
+        kinds: &[EventKind],
+    ) -> Result<Vec<R>>
+    where
+        R: for<'r> FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+    {
         if consultations.is_empty() {
-            return Ok(out);
+            return Ok(Vec::new());
         }
         let ids = (1..=consultations.len())
             .map(|i| format!("${i}"))
@@ -98,21 +125,17 @@ impl Store {
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
-            "SELECT id, consultation_id, at, kind, user_id, data FROM session_events
+            "SELECT {columns} FROM session_events
              WHERE consultation_id IN ({ids}) AND kind IN ({kind_list}) ORDER BY id"
         );
-        let mut q = sqlx::query_as::<_, Row>(&sql);
+        let mut q = sqlx::query_as::<_, R>(&sql);
         for c in consultations {
             q = q.bind(*c);
         }
         for k in kinds {
             q = q.bind(*k);
         }
-        for r in q.fetch_all(&self.pool).await? {
-            let e = r.event()?;
-            out.entry(e.consultation_id).or_default().push(e);
-        }
-        Ok(out)
+        Ok(q.fetch_all(&self.pool).await?)
     }
 }
 

@@ -25,12 +25,16 @@
 //!
 //! Personal data travels in [`Pii`], whose `Debug`/`Display` redact it.
 //!
+//! [`Store::station_connectivity`] sums the session logs per commune station
+//! and day or week, for the admins' station connectivity page.
+//!
 //! [`backup`] makes online copies of the SQLite file and restores them.
 
 mod attachments;
 mod audit;
 pub mod backup;
 mod cluster;
+mod connectivity;
 mod consents;
 mod consultations;
 mod error;
@@ -53,6 +57,9 @@ pub use audit::{Actor, AuditEntry, AuditQuery, ChainReport, Outcome};
 pub use cluster::{
     ChangeListener, HeartbeatError, NodeHeartbeat, NodeRow, Placement, PlacementRow, ThrottleRules,
     ThrottleStart, CHANGES_CHANNEL,
+};
+pub use connectivity::{
+    local_day, Bucket, ConnectivityQuery, StationConnectivity, MAX_CONSULTATIONS, MAX_RANGE_DAYS,
 };
 pub use consents::{
     current_consent_text, Consent, ConsentInput, ConsentProblem, ConsentText, CONSENT_TEXTS,

@@ -108,6 +108,18 @@ fn matrix() -> Vec<Row> {
             [403, 403, 403, 403, 200, 401],
         ),
         (
+            M::GET,
+            "/api/stations/connectivity",
+            none,
+            [403, 403, 403, 403, 200, 401],
+        ),
+        (
+            M::GET,
+            "/api/stations/connectivity.csv",
+            none,
+            [403, 403, 403, 403, 200, 401],
+        ),
+        (
             M::POST,
             "/api/patients",
             |_| Some(json!({"full_name": "Bệnh nhân mới", "date_of_birth": "1990-01-01", "sex": "male"})),

@@ -17,6 +17,7 @@ pub mod patients;
 pub mod photos;
 pub mod schedule;
 pub mod sessions;
+pub mod stations;
 pub mod system;
 
 /// A router that remembers which (method, path) pairs it serves, and each
@@ -96,6 +97,7 @@ pub fn routes() -> ApiRoutes {
     let r = consultations::routes(r);
     let r = schedule::routes(r);
     let r = sessions::routes(r);
+    let r = stations::routes(r);
     let r = photos::routes(r);
     notes::routes(r)
 }
