@@ -296,6 +296,20 @@ impl Store {
         )
     }
 
+    /// The patient holding this health insurance number (as registration
+    /// writes it), and their facility: the FHIR export's identifier search.
+    pub async fn bhyt_holder(&self, bhyt: &str) -> Result<Option<(PatientId, FacilityId)>> {
+        let Ok(bhyt) = validate::bhyt(bhyt) else {
+            return Ok(None);
+        };
+        Ok(
+            sqlx::query_as("SELECT id, facility_id FROM patients WHERE bhyt = $1")
+                .bind(bhyt)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     pub async fn patient_facility(&self, id: PatientId) -> Result<FacilityId> {
         let row: Option<(FacilityId,)> = sqlx::query_as("SELECT facility_id FROM patients WHERE id = $1")
             .bind(id)

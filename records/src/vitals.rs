@@ -124,6 +124,16 @@ impl Store {
         Ok(v)
     }
 
+    /// One set of vitals, without an audit entry: for the access check
+    /// before it is shown (the caller audits what it shows).
+    pub async fn vitals(&self, id: VitalsId) -> Result<Vitals> {
+        sqlx::query_as::<_, Vitals>(&format!("SELECT {COLUMNS} FROM vitals WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(RecordsError::NotFound("vitals"))
+    }
+
     /// A patient's vitals, newest first, with an audit entry.
     pub async fn patient_vitals(&self, actor: &Actor, patient: PatientId) -> Result<Vec<Vitals>> {
         let rows = sqlx::query_as::<_, Vitals>(&format!(

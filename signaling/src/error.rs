@@ -152,6 +152,7 @@ fn what_vi(what: &str) -> &'static str {
         "user" => "tài khoản",
         "facility" => "cơ sở y tế",
         "photo" => "ảnh",
+        "vitals" => "chỉ số sinh tồn",
         "route" => "đường dẫn",
         _ => "mục",
     }

@@ -3,8 +3,8 @@
 //!
 //! # Model
 //! [`app`] builds the whole HTTP surface from an [`AppState`]: the REST API
-//! under `/api` (one module per resource in [`api`]), `/healthz`, and the
-//! embedded browser app. Who may do what is decided in one place, [`access`];
+//! under `/api` (one module per resource in [`api`]), the read-only FHIR R4
+//! export under `/fhir` ([`fhir`]), `/healthz`, and the embedded browser app. Who may do what is decided in one place, [`access`];
 //! every error leaves as RFC 9457 problem+json through [`error::ApiError`].
 //!
 //! # Flow
@@ -26,6 +26,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod fhir;
 mod first_bytes;
 pub mod live;
 pub mod metrics;
@@ -58,6 +59,7 @@ use crate::error::ApiError;
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(api::router())
+        .nest("/fhir", fhir::router())
         .merge(web::router())
         // The gates run on matched routes, inside the metrics' timing, so
         // that what they refuse is counted under its route.
@@ -84,9 +86,12 @@ async fn database_gate(
     next: Next,
 ) -> Response {
     let path = req.uri().path();
-    let needs_database = path.starts_with("/api/") && path != "/api/ws" && path != "/api/openapi.json";
+    let fhir = (path == "/fhir" || path.starts_with("/fhir/")) && path != "/fhir/metadata";
+    let needs_database =
+        fhir || (path.starts_with("/api/") && path != "/api/ws" && path != "/api/openapi.json");
     if needs_database && state.store.unreachable() {
-        return axum::response::IntoResponse::into_response(ApiError::Unavailable);
+        let answer = axum::response::IntoResponse::into_response(ApiError::Unavailable);
+        return if fhir { fhir::to_outcome(answer).await } else { answer };
     }
     next.run(req).await
 }
