@@ -2,8 +2,9 @@
 # Runs every test: Rust unit, records (SQLite and PostgreSQL), HTTP,
 # end-to-end through the real binary, media (real WebRTC peers), fuzz
 # targets (a second or a few of each); then property-based API tests
-# (Schemathesis), the browser app's type check and lint, and the browser
-# tests in Chromium.
+# (Schemathesis), the FHIR export through an independent R4 validator
+# (tests/scripts/fhir.sh; TELEHEALTH_FHIR_VALIDATION=0 skips it), the browser
+# app's type check and lint, and the browser tests in Chromium.
 #
 # Installs what is missing (Debian packages: PostgreSQL, libopus, Chromium…;
 # npm packages for the checks), starts a throwaway PostgreSQL server on
@@ -50,6 +51,13 @@ if [ "${TELEHEALTH_API_FUZZ:-1}" = 1 ]; then
     if bash tests/scripts/schemathesis.sh; then api_passed=1; else api_failed=1; failed=1; fi
 fi
 
+fhir_passed=0
+fhir_failed=0
+if [ "${TELEHEALTH_FHIR_VALIDATION:-1}" = 1 ]; then
+    echo "== FHIR R4 export through an independent validator (Medplum)"
+    if bash tests/scripts/fhir.sh; then fhir_passed=1; else fhir_failed=1; failed=1; fi
+fi
+
 browser_passed=0
 browser_failed=0
 if [ "${TELEHEALTH_BROWSER_TESTS:-1}" = 1 ]; then
@@ -72,8 +80,8 @@ fi
 rm -f "$log"
 rm -rf "$run_tmp"
 
-passed=$(( ${rust_passed:-0} + api_passed + ${browser_passed:-0} ))
-nfailed=$(( ${rust_failed:-0} + api_failed + ${browser_failed:-0} ))
+passed=$(( ${rust_passed:-0} + api_passed + fhir_passed + ${browser_passed:-0} ))
+nfailed=$(( ${rust_failed:-0} + api_failed + fhir_failed + ${browser_failed:-0} ))
 if [ "$failed" != 0 ] && [ "$nfailed" = 0 ]; then
     nfailed=1 # a step failed outside any test (build, type check, lint)
 fi

@@ -21,6 +21,8 @@ command -v shellcheck >/dev/null || need+=(shellcheck)
 # The metrics test checks /metrics with promtool and scrapes it with a real
 # Prometheus; deploy/check.sh checks the alert rules with promtool.
 command -v promtool >/dev/null || need+=(prometheus)
+# The FHIR validator (tests/fhir) and the browser app's checks run on Node.js.
+command -v npm >/dev/null || need+=(npm)
 if [ "${TELEHEALTH_BROWSER_TESTS:-1}" = 1 ] && [ -f "$(dirname "$0")/../browser/package.json" ]; then
     command -v chromium >/dev/null || need+=(chromium)
 fi
@@ -39,4 +41,8 @@ if [ ${#need[@]} -gt 0 ]; then
             "${sudo[@]}" systemctl disable --now "$service" >/dev/null 2>&1 || true
         fi
     done
+fi
+# The FHIR validator's npm packages (pinned by tests/fhir/package-lock.json).
+if [ "${TELEHEALTH_FHIR_VALIDATION:-1}" = 1 ] && [ ! -d "$(dirname "$0")/../fhir/node_modules/@medplum/core" ]; then
+    (cd "$(dirname "$0")/../fhir" && npm ci --no-audit --no-fund)
 fi
