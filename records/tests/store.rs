@@ -48,6 +48,12 @@ async fn patients_are_created_found_and_updated(store: Store) {
     w.consent(&store, p.id).await;
     assert_eq!(p.version, 1);
     assert_eq!(p.bhyt.as_ref().unwrap().0, "DN4010123456789");
+    // The FHIR export's identifier search: the BHYT as typed or as stored.
+    for typed in ["dn4010123456789", " DN40 1012 3456 789 "] {
+        assert_eq!(store.bhyt_holder(typed).await.unwrap(), Some((p.id, w.s1.id)));
+    }
+    assert_eq!(store.bhyt_holder("DN4010123456780").await.unwrap(), None);
+    assert_eq!(store.bhyt_holder("not a card").await.unwrap(), None);
 
     let scope = PatientScope::Facility(w.s1.id);
     for q in [
@@ -416,6 +422,13 @@ async fn vitals_are_range_checked(store: Store) {
     };
     let v = store.record_vitals(&a, p.id, None, &good).await.unwrap();
     assert_eq!(v.measurements, good);
+    // One set by id (the FHIR export's Observation read).
+    let one = store.vitals(v.id).await.unwrap();
+    assert_eq!((one.patient_id, one.measurements), (p.id, good.clone()));
+    assert!(matches!(
+        store.vitals(VitalsId::new()).await,
+        Err(RecordsError::NotFound("vitals"))
+    ));
     let bad = Measurements {
         temperature_c: Some(385.0),
         systolic_mmhg: Some(80),
