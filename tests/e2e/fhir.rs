@@ -7,8 +7,8 @@
 //! checked: content type, mapping, access rules (another station's health
 //! worker gets a 403 OperationOutcome, audited), paging and bounds.
 //!
-//! With `TELEHEALTH_FHIR_OUT=<dir>`, every FHIR answer is also written there
-//! as `NN-name.json`, for the independent validator in `tests/fhir/`
+//! Run on SQLite and on PostgreSQL. With `TELEHEALTH_FHIR_OUT=<dir>`, every
+//! FHIR answer is also written there as `<backend>-NN-name.json`, for the independent validator in `tests/fhir/`
 //! (`node tests/fhir/validate.mjs <dir>`; `tests/run.sh` runs both).
 
 mod common;
@@ -37,6 +37,8 @@ struct Fhir<'a> {
     c: &'a reqwest::Client,
     server: &'a Server,
     out: Option<PathBuf>,
+    /// Names the files of this run (the backend).
+    tag: &'static str,
     n: usize,
 }
 
@@ -74,7 +76,7 @@ impl Fhir<'_> {
         if let Some(dir) = &self.out {
             self.n += 1;
             std::fs::write(
-                dir.join(format!("{:02}-{name}.json", self.n)),
+                dir.join(format!("{}-{:02}-{name}.json", self.tag, self.n)),
                 serde_json::to_vec_pretty(&body).unwrap(),
             )
             .unwrap();
@@ -131,9 +133,18 @@ async fn put(c: &reqwest::Client, s: &Server, token: &str, path: &str, body: Val
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fhir_export_end_to_end() {
+async fn fhir_export_end_to_end_sqlite() {
+    fhir_export_end_to_end("sqlite").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhir_export_end_to_end_postgres() {
+    fhir_export_end_to_end("postgres").await
+}
+
+async fn fhir_export_end_to_end(backend: &'static str) {
     let dir = temp_dir("fhir");
-    let db = database_url("sqlite", &dir).await;
+    let db = database_url(backend, &dir).await;
     let server = Server::start(&dir, &db);
     let c = client();
     let p = province(&c, &server).await;
@@ -256,6 +267,7 @@ async fn fhir_export_end_to_end() {
         c: &c,
         server: &server,
         out,
+        tag: backend,
         n: 0,
     };
 
