@@ -1,8 +1,8 @@
 // Validates every FHIR R4 JSON file in a directory (written by the e2e test
 // tests/e2e/fhir.rs from the real server's answers) with Medplum's R4
 // validator, independent of the server's code: the base definitions for every
-// resource, each Bundle entry on its own too, and the R4 vital-signs profiles
-// for the Observations that claim them. Exits 1 when anything is invalid,
+// resource, each Bundle entry on its own too, the R4 vital-signs profiles for
+// the Observations that claim them, and every code with a required binding. Exits 1 when anything is invalid,
 // when the directory is empty, or when a resource type that must be covered
 // is missing.
 //
@@ -28,6 +28,86 @@ const others = readJson('fhir/r4/profiles-others.json');
 const profiles = new Map(
   others.entry.map((e) => e.resource).filter((r) => r?.resourceType === 'StructureDefinition').map((sd) => [sd.url, sd]),
 );
+
+// Required code bindings. Medplum's validator checks structure, cardinality,
+// types, slices and FHIRPath invariants, but not codes against their value
+// sets (a `status` of "finalx" passes it). Every element of type `code` with a
+// required binding is checked here against the R4 value set's codes, walking
+// resources, backbone elements and data types through their definitions.
+const valueSets = new Map();
+{
+  const systems = new Map();
+  const vsBundles = [readJson('fhir/r4/valuesets.json'), readJson('fhir/r4/v3-codesystems.json')];
+  const flatten = (concepts, out) => {
+    for (const c of concepts ?? []) {
+      out.add(c.code);
+      flatten(c.concept, out);
+    }
+    return out;
+  };
+  for (const b of vsBundles) {
+    for (const { resource: r } of b.entry ?? []) {
+      if (r?.resourceType === 'CodeSystem') systems.set(r.url, flatten(r.concept, new Set()));
+    }
+  }
+  for (const b of vsBundles) {
+    for (const { resource: r } of b.entry ?? []) {
+      if (r?.resourceType !== 'ValueSet' || !r.compose) continue;
+      const codes = new Set();
+      let complete = !r.compose.exclude;
+      for (const inc of r.compose.include ?? []) {
+        if (inc.concept) inc.concept.forEach((c) => codes.add(c.code));
+        else if (inc.system && !inc.filter && !inc.valueSet && systems.has(inc.system)) {
+          systems.get(inc.system).forEach((c) => codes.add(c));
+        } else complete = false;
+      }
+      if (complete && codes.size > 0) valueSets.set(r.url, codes);
+    }
+  }
+}
+const definitions = new Map();
+for (const file of ['fhir/r4/profiles-types.json', 'fhir/r4/profiles-resources.json']) {
+  for (const { resource: sd } of readJson(file).entry ?? []) {
+    if (sd?.resourceType === 'StructureDefinition' && sd.derivation !== 'constraint' && sd.snapshot) {
+      definitions.set(sd.type, sd.snapshot.element);
+    }
+  }
+}
+let codesChecked = 0;
+function checkCodes(typeName, value, where, errors) {
+  const els = definitions.get(typeName);
+  if (els && value && typeof value === 'object') walk(els, typeName, value, where, errors);
+}
+function walk(els, prefix, obj, where, errors) {
+  for (const e of els) {
+    if (!e.path.startsWith(prefix + '.')) continue;
+    const name = e.path.slice(prefix.length + 1);
+    if (name.includes('.')) continue;
+    const types = (e.type ?? []).map((t) => t.code);
+    if (name.endsWith('[x]')) {
+      const base = name.slice(0, -3);
+      for (const key of Object.keys(obj)) {
+        if (key.startsWith(base) && /^[A-Z]/.test(key.slice(base.length))) {
+          checkCodes(key.slice(base.length), obj[key], `${where}.${key}`, errors);
+        }
+      }
+      continue;
+    }
+    if (obj[name] === undefined) continue;
+    const values = Array.isArray(obj[name]) ? obj[name] : [obj[name]];
+    const vs = e.binding?.strength === 'required' && types.includes('code') ? e.binding.valueSet?.split('|')[0] : undefined;
+    for (const v of values) {
+      if (vs && valueSets.has(vs)) {
+        codesChecked++;
+        if (!valueSets.get(vs).has(v)) errors.push(`code "${v}" is not in the required value set ${vs} at ${where}.${name}`);
+      }
+      if (e.contentReference) walk(els, e.contentReference.slice(e.contentReference.indexOf('#') + 1), v, `${where}.${name}`, errors);
+      else if (types.includes('BackboneElement') || (types.includes('Element') && prefix !== 'Element')) walk(els, e.path, v, `${where}.${name}`, errors);
+      else if (types[0] === 'Resource' && v?.resourceType) checkCodes(v.resourceType, v, `${where}.${name}`, errors);
+      else if (types.length === 1 && definitions.has(types[0])) checkCodes(types[0], v, `${where}.${name}`, errors);
+    }
+  }
+}
 
 // Every type the export serves must have been seen at least once.
 const required = [
@@ -60,6 +140,12 @@ function bpComponentsHold(r, where) {
 function check(resource, where) {
   checked++;
   seen.set(resource.resourceType, (seen.get(resource.resourceType) ?? 0) + 1);
+  const codeErrors = [];
+  checkCodes(resource.resourceType, resource, resource.resourceType, codeErrors);
+  for (const msg of codeErrors) {
+    console.error(`${where} (required bindings): ${msg}`);
+    failures++;
+  }
   const runs = [[undefined, 'base']];
   for (const url of resource.meta?.profile ?? []) {
     const sd = profiles.get(url);
@@ -108,5 +194,7 @@ if (missing.length > 0) {
   console.error(`not covered: ${missing.join(', ')}`);
   failures++;
 }
-console.log(`FHIR R4 validation: ${files.length} files, ${checked} resources checked (${[...seen].map(([t, n]) => `${t} ${n}`).join(', ')}), ${failures} failures`);
+console.log(
+  `FHIR R4 validation: ${files.length} files, ${checked} resources checked (${[...seen].map(([t, n]) => `${t} ${n}`).join(', ')}), ${codesChecked} codes checked against required value sets, ${failures} failures`,
+);
 process.exit(failures === 0 ? 0 : 1);
