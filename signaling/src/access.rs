@@ -198,7 +198,9 @@ pub fn may_read_consultation(user: &AuthUser, c: &telehealth_records::Consultati
     let fac = user.user.facility_id;
     match user.role() {
         Role::HealthWorker => fac == Some(c.station_id),
-        Role::Doctor => c.doctor_id == Some(user.user.id) || (fac == Some(c.hospital_id) && c.doctor_id.is_none()),
+        Role::Doctor => {
+            c.doctor_id == Some(user.user.id) || (fac == Some(c.hospital_id) && c.doctor_id.is_none())
+        }
         Role::Admin => false,
     }
 }

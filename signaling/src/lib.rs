@@ -91,7 +91,11 @@ async fn database_gate(
         fhir || (path.starts_with("/api/") && path != "/api/ws" && path != "/api/openapi.json");
     if needs_database && state.store.unreachable() {
         let answer = axum::response::IntoResponse::into_response(ApiError::Unavailable);
-        return if fhir { fhir::to_outcome(answer).await } else { answer };
+        return if fhir {
+            fhir::to_outcome(answer).await
+        } else {
+            answer
+        };
     }
     next.run(req).await
 }

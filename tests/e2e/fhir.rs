@@ -25,10 +25,11 @@ const BHYT_SYSTEM: &str = "urn:telehealth:vn:bhyt";
 
 /// A 1×1 PNG.
 const PNG: &[u8] = &[
-    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00,
-    0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F, 0x15, 0xC4, 0x89, 0x00, 0x00, 0x00,
-    0x0D, 0x49, 0x44, 0x41, 0x54, 0x78, 0xDA, 0x63, 0xF8, 0xCF, 0xC0, 0xF0, 0x1F, 0x00, 0x05, 0x00, 0x02, 0x00,
-    0xA0, 0xE2, 0xA1, 0xA4, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82,
+    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52, 0x00,
+    0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F, 0x15, 0xC4, 0x89, 0x00,
+    0x00, 0x00, 0x0D, 0x49, 0x44, 0x41, 0x54, 0x78, 0xDA, 0x63, 0xF8, 0xCF, 0xC0, 0xF0, 0x1F, 0x00, 0x05,
+    0x00, 0x02, 0x00, 0xA0, 0xE2, 0xA1, 0xA4, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE, 0x42,
+    0x60, 0x82,
 ];
 
 /// Fetches FHIR answers, checks their status and media type, and keeps
@@ -95,7 +96,11 @@ impl Fhir<'_> {
             assert_eq!(b["type"], "searchset");
             total = b["total"].as_u64();
             let entries = b["entry"].as_array().cloned().unwrap_or_default();
-            assert!(entries.len() <= count, "{url}: {} entries on a page of {count}", entries.len());
+            assert!(
+                entries.len() <= count,
+                "{url}: {} entries on a page of {count}",
+                entries.len()
+            );
             out.extend(entries.into_iter().map(|e| e["resource"].clone()));
             match b["link"]
                 .as_array()
@@ -125,7 +130,13 @@ fn of_type<'a>(list: &'a [Value], kind: &str) -> Vec<&'a Value> {
 }
 
 async fn put(c: &reqwest::Client, s: &Server, token: &str, path: &str, body: Value) -> Value {
-    let r = c.put(s.url(path)).bearer_auth(token).json(&body).send().await.unwrap();
+    let r = c
+        .put(s.url(path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let status = r.status();
     let v: Value = r.json().await.unwrap_or(Value::Null);
     assert!(status.is_success(), "PUT {path}: {status} {v}");
@@ -195,8 +206,22 @@ async fn fhir_export_end_to_end(backend: &'static str) {
     )
     .await;
     let cid = id_of(&cons);
-    post(&c, &server, &p.doctor, &format!("/api/consultations/{cid}/accept"), json!({})).await;
-    post(&c, &server, &p.doctor, &format!("/api/consultations/{cid}/state"), json!({"state": "in_progress"})).await;
+    post(
+        &c,
+        &server,
+        &p.doctor,
+        &format!("/api/consultations/{cid}/accept"),
+        json!({}),
+    )
+    .await;
+    post(
+        &c,
+        &server,
+        &p.doctor,
+        &format!("/api/consultations/{cid}/state"),
+        json!({"state": "in_progress"}),
+    )
+    .await;
 
     // A photo from the station's camera.
     let r = c
@@ -211,7 +236,14 @@ async fn fhir_export_end_to_end(backend: &'static str) {
     let photo_id = id_of(&r.json::<Value>().await.unwrap());
 
     // The note: written, signed; the consultation ended; then amended and signed again.
-    let note = post(&c, &server, &p.doctor, &format!("/api/consultations/{cid}/notes"), json!({})).await;
+    let note = post(
+        &c,
+        &server,
+        &p.doctor,
+        &format!("/api/consultations/{cid}/notes"),
+        json!({}),
+    )
+    .await;
     let nid = id_of(&note);
     let saved = put(
         &c,
@@ -223,9 +255,30 @@ async fn fhir_export_end_to_end(backend: &'static str) {
                "icd10_codes": ["J02.9", "R50.9"], "disposition": "treat_at_station"}),
     )
     .await;
-    post(&c, &server, &p.doctor, &format!("/api/notes/{nid}/sign"), json!({"version": saved["version"]})).await;
-    post(&c, &server, &p.doctor, &format!("/api/consultations/{cid}/state"), json!({"state": "completed"})).await;
-    let amendment = post(&c, &server, &p.doctor, &format!("/api/notes/{nid}/amend"), json!({})).await;
+    post(
+        &c,
+        &server,
+        &p.doctor,
+        &format!("/api/notes/{nid}/sign"),
+        json!({"version": saved["version"]}),
+    )
+    .await;
+    post(
+        &c,
+        &server,
+        &p.doctor,
+        &format!("/api/consultations/{cid}/state"),
+        json!({"state": "completed"}),
+    )
+    .await;
+    let amendment = post(
+        &c,
+        &server,
+        &p.doctor,
+        &format!("/api/notes/{nid}/amend"),
+        json!({}),
+    )
+    .await;
     let aid = id_of(&amendment);
     let saved = put(
         &c,
@@ -237,7 +290,14 @@ async fn fhir_export_end_to_end(backend: &'static str) {
                "icd10_codes": ["J02.0"], "disposition": "follow_up"}),
     )
     .await;
-    post(&c, &server, &p.doctor, &format!("/api/notes/{aid}/sign"), json!({"version": saved["version"]})).await;
+    post(
+        &c,
+        &server,
+        &p.doctor,
+        &format!("/api/notes/{aid}/sign"),
+        json!({"version": saved["version"]}),
+    )
+    .await;
 
     // A booked consultation: the doctor's hours, tomorrow's first slot.
     put(
@@ -251,7 +311,13 @@ async fn fhir_export_end_to_end(backend: &'static str) {
     let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1))
         .with_timezone(&chrono::FixedOffset::east_opt(7 * 3600).unwrap())
         .date_naive();
-    let slots = get(&c, &server, &p.worker, &format!("/api/facilities/{}/slots?date={tomorrow}", p.hospital_id)).await;
+    let slots = get(
+        &c,
+        &server,
+        &p.worker,
+        &format!("/api/facilities/{}/slots?date={tomorrow}", p.hospital_id),
+    )
+    .await;
     let start = slots[0]["start"].as_str().unwrap().to_owned();
     let booked = post(
         &c,
@@ -281,57 +347,118 @@ async fn fhir_export_end_to_end(backend: &'static str) {
         .iter()
         .map(|r| r["type"].as_str().unwrap())
         .collect();
-    for t in ["Patient", "Encounter", "Observation", "Composition", "Appointment", "DocumentReference"] {
+    for t in [
+        "Patient",
+        "Encounter",
+        "Observation",
+        "Composition",
+        "Appointment",
+        "DocumentReference",
+    ] {
         assert!(served.contains(&t), "{t} in the CapabilityStatement");
     }
 
     // Without a login: 401, as an OperationOutcome.
-    let o = f.get(None, &format!("/fhir/Patient/{pid}"), 401, "no-login").await;
+    let o = f
+        .get(None, &format!("/fhir/Patient/{pid}"), 401, "no-login")
+        .await;
     assert_eq!(issue(&o).0, "login");
 
     // Patient: demographics, CCCD and BHYT as identifiers.
-    let pat = f.get(Some(&p.worker), &format!("/fhir/Patient/{pid}"), 200, "patient").await;
+    let pat = f
+        .get(Some(&p.worker), &format!("/fhir/Patient/{pid}"), 200, "patient")
+        .await;
     assert_eq!(pat["gender"], "female");
     assert_eq!(pat["birthDate"], "1990-02-03");
     assert_eq!(pat["name"][0]["text"], "Lò Thị Xuân");
     assert_eq!(pat["telecom"][0]["value"], "0912345678");
-    assert_eq!(pat["managingOrganization"]["reference"], format!("Organization/{}", p.station_id));
+    assert_eq!(
+        pat["managingOrganization"]["reference"],
+        format!("Organization/{}", p.station_id)
+    );
     let ids: Vec<(String, String)> = pat["identifier"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| (i["system"].as_str().unwrap().to_owned(), i["value"].as_str().unwrap().to_owned()))
+        .map(|i| {
+            (
+                i["system"].as_str().unwrap().to_owned(),
+                i["value"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
-    assert!(ids.contains(&(CCCD_SYSTEM.to_owned(), CCCD.to_owned())), "{ids:?}");
-    assert!(ids.contains(&(BHYT_SYSTEM.to_owned(), BHYT.to_owned())), "{ids:?}");
+    assert!(
+        ids.contains(&(CCCD_SYSTEM.to_owned(), CCCD.to_owned())),
+        "{ids:?}"
+    );
+    assert!(
+        ids.contains(&(BHYT_SYSTEM.to_owned(), BHYT.to_owned())),
+        "{ids:?}"
+    );
     for (system, value, name) in [(CCCD_SYSTEM, CCCD, "by-cccd"), (BHYT_SYSTEM, BHYT, "by-bhyt")] {
         let b = f
-            .get(Some(&p.worker), &format!("/fhir/Patient?identifier={system}%7C{value}"), 200, name)
+            .get(
+                Some(&p.worker),
+                &format!("/fhir/Patient?identifier={system}%7C{value}"),
+                200,
+                name,
+            )
             .await;
         assert_eq!(b["total"], 1, "{name}: {b}");
         assert_eq!(b["entry"][0]["resource"]["id"], pid.as_str());
     }
     // Another station's worker finds nothing by the same number.
     let b = f
-        .get(Some(&other_worker), &format!("/fhir/Patient?identifier={CCCD_SYSTEM}%7C{CCCD}"), 200, "by-cccd-elsewhere")
+        .get(
+            Some(&other_worker),
+            &format!("/fhir/Patient?identifier={CCCD_SYSTEM}%7C{CCCD}"),
+            200,
+            "by-cccd-elsewhere",
+        )
         .await;
     assert_eq!(b["total"], 0);
     let o = f
-        .get(Some(&p.worker), "/fhir/Patient?identifier=urn:other%7C1", 400, "unknown-system")
+        .get(
+            Some(&p.worker),
+            "/fhir/Patient?identifier=urn:other%7C1",
+            400,
+            "unknown-system",
+        )
         .await;
     assert!(issue(&o).1.contains("urn:other"), "{o}");
 
     // Encounters: the urgent one finished, the booked one planned.
     let encounters = f
-        .all_pages(&p.doctor, &format!("/fhir/Encounter?patient={pid}"), 20, "encounters")
+        .all_pages(
+            &p.doctor,
+            &format!("/fhir/Encounter?patient={pid}"),
+            20,
+            "encounters",
+        )
         .await;
     assert_eq!(encounters.len(), 2);
-    let enc = f.get(Some(&p.worker), &format!("/fhir/Encounter/{cid}"), 200, "encounter").await;
+    let enc = f
+        .get(
+            Some(&p.worker),
+            &format!("/fhir/Encounter/{cid}"),
+            200,
+            "encounter",
+        )
+        .await;
     assert_eq!(enc["class"]["code"], "VR");
-    assert_eq!(enc["class"]["system"], "http://terminology.hl7.org/CodeSystem/v3-ActCode");
+    assert_eq!(
+        enc["class"]["system"],
+        "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+    );
     assert_eq!(enc["status"], "finished");
-    assert!(enc["period"]["start"].is_string() && enc["period"]["end"].is_string(), "{enc}");
-    assert_eq!(enc["serviceProvider"]["reference"], format!("Organization/{}", p.hospital_id));
+    assert!(
+        enc["period"]["start"].is_string() && enc["period"]["end"].is_string(),
+        "{enc}"
+    );
+    assert_eq!(
+        enc["serviceProvider"]["reference"],
+        format!("Organization/{}", p.hospital_id)
+    );
     let locations: Vec<&str> = enc["location"]
         .as_array()
         .unwrap()
@@ -340,7 +467,10 @@ async fn fhir_export_end_to_end(backend: &'static str) {
         .collect();
     assert_eq!(
         locations,
-        [format!("Location/{}", p.hospital_id), format!("Location/{}", p.station_id)]
+        [
+            format!("Location/{}", p.hospital_id),
+            format!("Location/{}", p.station_id)
+        ]
     );
     let parts: Vec<&str> = enc["participant"]
         .as_array()
@@ -348,17 +478,47 @@ async fn fhir_export_end_to_end(backend: &'static str) {
         .iter()
         .map(|x| x["individual"]["reference"].as_str().unwrap())
         .collect();
-    assert!(parts.contains(&format!("Practitioner/{doctor_id}").as_str()), "{parts:?}");
-    let planned = f.get(Some(&p.worker), &format!("/fhir/Encounter/{bid}"), 200, "encounter-booked").await;
+    assert!(
+        parts.contains(&format!("Practitioner/{doctor_id}").as_str()),
+        "{parts:?}"
+    );
+    let planned = f
+        .get(
+            Some(&p.worker),
+            &format!("/fhir/Encounter/{bid}"),
+            200,
+            "encounter-booked",
+        )
+        .await;
     assert_eq!(planned["status"], "planned");
 
     // Appointment: the booking; an urgent request has none.
-    let appt = f.get(Some(&p.worker), &format!("/fhir/Appointment/{bid}"), 200, "appointment").await;
+    let appt = f
+        .get(
+            Some(&p.worker),
+            &format!("/fhir/Appointment/{bid}"),
+            200,
+            "appointment",
+        )
+        .await;
     assert_eq!(appt["status"], "booked");
     let instant = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
     assert_eq!(instant(&appt["start"]), instant(&booked["scheduled_start"]));
-    f.get(Some(&p.worker), &format!("/fhir/Appointment/{cid}"), 404, "appointment-urgent").await;
-    let appts = f.all_pages(&p.worker, &format!("/fhir/Appointment?patient={pid}"), 20, "appointments").await;
+    f.get(
+        Some(&p.worker),
+        &format!("/fhir/Appointment/{cid}"),
+        404,
+        "appointment-urgent",
+    )
+    .await;
+    let appts = f
+        .all_pages(
+            &p.worker,
+            &format!("/fhir/Appointment?patient={pid}"),
+            20,
+            "appointments",
+        )
+        .await;
     assert_eq!(appts.len(), 1);
 
     // Observations: 2 sets × 6 vital signs, paged 5 at a time.
@@ -379,7 +539,10 @@ async fn fhir_export_end_to_end(backend: &'static str) {
     let mut codes: Vec<String> = obs.iter().map(code_of).collect();
     codes.sort();
     codes.dedup();
-    assert_eq!(codes, ["2708-6", "29463-7", "8310-5", "85354-9", "8867-4", "9279-1"]);
+    assert_eq!(
+        codes,
+        ["2708-6", "29463-7", "8310-5", "85354-9", "8867-4", "9279-1"]
+    );
     for o in &obs {
         assert_eq!(o["category"][0]["coding"][0]["code"], "vital-signs");
         match code_of(o).as_str() {
@@ -399,26 +562,60 @@ async fn fhir_export_end_to_end(backend: &'static str) {
         }
     }
     assert!(
-        obs.iter().any(|o| o["encounter"]["reference"] == format!("Encounter/{cid}")),
+        obs.iter()
+            .any(|o| o["encounter"]["reference"] == format!("Encounter/{cid}")),
         "the consultation's vitals name it"
     );
     let temps = f
-        .get(Some(&p.worker), &format!("/fhir/Observation?patient={pid}&code=http://loinc.org%7C8310-5"), 200, "observations-temp")
+        .get(
+            Some(&p.worker),
+            &format!("/fhir/Observation?patient={pid}&code=http://loinc.org%7C8310-5"),
+            200,
+            "observations-temp",
+        )
         .await;
     assert_eq!(temps["total"], 2);
     let one = obs[0]["id"].as_str().unwrap();
-    f.get(Some(&p.doctor), &format!("/fhir/Observation/{one}"), 200, "observation").await;
+    f.get(
+        Some(&p.doctor),
+        &format!("/fhir/Observation/{one}"),
+        200,
+        "observation",
+    )
+    .await;
     let labs = f
-        .get(Some(&p.worker), &format!("/fhir/Observation?patient={pid}&category=laboratory"), 200, "observations-lab")
+        .get(
+            Some(&p.worker),
+            &format!("/fhir/Observation?patient={pid}&category=laboratory"),
+            200,
+            "observations-lab",
+        )
         .await;
     assert_eq!(labs["total"], 0);
 
     // Compositions: the signed note and its amendment, which replaces it.
-    let comps = f.all_pages(&p.worker, &format!("/fhir/Composition?patient={pid}"), 20, "compositions").await;
+    let comps = f
+        .all_pages(
+            &p.worker,
+            &format!("/fhir/Composition?patient={pid}"),
+            20,
+            "compositions",
+        )
+        .await;
     assert_eq!(comps.len(), 2);
-    let first = f.get(Some(&p.worker), &format!("/fhir/Composition/{nid}"), 200, "composition").await;
+    let first = f
+        .get(
+            Some(&p.worker),
+            &format!("/fhir/Composition/{nid}"),
+            200,
+            "composition",
+        )
+        .await;
     assert_eq!(first["status"], "final");
-    assert_eq!(first["attester"][0]["party"]["reference"], format!("Practitioner/{doctor_id}"));
+    assert_eq!(
+        first["attester"][0]["party"]["reference"],
+        format!("Practitioner/{doctor_id}")
+    );
     assert_eq!(first["encounter"]["reference"], format!("Encounter/{cid}"));
     let titles: Vec<&str> = first["section"]
         .as_array()
@@ -428,7 +625,14 @@ async fn fhir_export_end_to_end(backend: &'static str) {
         .collect();
     assert_eq!(
         titles,
-        ["Subjective", "Objective", "Assessment", "Plan", "Diagnoses (ICD-10)", "Disposition"]
+        [
+            "Subjective",
+            "Objective",
+            "Assessment",
+            "Plan",
+            "Diagnoses (ICD-10)",
+            "Disposition"
+        ]
     );
     let dx: Vec<&str> = first["contained"]
         .as_array()
@@ -437,16 +641,43 @@ async fn fhir_export_end_to_end(backend: &'static str) {
         .map(|c| c["code"]["coding"][0]["code"].as_str().unwrap())
         .collect();
     assert_eq!(dx, ["J02.9", "R50.9"]);
-    assert!(first["section"][1]["text"]["div"].as_str().unwrap().contains("&lt;không mủ&gt;"));
-    let second = f.get(Some(&p.doctor), &format!("/fhir/Composition/{aid}"), 200, "composition-amendment").await;
+    assert!(first["section"][1]["text"]["div"]
+        .as_str()
+        .unwrap()
+        .contains("&lt;không mủ&gt;"));
+    let second = f
+        .get(
+            Some(&p.doctor),
+            &format!("/fhir/Composition/{aid}"),
+            200,
+            "composition-amendment",
+        )
+        .await;
     assert_eq!(second["status"], "amended");
     assert_eq!(second["relatesTo"][0]["code"], "replaces");
-    assert_eq!(second["relatesTo"][0]["targetReference"]["reference"], format!("Composition/{nid}"));
+    assert_eq!(
+        second["relatesTo"][0]["targetReference"]["reference"],
+        format!("Composition/{nid}")
+    );
 
     // The photo: described, and its bytes behind the REST API's rules.
-    let docs = f.all_pages(&p.worker, &format!("/fhir/DocumentReference?patient={pid}"), 20, "documents").await;
+    let docs = f
+        .all_pages(
+            &p.worker,
+            &format!("/fhir/DocumentReference?patient={pid}"),
+            20,
+            "documents",
+        )
+        .await;
     assert_eq!(docs.len(), 1);
-    let doc = f.get(Some(&p.doctor), &format!("/fhir/DocumentReference/{photo_id}"), 200, "document").await;
+    let doc = f
+        .get(
+            Some(&p.doctor),
+            &format!("/fhir/DocumentReference/{photo_id}"),
+            200,
+            "document",
+        )
+        .await;
     let att = &doc["content"][0]["attachment"];
     assert_eq!(att["contentType"], "image/png");
     assert_eq!(att["size"], PNG.len());
@@ -456,24 +687,76 @@ async fn fhir_export_end_to_end(backend: &'static str) {
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().as_ref(), PNG);
     assert_eq!(c.get(url).send().await.unwrap().status(), 401);
-    assert_eq!(c.get(url).bearer_auth(&other_worker).send().await.unwrap().status(), 403);
+    assert_eq!(
+        c.get(url)
+            .bearer_auth(&other_worker)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
 
     // Facilities and people.
-    let org = f.get(Some(&p.worker), &format!("/fhir/Organization/{}", p.hospital_id), 200, "organization").await;
+    let org = f
+        .get(
+            Some(&p.worker),
+            &format!("/fhir/Organization/{}", p.hospital_id),
+            200,
+            "organization",
+        )
+        .await;
     assert_eq!(org["name"], "TTYT huyện");
-    let loc = f.get(Some(&p.doctor), &format!("/fhir/Location/{}", p.station_id), 200, "location").await;
-    assert_eq!(loc["managingOrganization"]["reference"], format!("Organization/{}", p.station_id));
-    let orgs = f.all_pages(&p.worker, "/fhir/Organization", 20, "organizations").await;
+    let loc = f
+        .get(
+            Some(&p.doctor),
+            &format!("/fhir/Location/{}", p.station_id),
+            200,
+            "location",
+        )
+        .await;
+    assert_eq!(
+        loc["managingOrganization"]["reference"],
+        format!("Organization/{}", p.station_id)
+    );
+    let orgs = f
+        .all_pages(&p.worker, "/fhir/Organization", 20, "organizations")
+        .await;
     assert_eq!(orgs.len(), 3);
-    f.all_pages(&p.worker, "/fhir/Location?_count=2", 2, "locations").await;
-    let doc_p = f.get(Some(&p.worker), &format!("/fhir/Practitioner/{doctor_id}"), 200, "practitioner-doctor").await;
+    f.all_pages(&p.worker, "/fhir/Location?_count=2", 2, "locations")
+        .await;
+    let doc_p = f
+        .get(
+            Some(&p.worker),
+            &format!("/fhir/Practitioner/{doctor_id}"),
+            200,
+            "practitioner-doctor",
+        )
+        .await;
     assert_eq!(doc_p["name"][0]["text"], "Bác sĩ");
-    f.get(Some(&p.doctor), &format!("/fhir/Practitioner/{worker_id}"), 200, "practitioner-worker").await;
-    f.get(Some(&p.doctor), &format!("/fhir/Practitioner/{admin_id}"), 404, "practitioner-admin").await;
+    f.get(
+        Some(&p.doctor),
+        &format!("/fhir/Practitioner/{worker_id}"),
+        200,
+        "practitioner-worker",
+    )
+    .await;
+    f.get(
+        Some(&p.doctor),
+        &format!("/fhir/Practitioner/{admin_id}"),
+        404,
+        "practitioner-admin",
+    )
+    .await;
 
     // $everything: all of it, paged like a search.
     let all = f
-        .all_pages(&p.worker, &format!("/fhir/Patient/{pid}/$everything?_count=100"), 100, "everything")
+        .all_pages(
+            &p.worker,
+            &format!("/fhir/Patient/{pid}/$everything?_count=100"),
+            100,
+            "everything",
+        )
         .await;
     for (kind, n) in [
         ("Patient", 1),
@@ -489,31 +772,82 @@ async fn fhir_export_end_to_end(backend: &'static str) {
         assert_eq!(of_type(&all, kind).len(), n, "{kind} in $everything");
     }
     let paged = f
-        .all_pages(&p.doctor, &format!("/fhir/Patient/{pid}/$everything?_count=7"), 7, "everything-paged")
+        .all_pages(
+            &p.doctor,
+            &format!("/fhir/Patient/{pid}/$everything?_count=7"),
+            7,
+            "everything-paged",
+        )
         .await;
     assert_eq!(paged.len(), all.len());
 
     // Mistakes: 4xx OperationOutcomes that name the problem.
-    let o = f.get(Some(&p.worker), "/fhir/MedicationRequest", 404, "unknown-type").await;
+    let o = f
+        .get(Some(&p.worker), "/fhir/MedicationRequest", 404, "unknown-type")
+        .await;
     assert_eq!(issue(&o).0, "not-found");
     assert!(issue(&o).1.contains("MedicationRequest"), "{o}");
-    f.get(Some(&p.worker), "/fhir/Foo/123", 404, "unknown-type-read").await;
-    f.get(Some(&p.worker), "/fhir/Patient/not-an-id", 404, "bad-id").await;
-    f.get(Some(&p.worker), "/fhir/Patient/7d3f8d7e-55a8-4e2a-9a43-6f1f2f0f3b11", 404, "unknown-id").await;
-    f.get(Some(&p.worker), &format!("/fhir/Composition/{}", uuid_like()), 404, "unknown-note").await;
-    let o = f.get(Some(&p.worker), &format!("/fhir/Encounter?patinet={pid}"), 400, "misspelt-param").await;
+    f.get(Some(&p.worker), "/fhir/Foo/123", 404, "unknown-type-read")
+        .await;
+    f.get(Some(&p.worker), "/fhir/Patient/not-an-id", 404, "bad-id")
+        .await;
+    f.get(
+        Some(&p.worker),
+        "/fhir/Patient/7d3f8d7e-55a8-4e2a-9a43-6f1f2f0f3b11",
+        404,
+        "unknown-id",
+    )
+    .await;
+    f.get(
+        Some(&p.worker),
+        &format!("/fhir/Composition/{}", uuid_like()),
+        404,
+        "unknown-note",
+    )
+    .await;
+    let o = f
+        .get(
+            Some(&p.worker),
+            &format!("/fhir/Encounter?patinet={pid}"),
+            400,
+            "misspelt-param",
+        )
+        .await;
     assert!(issue(&o).1.contains("patinet"), "{o}");
     let o = f.get(Some(&p.worker), "/fhir/Encounter", 400, "no-patient").await;
     assert!(issue(&o).1.contains("patient"), "{o}");
-    let o = f.get(Some(&p.worker), &format!("/fhir/Encounter?patient={pid}&_count=abc"), 400, "bad-count").await;
+    let o = f
+        .get(
+            Some(&p.worker),
+            &format!("/fhir/Encounter?patient={pid}&_count=abc"),
+            400,
+            "bad-count",
+        )
+        .await;
     assert!(issue(&o).1.contains("_count"), "{o}");
     let b = f
-        .get(Some(&p.worker), &format!("/fhir/Observation?patient={pid}&_count=100000"), 200, "big-count")
+        .get(
+            Some(&p.worker),
+            &format!("/fhir/Observation?patient={pid}&_count=100000"),
+            200,
+            "big-count",
+        )
         .await;
-    assert!(b["link"][0]["url"].as_str().unwrap().contains("_count=100&"), "{b}");
-    f.get(Some(&p.worker), &format!("/fhir/Patient/{pid}/$validate"), 404, "unknown-operation").await;
-    f.get(Some(&p.worker), "/fhir/Practitioner", 400, "practitioner-search").await;
-    f.get(Some(&p.worker), "/fhir/Organization?_format=xml", 406, "xml").await;
+    assert!(
+        b["link"][0]["url"].as_str().unwrap().contains("_count=100&"),
+        "{b}"
+    );
+    f.get(
+        Some(&p.worker),
+        &format!("/fhir/Patient/{pid}/$validate"),
+        404,
+        "unknown-operation",
+    )
+    .await;
+    f.get(Some(&p.worker), "/fhir/Practitioner", 400, "practitioner-search")
+        .await;
+    f.get(Some(&p.worker), "/fhir/Organization?_format=xml", 406, "xml")
+        .await;
     let r = c
         .post(server.url("/fhir/Patient"))
         .bearer_auth(&p.worker)
@@ -522,15 +856,44 @@ async fn fhir_export_end_to_end(backend: &'static str) {
         .await
         .unwrap();
     assert_eq!(r.status(), 405);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/fhir+json"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/fhir+json"));
 
     // Another station's health worker: 403, and the refusal is audited.
-    let o = f.get(Some(&other_worker), &format!("/fhir/Patient/{pid}"), 403, "other-station").await;
+    let o = f
+        .get(
+            Some(&other_worker),
+            &format!("/fhir/Patient/{pid}"),
+            403,
+            "other-station",
+        )
+        .await;
     assert_eq!(issue(&o).0, "forbidden");
-    f.get(Some(&other_worker), &format!("/fhir/Encounter?patient={pid}"), 403, "other-station-search").await;
-    f.get(Some(&other_worker), &format!("/fhir/Patient/{pid}/$everything"), 403, "other-station-everything").await;
-    f.get(Some(&other_worker), &format!("/fhir/Encounter/{cid}"), 403, "other-station-encounter").await;
-    f.get(Some(&p.admin), &format!("/fhir/Patient/{pid}"), 403, "admin").await;
+    f.get(
+        Some(&other_worker),
+        &format!("/fhir/Encounter?patient={pid}"),
+        403,
+        "other-station-search",
+    )
+    .await;
+    f.get(
+        Some(&other_worker),
+        &format!("/fhir/Patient/{pid}/$everything"),
+        403,
+        "other-station-everything",
+    )
+    .await;
+    f.get(
+        Some(&other_worker),
+        &format!("/fhir/Encounter/{cid}"),
+        403,
+        "other-station-encounter",
+    )
+    .await;
+    f.get(Some(&p.admin), &format!("/fhir/Patient/{pid}"), 403, "admin")
+        .await;
     let w2_id = id_of(&w2);
     let denied = get(
         &c,
@@ -549,10 +912,20 @@ async fn fhir_export_end_to_end(backend: &'static str) {
         &format!("/api/audit?patient_id={pid}&actor_id={w2_id}&action=patient.search"),
     )
     .await;
-    assert_eq!(looked_up.as_array().unwrap().len(), 1, "a lookup outside the station is audited");
+    assert_eq!(
+        looked_up.as_array().unwrap().len(),
+        1,
+        "a lookup outside the station is audited"
+    );
 
     // Successful reads are audited as the REST API's are.
-    for action in ["patient.read", "consultation.read", "note.read", "vitals.read", "photo.list"] {
+    for action in [
+        "patient.read",
+        "consultation.read",
+        "note.read",
+        "vitals.read",
+        "photo.list",
+    ] {
         let e = get(
             &c,
             &server,

@@ -31,7 +31,13 @@ fn resource(kind: &str, search: Vec<Value>, searchable: bool) -> Value {
 
 /// The statement, with `base` (this server's `/fhir` URL) as its address.
 pub fn statement(base: &str) -> Value {
-    let patient = || param("patient", "reference", "The patient (Patient/{id} or the id); required.");
+    let patient = || {
+        param(
+            "patient",
+            "reference",
+            "The patient (Patient/{id} or the id); required.",
+        )
+    };
     let mut pat = resource(
         "Patient",
         vec![param(

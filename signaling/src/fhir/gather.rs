@@ -9,9 +9,7 @@
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use telehealth_records::{
-    Consultation, ConsultationScope, FacilityId, Outcome, PatientId, Role, UserId,
-};
+use telehealth_records::{Consultation, ConsultationScope, FacilityId, Outcome, PatientId, Role, UserId};
 
 use super::{resources, FhirError, FhirResult};
 use crate::access;
@@ -109,7 +107,14 @@ impl Gather<'_> {
         let list = self.s.store.facilities().await?;
         self.s
             .store
-            .audit(&self.user.actor(), "facility.list", "facility", None, None, Outcome::Ok)
+            .audit(
+                &self.user.actor(),
+                "facility.list",
+                "facility",
+                None,
+                None,
+                Outcome::Ok,
+            )
             .await?;
         Ok(list
             .iter()
@@ -142,7 +147,12 @@ impl Gather<'_> {
     pub async fn compositions(&self, cons: &[Consultation]) -> FhirResult<Vec<Value>> {
         let mut out = Vec::new();
         for c in cons {
-            for n in self.s.store.consultation_notes(&self.user.actor(), c.id, true).await? {
+            for n in self
+                .s
+                .store
+                .consultation_notes(&self.user.actor(), c.id, true)
+                .await?
+            {
                 out.extend(resources::composition(&n, c));
             }
         }
@@ -179,7 +189,8 @@ impl Gather<'_> {
             }
         }
         let list = self.s.store.patient_vitals(&self.user.actor(), pid).await?;
-        let wanted: Option<Vec<&str>> = code.map(|c| c.split(',').map(|c| c.rsplit('|').next().unwrap_or(c)).collect());
+        let wanted: Option<Vec<&str>> =
+            code.map(|c| c.split(',').map(|c| c.rsplit('|').next().unwrap_or(c)).collect());
         Ok(list
             .iter()
             .flat_map(resources::observations)

@@ -95,7 +95,10 @@ impl IntoResponse for Fhir {
             [
                 (header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON)),
                 // Patient data: never kept by a shared cache.
-                (header::CACHE_CONTROL, HeaderValue::from_static("private, no-store")),
+                (
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("private, no-store"),
+                ),
             ],
             serde_json::to_vec(&self.0).unwrap_or_default(),
         )
@@ -207,7 +210,13 @@ pub fn outcome(status: StatusCode, code: &str, detail: &str, detail_en: &str) ->
     })
 }
 
-fn outcome_response(status: StatusCode, code: &str, detail: &str, detail_en: &str, mut headers: HeaderMap) -> Response {
+fn outcome_response(
+    status: StatusCode,
+    code: &str,
+    detail: &str,
+    detail_en: &str,
+    mut headers: HeaderMap,
+) -> Response {
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.remove(header::CONTENT_LENGTH);
@@ -312,7 +321,11 @@ async fn read(
         }
         "Encounter" | "Appointment" => {
             let cid: ConsultationId = parse_id(&kind, &id)?;
-            let c = s.store.consultation(cid).await.map_err(|_| FhirError::not_found(&kind, &id))?;
+            let c = s
+                .store
+                .consultation(cid)
+                .await
+                .map_err(|_| FhirError::not_found(&kind, &id))?;
             if kind == "Appointment" && resources::appointment(&c).is_none() {
                 // An urgent request was never booked.
                 return Err(FhirError::not_found(&kind, &id));
@@ -325,21 +338,38 @@ async fn read(
             }
         }
         "Observation" => {
-            let (vid, suffix) = id.rsplit_once('-').ok_or_else(|| FhirError::not_found(&kind, &id))?;
+            let (vid, suffix) = id
+                .rsplit_once('-')
+                .ok_or_else(|| FhirError::not_found(&kind, &id))?;
             let vid: VitalsId = parse_id(&kind, vid).map_err(|_| FhirError::not_found(&kind, &id))?;
-            let v = s.store.vitals(vid).await.map_err(|_| FhirError::not_found(&kind, &id))?;
+            let v = s
+                .store
+                .vitals(vid)
+                .await
+                .map_err(|_| FhirError::not_found(&kind, &id))?;
             if resources::observation(&v, suffix).is_none() {
                 return Err(FhirError::not_found(&kind, &id));
             }
             access::patient(&s, &user, v.patient_id, PatientAccess::Read).await?;
             s.store
-                .audit(&actor, "vitals.read", "vitals", Some(vid.to_string()), Some(v.patient_id), Outcome::Ok)
+                .audit(
+                    &actor,
+                    "vitals.read",
+                    "vitals",
+                    Some(vid.to_string()),
+                    Some(v.patient_id),
+                    Outcome::Ok,
+                )
                 .await?;
             resources::observation(&v, suffix).ok_or_else(|| FhirError::not_found(&kind, &id))?
         }
         "Composition" => {
             let nid: NoteId = parse_id(&kind, &id)?;
-            let (_, _, _, status) = s.store.note_meta(nid).await.map_err(|_| FhirError::not_found(&kind, &id))?;
+            let (_, _, _, status) = s
+                .store
+                .note_meta(nid)
+                .await
+                .map_err(|_| FhirError::not_found(&kind, &id))?;
             if status != NoteStatus::Signed {
                 // Drafts are not exported: a Composition is a signed note.
                 return Err(FhirError::not_found(&kind, &id));
@@ -350,7 +380,11 @@ async fn read(
         }
         "DocumentReference" => {
             let aid: AttachmentId = parse_id(&kind, &id)?;
-            let meta = s.store.photo_meta(aid).await.map_err(|_| FhirError::not_found(&kind, &id))?;
+            let meta = s
+                .store
+                .photo_meta(aid)
+                .await
+                .map_err(|_| FhirError::not_found(&kind, &id))?;
             access::consultation(&s, &user, meta.consultation_id, ConsultationAccess::Read).await?;
             // The REST way of describing a consultation's photos, audited.
             let list = s.store.photos(&actor, meta.consultation_id).await?;
@@ -362,9 +396,20 @@ async fn read(
         }
         "Organization" | "Location" => {
             let fid: FacilityId = parse_id(&kind, &id)?;
-            let f = s.store.facility(fid).await.map_err(|_| FhirError::not_found(&kind, &id))?;
+            let f = s
+                .store
+                .facility(fid)
+                .await
+                .map_err(|_| FhirError::not_found(&kind, &id))?;
             s.store
-                .audit(&actor, "facility.read", "facility", Some(fid.to_string()), None, Outcome::Ok)
+                .audit(
+                    &actor,
+                    "facility.read",
+                    "facility",
+                    Some(fid.to_string()),
+                    None,
+                    Outcome::Ok,
+                )
                 .await?;
             match kind.as_str() {
                 "Organization" => resources::organization(&f),
@@ -373,13 +418,24 @@ async fn read(
         }
         "Practitioner" => {
             let uid: UserId = parse_id(&kind, &id)?;
-            let u = s.store.user(uid).await.map_err(|_| FhirError::not_found(&kind, &id))?;
+            let u = s
+                .store
+                .user(uid)
+                .await
+                .map_err(|_| FhirError::not_found(&kind, &id))?;
             if u.role == Role::Admin {
                 // Admins treat no one: not practitioners.
                 return Err(FhirError::not_found(&kind, &id));
             }
             s.store
-                .audit(&actor, "user.read", "user", Some(uid.to_string()), None, Outcome::Ok)
+                .audit(
+                    &actor,
+                    "user.read",
+                    "user",
+                    Some(uid.to_string()),
+                    None,
+                    Outcome::Ok,
+                )
                 .await?;
             resources::practitioner(&u)
         }
@@ -437,7 +493,10 @@ impl SearchParams {
                         })?;
                 }
                 "_format" => {
-                    if !matches!(value.as_str(), "json" | "application/json" | "application/fhir+json") {
+                    if !matches!(
+                        value.as_str(),
+                        "json" | "application/json" | "application/fhir+json"
+                    ) {
                         return Err(FhirError::client(
                             StatusCode::NOT_ACCEPTABLE,
                             "unsupported_format",
@@ -472,7 +531,10 @@ impl SearchParams {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.filters.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.filters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -667,7 +729,12 @@ async fn operation(
         base: &base,
     };
     let all = g.everything(pid).await?;
-    Ok(Fhir(bundle(&base, &format!("Patient/{pid}/$everything"), &p, all)))
+    Ok(Fhir(bundle(
+        &base,
+        &format!("Patient/{pid}/$everything"),
+        &p,
+        all,
+    )))
 }
 
 #[cfg(test)]
@@ -695,11 +762,18 @@ mod tests {
     #[test]
     fn pages_link_to_the_next_one() {
         let p = params(&[("patient", "Patient/1"), ("_count", "2")], &["patient"]).unwrap();
-        let all = (0..5).map(|i| json!({"resourceType": "Encounter", "id": i.to_string()})).collect();
+        let all = (0..5)
+            .map(|i| json!({"resourceType": "Encounter", "id": i.to_string()}))
+            .collect();
         let b = bundle("http://h/fhir", "Encounter", &p, all);
         assert_eq!(b["total"], 5);
         assert_eq!(b["entry"].as_array().unwrap().len(), 2);
-        let next = b["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap();
+        let next = b["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .unwrap();
         assert_eq!(
             next["url"],
             "http://h/fhir/Encounter?patient=Patient%2F1&_count=2&_offset=2"

@@ -272,7 +272,9 @@ pub fn appointment(c: &Consultation) -> Option<Value> {
         json!({ "actor": reference("Location", c.station_id), "required": "information-only", "status": "accepted" }),
     ];
     if let Some(d) = c.doctor_id {
-        participants.push(json!({ "actor": reference("Practitioner", d), "required": "required", "status": "accepted" }));
+        participants.push(
+            json!({ "actor": reference("Practitioner", d), "required": "required", "status": "accepted" }),
+        );
     }
     Some(json!({
         "resourceType": "Appointment",
@@ -293,9 +295,19 @@ pub fn appointment(c: &Consultation) -> Option<Value> {
 pub const VITALS: [(&str, &str, &str, &str); 6] = [
     ("temp", "bodytemp", "8310-5", "Body temperature"),
     ("hr", "heartrate", "8867-4", "Heart rate"),
-    ("bp", "bp", "85354-9", "Blood pressure panel with all children optional"),
+    (
+        "bp",
+        "bp",
+        "85354-9",
+        "Blood pressure panel with all children optional",
+    ),
     ("rr", "resprate", "9279-1", "Respiratory rate"),
-    ("spo2", "oxygensat", "2708-6", "Oxygen saturation in Arterial blood"),
+    (
+        "spo2",
+        "oxygensat",
+        "2708-6",
+        "Oxygen saturation in Arterial blood",
+    ),
     ("wt", "bodyweight", "29463-7", "Body weight"),
 ];
 
@@ -407,8 +419,18 @@ pub fn composition(n: &Note, c: &Consultation) -> Option<Value> {
         })
     };
     for (title, code, display, text) in [
-        ("Subjective", "61150-9", "Subjective Narrative", &n.content.subjective),
-        ("Objective", "61149-1", "Objective Narrative", &n.content.objective),
+        (
+            "Subjective",
+            "61150-9",
+            "Subjective Narrative",
+            &n.content.subjective,
+        ),
+        (
+            "Objective",
+            "61149-1",
+            "Objective Narrative",
+            &n.content.objective,
+        ),
         ("Assessment", "51848-0", "Evaluation note", &n.content.assessment),
         ("Plan", "18776-5", "Plan of care note", &n.content.plan),
     ] {
