@@ -269,6 +269,30 @@ async fn the_call_and_the_notes_ride_out_a_postgresql_restart() {
                         took < Duration::from_secs(1),
                         "a save 3 s into the outage took {took:?} to be refused"
                     );
+                    if fast_refusals == 0 {
+                        // The FHIR export is behind the same gate, and says
+                        // so in its own error shape.
+                        let asked = Instant::now();
+                        let r = c
+                            .get(server.url(&format!("/fhir/Encounter/{cid}")))
+                            .bearer_auth(&p.doctor)
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(r.status(), 503);
+                        assert!(asked.elapsed() < Duration::from_secs(1), "refused at once");
+                        assert!(r.headers()["content-type"]
+                            .to_str()
+                            .unwrap()
+                            .starts_with("application/fhir+json"));
+                        let o: Value = r.json().await.unwrap();
+                        assert_eq!(o["resourceType"], "OperationOutcome", "{o}");
+                        assert_eq!(o["issue"][0]["code"], "transient", "{o}");
+                        assert_eq!(
+                            o["issue"][0]["details"]["coding"][0]["code"],
+                            "database_unavailable"
+                        );
+                    }
                     fast_refusals += 1;
                 }
                 // It may have reached the database before the connection
