@@ -77,7 +77,8 @@ pub fn app(state: AppState) -> Router {
 /// While the database is known to be away ([`Store::unreachable`]), a
 /// request that needs it gets its 503 `database_unavailable` at once, not
 /// after the pool's 10 s wait for a connection: the page says "not saved,
-/// trying again" straight away, and requests do not pile up. The pages, the
+/// trying again" straight away, and requests do not pile up (`/fhir` too,
+/// answered as an OperationOutcome; not its metadata). The pages, the
 /// call's socket (a call needs no database once joined) and the health
 /// check go through.
 async fn database_gate(

@@ -789,6 +789,22 @@ async fn fhir_export_end_to_end(backend: &'static str) {
     assert!(issue(&o).1.contains("MedicationRequest"), "{o}");
     f.get(Some(&p.worker), "/fhir/Foo/123", 404, "unknown-type-read")
         .await;
+    f.get(Some(&p.worker), "/fhir", 404, "base").await;
+    f.get(Some(&p.worker), "/fhir/Patient/1/2/3", 404, "too-deep")
+        .await;
+    let b = f
+        .get(
+            Some(&p.worker),
+            &format!("/fhir/Encounter?patient={pid}&_count=0"),
+            200,
+            "count-only",
+        )
+        .await;
+    assert_eq!(
+        (b["total"].as_u64(), b["entry"].is_null()),
+        (Some(2), true),
+        "{b}"
+    );
     f.get(Some(&p.worker), "/fhir/Patient/not-an-id", 404, "bad-id")
         .await;
     f.get(

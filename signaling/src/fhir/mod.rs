@@ -301,6 +301,15 @@ fn unknown_type(kind: &str) -> FhirError {
     )
 }
 
+/// A store's "not found" as FHIR's 404 naming the resource; any other
+/// error (the database away…) stays what it is.
+fn missing(e: telehealth_records::RecordsError, kind: &str, id: &str) -> FhirError {
+    match e {
+        telehealth_records::RecordsError::NotFound(_) => FhirError::not_found(kind, id),
+        e => e.into(),
+    }
+}
+
 fn parse_id<T: std::str::FromStr>(kind: &str, id: &str) -> FhirResult<T> {
     id.parse().map_err(|_| FhirError::not_found(kind, id))
 }
@@ -325,7 +334,7 @@ async fn read(
                 .store
                 .consultation(cid)
                 .await
-                .map_err(|_| FhirError::not_found(&kind, &id))?;
+                .map_err(|e| missing(e, &kind, &id))?;
             if kind == "Appointment" && resources::appointment(&c).is_none() {
                 // An urgent request was never booked.
                 return Err(FhirError::not_found(&kind, &id));
@@ -342,11 +351,7 @@ async fn read(
                 .rsplit_once('-')
                 .ok_or_else(|| FhirError::not_found(&kind, &id))?;
             let vid: VitalsId = parse_id(&kind, vid).map_err(|_| FhirError::not_found(&kind, &id))?;
-            let v = s
-                .store
-                .vitals(vid)
-                .await
-                .map_err(|_| FhirError::not_found(&kind, &id))?;
+            let v = s.store.vitals(vid).await.map_err(|e| missing(e, &kind, &id))?;
             if resources::observation(&v, suffix).is_none() {
                 return Err(FhirError::not_found(&kind, &id));
             }
@@ -365,11 +370,7 @@ async fn read(
         }
         "Composition" => {
             let nid: NoteId = parse_id(&kind, &id)?;
-            let (_, _, _, status) = s
-                .store
-                .note_meta(nid)
-                .await
-                .map_err(|_| FhirError::not_found(&kind, &id))?;
+            let (_, _, _, status) = s.store.note_meta(nid).await.map_err(|e| missing(e, &kind, &id))?;
             if status != NoteStatus::Signed {
                 // Drafts are not exported: a Composition is a signed note.
                 return Err(FhirError::not_found(&kind, &id));
@@ -384,7 +385,7 @@ async fn read(
                 .store
                 .photo_meta(aid)
                 .await
-                .map_err(|_| FhirError::not_found(&kind, &id))?;
+                .map_err(|e| missing(e, &kind, &id))?;
             access::consultation(&s, &user, meta.consultation_id, ConsultationAccess::Read).await?;
             // The REST way of describing a consultation's photos, audited.
             let list = s.store.photos(&actor, meta.consultation_id).await?;
@@ -396,11 +397,7 @@ async fn read(
         }
         "Organization" | "Location" => {
             let fid: FacilityId = parse_id(&kind, &id)?;
-            let f = s
-                .store
-                .facility(fid)
-                .await
-                .map_err(|_| FhirError::not_found(&kind, &id))?;
+            let f = s.store.facility(fid).await.map_err(|e| missing(e, &kind, &id))?;
             s.store
                 .audit(
                     &actor,
@@ -418,11 +415,7 @@ async fn read(
         }
         "Practitioner" => {
             let uid: UserId = parse_id(&kind, &id)?;
-            let u = s
-                .store
-                .user(uid)
-                .await
-                .map_err(|_| FhirError::not_found(&kind, &id))?;
+            let u = s.store.user(uid).await.map_err(|e| missing(e, &kind, &id))?;
             if u.role == Role::Admin {
                 // Admins treat no one: not practitioners.
                 return Err(FhirError::not_found(&kind, &id));
