@@ -5,14 +5,16 @@
 //! through [`crate::access`] and the store's audited reads, so a refused
 //! access is a 403 written to the audit log and a read leaves the same audit
 //! entries as its REST twin. Resources are mapped from records in
-//! [`resources`]; the server's description is [`capability`].
+//! [`resources`]; searches and `$everything` gather them in `gather`, pages
+//! and Bundles are made in `search`, errors in `outcome`; the server's
+//! description is [`capability`].
 //!
 //! # Flow
 //! `GET /fhir/{type}/{id}` reads, `GET /fhir/{type}?…` searches (a
 //! `searchset` Bundle, paged with `_count` and `_offset`),
 //! `GET /fhir/Patient/{id}/$everything` gathers one patient's record,
 //! `GET /fhir/metadata` is the CapabilityStatement. Every error leaves as an
-//! OperationOutcome: [`outcomes`] turns the API's problem+json answers
+//! OperationOutcome: `outcome::outcomes` turns the API's problem+json answers
 //! (login, access, database) into one, so that the rules that make them stay
 //! in one place.
 //!
@@ -23,18 +25,21 @@
 
 pub mod capability;
 mod gather;
+mod outcome;
 pub mod resources;
+mod search;
 
-use std::collections::BTreeSet;
+pub use outcome::{outcome, to_outcome, FhirError, FhirResult};
+use search::clip;
+pub use search::{bundle, SearchParams};
 
-use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
-use axum::middleware::{self, Next};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use serde_json::{json, Value};
+use serde_json::Value;
 use telehealth_records::{
     AttachmentId, ConsultationId, FacilityId, NoteId, NoteStatus, Outcome, PatientId, Role, UserId, VitalsId,
 };
@@ -83,7 +88,7 @@ pub fn router() -> Router<AppState> {
             )
         })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware::from_fn(outcomes))
+        .layer(middleware::from_fn(outcome::outcomes))
 }
 
 /// A FHIR resource or Bundle as the answer.
@@ -105,159 +110,6 @@ impl IntoResponse for Fhir {
             .into_response()
     }
 }
-
-/// An error of the FHIR edge: one of the API's (rendered as an
-/// OperationOutcome by [`outcomes`]) or one of FHIR's own.
-#[derive(Debug)]
-pub enum FhirError {
-    Api(ApiError),
-    Client {
-        status: StatusCode,
-        code: &'static str,
-        detail: String,
-        detail_en: String,
-    },
-}
-
-pub type FhirResult<T> = Result<T, FhirError>;
-
-impl FhirError {
-    pub fn client(
-        status: StatusCode,
-        code: &'static str,
-        detail: impl Into<String>,
-        detail_en: impl Into<String>,
-    ) -> Self {
-        FhirError::Client {
-            status,
-            code,
-            detail: detail.into(),
-            detail_en: detail_en.into(),
-        }
-    }
-
-    fn bad(code: &'static str, detail: impl Into<String>, detail_en: impl Into<String>) -> Self {
-        Self::client(StatusCode::BAD_REQUEST, code, detail, detail_en)
-    }
-
-    fn not_found(kind: &str, id: &str) -> Self {
-        let id: String = id.chars().take(64).collect();
-        Self::client(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("Không tìm thấy {kind}/{id}."),
-            format!("No {kind} with id `{id}`."),
-        )
-    }
-}
-
-impl From<ApiError> for FhirError {
-    fn from(e: ApiError) -> Self {
-        FhirError::Api(e)
-    }
-}
-
-impl From<telehealth_records::RecordsError> for FhirError {
-    fn from(e: telehealth_records::RecordsError) -> Self {
-        FhirError::Api(e.into())
-    }
-}
-
-impl IntoResponse for FhirError {
-    fn into_response(self) -> Response {
-        match self {
-            FhirError::Api(e) => e.into_response(),
-            FhirError::Client {
-                status,
-                code,
-                detail,
-                detail_en,
-            } => outcome_response(status, code, &detail, &detail_en, HeaderMap::new()),
-        }
-    }
-}
-
-/// OperationOutcome.issue.code for an HTTP status.
-fn issue_code(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        401 => "login",
-        403 => "forbidden",
-        404 => "not-found",
-        405 | 406 | 415 => "not-supported",
-        409 => "conflict",
-        413 => "too-costly",
-        429 => "throttled",
-        400 | 422 => "invalid",
-        503 => "transient",
-        _ => "exception",
-    }
-}
-
-/// One error as an OperationOutcome: the stable code, the Vietnamese text
-/// for the person, the English one as diagnostics.
-pub fn outcome(status: StatusCode, code: &str, detail: &str, detail_en: &str) -> Value {
-    json!({
-        "resourceType": "OperationOutcome",
-        "issue": [{
-            "severity": if status.is_server_error() { "fatal" } else { "error" },
-            "code": issue_code(status),
-            "details": {
-                "coding": [{ "system": resources::ERROR_SYSTEM, "code": code }],
-                "text": detail,
-            },
-            "diagnostics": detail_en,
-        }],
-    })
-}
-
-fn outcome_response(
-    status: StatusCode,
-    code: &str,
-    detail: &str,
-    detail_en: &str,
-    mut headers: HeaderMap,
-) -> Response {
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.remove(header::CONTENT_LENGTH);
-    let body = serde_json::to_vec(&outcome(status, code, detail, detail_en)).unwrap_or_default();
-    let mut resp = Response::new(Body::from(body));
-    *resp.status_mut() = status;
-    *resp.headers_mut() = headers;
-    resp
-}
-
-/// Turns a problem+json answer into the same error as an OperationOutcome,
-/// keeping its status and headers (`Retry-After`, `WWW-Authenticate`).
-pub async fn to_outcome(resp: Response) -> Response {
-    let is_problem = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/problem+json"));
-    if !is_problem {
-        return resp;
-    }
-    let (parts, body) = resp.into_parts();
-    // Problems are small; anything past 64 KiB is not one of ours.
-    let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
-    let p: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let text = |k: &str| p[k].as_str().unwrap_or("").to_owned();
-    let code = p["code"].as_str().unwrap_or("error").to_owned();
-    outcome_response(
-        parts.status,
-        &code,
-        &text("detail"),
-        &text("detail_en"),
-        parts.headers,
-    )
-}
-
-/// Every error under `/fhir` leaves as an OperationOutcome.
-async fn outcomes(req: Request<Body>, next: Next) -> Response {
-    to_outcome(next.run(req).await).await
-}
-
 /// The absolute base of this server's FHIR endpoint, from the request's
 /// `Host` (checked: it ends up in links).
 pub fn base_url(state: &AppState, headers: &HeaderMap) -> FhirResult<String> {
@@ -436,175 +288,6 @@ async fn read(
     };
     Ok(Fhir(r))
 }
-
-/// A search's parameters, checked: the filters, and the page asked for.
-pub struct SearchParams {
-    /// The filters as given (name, value), in order, without the paging ones.
-    pub filters: Vec<(String, String)>,
-    pub count: usize,
-    pub offset: usize,
-}
-
-impl SearchParams {
-    /// Reads `raw` for a search that knows the filters `allowed`.
-    pub fn parse(raw: Vec<(String, String)>, allowed: &[&str]) -> FhirResult<Self> {
-        let mut filters: Vec<(String, String)> = Vec::new();
-        let mut count = DEFAULT_COUNT;
-        let mut offset = 0;
-        let mut seen = BTreeSet::new();
-        for (name, value) in raw {
-            if !seen.insert(name.clone()) {
-                return Err(FhirError::bad(
-                    "repeated_search_parameter",
-                    format!("Tham số “{}” chỉ được dùng một lần.", clip(&name)),
-                    format!("Search parameter `{}` may be given once.", clip(&name)),
-                ));
-            }
-            match name.as_str() {
-                "_count" => {
-                    count = value.parse::<usize>().map_err(|_| {
-                        FhirError::bad(
-                            "invalid_count",
-                            "“_count” phải là số nguyên không âm.",
-                            "`_count` must be a non-negative integer.",
-                        )
-                    })?;
-                    // Bounded: a client cannot make one page cost more.
-                    count = count.min(MAX_COUNT);
-                }
-                "_offset" => {
-                    offset = value
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|o| *o <= MAX_OFFSET)
-                        .ok_or_else(|| {
-                            FhirError::bad(
-                                "invalid_offset",
-                                format!("“_offset” phải là số nguyên từ 0 đến {MAX_OFFSET}."),
-                                format!("`_offset` must be an integer from 0 to {MAX_OFFSET}."),
-                            )
-                        })?;
-                }
-                "_format" => {
-                    if !matches!(
-                        value.as_str(),
-                        "json" | "application/json" | "application/fhir+json"
-                    ) {
-                        return Err(FhirError::client(
-                            StatusCode::NOT_ACCEPTABLE,
-                            "unsupported_format",
-                            "Máy chủ chỉ trả về JSON (_format=json).",
-                            "This server answers in JSON only (_format=json).",
-                        ));
-                    }
-                }
-                n if allowed.contains(&n) => filters.push((name, value)),
-                _ => {
-                    return Err(FhirError::bad(
-                        "unknown_search_parameter",
-                        format!(
-                            "Tham số tìm kiếm “{}” không được hỗ trợ ở đây. Dùng: {}.",
-                            clip(&name),
-                            known(allowed)
-                        ),
-                        format!(
-                            "Search parameter `{}` is not supported here. Supported: {}.",
-                            clip(&name),
-                            known(allowed)
-                        ),
-                    ))
-                }
-            }
-        }
-        Ok(Self {
-            filters,
-            count,
-            offset,
-        })
-    }
-
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.filters
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn known(allowed: &[&str]) -> String {
-    let mut all: Vec<&str> = allowed.to_vec();
-    all.extend(["_count", "_offset"]);
-    all.join(", ")
-}
-
-fn clip(s: &str) -> String {
-    s.chars().take(64).collect()
-}
-
-/// Percent-encodes a query component (RFC 3986 unreserved kept).
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// One page of `all` as a `searchset` Bundle, with `self`, `first`,
-/// `previous` and `next` links (`path` is relative to the base, e.g.
-/// `Encounter` or `Patient/{id}/$everything`).
-pub fn bundle(base: &str, path: &str, p: &SearchParams, all: Vec<Value>) -> Value {
-    let total = all.len();
-    let link = |offset: usize| {
-        let mut q: Vec<String> = p
-            .filters
-            .iter()
-            .map(|(n, v)| format!("{}={}", encode(n), encode(v)))
-            .collect();
-        q.push(format!("_count={}", p.count));
-        q.push(format!("_offset={offset}"));
-        format!("{base}/{path}?{}", q.join("&"))
-    };
-    let mut links = vec![
-        json!({ "relation": "self", "url": link(p.offset) }),
-        json!({ "relation": "first", "url": link(0) }),
-    ];
-    if p.offset > 0 {
-        links.push(json!({ "relation": "previous", "url": link(p.offset.saturating_sub(p.count.max(1))) }));
-    }
-    if p.count > 0 && p.offset + p.count < total {
-        links.push(json!({ "relation": "next", "url": link(p.offset + p.count) }));
-    }
-    let entries: Vec<Value> = all
-        .into_iter()
-        .skip(p.offset)
-        .take(p.count)
-        .map(|r| {
-            let full = format!(
-                "{base}/{}/{}",
-                r["resourceType"].as_str().unwrap_or(""),
-                r["id"].as_str().unwrap_or("")
-            );
-            json!({ "fullUrl": full, "resource": r, "search": { "mode": "match" } })
-        })
-        .collect();
-    let mut b = json!({
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "timestamp": telehealth_records::Timestamp::now().to_string(),
-        "total": total,
-        "link": links,
-    });
-    if !entries.is_empty() {
-        b["entry"] = Value::Array(entries);
-    }
-    b
-}
-
 type RawQuery = Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>;
 
 fn query(q: RawQuery) -> FhirResult<Vec<(String, String)>> {
@@ -728,48 +411,4 @@ async fn operation(
         &p,
         all,
     )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn params(q: &[(&str, &str)], allowed: &[&str]) -> FhirResult<SearchParams> {
-        SearchParams::parse(
-            q.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
-            allowed,
-        )
-    }
-
-    #[test]
-    fn count_is_bounded_and_unknown_parameters_refused() {
-        let p = params(&[("_count", "100000")], &[]).unwrap();
-        assert_eq!(p.count, MAX_COUNT);
-        assert_eq!(params(&[], &[]).unwrap().count, DEFAULT_COUNT);
-        assert!(params(&[("patinet", "x")], &["patient"]).is_err());
-        assert!(params(&[("_count", "-1")], &[]).is_err());
-        assert!(params(&[("_offset", "100001")], &[]).is_err());
-        assert!(params(&[("patient", "a"), ("patient", "b")], &["patient"]).is_err());
-    }
-
-    #[test]
-    fn pages_link_to_the_next_one() {
-        let p = params(&[("patient", "Patient/1"), ("_count", "2")], &["patient"]).unwrap();
-        let all = (0..5)
-            .map(|i| json!({"resourceType": "Encounter", "id": i.to_string()}))
-            .collect();
-        let b = bundle("http://h/fhir", "Encounter", &p, all);
-        assert_eq!(b["total"], 5);
-        assert_eq!(b["entry"].as_array().unwrap().len(), 2);
-        let next = b["link"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["relation"] == "next")
-            .unwrap();
-        assert_eq!(
-            next["url"],
-            "http://h/fhir/Encounter?patient=Patient%2F1&_count=2&_offset=2"
-        );
-    }
 }
