@@ -13,10 +13,6 @@ use common::*;
 use serde_json::json;
 use telehealth_tests::{ParticipantConfig, WsSession};
 
-fn ws_url(server: &Server) -> String {
-    server.url("/api/ws").replace("http://", "ws://")
-}
-
 async fn session_kinds(
     c: &reqwest::Client,
     server: &Server,
@@ -41,7 +37,7 @@ async fn a_page_that_never_answers_is_asked_to_rejoin_and_its_rejoin_brings_the_
     let c = client();
     let p = province(&c, &server).await;
     let cid = accepted_consultation(&c, &server, &p).await;
-    let url = ws_url(&server);
+    let url = server.ws_url();
     let station = WsSession::join(&url, &p.worker, &cid, ParticipantConfig::new("station", 660.0))
         .await
         .unwrap();
@@ -92,7 +88,7 @@ async fn an_offer_lost_with_its_socket_is_sent_again_on_the_new_one() {
     let c = client();
     let p = province(&c, &server).await;
     let cid = accepted_consultation(&c, &server, &p).await;
-    let url = ws_url(&server);
+    let url = server.ws_url();
     let doctor = WsSession::join(&url, &p.doctor, &cid, ParticipantConfig::new("doctor", 440.0))
         .await
         .unwrap();
@@ -150,7 +146,7 @@ async fn an_ice_restart_that_crosses_the_servers_offer_settles_with_media() {
     let c = client();
     let p = province(&c, &server).await;
     let cid = accepted_consultation(&c, &server, &p).await;
-    let url = ws_url(&server);
+    let url = server.ws_url();
     let station = WsSession::join(&url, &p.worker, &cid, ParticipantConfig::new("station", 660.0))
         .await
         .unwrap();
@@ -218,7 +214,7 @@ async fn a_page_that_comes_back_with_a_fresh_connection_takes_its_seat_back() {
     let c = client();
     let p = province(&c, &server).await;
     let cid = accepted_consultation(&c, &server, &p).await;
-    let url = ws_url(&server);
+    let url = server.ws_url();
     let doctor = WsSession::join(&url, &p.doctor, &cid, ParticipantConfig::new("doctor", 440.0))
         .await
         .unwrap();
@@ -299,7 +295,7 @@ async fn a_seat_is_held_while_its_page_is_away_then_removed() {
     let c = client();
     let p = province(&c, &server).await;
     let cid = accepted_consultation(&c, &server, &p).await;
-    let url = ws_url(&server);
+    let url = server.ws_url();
     let doctor = WsSession::join(&url, &p.doctor, &cid, ParticipantConfig::new("doctor", 440.0))
         .await
         .unwrap();

@@ -16,10 +16,6 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 /// The JWT key every node shares (as a deployment sets it).
 const JWT_KEY: &str = "cluster-test-key-0123456789abcdef0123456789";
 
-fn ws_url(server: &Server) -> String {
-    server.url("/api/ws").replace("http://", "ws://")
-}
-
 /// Starts `ids.len()` nodes on one fresh PostgreSQL database, one after
 /// another (the first creates the schema and the admin).
 async fn nodes(tag: &str, ids: &[&str]) -> (Vec<Server>, String) {
@@ -78,7 +74,7 @@ async fn host_of(db: &str, cid: &str) -> Option<(String, i64)> {
 /// returns once audio and video flow both ways.
 async fn in_call(a: &Server, b: &Server, p: &Province, cid: &str) -> (WsSession, WsSession) {
     let station = WsSession::join(
-        &ws_url(a),
+        &a.ws_url(),
         &p.worker,
         cid,
         ParticipantConfig::new("station", 660.0),
@@ -86,7 +82,7 @@ async fn in_call(a: &Server, b: &Server, p: &Province, cid: &str) -> (WsSession,
     .await
     .unwrap();
     let doctor = WsSession::join(
-        &ws_url(b),
+        &b.ws_url(),
         &p.doctor,
         cid,
         ParticipantConfig::new("doctor", 440.0),
@@ -195,7 +191,7 @@ async fn a_call_joined_through_two_nodes_is_hosted_on_one_with_media_both_ways()
 async fn join_until_placed(server: &Server, token: &str, cid: &str, name: &str, tone: f64) -> WsSession {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match WsSession::join(&ws_url(server), token, cid, ParticipantConfig::new(name, tone)).await {
+        match WsSession::join(&server.ws_url(), token, cid, ParticipantConfig::new(name, tone)).await {
             Ok(s) => return s,
             Err(e) => {
                 assert!(
@@ -271,7 +267,7 @@ type Page = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream
 
 /// A page's live-updates socket (the queue), opened on `server`.
 async fn queue_page(server: &Server, token: &str) -> Page {
-    let mut req = ws_url(server).as_str().into_client_request().unwrap();
+    let mut req = server.ws_url().as_str().into_client_request().unwrap();
     req.headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     let (mut page, _) = tokio_tungstenite::connect_async(req).await.unwrap();
@@ -471,7 +467,7 @@ async fn a_draining_node_keeps_its_call_takes_no_new_one_and_exits_when_it_ends(
     let second = accepted_consultation(&c, &servers[0], &p).await;
     let drainer = &servers[2];
     let station2 = WsSession::join(
-        &ws_url(drainer),
+        &drainer.ws_url(),
         &p.worker,
         &second,
         ParticipantConfig::new("station2", 700.0),
@@ -479,7 +475,7 @@ async fn a_draining_node_keeps_its_call_takes_no_new_one_and_exits_when_it_ends(
     .await
     .unwrap();
     let doctor2 = WsSession::join(
-        &ws_url(drainer),
+        &drainer.ws_url(),
         &p.doctor,
         &second,
         ParticipantConfig::new("doctor2", 480.0),
@@ -541,7 +537,7 @@ async fn a_draining_node_keeps_its_call_takes_no_new_one_and_exits_when_it_ends(
 /// Opens a page's call socket for `cid` on `server` (which places the call)
 /// and returns it once the server has said hello.
 async fn call_socket(server: &Server, token: &str, cid: &str) -> Page {
-    let mut req = format!("{}?consultation_id={cid}", ws_url(server))
+    let mut req = format!("{}?consultation_id={cid}", server.ws_url())
         .into_client_request()
         .unwrap();
     req.headers_mut()

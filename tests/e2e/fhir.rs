@@ -125,22 +125,24 @@ fn issue(outcome: &Value) -> (String, String) {
     )
 }
 
-fn of_type<'a>(list: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    list.iter().filter(|r| r["resourceType"] == kind).collect()
+/// Saves `content` into a draft note (as returned when it was made) and
+/// signs it.
+async fn write_and_sign(c: &reqwest::Client, s: &Server, doctor: &str, note: &Value, mut content: Value) {
+    let id = note["id"].as_str().unwrap();
+    content["version"] = note["version"].clone();
+    let saved = put(c, s, doctor, &format!("/api/notes/{id}"), content).await;
+    post(
+        c,
+        s,
+        doctor,
+        &format!("/api/notes/{id}/sign"),
+        json!({"version": saved["version"]}),
+    )
+    .await;
 }
 
-async fn put(c: &reqwest::Client, s: &Server, token: &str, path: &str, body: Value) -> Value {
-    let r = c
-        .put(s.url(path))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let v: Value = r.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "PUT {path}: {status} {v}");
-    v
+fn of_type<'a>(list: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    list.iter().filter(|r| r["resourceType"] == kind).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,22 +247,14 @@ async fn fhir_export_end_to_end(backend: &'static str) {
     )
     .await;
     let nid = id_of(&note);
-    let saved = put(
+    write_and_sign(
         &c,
         &server,
         &p.doctor,
-        &format!("/api/notes/{nid}"),
-        json!({"version": note["version"], "subjective": "Sốt 3 ngày, ho khan.", "objective": "T 38.4 °C, họng đỏ <không mủ>.",
+        &note,
+        json!({"subjective": "Sốt 3 ngày, ho khan.", "objective": "T 38.4 °C, họng đỏ <không mủ>.",
                "assessment": "Viêm họng cấp & sốt.", "plan": "Paracetamol 500 mg khi sốt.\nTái khám sau 3 ngày.",
                "icd10_codes": ["J02.9", "R50.9"], "disposition": "treat_at_station"}),
-    )
-    .await;
-    post(
-        &c,
-        &server,
-        &p.doctor,
-        &format!("/api/notes/{nid}/sign"),
-        json!({"version": saved["version"]}),
     )
     .await;
     post(
@@ -280,22 +274,14 @@ async fn fhir_export_end_to_end(backend: &'static str) {
     )
     .await;
     let aid = id_of(&amendment);
-    let saved = put(
+    write_and_sign(
         &c,
         &server,
         &p.doctor,
-        &format!("/api/notes/{aid}"),
-        json!({"version": amendment["version"], "subjective": "Sốt 3 ngày, ho khan.", "objective": "T 38.4 °C.",
+        &amendment,
+        json!({"subjective": "Sốt 3 ngày, ho khan.", "objective": "T 38.4 °C.",
                "assessment": "Viêm họng cấp do liên cầu.", "plan": "Amoxicillin 500 mg x 10 ngày.",
                "icd10_codes": ["J02.0"], "disposition": "follow_up"}),
-    )
-    .await;
-    post(
-        &c,
-        &server,
-        &p.doctor,
-        &format!("/api/notes/{aid}/sign"),
-        json!({"version": saved["version"]}),
     )
     .await;
 

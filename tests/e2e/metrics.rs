@@ -17,10 +17,6 @@ use common::*;
 use serde_json::{json, Value};
 use telehealth_tests::{ParticipantConfig, WsSession};
 
-fn ws_url(server: &Server) -> String {
-    server.url("/api/ws").replace("http://", "ws://")
-}
-
 /// The metrics URL the server printed at start.
 fn metrics_url(server: &Server) -> String {
     let out = server.output.lock().unwrap();
@@ -69,14 +65,33 @@ impl Drop for Process {
 }
 
 async fn prometheus_query(c: &reqwest::Client, base: &str, q: &str) -> Value {
-    c.get(format!("{base}/api/v1/query"))
+    match c
+        .get(format!("{base}/api/v1/query"))
         .query(&[("query", q)])
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        // Prometheus may still be starting.
+        Err(_) => Value::Null,
+    }
+}
+
+/// Asks Prometheus `q` (one number) every 250 ms for up to 30 s until it
+/// reaches `at_least`; the last answer.
+async fn prometheus_reaches(c: &reqwest::Client, base: &str, q: &str, at_least: f64) -> f64 {
+    let mut v = 0.0;
+    for _ in 0..120 {
+        v = prometheus_query(c, base, q).await["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if v >= at_least {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,7 +119,7 @@ async fn a_call_shows_in_the_metrics_and_a_real_prometheus_scrapes_them() {
     let nowhere = c.get(server.url("/api/no-such-thing")).send().await.unwrap();
     assert_eq!(nowhere.status(), 404);
     let cid = accepted_consultation(&c, &server, &p).await;
-    let url = ws_url(&server);
+    let url = server.ws_url();
     let station = WsSession::join(&url, &p.worker, &cid, ParticipantConfig::new("station", 660.0))
         .await
         .unwrap();
@@ -247,42 +262,15 @@ async fn a_call_shows_in_the_metrics_and_a_real_prometheus_scrapes_them() {
             .expect("prometheus (Debian's prometheus package)"),
     );
     let base = format!("http://{web}");
-    let mut last = Value::Null;
-    let mut got = false;
-    for _ in 0..120 {
-        if let Ok(r) = c
-            .get(format!("{base}/api/v1/query"))
-            .query(&[("query", "sum(telehealth_media_packets_forwarded_total)")])
-            .send()
-            .await
-        {
-            last = r.json().await.unwrap_or(Value::Null);
-            let v = last["data"]["result"][0]["value"][1]
-                .as_str()
-                .and_then(|v| v.parse::<f64>().ok());
-            if v.is_some_and(|v| v > 100.0) {
-                got = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(got, "Prometheus never saw the call's packets: {last}");
+    let packets = prometheus_reaches(&c, &base, "sum(telehealth_media_packets_forwarded_total)", 100.0).await;
+    assert!(
+        packets >= 100.0,
+        "Prometheus never saw the call's packets ({packets})"
+    );
     let up = prometheus_query(&c, &base, "up{job=\"telehealth\"}").await;
     assert_eq!(up["data"]["result"][0]["value"][1], "1", "{up}");
     // A few scrapes, so that rates over a minute have points to work on.
-    let mut scrapes = 0.0;
-    for _ in 0..40 {
-        let r = prometheus_query(&c, &base, "count_over_time(up{job=\"telehealth\"}[1m])").await;
-        scrapes = r["data"]["result"][0]["value"][1]
-            .as_str()
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if scrapes >= 4.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let scrapes = prometheus_reaches(&c, &base, "count_over_time(up{job=\"telehealth\"}[1m])", 4.0).await;
     assert!(scrapes >= 4.0, "Prometheus scraped {scrapes} times");
 
     // Every alert rule evaluated against the live node without an error.

@@ -147,6 +147,11 @@ impl Server {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
+
+    /// The call socket's URL.
+    pub fn ws_url(&self) -> String {
+        self.url("/api/ws").replace("http://", "ws://")
+    }
 }
 
 impl Drop for Server {
@@ -176,8 +181,24 @@ pub async fn login(c: &reqwest::Client, s: &Server, user: &str, password: &str) 
 }
 
 pub async fn post(c: &reqwest::Client, s: &Server, token: &str, path: &str, body: Value) -> Value {
+    send(c, s, token, reqwest::Method::POST, path, body).await
+}
+
+pub async fn put(c: &reqwest::Client, s: &Server, token: &str, path: &str, body: Value) -> Value {
+    send(c, s, token, reqwest::Method::PUT, path, body).await
+}
+
+/// A JSON request that must succeed; its answer.
+async fn send(
+    c: &reqwest::Client,
+    s: &Server,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+) -> Value {
     let r = c
-        .post(s.url(path))
+        .request(method.clone(), s.url(path))
         .bearer_auth(token)
         .json(&body)
         .send()
@@ -185,7 +206,7 @@ pub async fn post(c: &reqwest::Client, s: &Server, token: &str, path: &str, body
         .unwrap();
     let status = r.status();
     let v: Value = r.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "POST {path}: {status} {v}");
+    assert!(status.is_success(), "{method} {path}: {status} {v}");
     v
 }
 
