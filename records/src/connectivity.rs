@@ -119,12 +119,15 @@ pub struct StationConnectivity {
     pub worst_loss_pct: Option<f64>,
     pub avg_rtt_ms: Option<f64>,
     pub avg_jitter_ms: Option<f64>,
-    /// What the station's participants received and sent, kbit/s.
+    /// What the station's participants sent to the server (their upload:
+    /// the camera and microphone reaching the doctor) and received from
+    /// it (their download), kbit/s.
     pub avg_bitrate_in_kbps: Option<f64>,
     pub avg_bitrate_out_kbps: Option<f64>,
     /// The station's pages came back into a call by themselves.
     pub reconnections: u32,
-    /// Seconds the station's participants received audio only.
+    /// Seconds the station's participants received audio only because
+    /// their link could not carry the video (not a camera turned off).
     pub audio_only_secs: f64,
     /// Join attempts of the station's participants, and those whose media
     /// never connected (see the module's documentation).
@@ -149,31 +152,53 @@ struct Row {
     ended_at: Option<Timestamp>,
 }
 
-/// What is read of a session-log row: not its id or time.
+/// What is read of a session-log row: not its id.
 #[derive(FromRow)]
 struct LogRow {
     consultation_id: ConsultationId,
+    at: Timestamp,
     kind: String,
     user_id: Option<UserId>,
     data: String,
 }
 
-/// The samples and counts of one bucket, summed before the averages.
+/// The samples and counts of one bucket, summed before the averages. Only
+/// the loss of each sample is kept (for its percentile); the rest are sums.
 #[derive(Default)]
 struct Acc {
     row: StationConnectivity,
     loss: Vec<f64>,
-    rtt: Vec<f64>,
-    jitter: Vec<f64>,
-    bitrate_in: Vec<f64>,
-    bitrate_out: Vec<f64>,
-    hospital_loss: Vec<f64>,
-    hospital_rtt: Vec<f64>,
+    loss_mean: Mean,
+    rtt: Mean,
+    jitter: Mean,
+    bitrate_in: Mean,
+    bitrate_out: Mean,
+    hospital_loss: Mean,
+    hospital_rtt: Mean,
 }
 
-fn mean(v: &[f64]) -> Option<f64> {
-    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+/// A mean weighted by the seconds each sample covers.
+#[derive(Default)]
+struct Mean {
+    weight: f64,
+    sum: f64,
 }
+
+impl Mean {
+    fn add(&mut self, v: Option<f64>, weight: f64) {
+        if let Some(v) = v.filter(|v| v.is_finite()) {
+            self.weight += weight;
+            self.sum += v * weight;
+        }
+    }
+    fn get(&self) -> Option<f64> {
+        (self.weight > 0.0).then(|| self.sum / self.weight)
+    }
+}
+
+/// A join attempt that has not connected after this long failed, even if
+/// the page gave up and tried again (a reload within it is not a failure).
+const JOIN_GIVES_UP_SECS: i64 = 20;
 
 /// Nearest-rank percentile `p` (0-100) of `v`, which it sorts.
 fn percentile(v: &mut [f64], p: f64) -> Option<f64> {
@@ -187,6 +212,7 @@ fn percentile(v: &mut [f64], p: f64) -> Option<f64> {
 
 /// The session-log kinds read here.
 const KINDS: &[EventKind] = &[
+    EventKind::VideoLevel,
     EventKind::Joined,
     EventKind::Reconnected,
     EventKind::IceState,
@@ -276,17 +302,23 @@ impl Store {
         let mut buckets: BTreeMap<(FacilityId, NaiveDate), Acc> = BTreeMap::new();
         for page in rows.chunks(200) {
             let ids: Vec<ConsultationId> = page.iter().map(|r| r.id).collect();
-            let mut entries: HashMap<ConsultationId, Vec<(Option<UserId>, SessionEntry)>> = HashMap::new();
             let rows: Vec<LogRow> = self
-                .session_rows_of("consultation_id, kind, user_id, data", &ids, KINDS)
+                .session_rows_of("consultation_id, at, kind, user_id, data", &ids, KINDS)
                 .await?;
-            for e in rows {
-                if let Some(entry) = read(&e.kind, &e.data) {
-                    entries
-                        .entry(e.consultation_id)
-                        .or_default()
-                        .push((e.user_id, entry));
-                }
+            // Parsing the samples is most of the work: off the async
+            // threads, which also carry the calls' signaling.
+            let parsed = tokio::task::spawn_blocking(move || {
+                rows.into_iter()
+                    .filter_map(|e| {
+                        read(&e.kind, &e.data).map(|entry| (e.consultation_id, e.at, e.user_id, entry))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| RecordsError::Corrupt(format!("reading session logs: {e}")))?;
+            let mut entries: HashMap<ConsultationId, Vec<Entry>> = HashMap::new();
+            for (c, at, user, entry) in parsed {
+                entries.entry(c).or_default().push((at, user, entry));
             }
             for r in page {
                 let start = q.bucket.start_of(local_day(r.day_at));
@@ -324,19 +356,25 @@ fn read(kind: &str, data: &str) -> Option<SessionEntry> {
     SessionEntry::read(kind, &serde_json::from_str(data).ok()?)
 }
 
+/// A session-log entry: when, who wrote it, what.
+type Entry = (Timestamp, Option<UserId>, SessionEntry);
+
 /// One consultation's log (its entries, in order, with who wrote them) into
 /// its bucket.
-fn add_consultation(acc: &mut Acc, r: &Row, entries: &[(Option<UserId>, SessionEntry)], now: Timestamp) {
+fn add_consultation(acc: &mut Acc, r: &Row, entries: &[Entry], now: Timestamp) {
+    let last_at = entries.iter().map(|(at, _, _)| *at).max();
     if let Some(s) = r.started_at {
         acc.row.calls += 1;
-        let end = r.ended_at.unwrap_or(now);
+        // A call that never ended (interrupted, dropped) lasted until its
+        // log's last entry; one going on has a sample every few seconds.
+        let end = r.ended_at.or(last_at).unwrap_or(s).min(now);
         acc.row.call_minutes += ((end.0 - s.0).num_milliseconds() as f64 / 60_000.0).max(0.0);
     }
     // Who is who: a participant's role from its join, and a user's as a
     // fallback for samples that name no participant.
     let mut by_participant: HashMap<String, Role> = HashMap::new();
     let mut by_user: HashMap<UserId, Role> = HashMap::new();
-    for (user, e) in entries {
+    for (_, user, e) in entries {
         if let SessionEntry::Joined(j) | SessionEntry::Reconnected(j) = e {
             by_participant.insert(j.participant_id.clone(), j.role);
             if let Some(u) = user {
@@ -354,15 +392,24 @@ fn add_consultation(acc: &mut Acc, r: &Row, entries: &[(Option<UserId>, SessionE
             Role::Admin => None,
         }
     };
-    // Open join attempts of the station's participants: connected yet?
-    let mut open: HashMap<String, bool> = HashMap::new();
+    // Open join attempts of the station's participants: since when, and
+    // connected yet? One that ends unconnected after JOIN_GIVES_UP_SECS
+    // failed.
+    let mut open: HashMap<String, (Timestamp, bool)> = HashMap::new();
+    let failed = |attempt: Option<(Timestamp, bool)>, at: Timestamp| {
+        attempt.is_some_and(|(since, connected)| {
+            !connected && (at.0 - since.0).num_seconds() >= JOIN_GIVES_UP_SECS
+        })
+    };
+    // Why each participant gets no video, as the server last said.
+    let mut video_off: HashMap<&str, Option<&str>> = HashMap::new();
     let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
-    for (user, e) in entries {
+    for (at, user, e) in entries {
         match e {
             SessionEntry::Joined(j) | SessionEntry::Reconnected(j) => {
                 let attempt = matches!(e, SessionEntry::Joined(_)) || j.new_connection;
                 if j.role == Role::HealthWorker && attempt {
-                    if open.insert(j.participant_id.clone(), false) == Some(false) {
+                    if failed(open.insert(j.participant_id.clone(), (*at, false)), *at) {
                         acc.row.failed_joins += 1;
                     }
                     acc.row.join_attempts += 1;
@@ -380,7 +427,7 @@ fn add_consultation(acc: &mut Acc, r: &Row, entries: &[(Option<UserId>, SessionE
                 }
                 match state.as_str() {
                     "connected" | "completed" => {
-                        if let Some(c) = open.get_mut(participant_id) {
+                        if let Some((_, c)) = open.get_mut(participant_id) {
                             *c = true;
                         }
                     }
@@ -389,32 +436,60 @@ fn add_consultation(acc: &mut Acc, r: &Row, entries: &[(Option<UserId>, SessionE
                 }
             }
             SessionEntry::Left { participant_id, .. } => {
-                if open.remove(participant_id) == Some(false) {
+                if failed(open.remove(participant_id), *at) {
                     acc.row.failed_joins += 1;
                 }
             }
             SessionEntry::RoomClosed {} => {
-                acc.row.failed_joins += open.drain().filter(|(_, c)| !c).count() as u32;
+                acc.row.failed_joins += open.drain().filter(|(_, a)| failed(Some(*a), *at)).count() as u32;
             }
-            SessionEntry::Stats(s) => match station(s.participant_id.as_deref(), s.user_id.or(*user)) {
-                Some(true) => {
-                    acc.row.samples += 1;
-                    acc.loss.extend(finite(s.loss_pct));
-                    acc.rtt.extend(finite(s.rtt_ms));
-                    acc.jitter.extend(finite(s.jitter_ms));
-                    acc.bitrate_in.extend(s.bitrate_in_kbps.map(|b| b as f64));
-                    acc.bitrate_out.extend(s.bitrate_out_kbps.map(|b| b as f64));
-                    if s.audio_only {
-                        acc.row.audio_only_secs +=
-                            finite(Some(s.interval_secs)).unwrap_or(STATS_INTERVAL_SECS);
+            SessionEntry::VideoLevel {
+                participant_id, off, ..
+            } => {
+                video_off.insert(participant_id, off.as_deref());
+            }
+            SessionEntry::Stats(s) => {
+                // A sample in which nothing flowed either way (waiting
+                // alone for the other side) says nothing about the link.
+                let packets = [
+                    s.received_audio_packets,
+                    s.received_video_packets,
+                    s.sent_audio_packets,
+                    s.sent_video_packets,
+                ];
+                if packets.iter().all(Option::is_some) && packets.iter().flatten().sum::<u64>() == 0 {
+                    continue;
+                }
+                let secs = finite(Some(s.interval_secs))
+                    .filter(|s| *s > 0.0)
+                    .unwrap_or(STATS_INTERVAL_SECS);
+                match station(s.participant_id.as_deref(), s.user_id.or(*user)) {
+                    Some(true) => {
+                        acc.row.samples += 1;
+                        acc.loss.extend(finite(s.loss_pct));
+                        acc.loss_mean.add(s.loss_pct, secs);
+                        acc.rtt.add(s.rtt_ms, secs);
+                        acc.jitter.add(s.jitter_ms, secs);
+                        acc.bitrate_in.add(s.bitrate_in_kbps.map(|b| b as f64), secs);
+                        acc.bitrate_out.add(s.bitrate_out_kbps.map(|b| b as f64), secs);
+                        // Audio only because the link could not carry the
+                        // video, not because a camera was off or someone
+                        // chose it.
+                        let why = s
+                            .participant_id
+                            .as_deref()
+                            .and_then(|p| video_off.get(p).copied().flatten());
+                        if s.audio_only && why == Some("bandwidth") {
+                            acc.row.audio_only_secs += secs;
+                        }
                     }
+                    Some(false) => {
+                        acc.hospital_loss.add(s.loss_pct, secs);
+                        acc.hospital_rtt.add(s.rtt_ms, secs);
+                    }
+                    None => {}
                 }
-                Some(false) => {
-                    acc.hospital_loss.extend(finite(s.loss_pct));
-                    acc.hospital_rtt.extend(finite(s.rtt_ms));
-                }
-                None => {}
-            },
+            }
             // Not read (the query asks for the kinds above only).
             SessionEntry::StateChanged { .. }
             | SessionEntry::Accepted {}
@@ -430,29 +505,31 @@ fn add_consultation(acc: &mut Acc, r: &Row, entries: &[(Option<UserId>, SessionE
             | SessionEntry::MediaRepair { .. }
             | SessionEntry::MediaResumed { .. }
             | SessionEntry::AddressChanged { .. }
-            | SessionEntry::VideoLevel { .. }
             | SessionEntry::RejoinRequested { .. }
             | SessionEntry::CallPlaced { .. } => {}
         }
     }
-    // The consultation is over: its attempts are too.
-    if r.ended_at.is_some() {
-        acc.row.failed_joins += open.values().filter(|c| !**c).count() as u32;
+    // The consultation is over (or its log has been quiet for a while: an
+    // interrupted call no one came back to): its attempts are too.
+    let quiet = last_at.is_some_and(|t| (now.0 - t.0).num_minutes() >= 10);
+    if r.ended_at.is_some() || quiet {
+        let end = r.ended_at.or(last_at).unwrap_or(now);
+        acc.row.failed_joins += open.values().filter(|a| failed(Some(**a), end)).count() as u32;
     }
 }
 
 impl Acc {
     fn finish(mut self) -> StationConnectivity {
         let mut r = self.row;
-        r.avg_loss_pct = mean(&self.loss);
+        r.avg_loss_pct = self.loss_mean.get();
         r.worst_loss_pct = self.loss.iter().copied().reduce(f64::max);
         r.p95_loss_pct = percentile(&mut self.loss, 95.0);
-        r.avg_rtt_ms = mean(&self.rtt);
-        r.avg_jitter_ms = mean(&self.jitter);
-        r.avg_bitrate_in_kbps = mean(&self.bitrate_in);
-        r.avg_bitrate_out_kbps = mean(&self.bitrate_out);
-        r.hospital_avg_loss_pct = mean(&self.hospital_loss);
-        r.hospital_avg_rtt_ms = mean(&self.hospital_rtt);
+        r.avg_rtt_ms = self.rtt.get();
+        r.avg_jitter_ms = self.jitter.get();
+        r.avg_bitrate_in_kbps = self.bitrate_in.get();
+        r.avg_bitrate_out_kbps = self.bitrate_out.get();
+        r.hospital_avg_loss_pct = self.hospital_loss.get();
+        r.hospital_avg_rtt_ms = self.hospital_rtt.get();
         r
     }
 }

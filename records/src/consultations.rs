@@ -198,6 +198,20 @@ impl Store {
         state: Option<ConsultationState>,
         limit: i64,
     ) -> Result<Vec<Consultation>> {
+        self.consultations_kept(actor, scope, state, limit, |_| true)
+            .await
+    }
+
+    /// [`Self::consultations`], keeping only those `keep` lets through (the
+    /// caller's own rule): only what is kept is audited as read.
+    pub async fn consultations_kept(
+        &self,
+        actor: &Actor,
+        scope: &ConsultationScope,
+        state: Option<ConsultationState>,
+        limit: i64,
+        keep: impl Fn(&Consultation) -> bool,
+    ) -> Result<Vec<Consultation>> {
         let (cond, a, b) = match scope {
             ConsultationScope::Station(f) => ("station_id = $1 AND $2 IS NULL", f.to_string(), None),
             ConsultationScope::Doctor { doctor, hospital } => (
@@ -217,6 +231,11 @@ impl Store {
         .bind(limit.clamp(1, 500))
         .fetch_all(&self.pool)
         .await?;
+        let rows: Vec<Consultation> = rows.into_iter().filter(|c| keep(c)).collect();
+        if rows.is_empty() {
+            // Nothing read, nothing to write: no turn at the writer.
+            return Ok(rows);
+        }
         let mut w = self.begin_write().await?;
         for c in &rows {
             record(

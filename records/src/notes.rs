@@ -409,6 +409,10 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let notes = rows.into_iter().map(Note::try_from).collect::<Result<Vec<_>>>()?;
+        if notes.is_empty() {
+            // Nothing read, nothing to write: no turn at the writer.
+            return Ok(notes);
+        }
         let mut w = self.begin_write().await?;
         for n in &notes {
             record(

@@ -104,6 +104,33 @@ fn stats(pid: &str, loss: f64, rtt: f64, bitrate: (u64, u64), audio_only: bool) 
     })
 }
 
+fn video_off(pid: &str, why: &str) -> SessionEntry {
+    SessionEntry::VideoLevel {
+        participant_id: pid.into(),
+        publisher_id: "other".into(),
+        track: "video".into(),
+        layer: None,
+        layers: None,
+        off: Some(why.into()),
+    }
+}
+
+/// A sample in which the participant sent and received `packets` in all.
+fn flowing(pid: &str, loss: f64, packets: u64, audio_only: bool) -> SessionEntry {
+    SessionEntry::Stats(SessionStats {
+        participant_id: Some(pid.into()),
+        interval_secs: 5.0,
+        loss_pct: Some(loss),
+        rtt_ms: Some(80.0),
+        audio_only,
+        received_audio_packets: Some(packets),
+        received_video_packets: Some(0),
+        sent_audio_packets: Some(0),
+        sent_video_packets: Some(0),
+        ..Default::default()
+    })
+}
+
 fn day(s: &str) -> NaiveDate {
     s.parse().unwrap()
 }
@@ -129,6 +156,8 @@ async fn station_connectivity_sums_known_calls(store: Store) {
     put(&store, a, at, hw, ice("a-hw", "connected")).await;
     put(&store, a, at, doc, ice("a-doc", "connected")).await;
     put(&store, a, at, hw, stats("a-hw", 2.0, 100.0, (500, 300), false)).await;
+    // Its link could not carry the doctor's video: audio only.
+    put(&store, a, at, None, video_off("a-hw", "bandwidth")).await;
     put(&store, a, at, hw, stats("a-hw", 10.0, 300.0, (300, 100), true)).await;
     put(&store, a, at, doc, stats("a-doc", 1.0, 50.0, (900, 900), false)).await;
     // The station's page came back by itself (same media connection): a
@@ -150,6 +179,7 @@ async fn station_connectivity_sums_known_calls(store: Store) {
     let at = "2026-12-06T17:10:00Z";
     put(&store, b, at, hw, joined("b-hw1", Role::HealthWorker)).await;
     put(&store, b, at, hw, ice("b-hw1", "checking")).await;
+    let at = "2026-12-06T17:10:30Z";
     put(&store, b, at, hw, left("b-hw1")).await;
     put(&store, b, at, hw, joined("b-hw2", Role::HealthWorker)).await;
     put(&store, b, at, hw, ice("b-hw2", "connected")).await;
@@ -236,7 +266,8 @@ async fn station_connectivity_sums_known_calls(store: Store) {
         (1, 0, 1, 0),
         "an attempt still open is not failed yet"
     );
-    put(&store, c, &at, Some(w.hw2.id), left("c-hw")).await;
+    let later = Timestamp(now.0 + chrono::Duration::seconds(30)).to_string();
+    put(&store, c, &later, Some(w.hw2.id), left("c-hw")).await;
     let rows = store.station_connectivity(&q, now).await.unwrap();
     assert_eq!(
         (rows[0].station_id, rows[0].calls, rows[0].failed_joins),
@@ -271,3 +302,98 @@ async fn station_connectivity_ranges_are_bounded(store: Store) {
     assert!(store.station_connectivity(&q, now).await.unwrap().is_empty());
 }
 on_both!(station_connectivity_ranges_are_bounded);
+
+/// What the link did, not what people did: a call that was interrupted and
+/// never ended lasts until its log's last entry (not until now); samples in
+/// which nothing flowed (waiting alone) are left out; audio only because a
+/// camera was off is not the link's; a page reloaded within 20 s is not a
+/// failed join, one that never connected in 30 s is.
+async fn station_connectivity_reads_what_the_link_did(store: Store) {
+    let w = world(&store).await;
+    let hw = Some(w.hw2.id);
+    let d = consultation(&store, &w, &w.hw2, w.s2.id).await;
+    sqlx::query("UPDATE consultations SET state = 'interrupted', started_at = $1 WHERE id = $2")
+        .bind("2026-11-10T02:00:00Z".parse::<Timestamp>().unwrap())
+        .bind(d)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    put(
+        &store,
+        d,
+        "2026-11-10T01:59:00Z",
+        hw,
+        joined("d-hw", Role::HealthWorker),
+    )
+    .await;
+    // Reloaded 5 s later, before connecting: not a failure.
+    let again = SessionEntry::Reconnected(Joining {
+        participant_id: "d-hw".into(),
+        role: Role::HealthWorker,
+        new_connection: true,
+    });
+    put(&store, d, "2026-11-10T01:59:05Z", hw, again).await;
+    put(&store, d, "2026-11-10T01:59:06Z", hw, ice("d-hw", "connected")).await;
+    // Waiting alone: nothing flowed; then a call, 4 % loss.
+    put(
+        &store,
+        d,
+        "2026-11-10T01:59:10Z",
+        hw,
+        flowing("d-hw", 0.0, 0, true),
+    )
+    .await;
+    put(
+        &store,
+        d,
+        "2026-11-10T02:01:00Z",
+        hw,
+        flowing("d-hw", 4.0, 250, false),
+    )
+    .await;
+    // Audio only chosen on the page: not for the link's sake.
+    put(
+        &store,
+        d,
+        "2026-11-10T02:02:00Z",
+        None,
+        video_off("d-hw", "requested"),
+    )
+    .await;
+    put(
+        &store,
+        d,
+        "2026-11-10T02:10:00Z",
+        hw,
+        flowing("d-hw", 4.0, 250, true),
+    )
+    .await;
+    // A second page of the station never connected, then the log fell quiet.
+    put(
+        &store,
+        d,
+        "2026-11-10T02:11:00Z",
+        hw,
+        joined("d-hw2", Role::HealthWorker),
+    )
+    .await;
+    put(&store, d, "2026-11-10T02:12:00Z", hw, ice("d-hw2", "checking")).await;
+
+    let q = query("2026-11-10", "2026-11-10", Bucket::Day, Some(w.s2.id));
+    let rows = store.station_connectivity(&q, Timestamp::now()).await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let r = &rows[0];
+    assert_eq!((r.calls, r.call_minutes), (1, 12.0), "to the log's last entry");
+    assert_eq!(
+        (r.samples, r.avg_loss_pct),
+        (2, Some(4.0)),
+        "the quiet sample is left out"
+    );
+    assert_eq!(r.audio_only_secs, 0.0, "audio only by choice is not the link");
+    assert_eq!(
+        (r.join_attempts, r.failed_joins, r.reconnections),
+        (3, 1, 1),
+        "the reload is no failure; the page that never connected is"
+    );
+}
+on_both!(station_connectivity_reads_what_the_link_did);

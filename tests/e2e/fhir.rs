@@ -579,7 +579,8 @@ async fn fhir_export_end_to_end(backend: &'static str) {
         .await;
     assert_eq!(labs["total"], 0);
 
-    // Compositions: the signed note and its amendment, which replaces it.
+    // Compositions: a search gives the latest version (the amendment, which
+    // replaces the note); the note it replaced is still read by id.
     let comps = f
         .all_pages(
             &p.worker,
@@ -588,7 +589,8 @@ async fn fhir_export_end_to_end(backend: &'static str) {
             "compositions",
         )
         .await;
-    assert_eq!(comps.len(), 2);
+    assert_eq!(comps.len(), 1);
+    assert_eq!(comps[0]["id"], aid.as_str());
     let first = f
         .get(
             Some(&p.worker),
@@ -749,7 +751,7 @@ async fn fhir_export_end_to_end(backend: &'static str) {
         ("Encounter", 2),
         ("Appointment", 1),
         ("Observation", 12),
-        ("Composition", 2),
+        ("Composition", 1),
         ("DocumentReference", 1),
         ("Organization", 2),
         ("Location", 2),
@@ -947,4 +949,175 @@ async fn fhir_export_end_to_end(backend: &'static str) {
 
 fn uuid_like() -> &'static str {
     "0b6f8a0e-1c1f-4a0c-8e7e-3b5c7d9e2f10"
+}
+
+/// A patient seen at two hospitals: each hospital's doctor finds only their
+/// own consultation in searches and `$everything` (and is audited for that
+/// one only); a measurement taken for the other hospital's consultation is
+/// shown without its reference to it; an amended note is exported once, as
+/// its amendment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_doctor_finds_only_their_own_hospitals_consultations() {
+    let dir = temp_dir("fhir-two-hospitals");
+    let db = database_url("sqlite", &dir).await;
+    let server = Server::start(&dir, &db);
+    let c = client();
+    let p = province(&c, &server).await;
+    let h2 = post(&c, &server, &p.admin, "/api/facilities", json!({"code": "H2", "name": "Bệnh viện tỉnh", "kind": "provincial_hospital", "province": "Điện Biên"})).await;
+    post(&c, &server, &p.admin, "/api/users", json!({"username": "bacsi2", "display_name": "Bác sĩ 2", "password": PASSWORD, "role": "doctor", "facility_id": h2["id"]})).await;
+    let doctor2 = login(&c, &server, "bacsi2", PASSWORD).await;
+    let doctor1_id = get(&c, &server, &p.doctor, "/api/auth/me").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let patient = post(
+        &c,
+        &server,
+        &p.worker,
+        "/api/patients",
+        json!({"full_name": "Giàng Thị Pà", "date_of_birth": "1985-04-05", "sex": "female"}),
+    )
+    .await;
+    let pid = patient["id"].as_str().unwrap().to_owned();
+    consent(&c, &server, &p.worker, &pid).await;
+    let mine = post(
+        &c,
+        &server,
+        &p.worker,
+        "/api/consultations",
+        json!({"patient_id": pid, "kind": "urgent", "reason": "Ho"}),
+    )
+    .await;
+    let mine = mine["id"].as_str().unwrap().to_owned();
+    post(
+        &c,
+        &server,
+        &p.doctor,
+        &format!("/api/consultations/{mine}/accept"),
+        json!({}),
+    )
+    .await;
+    let theirs = post(
+        &c,
+        &server,
+        &p.worker,
+        "/api/consultations",
+        json!({"patient_id": pid, "kind": "urgent", "reason": "Đau bụng", "hospital_id": h2["id"],
+        "vitals": {"temperature_c": 37.2, "pulse_bpm": 80}}),
+    )
+    .await;
+    let theirs = theirs["id"].as_str().unwrap().to_owned();
+    post(
+        &c,
+        &server,
+        &doctor2,
+        &format!("/api/consultations/{theirs}/accept"),
+        json!({}),
+    )
+    .await;
+    // Doctor 1's note, signed, then amended and signed again.
+    post(
+        &c,
+        &server,
+        &p.doctor,
+        &format!("/api/consultations/{mine}/state"),
+        json!({"state": "in_progress"}),
+    )
+    .await;
+    let note = post(
+        &c,
+        &server,
+        &p.doctor,
+        &format!("/api/consultations/{mine}/notes"),
+        json!({}),
+    )
+    .await;
+    let content = json!({"subjective": "Ho", "objective": "Phổi trong", "assessment": "Viêm họng", "plan": "Theo dõi", "icd10_codes": ["J02.9"], "disposition": "treat_at_station"});
+    write_and_sign(&c, &server, &p.doctor, &note, content.clone()).await;
+    post(
+        &c,
+        &server,
+        &p.doctor,
+        &format!("/api/consultations/{mine}/state"),
+        json!({"state": "completed"}),
+    )
+    .await;
+    let amendment = post(
+        &c,
+        &server,
+        &p.doctor,
+        &format!("/api/notes/{}/amend", note["id"].as_str().unwrap()),
+        json!({}),
+    )
+    .await;
+    let mut amended = content;
+    amended["icd10_codes"] = json!(["J02.0"]);
+    write_and_sign(&c, &server, &p.doctor, &amendment, amended).await;
+
+    let fhir = |path: String| {
+        let (c, url, token) = (c.clone(), server.url(&path), p.doctor.clone());
+        async move {
+            let r = c.get(url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let ids = |b: &Value, kind: &str| -> Vec<String> {
+        b["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| &e["resource"])
+            .filter(|r| r["resourceType"] == kind)
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let encounters = fhir(format!("/fhir/Encounter?patient={pid}")).await;
+    assert_eq!(
+        ids(&encounters, "Encounter"),
+        std::slice::from_ref(&mine),
+        "{encounters}"
+    );
+    let everything = fhir(format!("/fhir/Patient/{pid}/$everything?_count=100")).await;
+    assert_eq!(ids(&everything, "Encounter"), std::slice::from_ref(&mine));
+    assert_eq!(
+        ids(&everything, "Composition"),
+        [amendment["id"].as_str().unwrap().to_owned()],
+        "the amendment alone stands for the note"
+    );
+    let observations = fhir(format!("/fhir/Observation?patient={pid}&category=vital-signs")).await;
+    let refs: Vec<&Value> = observations["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"]["encounter"])
+        .collect();
+    assert!(
+        !refs.is_empty(),
+        "the other hospital's measurements are the patient's: {observations}"
+    );
+    assert!(
+        refs.iter().all(|r| r.is_null()),
+        "no reference to the consultation doctor 1 may not read: {refs:?}"
+    );
+    // Doctor 1 is audited for their own consultation only.
+    let listed = get(
+        &c,
+        &server,
+        &p.admin,
+        &format!("/api/audit?patient_id={pid}&actor_id={doctor1_id}&action=consultation.list"),
+    )
+    .await;
+    let listed: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["resource_id"].as_str())
+        .collect();
+    assert!(listed.contains(&mine.as_str()), "{listed:?}");
+    assert!(
+        !listed.contains(&theirs.as_str()),
+        "not audited as read: {listed:?}"
+    );
 }

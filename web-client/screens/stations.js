@@ -157,7 +157,7 @@ export async function render(ctx) {
     ));
     // The same numbers as a table: what a screen reader reads instead of the charts.
     const heads = /** @type {Key[]} */ ([unit === 'week' ? 'stations.bucketWeek' : 'stations.bucketDay', 'stations.calls',
-      'stations.minutes', 'stations.avgLoss', 'stations.p95Loss', 'stations.avgRtt', 'stations.bitrate', 'stations.reconnections',
+      'stations.minutes', 'stations.avgLoss', 'stations.p95LossBucket', 'stations.avgRtt', 'stations.bitrate', 'stations.reconnections',
       'stations.failedJoins', 'stations.audioOnly']);
     detail.append(cards(h('div', { class: 'table-wrap' }, h('table', { class: 'table', id: 'station-buckets' },
       h('caption', {}, t('stations.tableCaption', { name: s.station.name, unit: t(unit === 'week' ? 'stations.unitWeek' : 'stations.unitDay') })),

@@ -18,6 +18,8 @@ use crate::state::AppState;
 
 /// Most consultations of one patient a search looks at.
 const CONSULTATIONS: i64 = 200;
+/// Most alternatives in an Observation search's `code`.
+const MAX_CODES: usize = 20;
 
 pub struct Gather<'a> {
     pub s: &'a AppState,
@@ -127,32 +129,80 @@ impl Gather<'_> {
 
     /// The patient's consultations the caller may see, newest first.
     pub async fn consultations(&self, pid: PatientId) -> FhirResult<Vec<Consultation>> {
-        let list = self
+        // Only what the caller may see is kept, and only that is audited.
+        Ok(self
             .s
             .store
-            .consultations(
+            .consultations_kept(
                 &self.user.actor(),
                 &ConsultationScope::Patient(pid),
                 None,
                 CONSULTATIONS,
+                |c| access::may_read_consultation(self.user, c),
             )
-            .await?;
-        Ok(list
-            .into_iter()
-            .filter(|c| access::may_read_consultation(self.user, c))
-            .collect())
+            .await?)
+    }
+
+    /// Takes out of Observations the `encounter` references the caller may
+    /// not follow (a measurement taken for another hospital's consultation):
+    /// a platform resolving them would only be refused.
+    async fn hide_unreadable_encounters(
+        &self,
+        observations: &mut [Value],
+        readable: Option<&[Consultation]>,
+    ) {
+        let mut verdicts: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+        for o in observations.iter_mut() {
+            let Some(reference) = o["encounter"]["reference"].as_str().map(str::to_owned) else {
+                continue;
+            };
+            let id = reference.trim_start_matches("Encounter/").to_owned();
+            let ok = match verdicts.get(&id) {
+                Some(ok) => *ok,
+                None => {
+                    let ok = match readable {
+                        Some(list) => list.iter().any(|c| c.id.to_string() == id),
+                        None => match id.parse() {
+                            Ok(cid) => self
+                                .s
+                                .store
+                                .consultation(cid)
+                                .await
+                                .is_ok_and(|c| access::may_read_consultation(self.user, &c)),
+                            Err(_) => false,
+                        },
+                    };
+                    verdicts.insert(id, ok);
+                    ok
+                }
+            };
+            if !ok {
+                if let Some(m) = o.as_object_mut() {
+                    m.remove("encounter");
+                }
+            }
+        }
+    }
+
+    /// Of a consultation's signed notes, the latest of each amendment chain
+    /// (an amended note is replaced by its amendment: a consumer that does
+    /// not follow `relatesTo` must not count both versions' diagnoses). The
+    /// older versions stay readable by id.
+    fn latest_versions(notes: Vec<telehealth_records::Note>) -> Vec<telehealth_records::Note> {
+        let replaced: BTreeSet<_> = notes.iter().filter_map(|n| n.amends_note_id).collect();
+        notes.into_iter().filter(|n| !replaced.contains(&n.id)).collect()
     }
 
     /// The signed notes of these consultations as Compositions.
     pub async fn compositions(&self, cons: &[Consultation]) -> FhirResult<Vec<Value>> {
         let mut out = Vec::new();
         for c in cons {
-            for n in self
+            let notes = self
                 .s
                 .store
                 .consultation_notes(&self.user.actor(), c.id, true)
-                .await?
-            {
+                .await?;
+            for n in Self::latest_versions(notes) {
                 out.extend(resources::composition(&n, c));
             }
         }
@@ -188,10 +238,17 @@ impl Gather<'_> {
                 return Ok(Vec::new());
             }
         }
-        let list = self.s.store.patient_vitals(&self.user.actor(), pid).await?;
         let wanted: Option<Vec<&str>> =
             code.map(|c| c.split(',').map(|c| c.rsplit('|').next().unwrap_or(c)).collect());
-        Ok(list
+        if wanted.as_ref().is_some_and(|w| w.len() > MAX_CODES) {
+            return Err(FhirError::bad(
+                "too_many_codes",
+                format!("Tìm theo “code” nhận tối đa {MAX_CODES} mã."),
+                format!("A `code` search takes at most {MAX_CODES} codes."),
+            ));
+        }
+        let list = self.s.store.patient_vitals(&self.user.actor(), pid).await?;
+        let mut found: Vec<Value> = list
             .iter()
             .flat_map(resources::observations)
             .filter(|o| match &wanted {
@@ -200,7 +257,9 @@ impl Gather<'_> {
                     .as_array()
                     .is_some_and(|cs| cs.iter().any(|c| codes.iter().any(|w| c["code"] == *w))),
             })
-            .collect())
+            .collect();
+        self.hide_unreadable_encounters(&mut found, None).await;
+        Ok(found)
     }
 
     /// `Patient/{id}/$everything`: the patient, their encounters and
@@ -222,9 +281,13 @@ impl Gather<'_> {
         out.extend(cons.iter().filter_map(resources::appointment));
         let vitals = store.patient_vitals(&self.user.actor(), pid).await?;
         people.extend(vitals.iter().map(|v| v.recorded_by));
-        out.extend(vitals.iter().flat_map(resources::observations));
+        let mut observations: Vec<Value> = vitals.iter().flat_map(resources::observations).collect();
+        self.hide_unreadable_encounters(&mut observations, Some(&cons))
+            .await;
+        out.extend(observations);
         for c in &cons {
-            for n in store.consultation_notes(&self.user.actor(), c.id, true).await? {
+            let notes = store.consultation_notes(&self.user.actor(), c.id, true).await?;
+            for n in Self::latest_versions(notes) {
                 people.insert(n.author_id);
                 out.extend(resources::composition(&n, c));
             }

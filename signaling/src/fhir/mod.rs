@@ -187,11 +187,13 @@ async fn read(
                 .consultation(cid)
                 .await
                 .map_err(|e| missing(e, &kind, &id))?;
+            // Access first: a caller without it learns nothing of the
+            // consultation (not even whether it was booked), and is audited.
+            access::consultation(&s, &user, cid, ConsultationAccess::Read).await?;
             if kind == "Appointment" && resources::appointment(&c).is_none() {
                 // An urgent request was never booked.
                 return Err(FhirError::not_found(&kind, &id));
             }
-            access::consultation(&s, &user, cid, ConsultationAccess::Read).await?;
             let c = s.store.read_consultation(&actor, cid).await?;
             match kind.as_str() {
                 "Encounter" => resources::encounter(&c),
@@ -204,10 +206,10 @@ async fn read(
                 .ok_or_else(|| FhirError::not_found(&kind, &id))?;
             let vid: VitalsId = parse_id(&kind, vid).map_err(|_| FhirError::not_found(&kind, &id))?;
             let v = s.store.vitals(vid).await.map_err(|e| missing(e, &kind, &id))?;
+            access::patient(&s, &user, v.patient_id, PatientAccess::Read).await?;
             if resources::observation(&v, suffix).is_none() {
                 return Err(FhirError::not_found(&kind, &id));
             }
-            access::patient(&s, &user, v.patient_id, PatientAccess::Read).await?;
             s.store
                 .audit(
                     &actor,
@@ -222,9 +224,12 @@ async fn read(
         }
         "Composition" => {
             let nid: NoteId = parse_id(&kind, &id)?;
-            let (_, _, _, status) = s.store.note_meta(nid).await.map_err(|e| missing(e, &kind, &id))?;
+            let (cid, _, _, status) = s.store.note_meta(nid).await.map_err(|e| missing(e, &kind, &id))?;
             if status != NoteStatus::Signed {
                 // Drafts are not exported: a Composition is a signed note.
+                // Whoever may not read the consultation is refused (and
+                // audited) rather than told there is a draft.
+                access::consultation(&s, &user, cid, ConsultationAccess::Read).await?;
                 return Err(FhirError::not_found(&kind, &id));
             }
             let c = access::note(&s, &user, nid, false).await?;
