@@ -1101,6 +1101,46 @@ async fn a_doctor_finds_only_their_own_hospitals_consultations() {
         refs.iter().all(|r| r.is_null()),
         "no reference to the consultation doctor 1 may not read: {refs:?}"
     );
+    // Past the store's bound (200 measurement sets), the answer says it is
+    // cut short instead of claiming a total.
+    for i in 0..200 {
+        post(
+            &c,
+            &server,
+            &p.worker,
+            &format!("/api/patients/{pid}/vitals"),
+            json!({"pulse_bpm": 70 + i % 20}),
+        )
+        .await;
+    }
+    let cut = fhir(format!("/fhir/Observation?patient={pid}&_count=5")).await;
+    assert!(cut.get("total").is_none(), "{cut}");
+    if let Some(o) = std::env::var_os("TELEHEALTH_FHIR_OUT") {
+        // Validated with the others (tests/scripts/fhir.sh).
+        std::fs::create_dir_all(&o).unwrap();
+        std::fs::write(PathBuf::from(o).join("observations-cut.json"), cut.to_string()).unwrap();
+    }
+    let outcome: Vec<&Value> = cut["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["search"]["mode"] == "outcome")
+        .collect();
+    assert_eq!(outcome.len(), 1, "{cut}");
+    assert_eq!(outcome[0]["resource"]["issue"][0]["severity"], "warning");
+    let whole = fhir(format!("/fhir/Encounter?patient={pid}")).await;
+    assert_eq!(whole["total"], 1, "an answer within the bounds keeps its total");
+    // A number no one holds: nothing found, and the lookup is audited.
+    let nobody = fhir("/fhir/Patient?identifier=urn:telehealth:vn:cccd|099999999999".to_owned()).await;
+    assert_eq!(nobody["total"], 0);
+    let lookups = get(
+        &c,
+        &server,
+        &p.admin,
+        &format!("/api/audit?actor_id={doctor1_id}&action=patient.search"),
+    )
+    .await;
+    assert_eq!(lookups.as_array().unwrap().len(), 1, "{lookups}");
     // Doctor 1 is audited for their own consultation only.
     let listed = get(
         &c,

@@ -21,10 +21,15 @@ const CONSULTATIONS: i64 = 200;
 /// Most alternatives in an Observation search's `code`.
 const MAX_CODES: usize = 20;
 
+/// Most vital-sign sets of one patient the store reads (its bound).
+const VITALS: usize = 200;
+
 pub struct Gather<'a> {
     pub s: &'a AppState,
     pub user: &'a AuthUser,
     pub base: &'a str,
+    /// Set when a bound cut what was read: the answer is not the whole.
+    pub cut: std::sync::atomic::AtomicBool,
 }
 
 impl Gather<'_> {
@@ -101,6 +106,21 @@ impl Gather<'_> {
                     .await?;
             }
         }
+        if seen.is_empty() {
+            // A number no one holds is a lookup too: audited, and answered
+            // in the time a lookup of someone elsewhere takes.
+            self.s
+                .store
+                .audit(
+                    &self.user.actor(),
+                    "patient.search",
+                    "patient",
+                    None,
+                    None,
+                    Outcome::Ok,
+                )
+                .await?;
+        }
         Ok(out)
     }
 
@@ -130,7 +150,7 @@ impl Gather<'_> {
     /// The patient's consultations the caller may see, newest first.
     pub async fn consultations(&self, pid: PatientId) -> FhirResult<Vec<Consultation>> {
         // Only what the caller may see is kept, and only that is audited.
-        Ok(self
+        let kept = self
             .s
             .store
             .consultations_kept(
@@ -140,7 +160,20 @@ impl Gather<'_> {
                 CONSULTATIONS,
                 |c| access::may_read_consultation(self.user, c),
             )
-            .await?)
+            .await?;
+        if kept.len() as i64 >= CONSULTATIONS {
+            self.mark_cut();
+        }
+        Ok(kept)
+    }
+
+    fn mark_cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a bound cut the answer short.
+    pub fn was_cut(&self) -> bool {
+        self.cut.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Takes out of Observations the `encounter` references the caller may
@@ -248,6 +281,9 @@ impl Gather<'_> {
             ));
         }
         let list = self.s.store.patient_vitals(&self.user.actor(), pid).await?;
+        if list.len() >= VITALS {
+            self.mark_cut();
+        }
         let mut found: Vec<Value> = list
             .iter()
             .flat_map(resources::observations)
@@ -280,6 +316,9 @@ impl Gather<'_> {
         out.extend(cons.iter().map(resources::encounter));
         out.extend(cons.iter().filter_map(resources::appointment));
         let vitals = store.patient_vitals(&self.user.actor(), pid).await?;
+        if vitals.len() >= VITALS {
+            self.mark_cut();
+        }
         people.extend(vitals.iter().map(|v| v.recorded_by));
         let mut observations: Vec<Value> = vitals.iter().flat_map(resources::observations).collect();
         self.hide_unreadable_encounters(&mut observations, Some(&cons))

@@ -337,6 +337,7 @@ async fn search(
         s: &s,
         user: &user,
         base: &base,
+        cut: Default::default(),
     };
     let (p, all) = match kind.as_str() {
         "Patient" => {
@@ -378,7 +379,11 @@ async fn search(
         }
         _ => return Err(unknown_type(&kind)),
     };
-    Ok(Fhir(bundle(&base, &kind, &p, all)))
+    let mut b = bundle(&base, &kind, &p, all);
+    if g.was_cut() {
+        search::mark_cut(&mut b);
+    }
+    Ok(Fhir(b))
 }
 
 async fn operation(
@@ -408,12 +413,12 @@ async fn operation(
         s: &s,
         user: &user,
         base: &base,
+        cut: Default::default(),
     };
     let all = g.everything(pid).await?;
-    Ok(Fhir(bundle(
-        &base,
-        &format!("Patient/{pid}/$everything"),
-        &p,
-        all,
-    )))
+    let mut b = bundle(&base, &format!("Patient/{pid}/$everything"), &p, all);
+    if g.was_cut() {
+        search::mark_cut(&mut b);
+    }
+    Ok(Fhir(b))
 }

@@ -177,6 +177,35 @@ pub fn bundle(base: &str, path: &str, p: &SearchParams, all: Vec<Value>) -> Valu
     b
 }
 
+/// Marks a search's Bundle as cut short: a patient with more than the
+/// store's bounds (consultations, measurement sets) gets the newest only,
+/// and is told so by an OperationOutcome entry (`search.mode` `outcome`);
+/// `total` goes, since it would claim a count that is not the whole.
+pub fn mark_cut(b: &mut Value) {
+    if let Some(m) = b.as_object_mut() {
+        m.remove("total");
+    }
+    let warning = json!({
+        "resource": {
+            "resourceType": "OperationOutcome",
+            "issue": [{
+                "severity": "warning",
+                "code": "too-costly",
+                "details": {
+                    "coding": [{ "system": super::resources::ERROR_SYSTEM, "code": "results_cut" }],
+                    "text": "Chỉ có 200 ca tư vấn và 200 lần đo mới nhất của bệnh nhân; các bản cũ hơn không có ở đây.",
+                },
+                "diagnostics": "Only the patient's newest 200 consultations and 200 measurement sets are searched; older ones are not in this result.",
+            }],
+        },
+        "search": { "mode": "outcome" },
+    });
+    match b.get_mut("entry").and_then(Value::as_array_mut) {
+        Some(entries) => entries.push(warning),
+        None => b["entry"] = json!([warning]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
