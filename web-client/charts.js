@@ -33,11 +33,28 @@ function niceMax(max) {
 const clock = (ms) => `${Math.floor(ms / 60000)}:${String(Math.floor((ms % 60000) / 1000)).padStart(2, '0')}`;
 
 /**
- * `tick` labels a time on the x axis and in a point's tooltip (default: minutes:seconds from `t0`).
- * @param {{title: string, unit: string, series: Series[], t0: number, t1: number, id?: string, tick?: (ms: number) => string}} opts
+ * Splits points into runs whose neighbours are at most `gap` ms apart: a line is drawn along each run only, so a
+ * stretch with no data (a day without calls) shows as a gap, not as a line across it.
+ * @param {[number, number][]} points @param {number} gap @returns {[number, number][][]}
+ */
+export function runs(points, gap) {
+  /** @type {[number, number][][]} */
+  const out = [];
+  for (const p of points) {
+    const last = out[out.length - 1];
+    if (last && p[0] - last[last.length - 1][0] <= gap) last.push(p);
+    else out.push([p]);
+  }
+  return out;
+}
+
+/**
+ * `tick` labels a time on the x axis and in a point's tooltip (default: minutes:seconds from `t0`); points farther
+ * apart than `gap` ms are not joined (default: all are).
+ * @param {{title: string, unit: string, series: Series[], t0: number, t1: number, id?: string, tick?: (ms: number) => string, gap?: number}} opts
  * @returns {HTMLElement}
  */
-export function lineChart({ title, unit, series, t0, t1, id, tick = (ms) => clock(ms - t0) }) {
+export function lineChart({ title, unit, series, t0, t1, id, tick = (ms) => clock(ms - t0), gap = Infinity }) {
   const fig = document.createElement('figure');
   fig.className = 'chart';
   if (id) fig.id = id;
@@ -61,8 +78,11 @@ export function lineChart({ title, unit, series, t0, t1, id, tick = (ms) => cloc
   }
   series.forEach((ser, i) => {
     const color = COLORS[i % COLORS.length];
-    const pts = ser.points.map(([tm, v]) => `${x(tm).toFixed(1)},${y(v).toFixed(1)}`).join(' ');
-    if (ser.points.length > 1) svg.append(s('polyline', { points: pts, fill: 'none', stroke: color, 'stroke-width': 2, 'vector-effect': 'non-scaling-stroke', class: 'line' }));
+    for (const run of runs(ser.points, gap)) {
+      if (run.length < 2) continue;
+      const pts = run.map(([tm, v]) => `${x(tm).toFixed(1)},${y(v).toFixed(1)}`).join(' ');
+      svg.append(s('polyline', { points: pts, fill: 'none', stroke: color, 'stroke-width': 2, 'vector-effect': 'non-scaling-stroke', class: 'line' }));
+    }
     for (const [tm, v] of ser.points) {
       const dot = s('circle', { cx: x(tm), cy: y(v), r: 2.5, fill: color });
       dot.append(s('title', {}, `${ser.name}: ${v} ${unit} @ ${tick(tm)}`));

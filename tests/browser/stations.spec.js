@@ -59,6 +59,19 @@ test('admin sees a station\'s connectivity from a real call, its charts and the 
     await shoot(ad, 'station-connectivity', ad.locator('#station-charts'));
   });
 
+  await test.step('a chart leaves a gap over days without calls instead of drawing across them', async () => {
+    const lines = await ad.evaluate(async () => {
+      const { lineChart } = await import('/charts.js');
+      const day = 86_400_000;
+      // Calls on days 0, 1, 3 and 4: nothing on day 2.
+      const series = [{ name: 'loss', points: /** @type {[number, number][]} */ ([[0, 1], [day, 2], [3 * day, 1], [4 * day, 2]]) }];
+      const count = (/** @type {number | undefined} */ gap) =>
+        lineChart({ title: 't', unit: '%', series, t0: 0, t1: 4 * day, gap }).querySelectorAll('polyline').length;
+      return { daily: count(1.5 * day), joined: count(undefined) };
+    });
+    expect(lines).toEqual({ daily: 2, joined: 1 });
+  });
+
   await test.step('by week: one row per week, the bucket a Monday', async () => {
     await ad.locator('#station-filters select[name=bucket]').selectOption('week');
     await ad.locator('#station-filters button[type=submit]').click();

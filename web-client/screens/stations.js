@@ -140,8 +140,10 @@ export async function render(ctx) {
         return v === null ? [] : [/** @type {[number, number]} */ ([dayMs(r.bucket_start), round(v)])];
       }),
     });
+    // Neighbouring buckets are joined; a day (or week) without calls between two leaves a gap.
+    const gap = (unit === 'week' ? 7 : 1) * 86_400_000 * 1.5;
     const chart = (/** @type {string} */ id, /** @type {Key} */ title, /** @type {string} */ u, /** @type {Series[]} */ series) =>
-      lineChart({ title: t(title), unit: u, series, t0, t1, id, tick });
+      lineChart({ title: t(title), unit: u, series, t0, t1, id, tick, gap });
     detail.append(h('div', { class: 'charts', id: 'station-charts' },
       chart('station-chart-loss', 'stations.chartLoss', '%', [
         line('stations.series.avgLoss', (r) => r.avg_loss_pct), line('stations.series.p95Loss', (r) => r.p95_loss_pct),
