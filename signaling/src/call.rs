@@ -636,22 +636,22 @@ impl Calls {
     }
 }
 
-/// Per-track loss bookkeeping: cumulative counters become per-interval loss.
+/// Per-track bookkeeping: each participant's cumulative track counters
+/// (loss, NACKs, PLIs) become per-interval figures, for the session log and
+/// the metrics alike.
 #[derive(Default)]
 struct LossMemory {
-    lost: HashMap<(String, String, String), i64>,
-    /// The metrics' memory of each participant's tracks (room, participant).
+    /// Each participant's tracks (room, participant).
     seen: HashMap<(String, String), HashMap<String, crate::metrics::Seen>>,
 }
 
 impl LossMemory {
     /// A room closed: its tracks' memory goes (it grew with every call).
     fn forget(&mut self, room: &str) {
-        self.lost.retain(|(r, _, _), _| r != room);
         self.seen.retain(|(r, _), _| r != room);
     }
 
-    /// The sample's figures for the metrics.
+    /// The sample's figures this interval.
     fn figures(&mut self, s: &StatsSample) -> crate::metrics::SampleFigures {
         let seen = self
             .seen
@@ -660,9 +660,15 @@ impl LossMemory {
         crate::metrics::figures(s, seen)
     }
 
-    /// One participant's sample, as stored in the session log.
-    fn sample(&mut self, s: &StatsSample, user: Option<UserId>) -> SessionStats {
-        let (mut lost, mut got) = (0i64, 0u64);
+    /// One participant's sample, as stored in the session log, with its
+    /// interval's `figures`.
+    fn sample(
+        s: &StatsSample,
+        user: Option<UserId>,
+        figures: &crate::metrics::SampleFigures,
+    ) -> SessionStats {
+        let lost: u64 = figures.packets.iter().map(|(lost, _)| lost).sum();
+        let mut got = 0u64;
         let (mut bin, mut bout) = (0u64, 0u64);
         let (mut out_audio, mut out_video) = (0u64, 0u64);
         let (mut in_audio, mut in_video) = (0u64, 0u64);
@@ -677,13 +683,6 @@ impl LossMemory {
                     Direction::Outbound => audio_received = Some(&t.codec),
                 }
             }
-            let key = (
-                s.room.to_string(),
-                s.participant.to_string(),
-                format!("{}:{:?}", t.track, t.direction),
-            );
-            let prev = self.lost.insert(key, t.packets_lost).unwrap_or(0);
-            lost += (t.packets_lost - prev).max(0);
             got += t.packets;
             jitter = match (jitter, t.jitter_s) {
                 (Some(a), Some(b)) => Some(a.max(b)),
@@ -935,7 +934,7 @@ async fn handle_event(calls: &Calls, store: &Store, hub: &Hub, loss: &mut LossMe
             let user = member.map(|m| m.0);
             let figures = loss.figures(&sample);
             crate::metrics::global().sample(c, member.map(|m| m.1), &figures);
-            let stats = loss.sample(&sample, user);
+            let stats = LossMemory::sample(&sample, user, &figures);
             log(user, SessionEntry::Stats(stats)).await;
         }
         SfuEvent::Repaired {
